@@ -1,0 +1,133 @@
+"""The PyTorch backend, CPU or CUDA: the shared implementation plus torch's fused ops.
+
+No autograd anywhere: every method runs under ``torch.no_grad()`` semantics
+because the arrays it makes never require grad.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from backends.array_api import ArrayAPIBackend
+from backends.numpy_backend import as_host_array
+
+from core.errors import BackendUnavailableError
+from core.sgd import SGDState
+
+PIP_TORCH = "pip install 'softgrad[torch]'  (or: pip install torch)"
+
+
+class TorchBackend(ArrayAPIBackend):
+    def __init__(self, device: str = "cpu") -> None:
+        try:
+            import torch
+        except ImportError:
+            raise BackendUnavailableError(f"backend 'torch' needs PyTorch, which is not installed: {PIP_TORCH}") from None
+        import array_api_compat.torch
+
+        self.torch = torch
+        self.xp = array_api_compat.torch
+        name = "torch" if device == "cpu" else f"torch:{device}"
+        try:
+            torch_device = torch.device(device)
+        except RuntimeError as error:
+            raise BackendUnavailableError(f"backend {name!r}: unknown torch device {device!r} ({error})") from None
+        if torch_device.type == "cuda":
+            if not torch.cuda.is_available():
+                raise BackendUnavailableError(
+                    f"backend {name!r}: no CUDA device (torch {torch.__version__}, built for CUDA "
+                    f"{torch.version.cuda or 'none'}, finds no GPU or driver here); use 'torch' for the CPU"
+                )
+            index = torch_device.index if torch_device.index is not None else torch.cuda.current_device()
+            if index >= torch.cuda.device_count():
+                raise BackendUnavailableError(
+                    f"backend {name!r}: no CUDA device {index}; this machine has {torch.cuda.device_count()}"
+                )
+            torch_device = torch.device("cuda", index)
+        elif torch_device.type != "cpu":
+            raise BackendUnavailableError(f"backend {name!r}: only 'cpu' and 'cuda' devices are supported")
+        self.name = name
+        self._torch_device = torch_device
+        self.device = str(torch_device)
+
+    # ---- plumbing ---------------------------------------------------------------
+
+    def asarray(self, x: Any, dtype: Any = None):
+        torch = self.torch
+        if isinstance(x, torch.Tensor):
+            if x.is_complex():
+                raise TypeError(f"{self.name}.asarray: complex tensors are not supported")
+            torch_dtype = None if dtype is None else self._torch_dtype(dtype)
+            return x.detach().to(device=self._torch_device, dtype=torch_dtype)
+        # Through NumPy, so a Python list of floats is float64 on every backend.
+        host = as_host_array(x, dtype, self.name)
+        return torch.as_tensor(host, device=self._torch_device)
+
+    def _torch_dtype(self, dtype: Any):
+        if isinstance(dtype, self.torch.dtype):
+            return dtype
+        name = np.dtype(dtype).name
+        if name == "bool":
+            return self.torch.bool
+        torch_dtype = getattr(self.torch, name, None)
+        if not isinstance(torch_dtype, self.torch.dtype) or np.dtype(dtype).kind not in "biuf":
+            raise TypeError(f"{self.name}.asarray: dtype {name} is not supported")
+        return torch_dtype
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        if isinstance(x, self.torch.Tensor):
+            return x.detach().cpu().numpy()
+        return np.asarray(x)
+
+    def synchronize(self) -> None:
+        if self._torch_device.type == "cuda":
+            self.torch.cuda.synchronize(self._torch_device)
+
+    def _device_of(self, x: Any):
+        return x.device
+
+    def maximum(self, a, b):
+        if isinstance(b, (int, float)):
+            return self.torch.clamp_min(a, b)
+        return self.torch.maximum(a, b)
+
+    # ---- fused softmax: one kernel each, after the shared checks ----------------------
+
+    def softmax(self, z, axis: int = -1):
+        axis = self._prepare_softmax_input("softmax", z, axis)
+        self._checked_max("softmax", z, axis)
+        return self.torch.softmax(z, dim=axis)
+
+    def log_softmax(self, z, axis: int = -1):
+        axis = self._prepare_softmax_input("log_softmax", z, axis)
+        self._checked_max("log_softmax", z, axis)
+        return self.torch.log_softmax(z, dim=axis)
+
+    # ---- SGD with torch's multi-tensor (_foreach) kernels ----------------------------
+
+    def sgd_step(self, params, grads, state, *, lr, momentum=0.0, dampening=0.0, nesterov=False,
+                 weight_decay=0.0):
+        self._check_sgd(params, grads, state, lr, momentum, dampening, nesterov, weight_decay)
+        torch = self.torch
+        params = list(params)
+        grads = list(grads)
+        with torch.no_grad():
+            if weight_decay != 0.0:
+                grads = torch._foreach_add(grads, params, alpha=weight_decay)
+            buffers = state.momentum_buffers
+            if momentum != 0.0:
+                if buffers is None:
+                    buffers = tuple(torch.clone(g) for g in grads)
+                else:
+                    torch._foreach_mul_(list(buffers), momentum)
+                    torch._foreach_add_(list(buffers), grads, alpha=1.0 - dampening)
+                if nesterov:
+                    grads = torch._foreach_add(grads, list(buffers), alpha=momentum)
+                else:
+                    grads = list(buffers)
+            torch._foreach_add_(params, grads, alpha=-lr)
+        return params, SGDState(step=state.step + 1, momentum_buffers=buffers)
+
+

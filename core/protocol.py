@@ -1,0 +1,254 @@
+"""The Backend protocol: the contract every array backend implements.
+
+This module carries the documentation; the backends stay thin. Semantics are
+those of ``torch.nn.functional`` and ``torch.optim.SGD`` except where PyTorch
+returns NaN and the mathematics has a value (see "Non-finite values" below).
+
+Conventions used by every method
+--------------------------------
+``Array``
+    the backend's own array type (``numpy.ndarray``, ``torch.Tensor``,
+    ``cupy.ndarray``). Floating-point computations accept float32 and float64
+    and return the input's dtype; float32 stays float32.
+Logits
+    shape ``(N, C)``: N samples (N >= 1), C classes (C >= 1).
+Targets
+    either class indices, an integer array of shape ``(N,)`` with values in
+    ``[0, C)`` or equal to ``ignore_index``; or class probabilities, a
+    floating array of shape ``(N, C)`` with the dtype of the logits (rows
+    are not required to sum to 1, as in PyTorch).
+``weight``
+    optional per-class weights, floating, shape ``(C,)``.
+``reduction``
+    ``"none"`` (per-sample values, shape ``(N,)``), ``"sum"`` or ``"mean"``.
+    With class-index targets the mean is the weighted mean: the sum divided by
+    the sum of ``weight[target[i]]`` over the samples not ignored (the number
+    of samples not ignored when there is no weight). With probability targets
+    the mean divides by N, as in PyTorch.
+
+Non-finite values
+-----------------
+- ``-inf`` logits are allowed: they mark masked classes, whose probability is
+  exactly 0. Where the target puts no mass on such a class the loss is finite
+  and correct (``0 * log 0 = 0``), where PyTorch returns NaN.
+- A loss that is mathematically infinite (target mass on a ``-inf`` logit,
+  including the ``eps / C`` that label smoothing puts on every class) raises
+  ``ValueError`` naming the sample.
+- A row whose logits are all ``-inf``, or that holds NaN or ``+inf``, has no
+  softmax: every operation on it raises ``ValueError`` naming the row. A
+  silent NaN is never returned.
+- An empty batch (N = 0) or a mean over no samples (every target ignored, or
+  weights summing to 0) raises ``ValueError``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Protocol, Sequence, runtime_checkable
+
+from core.sgd import SGDState
+
+Array = Any
+Reduction = Literal["none", "mean", "sum"]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Numerical operations for softmax classification on one array library."""
+
+    #: registry name, e.g. ``"numpy"``, ``"torch"``, ``"torch:cuda"``, ``"cupy"``.
+    name: str
+    #: where arrays live: ``"cpu"``, ``"cuda:0"``, ...
+    device: str
+
+    # ---- plumbing --------------------------------------------------------
+
+    def asarray(self, x: Any, dtype: Any = None) -> Array:
+        """Return ``x`` as an array of this backend, on its device.
+
+        ``x`` may be a NumPy array, a nested sequence, a scalar or an array of
+        this backend. Without ``dtype`` the dtype is kept: float32 stays
+        float32, float64 stays float64, integers stay integers. ``dtype`` is a
+        NumPy dtype or its name (``"float32"``). Raises ``TypeError`` for a
+        dtype the backend cannot hold (complex, object, strings).
+        """
+        ...
+
+    def to_numpy(self, x: Array) -> Any:
+        """Copy ``x`` to a ``numpy.ndarray`` on the host (the same dtype)."""
+        ...
+
+    def synchronize(self) -> None:
+        """Wait until the device has finished all queued work.
+
+        Call before every clock read; a no-op on the CPU.
+        """
+        ...
+
+    def matmul(self, a: Array, b: Array) -> Array:
+        """Matrix product ``a @ b`` of 2-D arrays ``(n, k) @ (k, m) -> (n, m)``."""
+        ...
+
+    def maximum(self, a: Array, b: Array | float) -> Array:
+        """Elementwise maximum; ``b`` may be a Python scalar (``maximum(h, 0.0)`` is ReLU)."""
+        ...
+
+    def sum(self, x: Array, axis: int | None = None) -> Array:
+        """Sum over ``axis`` (all elements when ``None``), in the dtype of ``x``."""
+        ...
+
+    # ---- softmax -------------------------------------------------------
+
+    def softmax(self, z: Array, axis: int = -1) -> Array:
+        """``exp(z - max) / sum(exp(z - max))`` along ``axis``.
+
+        Shifted by the maximum of each slice, so it is stable for any finite
+        logits (float32 logits of magnitude 1e4 give no inf or NaN). Entries
+        that are ``-inf`` get probability exactly 0. Each slice lies in
+        [0, 1] and sums to 1 within rounding. Same shape and dtype as ``z``.
+        Raises ``ValueError`` for a slice that is all ``-inf`` or holds NaN or
+        ``+inf``.
+        """
+        ...
+
+    def log_softmax(self, z: Array, axis: int = -1) -> Array:
+        """``z - max - log(sum(exp(z - max)))`` along ``axis``: log-sum-exp.
+
+        Never computed as ``log(softmax(z))``, which underflows to ``-inf``
+        for very negative logits. ``-inf`` entries give ``-inf``. Same
+        edge cases and errors as :meth:`softmax`.
+        """
+        ...
+
+    # ---- losses ----------------------------------------------------------
+
+    def nll_loss(
+        self,
+        logp: Array,
+        target: Array,
+        *,
+        weight: Array | None = None,
+        ignore_index: int = -100,
+        reduction: Reduction = "mean",
+    ) -> Array:
+        """Negative log-likelihood of class-index targets.
+
+        ``logp``: ``(N, C)`` log-probabilities (usually ``log_softmax``).
+        ``target``: ``(N,)`` integer class indices.
+
+        ``loss[i] = -weight[target[i]] * logp[i, target[i]]``, and 0 for
+        samples whose target equals ``ignore_index``; then reduced. A sample
+        whose class has weight 0 contributes 0 even if its ``logp`` is
+        ``-inf``. Returns a 0-d array (``"mean"``, ``"sum"``) or ``(N,)``.
+
+        Raises ``ValueError`` for a label outside ``[0, C)`` (naming it and
+        C), a length mismatch, a wrong ndim, an infinite loss, and a mean
+        over no samples; ``TypeError`` for float labels.
+        """
+        ...
+
+    def cross_entropy(
+        self,
+        logits: Array,
+        target: Array,
+        *,
+        weight: Array | None = None,
+        ignore_index: int = -100,
+        reduction: Reduction = "mean",
+        label_smoothing: float = 0.0,
+    ) -> Array:
+        """Cross-entropy between ``softmax(logits)`` and the target.
+
+        Equal to ``nll_loss(log_softmax(logits), target)`` without smoothing
+        (``CrossEntropyLoss = LogSoftmax + NLLLoss``). In general, with the
+        per-sample target distribution ``q``,
+        ``loss[i] = -sum_c q[i, c] * log_softmax(logits)[i, c]``:
+
+        - class indices, smoothing ``eps`` in [0, 1]:
+          ``q[i, c] = (1 - eps) * weight[t_i] * [c == t_i] + eps / C * weight[c]``
+          (weight = 1 when absent), 0 for ignored samples.
+        - probabilities ``p``: ``q[i, c] = weight[c] * ((1 - eps) * p[i, c] + eps / C)``;
+          ``ignore_index`` must be negative (PyTorch's rule).
+
+        Terms with ``q == 0`` count 0 even against a ``-inf`` logit. Returns
+        a 0-d array or ``(N,)``; same errors as :meth:`nll_loss`, plus
+        ``ValueError`` for probability targets of the wrong shape and for
+        rows of logits that have no softmax.
+        """
+        ...
+
+    def cross_entropy_grad(
+        self,
+        logits: Array,
+        target: Array,
+        *,
+        weight: Array | None = None,
+        ignore_index: int = -100,
+        reduction: Reduction = "mean",
+        label_smoothing: float = 0.0,
+    ) -> Array:
+        """Gradient of :meth:`cross_entropy` with respect to ``logits``, analytically.
+
+        With ``q`` as in :meth:`cross_entropy` and ``s_i = sum_c q[i, c]``::
+
+            d loss[i] / d logits[i, j] = s_i * softmax(logits)[i, j] - q[i, j]
+
+        which is ``softmax - y`` for one-hot (or any normalised, unweighted)
+        targets. ``"mean"`` divides by the same denominator as the loss
+        (so ``(softmax - y) / N`` in the plain case); ``"none"`` returns the
+        gradient of ``sum(loss)``, i.e. each sample's own gradient. Ignored
+        samples get a zero row. Shape and dtype of ``logits``; no autograd.
+        Masked (``-inf``) classes get gradient 0 where the target puts no
+        mass on them. Same errors as :meth:`cross_entropy`.
+        """
+        ...
+
+    def cross_entropy_and_grad(
+        self,
+        logits: Array,
+        target: Array,
+        *,
+        weight: Array | None = None,
+        ignore_index: int = -100,
+        reduction: Reduction = "mean",
+        label_smoothing: float = 0.0,
+    ) -> tuple[Array, Array]:
+        """``(cross_entropy(...), cross_entropy_grad(...))`` from one softmax.
+
+        What a training step needs: the loss and its gradient while reading
+        the logits once. Same semantics and errors as the two methods.
+        """
+        ...
+
+    # ---- optimizer -------------------------------------------------------
+
+    def sgd_init(self, params: Sequence[Array]) -> SGDState:
+        """The initial :class:`~core.sgd.SGDState` for ``params``: step 0, no momentum buffers."""
+        ...
+
+    def sgd_step(
+        self,
+        params: Sequence[Array],
+        grads: Sequence[Array],
+        state: SGDState,
+        *,
+        lr: float,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        nesterov: bool = False,
+        weight_decay: float = 0.0,
+    ) -> tuple[list[Array], SGDState]:
+        """One step of ``torch.optim.SGD``, per parameter ``p`` with gradient ``g``::
+
+            g = g + weight_decay * p
+            buf = g                                   (first step with momentum)
+            buf = momentum * buf + (1 - dampening) * g    (later steps)
+            g = g + momentum * buf if nesterov else buf   (when momentum != 0)
+            p = p - lr * g
+
+        ``params`` are updated in place and returned with the new state; the
+        gradients are not modified. Raises ``ValueError`` for negative or
+        non-finite hyperparameters, nesterov without momentum or with
+        dampening, and params/grads that do not match in number, shape or
+        dtype.
+        """
+        ...

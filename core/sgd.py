@@ -1,0 +1,66 @@
+"""SGD's explicit optimizer state and the checks on its hyperparameters.
+
+The state is a value passed in and returned (as in optax), not hidden in an
+object, so a training loop can checkpoint it and any backend can resume it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Sequence
+
+
+class SGDState(NamedTuple):
+    """State of ``Backend.sgd_step``.
+
+    step:
+        how many steps have been taken.
+    momentum_buffers:
+        ``None`` until the first step with ``momentum != 0``; then one backend
+        array per parameter, ``buf = g`` on that first step as in
+        ``torch.optim.SGD``.
+    """
+
+    step: int = 0
+    momentum_buffers: tuple[Any, ...] | None = None
+
+
+def check_sgd_hyperparameters(
+    lr: float, momentum: float, dampening: float, nesterov: bool, weight_decay: float
+) -> None:
+    """Reject the settings ``torch.optim.SGD`` rejects, with the same reasons."""
+    for name, value in (
+        ("lr", lr),
+        ("momentum", momentum),
+        ("dampening", dampening),
+        ("weight_decay", weight_decay),
+    ):
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise TypeError(f"sgd_step: {name} must be a real number, got {value!r}")
+        if not value >= 0.0 or value == float("inf"):
+            raise ValueError(f"sgd_step: {name} must be finite and >= 0, got {value!r}")
+    if nesterov and (momentum <= 0.0 or dampening != 0.0):
+        raise ValueError("sgd_step: nesterov momentum requires momentum > 0 and dampening == 0")
+
+
+def check_sgd_arguments(
+    params: Sequence[Any], grads: Sequence[Any], state: SGDState, shape_of, dtype_of
+) -> None:
+    """Check that params, grads and state line up one to one, shape and dtype."""
+    if not isinstance(state, SGDState):
+        raise TypeError(f"sgd_step: state must be the SGDState from sgd_init, got {type(state).__name__}")
+    if len(params) != len(grads):
+        raise ValueError(f"sgd_step: {len(params)} parameters but {len(grads)} gradients")
+    if state.momentum_buffers is not None and len(state.momentum_buffers) != len(params):
+        raise ValueError(
+            f"sgd_step: the state holds {len(state.momentum_buffers)} momentum buffers "
+            f"for {len(params)} parameters; was it made by sgd_init for these parameters?"
+        )
+    for i, (p, g) in enumerate(zip(params, grads)):
+        if shape_of(p) != shape_of(g):
+            raise ValueError(
+                f"sgd_step: parameter {i} has shape {shape_of(p)} but its gradient has shape {shape_of(g)}"
+            )
+        if dtype_of(p) != dtype_of(g):
+            raise TypeError(
+                f"sgd_step: parameter {i} is {dtype_of(p)} but its gradient is {dtype_of(g)}"
+            )
