@@ -1,0 +1,34 @@
+# Two commands on a fresh machine: `make test` and `make bench`.
+# Both create .venv and install what they need; versions are pinned here,
+# ranges live in pyproject.toml.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+# torch and torchvision are pinned to the releases this machine has on disk
+# (a CUDA build that also runs on the CPU).
+PINS   := torch==2.14.1 torchvision==0.29.1
+STAMP  := $(VENV)/.installed
+
+.PHONY: test test-long bench lint clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(PINS) -e '.[torch,vision,test]'
+	touch $@
+
+test: $(STAMP)
+	HYPOTHESIS_PROFILE=$${HYPOTHESIS_PROFILE:-ci} $(PY) -m pytest
+
+# The long Hypothesis profile: many more examples, random seeds.
+test-long: $(STAMP)
+	HYPOTHESIS_PROFILE=long $(PY) -m pytest
+
+bench: $(STAMP)
+	$(PY) -m bench
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis .benchmarks
