@@ -1,0 +1,63 @@
+"""Hypothesis profiles and the backend fixtures shared by the suite."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+
+from backends import available_backends, get_backend
+
+# "ci": deterministic and bounded (make test, .ci/run). "dev": Hypothesis'
+# defaults with random seeds. "long": many more examples (make test-long).
+_common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile("ci", max_examples=30, derandomize=True, print_blob=True, **_common)
+settings.register_profile("dev", max_examples=100, **_common)
+settings.register_profile("long", max_examples=1000, **_common)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+ALL_BACKENDS = ["numpy", "torch", "torch:cuda", "cupy"]
+_STATUS = available_backends()
+AVAILABLE = [name for name in ALL_BACKENDS if _STATUS[name] == "available"]
+DTYPES = [np.float32, np.float64]
+
+# Tolerances, per dtype, for comparing against a float64 reference computed
+# from the same (exactly representable) inputs.
+TOLERANCES = {
+    np.float32: dict(rtol=2e-5, atol=1e-6),
+    np.float64: dict(rtol=1e-10, atol=1e-12),
+}
+
+
+def backend_param(name: str):
+    reason = _STATUS[name]
+    marks = [pytest.mark.gpu] if name in ("torch:cuda", "cupy") else []
+    if reason != "available":
+        marks.append(pytest.mark.skip(reason=reason))
+    return pytest.param(name, marks=marks, id=name)
+
+
+@pytest.fixture(scope="session", params=[backend_param(name) for name in ALL_BACKENDS])
+def be(request):
+    """Every backend, skipped with its reason where it is not available."""
+    return get_backend(request.param)
+
+
+@pytest.fixture(scope="session", params=DTYPES, ids=["float32", "float64"])
+def dtype(request):
+    return request.param
+
+
+def assert_close(actual, expected, dtype, scale=1.0, what=""):
+    """``actual`` equals the float64 ``expected`` within the dtype's tolerance.
+
+    ``scale`` widens the absolute tolerance for quantities that grow with the
+    logits (log-probabilities, losses).
+    """
+    tol = TOLERANCES[np.dtype(dtype).type]
+    np.testing.assert_allclose(
+        np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64),
+        rtol=tol["rtol"], atol=tol["atol"] * max(1.0, scale), err_msg=what,
+    )
