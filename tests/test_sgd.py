@@ -1,0 +1,87 @@
+"""sgd_step against torch.optim.SGD, step by step, for random hyperparameters."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from core import SGDState
+from tests.conftest import assert_close
+
+torch = pytest.importorskip("torch")
+
+
+@st.composite
+def sgd_settings(draw):
+    momentum = draw(st.sampled_from([0.0, 0.5, 0.9]) | st.floats(0.0, 0.99))
+    nesterov = momentum > 0 and draw(st.booleans())
+    return dict(
+        lr=draw(st.sampled_from([0.1, 0.01]) | st.floats(1e-4, 1.0)),
+        momentum=momentum,
+        dampening=0.0 if nesterov else draw(st.sampled_from([0.0, 0.1]) | st.floats(0.0, 1.0)),
+        nesterov=nesterov,
+        weight_decay=draw(st.sampled_from([0.0, 1e-4]) | st.floats(0.0, 0.1)),
+    )
+
+
+@given(settings=sgd_settings(), steps=st.integers(1, 6), seed=st.integers(0, 2**32 - 1))
+def test_sgd_steps_match_torch_optim_sgd(be, dtype, settings, steps, seed):
+    rng = np.random.default_rng(seed)
+    shapes = [(7, 5), (5,), (1, 3)]
+    initial = [rng.standard_normal(s).astype(dtype) for s in shapes]
+    reference = [torch.tensor(p.astype(np.float64), requires_grad=True) for p in initial]
+    optimizer = torch.optim.SGD(reference, **settings)
+    params = [be.asarray(p.copy()) for p in initial]
+    state = be.sgd_init(params)
+    for step in range(steps):
+        grads = [rng.standard_normal(s).astype(dtype) for s in shapes]
+        for p, g in zip(reference, grads):
+            p.grad = torch.from_numpy(g.astype(np.float64))
+        optimizer.step()
+        grads_before = [g.copy() for g in grads]
+        params, state = be.sgd_step(params, [be.asarray(g) for g in grads], state, **settings)
+        assert state.step == step + 1
+        for ours, theirs, g, g0 in zip(params, reference, grads, grads_before):
+            assert be.to_numpy(ours).dtype == dtype
+            assert_close(be.to_numpy(ours), theirs.detach().numpy(), dtype, scale=steps)
+            np.testing.assert_array_equal(g, g0)  # gradients are not modified
+
+
+def test_sgd_updates_in_place_and_returns_the_arrays(be):
+    params = [be.asarray(np.ones(3))]
+    updated, state = be.sgd_step(params, [be.asarray(np.full(3, 2.0))], be.sgd_init(params), lr=0.5)
+    assert updated[0] is params[0]
+    np.testing.assert_array_equal(be.to_numpy(params[0]), np.zeros(3))
+    assert state == SGDState(step=1, momentum_buffers=None)
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        (dict(lr=-0.1), "lr must be finite and >= 0"),
+        (dict(lr=float("nan")), "lr must be finite"),
+        (dict(lr=0.1, momentum=-0.5), "momentum must be finite and >= 0"),
+        (dict(lr=0.1, nesterov=True), "nesterov momentum requires momentum > 0"),
+        (dict(lr=0.1, momentum=0.9, dampening=0.1, nesterov=True), "dampening == 0"),
+        (dict(lr=0.1, weight_decay=-1.0), "weight_decay must be finite and >= 0"),
+    ],
+)
+def test_sgd_rejects_bad_hyperparameters(be, settings, message):
+    params = [be.asarray(np.ones(2))]
+    with pytest.raises(ValueError, match=message):
+        be.sgd_step(params, [be.asarray(np.ones(2))], be.sgd_init(params), **settings)
+
+
+def test_sgd_rejects_mismatched_params_and_grads(be):
+    params = [be.asarray(np.ones((2, 3))), be.asarray(np.ones(3))]
+    state = be.sgd_init(params)
+    with pytest.raises(ValueError, match="2 parameters but 1 gradients"):
+        be.sgd_step(params, [be.asarray(np.ones((2, 3)))], state, lr=0.1)
+    with pytest.raises(ValueError, match=r"parameter 1 has shape \(3,\) but its gradient has shape \(4,\)"):
+        be.sgd_step(params, [be.asarray(np.ones((2, 3))), be.asarray(np.ones(4))], state, lr=0.1)
+    with pytest.raises(TypeError, match="parameter 0 is float64 but its gradient is float32"):
+        be.sgd_step(params, [be.asarray(np.ones((2, 3), np.float32)), be.asarray(np.ones(3))], state, lr=0.1)
+    with pytest.raises(TypeError, match="state must be the SGDState"):
+        be.sgd_step(params, params, {"step": 0}, lr=0.1)
