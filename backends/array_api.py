@@ -110,7 +110,9 @@ class ArrayAPIBackend:
     @staticmethod
     def _times_unless_zero(xp, factor, values):
         """``factor * values`` where a zero factor gives 0 even against -inf (0 log 0 = 0)."""
-        return xp.where(factor != 0, factor * values, xp.zeros_like(values))
+        with np.errstate(invalid="ignore"):  # NumPy warns about the 0 * inf that where() discards
+            product = factor * values
+        return xp.where(factor != 0, product, xp.zeros_like(values))
 
     def _finish_loss(self, op: str, per_sample, reduction: str, denominator):
         xp = self.xp
