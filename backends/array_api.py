@@ -7,7 +7,8 @@ its framework fuses. The docstrings live in :mod:`core.protocol`.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

@@ -12,7 +12,6 @@ import numpy as np
 
 from backends.array_api import ArrayAPIBackend
 from backends.numpy_backend import as_host_array
-
 from core.errors import BackendUnavailableError
 from core.sgd import SGDState
 

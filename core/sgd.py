@@ -6,7 +6,8 @@ object, so a training loop can checkpoint it and any backend can resume it.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 
 class SGDState(NamedTuple):

@@ -6,9 +6,9 @@ backends compute those (one small reduction each) and call in here.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
-
 import math
+from collections.abc import Sequence
+from typing import Any
 
 FLOAT_DTYPES = ("float32", "float64")
 REDUCTIONS = ("none", "mean", "sum")

@@ -1,0 +1,1 @@
+"""``python -m bench``: measured throughput of each backend, side by side."""

@@ -1,0 +1,74 @@
+"""Op throughput: softmax, log_softmax, cross-entropy with its gradient, sgd_step."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from bench.timing import Timing, time_call
+from core.protocol import Backend
+
+# (N, C): an MNIST batch, a large batch of 10 classes, ImageNet-sized classes.
+SIZES = [(64, 10), (1024, 10), (1024, 1000), (8192, 1000)]
+QUICK_SIZES = [(64, 10), (1024, 1000)]
+# The parameters of the 784-512-256-128-64-10 MLP: weights and biases.
+MLP_WIDTHS = [784, 512, 256, 128, 64, 10]
+
+
+@dataclass(frozen=True)
+class OpResult:
+    backend: str
+    op: str
+    size: str  # "N x C" or "<k> params"
+    dtype: str
+    timing: Timing
+    items: int  # rows (or parameters) processed per call
+
+    @property
+    def items_per_s(self) -> float:
+        return self.items / self.timing.median_s
+
+
+def _op_cases(be: Backend, n: int, c: int, dtype) -> list[tuple[str, Callable[[], object]]]:
+    rng = np.random.default_rng(0)
+    logits = be.asarray(rng.standard_normal((n, c)).astype(dtype) * 3)
+    labels = be.asarray(rng.integers(0, c, n))
+    return [
+        ("softmax", lambda: be.softmax(logits)),
+        ("log_softmax", lambda: be.log_softmax(logits)),
+        ("cross_entropy + grad", lambda: be.cross_entropy_and_grad(logits, labels)),
+    ]
+
+
+def _sgd_case(be: Backend, dtype) -> tuple[int, Callable[[], object]]:
+    rng = np.random.default_rng(0)
+    shapes = [s for a, b in zip(MLP_WIDTHS, MLP_WIDTHS[1:]) for s in ((a, b), (b,))]
+    params = [be.asarray(rng.standard_normal(s).astype(dtype) * 0.01) for s in shapes]
+    grads = [be.asarray(rng.standard_normal(s).astype(dtype) * 1e-3) for s in shapes]
+    state = [be.sgd_init(params)]
+    size = sum(int(np.prod(s)) for s in shapes)
+
+    def step():
+        # lr 0 keeps the parameters fixed, so every repeat does the same work
+        _, state[0] = be.sgd_step(params, grads, state[0], lr=0.0, momentum=0.9, weight_decay=1e-4)
+
+    return size, step
+
+
+def measure_ops(be: Backend, dtype=np.float32, *, quick: bool = False, repeats: int = 5,
+                progress: Callable[[str], None] = lambda _: None) -> list[OpResult]:
+    results = []
+    min_block_s = 0.02 if quick else 0.1
+    dtype_name = np.dtype(dtype).name
+    for n, c in QUICK_SIZES if quick else SIZES:
+        for op, fn in _op_cases(be, n, c, dtype):
+            progress(f"{be.name}: {op} {n}x{c}")
+            timing = time_call(fn, be.synchronize, repeats=repeats, min_block_s=min_block_s)
+            results.append(OpResult(be.name, op, f"{n} x {c}", dtype_name, timing, n))
+    progress(f"{be.name}: sgd_step")
+    size, step = _sgd_case(be, dtype)
+    timing = time_call(step, be.synchronize, repeats=repeats, min_block_s=min_block_s)
+    results.append(OpResult(be.name, "sgd_step (momentum)", f"{size:,} params", dtype_name, timing, size))
+    return results

@@ -1,0 +1,82 @@
+"""The registry: names, lazy imports, and the errors for backends that cannot run."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from backends import available_backends, backend_names, get_backend
+from core import Backend, BackendUnavailableError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def test_numpy_backend_imports_no_framework():
+    result = run_python(
+        "import sys, core, backends\n"
+        "be = backends.get_backend('numpy')\n"
+        "import numpy as np\n"
+        "be.cross_entropy(be.asarray(np.ones((2, 3))), be.asarray(np.array([0, 1])))\n"
+        "print(sorted(m for m in ('torch', 'cupy') if m in sys.modules))\n"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_every_backend_satisfies_the_protocol(be):
+    assert isinstance(be, Backend)
+    assert be.name in backend_names() or be.name.startswith("torch:cuda")
+    assert isinstance(be.device, str)
+
+
+def test_get_backend_returns_one_instance_per_name():
+    assert get_backend("numpy") is get_backend("numpy")
+    assert get_backend(get_backend("numpy")) is get_backend("numpy")
+
+
+def test_unknown_backend_lists_the_known_ones():
+    with pytest.raises(BackendUnavailableError, match="unknown backend 'jax'; known backends: numpy, torch"):
+        get_backend("jax")
+    with pytest.raises(TypeError, match="expected a backend name"):
+        get_backend(42)
+
+
+def test_available_backends_gives_a_status_for_every_name():
+    status = available_backends()
+    assert list(status) == backend_names()
+    assert status["numpy"] == "available"
+    for name, reason in status.items():
+        assert reason == "available" or name in reason
+
+
+def test_missing_cuda_device_is_reported_with_its_reason():
+    status = available_backends()
+    for name in ("torch:cuda", "cupy"):
+        if status[name] == "available":
+            continue
+        assert "no CUDA device" in status[name] or "pip install" in status[name]
+        with pytest.raises(BackendUnavailableError, match=name):
+            get_backend(name)
+
+
+def test_missing_framework_names_the_pip_command():
+    # Hide torch and cupy from the import system in a fresh interpreter.
+    result = run_python(
+        "import sys\n"
+        "sys.modules['torch'] = None; sys.modules['cupy'] = None\n"
+        "from backends import available_backends\n"
+        "for name, reason in available_backends().items(): print(name, '|', reason)\n"
+    )
+    assert result.returncode == 0, result.stderr
+    lines = dict(line.split(" | ", 1) for line in result.stdout.strip().splitlines())
+    assert lines["numpy"] == "available"
+    assert "needs PyTorch, which is not installed: pip install 'softgrad[torch]'" in lines["torch"]
+    assert "pip install 'softgrad[torch]'" in lines["torch:cuda"]
+    assert "needs CuPy, which is not installed" in lines["cupy"] and "pip install" in lines["cupy"]
