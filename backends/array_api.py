@@ -20,6 +20,14 @@ class ArrayAPIBackend:
     name: str
     device: str
     xp: Any  # an array-api-compat namespace
+    array_type: type  # the framework's array class
+
+    def _check_array(self, op: str, what: str, x: Any) -> None:
+        if not isinstance(x, self.array_type):
+            raise TypeError(
+                f"{op}: {what} is a {type(x).__module__}.{type(x).__name__}, not an array of the "
+                f"{self.name!r} backend; convert it once with be.asarray(...)"
+            )
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} on {self.device}>"
@@ -61,6 +69,7 @@ class ArrayAPIBackend:
         return m
 
     def _prepare_softmax_input(self, op: str, z, axis: int) -> int:
+        self._check_array(op, "the input", z)
         v.check_float_array(op, "the input", z.dtype)
         axis = v.normalize_axis(op, axis, z.ndim)
         v.check_not_empty(op, "the input", tuple(z.shape))
@@ -100,6 +109,10 @@ class ArrayAPIBackend:
 
     def _validate_loss_inputs(self, op, logits, target, weight, ignore_index, reduction, label_smoothing,
                               what="logits"):
+        self._check_array(op, what, logits)
+        self._check_array(op, "target", target)
+        if weight is not None:
+            self._check_array(op, "weight", weight)
         v.check_logits(op, tuple(logits.shape), logits.dtype, what)
         v.check_options(op, reduction, label_smoothing, ignore_index)
         kind = v.target_kind(op, tuple(logits.shape), logits.dtype, tuple(target.shape), target.dtype,
@@ -259,6 +272,9 @@ class ArrayAPIBackend:
 
     def _check_sgd(self, params, grads, state, lr, momentum, dampening, nesterov, weight_decay):
         check_sgd_hyperparameters(lr, momentum, dampening, nesterov, weight_decay)
+        for i, (p, g) in enumerate(zip(params, grads)):
+            self._check_array("sgd_step", f"parameter {i}", p)
+            self._check_array("sgd_step", f"gradient {i}", g)
         check_sgd_arguments(params, grads, state, lambda a: tuple(a.shape),
                             lambda a: v.dtype_name(a.dtype))
 

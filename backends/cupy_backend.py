@@ -37,6 +37,7 @@ class CuPyBackend(ArrayAPIBackend):
 
         self.cupy = cupy
         self.xp = array_api_compat.cupy
+        self.array_type = cupy.ndarray
         self.device = f"cuda:{cupy.cuda.runtime.getDevice()}"
 
     def asarray(self, x: Any, dtype: Any = None):

@@ -34,6 +34,8 @@ class NumPyBackend(ArrayAPIBackend):
         import array_api_compat.numpy
 
         self.xp = array_api_compat.numpy
+        # NumPy reductions return NumPy scalars (np.float32), which are arrays here too
+        self.array_type = (np.ndarray, np.generic)
 
     def asarray(self, x: Any, dtype: Any = None) -> np.ndarray:
         return as_host_array(x, dtype, self.name)

@@ -28,6 +28,7 @@ class TorchBackend(ArrayAPIBackend):
 
         self.torch = torch
         self.xp = array_api_compat.torch
+        self.array_type = torch.Tensor
         name = "torch" if device == "cpu" else f"torch:{device}"
         try:
             torch_device = torch.device(device)

@@ -140,3 +140,11 @@ def test_mean_over_no_samples(be):
         call(be, "cross_entropy", weight=be.asarray(np.array([1.0, 1.0, 0.0])), y=np.array([2, 2]))
     total = call(be, "cross_entropy", y=np.array([-100, -100]), reduction="sum")
     assert float(be.to_numpy(total)) == 0.0
+
+
+def test_arrays_of_another_library_are_named(be):
+    other = [1.0, 2.0] if be.name == "numpy" else np.ones((2, 3))
+    with pytest.raises(TypeError, match="not an array of the .* backend; convert it once with be.asarray"):
+        be.softmax(other)
+    with pytest.raises(TypeError, match="cross_entropy: target is a .*convert it once"):
+        be.cross_entropy(be.asarray(Z), Y.tolist())

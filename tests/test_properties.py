@@ -52,6 +52,7 @@ def test_softmax_rows_are_distributions(be, dtype, data):
     assert np.all(np.isfinite(p)) and np.all(p >= 0) and np.all(p <= 1)
     np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=0, atol=1e-5 if dtype == np.float32 else 1e-12)
     assert_close(p, ref.softmax(z), dtype)
+    assert_close(p, torch.softmax(torch.from_numpy(z.astype(np.float64)), dim=1).numpy(), dtype)
 
 
 @given(data=st.data())
@@ -86,6 +87,8 @@ def test_log_softmax_is_log_of_softmax_where_finite(be, dtype, data):
     p = be.to_numpy(be.softmax(be.asarray(z)))
     assert logp.dtype == dtype and np.all(np.isfinite(logp))
     assert_close(logp, ref.log_softmax(z), dtype, scale=scale)
+    oracle = torch.log_softmax(torch.from_numpy(z.astype(np.float64)), dim=1).numpy()
+    assert_close(logp, oracle, dtype, scale=scale)
     usable = p > np.finfo(dtype).tiny * 1e3  # log(softmax) is finite and accurate there
     assert_close(logp[usable], np.log(p[usable].astype(np.float64)), dtype, scale=scale)
 
