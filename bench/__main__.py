@@ -52,8 +52,13 @@ def render(results: list[OpResult], unavailable: dict[str, str], console: Consol
     table = Table(title="softgrad op throughput (median of repeats)")
     for column in ("op", "size", "backend", "dtype", "time / call", "spread", "rows or params / s"):
         table.add_column(column, justify="right" if column not in ("op", "backend") else "left")
-    key = {r.op: i for i, r in enumerate(results)}
-    ordered = sorted(results, key=lambda r: (key[r.op], r.size, r.backend))
+    # group by op, then size in the order measured, then backend: rows to compare sit together
+    op_order, size_order, backend_order = ({}, {}, {})
+    for r in results:
+        op_order.setdefault(r.op, len(op_order))
+        size_order.setdefault(r.size, len(size_order))
+        backend_order.setdefault(r.backend, len(backend_order))
+    ordered = sorted(results, key=lambda r: (op_order[r.op], size_order[r.size], backend_order[r.backend]))
     for r in ordered:
         table.add_row(r.op, r.size, r.backend, r.dtype, f"{r.timing.median_s * 1e6:,.1f} µs",
                       f"±{r.timing.spread_s / r.timing.median_s * 50:.0f}%", format_rate(r.items_per_s))
