@@ -46,7 +46,15 @@ class ArrayAPIBackend:
         return self.xp.maximum(a, b)
 
     def sum(self, x, axis=None):
-        return self.xp.sum(x, axis=axis, dtype=x.dtype)
+        if self.xp.isdtype(x.dtype, "real floating"):
+            return self.xp.sum(x, axis=axis, dtype=x.dtype)
+        return self.xp.sum(x, axis=axis)
+
+    def tanh(self, x):
+        return self.xp.tanh(x)
+
+    def argmax(self, x, axis=-1):
+        return self.xp.argmax(x, axis=axis)
 
     def _device_of(self, x):
         import array_api_compat

@@ -94,7 +94,19 @@ class Backend(Protocol):
         ...
 
     def sum(self, x: Array, axis: int | None = None) -> Array:
-        """Sum over ``axis`` (all elements when ``None``), in the dtype of ``x``."""
+        """Sum over ``axis`` (all elements when ``None``).
+
+        Floating arrays keep their dtype (float32 sums stay float32); bool and
+        integer arrays are counted in the default integer type.
+        """
+        ...
+
+    def tanh(self, x: Array) -> Array:
+        """Elementwise hyperbolic tangent (also gives a stable sigmoid: ``(1 + tanh(x/2)) / 2``)."""
+        ...
+
+    def argmax(self, x: Array, axis: int = -1) -> Array:
+        """Index of the largest entry along ``axis`` (the first one on ties), as integers."""
         ...
 
     # ---- softmax -------------------------------------------------------

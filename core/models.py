@@ -1,0 +1,130 @@
+"""Models: softmax regression and the MLP, with hand-written backward passes.
+
+Parameters are initialised on the host from a seeded NumPy generator, then
+moved to a backend, so one seed gives the same weights on every backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from core.layers import dense_backward, dense_forward, init_dense, make_activation
+from core.protocol import Array, Backend
+
+CLASSIC_MLP_HIDDEN = (512, 256, 128, 64)
+
+
+class MLP:
+    """A stack of dense layers with one hidden activation, ending in logits.
+
+    ``widths`` lists every layer's width, input first and classes last:
+    ``[784, 512, 256, 128, 64, 10]`` is the classic MNIST network; ``[784, 10]``
+    is softmax regression. Hidden layers use He initialisation for the ReLU
+    family and Glorot for sigmoid and tanh; the output layer uses Glorot.
+    ``params`` is the flat list ``[W1, b1, W2, b2, ...]`` of arrays of the
+    current backend (NumPy until :meth:`to` moves them).
+    """
+
+    def __init__(self, widths: Sequence[int], activation: str = "relu", *, seed: int = 0,
+                 dtype: Any = np.float32, backend: Backend | str = "numpy") -> None:
+        widths = [int(w) for w in widths]
+        if len(widths) < 2 or min(widths) < 1:
+            raise ValueError(f"an MLP needs at least an input and an output width, all >= 1; got {widths}")
+        if np.dtype(dtype).name not in ("float32", "float64"):
+            raise TypeError(f"model dtype must be float32 or float64, got {np.dtype(dtype).name}")
+        self.widths = widths
+        self.activation_name = activation
+        self.activation = make_activation(activation)
+        self.seed = seed
+        self.dtype = np.dtype(dtype)
+        rng = np.random.default_rng(seed)
+        hidden_scheme = "he" if activation in ("relu", "leaky_relu") else "glorot"
+        host = []
+        for i, (fan_in, fan_out) in enumerate(zip(widths, widths[1:])):
+            scheme = "glorot" if i == len(widths) - 2 else hidden_scheme
+            host += init_dense(rng, fan_in, fan_out, scheme, self.dtype)
+        from backends import get_backend
+
+        self.be = get_backend("numpy")
+        self.params: list[Array] = host
+        self.to(get_backend(backend))
+
+    # ---- placement and persistence --------------------------------------------------------
+
+    def to(self, backend: Backend | str) -> MLP:
+        """Move the parameters to ``backend`` (in place); returns the model."""
+        from backends import get_backend
+
+        be = get_backend(backend)
+        if be is not self.be:
+            host = [self.be.to_numpy(p) for p in self.params]
+            self.params = [be.asarray(p) for p in host]
+            self.be = be
+        return self
+
+    def config(self) -> dict:
+        return {"widths": self.widths, "activation": self.activation_name, "seed": self.seed,
+                "dtype": self.dtype.name}
+
+    @classmethod
+    def from_config(cls, config: dict, params: Sequence[np.ndarray], backend: Backend | str = "numpy") -> MLP:
+        model = cls(config["widths"], config["activation"], seed=config["seed"], dtype=config["dtype"])
+        expected = [tuple(np.shape(p)) for p in model.params]
+        given = [tuple(np.shape(p)) for p in params]
+        if expected != given:
+            raise ValueError(f"parameters of shapes {given} do not fit an MLP {config['widths']} ({expected})")
+        model.params = [np.asarray(p, dtype=model.dtype) for p in params]
+        return model.to(backend)
+
+    @property
+    def num_classes(self) -> int:
+        return self.widths[-1]
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(int(np.prod(p.shape)) for p in self.params)
+
+    def __repr__(self) -> str:
+        return (f"MLP({'-'.join(map(str, self.widths))}, activation={self.activation_name!r}, "
+                f"backend={self.be.name!r}, {self.num_parameters:,} parameters)")
+
+    # ---- forward and backward -------------------------------------------------------------
+
+    def forward(self, x: Array) -> tuple[Array, list]:
+        """Logits for the batch ``x`` ``(N, widths[0])``, and the cache backward needs."""
+        be, layers = self.be, len(self.widths) - 1
+        inputs = []
+        h = x
+        for i in range(layers):
+            inputs.append(h)
+            z = dense_forward(be, h, self.params[2 * i], self.params[2 * i + 1])
+            h = self.activation.forward(be, z) if i < layers - 1 else z
+        return h, inputs
+
+    def backward(self, cache: list, dlogits: Array) -> list[Array]:
+        """Gradients ``[dW1, db1, ...]`` of the loss, given ``dlogits = d loss / d logits``."""
+        be, layers = self.be, len(self.widths) - 1
+        grads: list[Array] = [None] * len(self.params)
+        dy = dlogits
+        for i in reversed(range(layers)):
+            x = cache[i]
+            dx, grads[2 * i], grads[2 * i + 1] = dense_backward(be, x, self.params[2 * i], dy, need_dx=i > 0)
+            if i > 0:
+                dy = self.activation.backward(be, x, dx)  # x is the activation's output
+        return grads
+
+    def logits(self, x: Array) -> Array:
+        return self.forward(x)[0]
+
+
+def softmax_regression(num_features: int, num_classes: int, **kwargs) -> MLP:
+    """One linear layer: logits = x W + b."""
+    return MLP([num_features, num_classes], **kwargs)
+
+
+def classic_mlp(num_features: int = 784, num_classes: int = 10, **kwargs) -> MLP:
+    """The classic 784-512-256-128-64-10 ReLU network."""
+    return MLP([num_features, *CLASSIC_MLP_HIDDEN, num_classes], **kwargs)
