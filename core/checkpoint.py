@@ -22,6 +22,12 @@ from core.sgd import SGDState
 FORMAT = "softgrad-checkpoint-1"
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | os.PathLike, write) -> None:
     """Call ``write(file)`` on a temporary file beside ``path``, then rename it into place."""
     path = Path(path)
@@ -32,6 +38,7 @@ def atomic_write(path: str | os.PathLike, write) -> None:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

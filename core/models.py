@@ -88,8 +88,9 @@ class MLP:
         return sum(int(np.prod(p.shape)) for p in self.params)
 
     def __repr__(self) -> str:
-        return (f"MLP({'-'.join(map(str, self.widths))}, activation={self.activation_name!r}, "
-                f"backend={self.be.name!r}, {self.num_parameters:,} parameters)")
+        shape = "-".join(map(str, self.widths))
+        kind = f"softmax regression {shape}" if len(self.widths) == 2 else f"MLP {shape} {self.activation_name}"
+        return f"{kind} on {self.be.name} ({self.num_parameters:,} parameters, {self.dtype.name})"
 
     # ---- forward and backward -------------------------------------------------------------
 

@@ -1,0 +1,67 @@
+"""Pictures of a run: training curves and a grid of test images with predictions (PNG)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+
+from core.checkpoint import atomic_write
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never needs a display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    atomic_write(path, lambda handle: handle.write(buffer.getvalue()))
+
+
+def plot_curves(history: list[dict], path: str | Path, title: str = "") -> None:
+    """Train loss, train accuracy and test accuracy per epoch on one axis, as d2l's Animator draws them."""
+    plt = _pyplot()
+    epochs = [r["epoch"] for r in history]
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(epochs, [r["train_loss"] for r in history], "-", label="train loss")
+    ax.plot(epochs, [r["train_accuracy"] for r in history], "m--", label="train acc")
+    ax.plot(epochs, [r["test_accuracy"] for r in history], "g-.", label="test acc")
+    ax.set_xlabel("epoch")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_xlim(min(epochs, default=1), max(epochs, default=1))
+    ax.grid(True)
+    ax.legend()
+    if title:
+        ax.set_title(title, fontsize=9)
+    _save(fig, Path(path))
+    plt.close(fig)
+
+
+def plot_predictions(images: np.ndarray, labels: np.ndarray, predictions: np.ndarray, classes, image_shape,
+                     mean, std, path: str | Path, count: int = 32) -> None:
+    """A grid of test images titled "true / predicted"; wrong predictions in red."""
+    plt = _pyplot()
+    count = min(count, len(images))
+    columns = 8
+    rows = max(1, -(-count // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.3, rows * 1.5))
+    for i, ax in enumerate(np.atleast_1d(axes).ravel()):
+        ax.axis("off")
+        if i >= count:
+            continue
+        picture = images[i].reshape(len(images[i]) // len(mean), len(mean)) * np.asarray(std) + np.asarray(mean)
+        picture = np.clip(picture.reshape(image_shape), 0.0, 1.0)
+        ax.imshow(picture, cmap="gray" if len(mean) == 1 else None)
+        right = labels[i] == predictions[i]
+        ax.set_title(f"{classes[labels[i]]} / {classes[predictions[i]]}", fontsize=7,
+                     color="black" if right else "red")
+    fig.suptitle("test images: true / predicted", fontsize=9)
+    _save(fig, Path(path))
+    plt.close(fig)

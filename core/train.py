@@ -1,0 +1,159 @@
+"""``python -m core.train``: train a classifier on any backend and write a run folder.
+
+    python -m core.train --backend numpy --model mlp --dataset mnist --epochs 10
+
+One line per epoch, then per-class accuracy. The run folder holds
+``checkpoint.npz``, ``history.json``, ``curves.png``, ``predictions.png`` and
+``run.json`` (the settings, which ``--resume`` reads back).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from core.models import CLASSIC_MLP_HIDDEN
+
+DEFAULTS = {
+    "backend": "numpy", "model": "mlp", "hidden": ",".join(map(str, CLASSIC_MLP_HIDDEN)),
+    "activation": "relu", "dataset": "mnist", "root": None, "download": False, "epochs": 10,
+    "batch_size": 64, "lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 2e-3,
+    "lr_schedule": "cosine", "seed": 0, "dtype": "float32",
+}
+# what --resume takes from the run it continues: the model and the data must not change
+FROM_RUN = ("model", "hidden", "activation", "dataset", "root", "seed", "dtype")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m core.train",
+        description="Train softmax regression or an MLP with hand-written backprop on any softgrad backend.",
+        argument_default=None,
+    )
+    d = DEFAULTS
+    p.add_argument("--backend", help=f"numpy, torch, torch:cuda or cupy (default {d['backend']})")
+    p.add_argument("--model", choices=["linear", "mlp"], help=f"softmax regression or MLP (default {d['model']})")
+    p.add_argument("--hidden", help=f"MLP hidden widths, comma-separated (default {d['hidden']})")
+    p.add_argument("--activation", choices=["relu", "leaky_relu", "sigmoid", "tanh"],
+                   help=f"hidden activation (default {d['activation']})")
+    p.add_argument("--dataset", choices=["mnist", "fashion-mnist", "cifar10", "synthetic"],
+                   help=f"data set (default {d['dataset']}: the shipped subset unless --root holds the full one)")
+    p.add_argument("--root", help="folder torchvision reads and downloads to (default $SOFTGRAD_DATA or ~/.cache/softgrad/data)")
+    p.add_argument("--download", action="store_true", default=None, help="download missing data files with torchvision")
+    p.add_argument("--epochs", type=int, help=f"epochs in all, counting resumed ones (default {d['epochs']})")
+    p.add_argument("--batch-size", type=int, help=f"samples per SGD step (default {d['batch_size']})")
+    p.add_argument("--lr", type=float, help=f"peak learning rate (default {d['lr']})")
+    p.add_argument("--momentum", type=float, help=f"SGD momentum (default {d['momentum']})")
+    p.add_argument("--nesterov", action=argparse.BooleanOptionalAction, help="Nesterov momentum (default on)")
+    p.add_argument("--weight-decay", type=float, help=f"L2 weight decay (default {d['weight_decay']})")
+    p.add_argument("--lr-schedule", choices=["cosine", "constant"], help=f"learning-rate schedule (default {d['lr_schedule']})")
+    p.add_argument("--seed", type=int, help=f"seeds the weights and the batch order (default {d['seed']})")
+    p.add_argument("--dtype", choices=["float32", "float64"], help=f"parameter and data type (default {d['dtype']})")
+    p.add_argument("--out", help="run folder (default runs/<dataset>-<model>-<backend>-<time>)")
+    p.add_argument("--json", metavar="PATH", help="also write the history to PATH")
+    p.add_argument("--resume", metavar="RUN", help="continue the run in folder RUN (or from its checkpoint.npz)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no per-epoch lines")
+    return p
+
+
+def resolve_settings(args: argparse.Namespace) -> tuple[dict, Path | None]:
+    """The run's settings: flags given, else the resumed run's, else the defaults."""
+    given = {k: v for k, v in vars(args).items() if v is not None and k in DEFAULTS}
+    settings = dict(DEFAULTS)
+    resume_from = None
+    if args.resume:
+        run = Path(args.resume)
+        resume_from = run if run.suffix == ".npz" else run / "checkpoint.npz"
+        run_json = resume_from.parent / "run.json"
+        if not resume_from.is_file() or not run_json.is_file():
+            raise FileNotFoundError(f"--resume {args.resume}: no checkpoint.npz and run.json there")
+        saved = json.loads(run_json.read_text())
+        settings.update(saved)
+        changed = [k for k in FROM_RUN if k in given and given[k] != saved.get(k)]
+        if changed:
+            raise ValueError(f"--resume continues the same model and data; drop {', '.join('--' + k for k in changed)}")
+    settings.update(given)
+    return settings, resume_from
+
+
+def build_model(settings: dict, num_features: int, num_classes: int):
+    from core.models import MLP
+
+    hidden = [] if settings["model"] == "linear" else [int(w) for w in str(settings["hidden"]).split(",") if w]
+    return MLP([num_features, *hidden, num_classes], settings["activation"], seed=settings["seed"],
+               dtype=settings["dtype"])
+
+
+def run(args: argparse.Namespace) -> int:
+    import datasets
+    from core import reports
+    from core.checkpoint import atomic_write_text
+    from core.metrics import confusion_matrix, per_class_accuracy
+    from core.training import fit, predict
+
+    settings, resume_from = resolve_settings(args)
+    out = Path(args.out) if args.out else (resume_from.parent if resume_from else Path("runs") / (
+        f"{settings['dataset']}-{settings['model']}-{settings['backend'].replace(':', '-')}-"
+        f"{time.strftime('%Y%m%d-%H%M%S')}"))
+    say = (lambda _: None) if args.quiet else print
+
+    data = datasets.load(settings["dataset"], root=settings["root"], download=bool(settings["download"]))
+    model = build_model(settings, data.num_features, data.num_classes)
+    say(f"data: {data.source}: {len(data.y_train):,} train / {len(data.y_test):,} test")
+    model.to(settings["backend"])
+    say(f"model: {model}; run folder: {out}")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "run.json", json.dumps({k: settings[k] for k in DEFAULTS}, indent=2))
+
+    history = fit(model, data, epochs=settings["epochs"], batch_size=settings["batch_size"], lr=settings["lr"],
+                  momentum=settings["momentum"], nesterov=settings["nesterov"],
+                  weight_decay=settings["weight_decay"], lr_schedule=settings["lr_schedule"],
+                  seed=settings["seed"], checkpoint_path=out / "checkpoint.npz", resume=resume_from,
+                  progress=False if args.quiet else None, log=say)
+
+    history_text = json.dumps(history, indent=2)
+    atomic_write_text(out / "history.json", history_text)
+    if args.json:
+        atomic_write_text(args.json, history_text)
+    predictions = predict(model, data.x_test)
+    cm = confusion_matrix(data.y_test, predictions, data.num_classes)
+    recall = per_class_accuracy(cm)
+    print(f"test accuracy {np.mean(predictions == data.y_test):.2%}; per class:")
+    for name, value, total in zip(data.classes, recall, cm.sum(axis=1)):
+        print(f"  {name:>12}  {'n/a' if np.isnan(value) else f'{value:.2%}'}  ({total} images)")
+    if history:
+        reports.plot_curves(history, out / "curves.png", title=f"{data.name} {model}")
+    if data.image_shape is not None:
+        reports.plot_predictions(data.x_test, data.y_test, predictions, data.classes, data.image_shape,
+                                 data.mean, data.std, out / "predictions.png")
+    say(f"wrote {out}/: checkpoint.npz, history.json, curves.png"
+        + (", predictions.png" if data.image_shape is not None else ""))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from core.errors import BackendUnavailableError
+    from core.training import TrainingDivergedError
+    from datasets import DatasetError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except TrainingDivergedError as error:
+        print(f"train: {error}", file=sys.stderr)
+        return 1
+    except (BackendUnavailableError, DatasetError, FileNotFoundError, ValueError, TypeError) as error:
+        print(f"train: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("train: interrupted; the last finished epoch is in the checkpoint (use --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
