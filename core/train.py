@@ -102,10 +102,13 @@ def run(args: argparse.Namespace) -> int:
         f"{time.strftime('%Y%m%d-%H%M%S')}"))
     say = (lambda _: None) if args.quiet else print
 
+    from backends import get_backend
+
+    backend = get_backend(settings["backend"])  # fail before the data is read
     data = datasets.load(settings["dataset"], root=settings["root"], download=bool(settings["download"]))
     model = build_model(settings, data.num_features, data.num_classes)
     say(f"data: {data.source}: {len(data.y_train):,} train / {len(data.y_test):,} test")
-    model.to(settings["backend"])
+    model.to(backend)
     say(f"model: {model}; run folder: {out}")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "run.json", json.dumps({k: settings[k] for k in DEFAULTS}, indent=2))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backends import get_backend
 from core.models import MLP, classic_mlp
 from tests.conftest import assert_close
 

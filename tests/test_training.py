@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 import datasets
-from backends import get_backend
 from core import checkpoint
 from core.models import MLP, classic_mlp
 from core.training import TrainingDivergedError, evaluate, fit, predict
@@ -152,4 +151,3 @@ def test_accuracy_on_mnist_with_the_defaults(backend, model_name, target):
     accuracy = float(np.mean(predict(model, data.x_test) == data.y_test))  # against the official labels
     assert accuracy == pytest.approx(history[-1]["test_accuracy"])
     assert accuracy >= target, f"{model} on {backend}: {accuracy:.2%} < {target:.1%}"
-    get_backend(backend)

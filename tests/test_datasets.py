@@ -1,0 +1,134 @@
+"""Data sets: the shipped MNIST subset, real files from ../shared/data, and broken files."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import shutil
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import datasets
+from datasets import DatasetError
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+pytest.importorskip("torchvision")
+
+
+def write_idx(folder: Path, prefix: str, images: np.ndarray, labels: np.ndarray, compress: bool = False) -> None:
+    """IDX files as MNIST distributes them (magic 2051 images, 2049 labels, big-endian sizes)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    image_bytes = struct.pack(">IIII", 2051, *images.shape) + images.astype(np.uint8).tobytes()
+    label_bytes = struct.pack(">II", 2049, len(labels)) + labels.astype(np.uint8).tobytes()
+    for name, payload in ((f"{prefix}-images-idx3-ubyte", image_bytes), (f"{prefix}-labels-idx1-ubyte", label_bytes)):
+        if compress:
+            (folder / f"{name}.gz").write_bytes(gzip.compress(payload))
+        else:
+            (folder / name).write_bytes(payload)
+
+
+def fake_mnist(root: Path, n_train=30, n_test=10, train_labels=None, compress=False):
+    rng = np.random.default_rng(0)
+    raw = root / "MNIST" / "raw"
+    labels = rng.integers(0, 10, n_train) if train_labels is None else train_labels
+    write_idx(raw, "train", rng.integers(0, 256, (n_train, 28, 28)), labels, compress)
+    write_idx(raw, "t10k", rng.integers(0, 256, (n_test, 28, 28)), rng.integers(0, 10, n_test), compress)
+    return raw
+
+
+def test_shipped_mnist_subset():
+    data = datasets.load("mnist")
+    assert "shipped with softgrad" in data.source
+    assert data.x_train.shape == (20_000, 784) and data.x_test.shape == (10_000, 784)
+    assert data.x_train.dtype == np.float32 and data.y_train.dtype == np.int64
+    assert data.classes == tuple("0123456789")
+    # the usual MNIST normalisation leaves the data near mean 0, std 1
+    assert abs(float(data.x_train.mean())) < 0.02 and abs(float(data.x_train.std()) - 1.0) < 0.02
+    # the shipped test labels are the official ones: their class counts are well known
+    np.testing.assert_array_equal(np.bincount(data.y_test), [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009])
+    assert data.image_shape == (28, 28)
+
+
+@pytest.mark.skipif(not (SHARED / "mnist").is_dir(), reason="../shared/data is not here")
+def test_shipped_files_are_the_shared_ones():
+    for path in (SHARED / "mnist").glob("*.gz"):
+        shipped = datasets.SHIPPED_MNIST / path.name
+        assert hashlib.sha256(shipped.read_bytes()).digest() == hashlib.sha256(path.read_bytes()).digest()
+
+
+@pytest.mark.skipif(not (SHARED / "fashion-mnist").is_dir(), reason="../shared/data is not here")
+def test_real_fashion_mnist_files_through_torchvision(tmp_path):
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for path in (SHARED / "fashion-mnist").glob("*.gz"):
+        shutil.copyfile(path, raw / path.name)
+    data = datasets.load("fashion-mnist", root=tmp_path)
+    assert data.x_train.shape == (100, 784) and data.x_test.shape == (2_000, 784)
+    assert data.classes[9] == "Ankle boot" and str(tmp_path) in data.source
+    assert set(np.unique(data.y_test)) == set(range(10))
+
+
+def test_full_mnist_in_root_is_preferred(tmp_path):
+    fake_mnist(tmp_path, compress=True)
+    data = datasets.load("mnist", root=tmp_path)
+    assert data.x_train.shape == (30, 784) and "torchvision MNIST" in data.source
+
+
+def test_missing_files_name_the_folder_and_the_flag(tmp_path):
+    for name in ("mnist", "fashion-mnist", "cifar10"):
+        with pytest.raises(DatasetError, match=f"{name}: the data files are missing .* {tmp_path}.*download=True"):
+            datasets.load(name, root=tmp_path)
+
+
+def test_truncated_file(tmp_path):
+    raw = fake_mnist(tmp_path)
+    images = raw / "train-images-idx3-ubyte"
+    images.write_bytes(images.read_bytes()[:5000])
+    with pytest.raises(DatasetError, match="cannot read the training files .* truncated or corrupt"):
+        datasets.load("mnist", root=tmp_path)
+
+
+def test_label_file_of_another_size(tmp_path):
+    raw = fake_mnist(tmp_path)
+    write_idx(raw, "train", np.zeros((30, 28, 28)), np.zeros(29))
+    with pytest.raises(DatasetError, match="hold 30 images but 29 labels"):
+        datasets.load("mnist", root=tmp_path)
+
+
+def test_mislabelled_file(tmp_path):
+    labels = np.zeros(30, dtype=np.int64)
+    labels[7] = 12
+    fake_mnist(tmp_path, train_labels=labels)
+    with pytest.raises(DatasetError, match=r"training label 12 \(sample 7\) .* out of range for 10 classes"):
+        datasets.load("mnist", root=tmp_path)
+
+
+def test_unknown_name_and_options():
+    with pytest.raises(ValueError, match="unknown data set 'imagenet'; choose one of mnist"):
+        datasets.load("imagenet")
+    with pytest.raises(TypeError, match="unexpected options"):
+        datasets.load("mnist", n_train=5)
+
+
+def test_synthetic_is_seeded():
+    a = datasets.load("synthetic", n_train=100, n_test=20, num_features=5, num_classes=3, seed=1)
+    b = datasets.synthetic(n_train=100, n_test=20, num_features=5, num_classes=3, seed=1)
+    c = datasets.synthetic(n_train=100, n_test=20, num_features=5, num_classes=3, seed=2)
+    np.testing.assert_array_equal(a.x_train, b.x_train)
+    assert not np.array_equal(a.x_train, c.x_train)
+    assert a.x_train.shape == (100, 5) and a.num_classes == 3 and a.x_train.dtype == np.float32
+
+
+def test_from_arrays_checks_its_input():
+    x = np.zeros((4, 2, 2))
+    data = datasets.from_arrays(x, [0, 1, 2, 1], x[:2], [0, 2])
+    assert data.x_train.shape == (4, 4) and data.classes == ("0", "1", "2")
+    with pytest.raises(ValueError, match=r"y_train must have shape \(4,\)"):
+        datasets.from_arrays(x, [0, 1], x, [0, 1, 0, 1])
+    with pytest.raises(TypeError, match="integer class indices"):
+        datasets.from_arrays(x, [0.0, 1.0, 0.0, 1.0], x, [0, 1, 0, 1])
+    with pytest.raises(ValueError, match=r"labels outside \[0, 1\]"):
+        datasets.from_arrays(x, [0, 1, 2, 1], x, [0, 1, 0, 1], classes=["a", "b"])

@@ -1,0 +1,61 @@
+"""``python -m core.train`` end to end: the run folder, --resume, --help and errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def train(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "core.train", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_train_writes_the_run_folder_and_resumes(tmp_path):
+    out = tmp_path / "run"
+    result = train("--model", "linear", "--epochs", "2", "--out", str(out), "--json", str(tmp_path / "h.json"))
+    assert result.returncode == 0, result.stderr
+    assert "MNIST subset shipped with softgrad" in result.stdout
+    assert "epoch   2/2" in result.stdout and "per class" in result.stdout
+    for name in ("checkpoint.npz", "history.json", "curves.png", "predictions.png", "run.json"):
+        assert (out / name).is_file(), name
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    history = json.loads((out / "history.json").read_text())
+    assert [r["epoch"] for r in history] == [1, 2] and history[-1]["test_accuracy"] > 0.85
+    assert json.loads((tmp_path / "h.json").read_text()) == history
+
+    resumed = train("--resume", str(out), "--epochs", "3", "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "epoch" not in resumed.stdout.split("test accuracy")[0]  # --quiet: no per-epoch lines
+    history = json.loads((out / "history.json").read_text())
+    assert [r["epoch"] for r in history] == [1, 2, 3]
+
+    refused = train("--resume", str(out), "--dataset", "synthetic")
+    assert refused.returncode == 2 and "drop --dataset" in refused.stderr
+
+
+def test_help_documents_every_flag():
+    result = train("--help")
+    assert result.returncode == 0
+    for flag in ("--backend", "--model", "--hidden", "--activation", "--dataset", "--root", "--download",
+                 "--epochs", "--batch-size", "--lr", "--momentum", "--nesterov", "--weight-decay",
+                 "--lr-schedule", "--seed", "--dtype", "--out", "--json", "--resume", "--quiet"):
+        assert flag in result.stdout
+
+
+def test_errors_are_one_line(tmp_path):
+    for args, message in (
+        (["--backend", "cupy"], "no CUDA device"),
+        (["--backend", "jax"], "unknown backend 'jax'"),
+        (["--dataset", "cifar10", "--root", str(tmp_path)], "--download"),
+        (["--resume", str(tmp_path / "nothing")], "no checkpoint.npz and run.json"),
+    ):
+        result = train(*args, "--out", str(tmp_path / "out"))
+        if "cupy" in args and result.returncode == 0:
+            continue  # a GPU machine
+        assert result.returncode == 2, (args, result.stderr)
+        assert message in result.stderr and "Traceback" not in result.stderr
