@@ -66,6 +66,21 @@ def _batches(be: Backend, n: int, batch_size: int):
         yield slice(start, min(start + batch_size, n))
 
 
+def train_step(model: MLP, x, y, state, lr: float, settings: TrainSettings):
+    """One SGD step on the batch ``(x, y)``: forward, loss gradient, backward, update.
+
+    Returns ``(loss, logits, state)``; the model's parameters are updated in place.
+    Raises ``ValueError`` (from the loss) when the logits are not finite.
+    """
+    be = model.be
+    logits, cache = model.forward(x)
+    loss, dlogits = be.cross_entropy_and_grad(logits, y)
+    model.params, state = be.sgd_step(model.params, model.backward(cache, dlogits), state, lr=lr,
+                                      momentum=settings.momentum, nesterov=settings.nesterov,
+                                      weight_decay=settings.weight_decay)
+    return loss, logits, state
+
+
 def predict(model: MLP, x, batch_size: int = 4096) -> np.ndarray:
     """Predicted class of each row of ``x`` (NumPy or backend array), as a NumPy array."""
     be = model.be
@@ -158,18 +173,13 @@ def fit(model: MLP, data, backend: Backend | str | None = None, *, epochs: int |
             task = bar.add_task(f"epoch {epoch}/{settings.epochs}", total=steps_per_epoch, loss="-")
             for step, s in enumerate(_batches(be, n, settings.batch_size), start=1):
                 step_lr = settings.lr_at(epoch, step - 1, steps_per_epoch)
-                logits, cache = model.forward(xs[s])
                 try:
-                    loss, dlogits = be.cross_entropy_and_grad(logits, ys[s])
+                    loss, logits, state = train_step(model, xs[s], ys[s], state, step_lr, settings)
                 except ValueError as error:
                     where = f" The last good checkpoint is {checkpoint_path}." if checkpoint_path and epoch > 1 else ""
                     raise TrainingDivergedError(
                         f"training diverged at epoch {epoch}, step {step}: {error}. Lower the learning rate "
                         f"(now {step_lr:g}).{where}") from None
-                grads = model.backward(cache, dlogits)
-                model.params, state = be.sgd_step(model.params, grads, state, lr=step_lr,
-                                                  momentum=settings.momentum, nesterov=settings.nesterov,
-                                                  weight_decay=settings.weight_decay)
                 batch = s.stop - s.start
                 total_loss = total_loss + loss * batch
                 correct = correct + be.sum(be.argmax(logits, axis=1) == ys[s])
