@@ -7,6 +7,7 @@ its framework fuses. The docstrings live in :mod:`core.protocol`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,6 +15,18 @@ import numpy as np
 
 from core import validation as v
 from core.sgd import SGDState, check_sgd_arguments, check_sgd_hyperparameters
+
+
+def _quiet_floating_point(method):
+    """Run ``method`` without NumPy's floating-point warnings: non-finite results are
+    diagnosed and raised as clear errors instead (see ``_finish_loss``)."""
+
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            return method(*args, **kwargs)
+
+    return wrapper
 
 
 class ArrayAPIBackend:
@@ -98,20 +111,24 @@ class ArrayAPIBackend:
 
     # ---- losses ----------------------------------------------------------------
 
+    def _label_range(self, labels) -> tuple[int, int]:
+        """The smallest and largest label (a backend may fetch both in one transfer)."""
+        return int(self.xp.min(labels)), int(self.xp.max(labels))
+
     def _index_target(self, op: str, target, num_classes: int, ignore_index: int):
         """Labels as int64 and, when some are ignored, the mask of the ones kept."""
         xp = self.xp
         labels = xp.astype(target, xp.int64, copy=False)
+        low, high = self._label_range(labels)
+        if 0 <= low and high < num_classes and not 0 <= ignore_index < num_classes:
+            return labels, None  # the common case: every label valid, none equal to ignore_index
         kept = labels != ignore_index
-        all_kept = bool(xp.all(kept))
-        out_of_range = (labels < 0) | (labels >= num_classes)
-        if not all_kept:
-            out_of_range &= kept
+        out_of_range = ((labels < 0) | (labels >= num_classes)) & kept
         if bool(xp.any(out_of_range)):
             host = self.to_numpy(labels)
             bad = int(np.argmax(self.to_numpy(out_of_range)))
             raise v.label_out_of_range(op, int(host[bad]), bad, num_classes, ignore_index)
-        if all_kept:
+        if bool(xp.all(kept)):
             return labels, None
         return xp.where(kept, labels, xp.zeros_like(labels)), kept
 
@@ -136,15 +153,24 @@ class ArrayAPIBackend:
             product = factor * values
         return xp.where(factor != 0, product, xp.zeros_like(values))
 
-    def _finish_loss(self, op: str, per_sample, reduction: str, denominator):
+    def _finish_loss(self, op: str, per_sample, reduction: str, denominator, logits=None):
+        """Reduce, after one finiteness check (of the total, or of every sample for "none").
+
+        Non-finite logits always make the loss NaN, so they need no check of
+        their own on this path: they are diagnosed only once something is wrong.
+        """
         xp = self.xp
-        if not bool(xp.all(xp.isfinite(per_sample))):
+        total = None if reduction == "none" else xp.sum(per_sample)
+        if not bool(xp.all(xp.isfinite(per_sample if total is None else total))):
+            if logits is not None:
+                self._checked_max(op, logits, 1)  # raises for a row with no softmax
             host = self.to_numpy(per_sample)
-            bad = int(np.argwhere(~np.isfinite(host))[0, 0])
-            raise v.bad_loss(op, bad, float(host[bad]))
+            bad = np.flatnonzero(~np.isfinite(host))
+            if len(bad) == 0:
+                raise ValueError(f"{op}: the summed loss overflows {v.dtype_name(per_sample.dtype)}")
+            raise v.bad_loss(op, int(bad[0]), float(host[bad[0]]))
         if reduction == "none":
             return per_sample
-        total = xp.sum(per_sample)
         if reduction == "sum":
             return total
         return total / denominator
@@ -186,6 +212,7 @@ class ArrayAPIBackend:
             sample_weight = xp.where(kept, sample_weight, xp.zeros_like(sample_weight))
         return sample_weight
 
+    @_quiet_floating_point
     def _cross_entropy(self, op, logits, target, weight, ignore_index, reduction, label_smoothing,
                        want_grad: bool):
         """The loss (reduced) and, if asked, its gradient, from one pass of softmax.
@@ -201,7 +228,7 @@ class ArrayAPIBackend:
                                           label_smoothing)
         n, num_classes = logits.shape
         eps = float(label_smoothing)
-        shifted = logits - self._checked_max(op, logits, 1)
+        shifted = logits - self.xp.max(logits, axis=1, keepdims=True)  # checked with the loss
         exp_shifted = xp.exp(shifted)
         row_sum = xp.sum(exp_shifted, axis=1, keepdims=True)
         log_row_sum = xp.log(row_sum)[:, 0]
@@ -236,7 +263,7 @@ class ArrayAPIBackend:
             mass = xp.sum(q, axis=1)
             per_sample = mass * log_row_sum - xp.sum(self._times_unless_zero(xp, q, shifted), axis=1)
             denominator = n
-        loss = self._finish_loss(op, per_sample, reduction, denominator)
+        loss = self._finish_loss(op, per_sample, reduction, denominator, logits)
         if not want_grad:
             return loss, None
 

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from backends.array_api import ArrayAPIBackend
+from core.sgd import SGDState
 
 # NumPy dtype kinds an array may hold: bool, signed/unsigned integer, float.
 _SUPPORTED_KINDS = "biuf"
@@ -36,6 +37,7 @@ class NumPyBackend(ArrayAPIBackend):
         self.xp = array_api_compat.numpy
         # NumPy reductions return NumPy scalars (np.float32), which are arrays here too
         self.array_type = (np.ndarray, np.generic)
+        self._scratch_buffers: dict = {}
 
     def asarray(self, x: Any, dtype: Any = None) -> np.ndarray:
         return as_host_array(x, dtype, self.name)
@@ -45,3 +47,44 @@ class NumPyBackend(ArrayAPIBackend):
 
     def _device_of(self, x: Any) -> str:
         return "cpu"
+
+    # ---- SGD without temporaries --------------------------------------------------------
+
+    def _scratch(self, shape: tuple, dtype, which: int) -> np.ndarray:
+        """A reusable buffer: SGD's temporaries would otherwise be fresh allocations every step."""
+        key = (shape, dtype.str, which)
+        buffer = self._scratch_buffers.get(key)
+        if buffer is None:
+            buffer = self._scratch_buffers[key] = np.empty(shape, dtype)
+        return buffer
+
+    def sgd_step(self, params, grads, state, *, lr, momentum=0.0, dampening=0.0, nesterov=False,
+                 weight_decay=0.0):
+        self._check_sgd(params, grads, state, lr, momentum, dampening, nesterov, weight_decay)
+        params = list(params)
+        buffers = None if momentum == 0.0 else list(state.momentum_buffers or [None] * len(params))
+        for i, (p, g) in enumerate(zip(params, grads)):
+            work = self._scratch(p.shape, p.dtype, 0)
+            if weight_decay != 0.0:
+                np.multiply(p, weight_decay, out=work)
+                work += g
+                g = work  # the caller's gradient is never modified
+            step = g
+            if buffers is not None:
+                if buffers[i] is None:
+                    buffers[i] = g.copy()
+                else:
+                    buffers[i] *= momentum
+                    if dampening == 0.0:
+                        buffers[i] += g
+                    else:
+                        buffers[i] += np.multiply(g, 1.0 - dampening, out=self._scratch(p.shape, p.dtype, 1))
+                if nesterov:
+                    step = np.multiply(buffers[i], momentum, out=self._scratch(p.shape, p.dtype, 1))
+                    step += g
+                else:
+                    step = buffers[i]
+            update = np.multiply(step, lr, out=self._scratch(p.shape, p.dtype, 1))
+            p -= update
+        new_buffers = state.momentum_buffers if buffers is None else tuple(buffers)
+        return params, SGDState(step=state.step + 1, momentum_buffers=new_buffers)

@@ -105,7 +105,11 @@ class TorchBackend(ArrayAPIBackend):
         self._checked_max("log_softmax", z, axis)
         return self.torch.log_softmax(z, dim=axis)
 
-    # ---- SGD with torch's multi-tensor (_foreach) kernels ----------------------------
+    def _label_range(self, labels) -> tuple[int, int]:
+        low, high = self.torch.aminmax(labels)
+        return int(low), int(high)
+
+    # ---- SGD: torch's fused kernel (one pass per tensor), else multi-tensor _foreach ops ----
 
     def sgd_step(self, params, grads, state, *, lr, momentum=0.0, dampening=0.0, nesterov=False,
                  weight_decay=0.0):
@@ -113,6 +117,17 @@ class TorchBackend(ArrayAPIBackend):
         torch = self.torch
         params = list(params)
         grads = list(grads)
+        fused = getattr(torch, "_fused_sgd_", None)
+        if fused is not None and len({(p.dtype, p.device) for p in params}) <= 1:
+            buffers = state.momentum_buffers
+            first = momentum != 0.0 and buffers is None
+            if first:
+                buffers = tuple(torch.empty_like(g) for g in grads)  # the kernel sets buf = g
+            with torch.no_grad():
+                fused(params, grads, [] if momentum == 0.0 else list(buffers), weight_decay=weight_decay,
+                      momentum=momentum, lr=lr, dampening=dampening, nesterov=nesterov, maximize=False,
+                      is_first_step=first)
+            return params, SGDState(step=state.step + 1, momentum_buffers=buffers)
         with torch.no_grad():
             if weight_decay != 0.0:
                 grads = torch._foreach_add(grads, params, alpha=weight_decay)

@@ -19,7 +19,9 @@ from core.protocol import Array, Backend
 
 
 def dense_forward(be: Backend, x: Array, weight: Array, bias: Array) -> Array:
-    return be.matmul(x, weight) + bias
+    y = be.matmul(x, weight)
+    y += bias  # in place: the product is a fresh array
+    return y
 
 
 def dense_backward(be: Backend, x: Array, weight: Array, dy: Array, need_dx: bool = True):
@@ -40,7 +42,9 @@ class ReLU:
         return be.maximum(z, 0.0)
 
     def backward(self, be: Backend, h: Array, dh: Array) -> Array:
-        return dh * (h > 0)  # the subgradient at 0 is taken as 0, as in PyTorch
+        # in place: dh is the fresh product dy W^T; the subgradient at 0 is 0, as in PyTorch
+        dh *= h > 0
+        return dh
 
 
 class LeakyReLU:
