@@ -1,16 +1,16 @@
-"""``python -m bench``: op throughput per available backend, as a table.
+"""``python -m bench``: which backend to train on, measured.
 
-Exit status 2, with one line, when the backend asked for is unavailable.
+Op throughput and training throughput of every available backend, beside
+idiomatic PyTorch and scikit-learn on the same data, network and batch size,
+and the machine's matmul rate; then a recommendation per model and batch
+size. Exit status 2, with one line, when the backend asked for is unavailable.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
-import tempfile
 from dataclasses import asdict
 
 import numpy as np
@@ -21,23 +21,40 @@ from backends import available_backends, backend_names, get_backend
 from bench.ops import OpResult, measure_ops
 from core.errors import BackendUnavailableError
 
+BATCH_SIZES = [64, 256, 1024]
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Measure softgrad's op throughput on each backend (median of repeats, "
-        "device synchronised before every clock read).",
+        description="Measure softgrad's backends (ops and training throughput, accuracy, memory) beside "
+        "idiomatic PyTorch and scikit-learn, and recommend the backend to train on. Medians of "
+        "interleaved repeats; the device is synchronised before every clock read.",
     )
     parser.add_argument("--backend", default="all",
                         help=f"a backend name ({', '.join(backend_names())}) or 'all' (default: all available)")
+    parser.add_argument("--model", choices=["linear", "mlp", "all"], default="all",
+                        help="softmax regression, the 784-512-256-128-64-10 MLP, or both (default: all)")
+    parser.add_argument("--batch-size", type=int, nargs="+", default=None, metavar="N",
+                        help=f"training batch sizes (default: {' '.join(map(str, BATCH_SIZES))})")
+    parser.add_argument("--dataset", choices=["mnist", "fashion-mnist", "cifar10", "synthetic"], default="mnist",
+                        help="training data (default: mnist, the subset shipped with softgrad)")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32",
-                        help="floating-point type of the logits and parameters (default: float32)")
-    parser.add_argument("--quick", action="store_true", help="fewer sizes and shorter blocks (a few seconds)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed repeats per case; the median is shown (default: 5)")
+                        help="floating-point type of the op benchmarks (training runs in float32)")
+    parser.add_argument("--quick", action="store_true", help="shorter blocks and fewer sizes: under a minute")
+    parser.add_argument("--repeats", type=int, default=None, help="timed repeats per case (default: 5, quick: 3)")
+    parser.add_argument("--no-anchors", dest="anchors", action="store_false",
+                        help="skip the PyTorch and scikit-learn anchors")
+    parser.add_argument("--no-ops", dest="ops", action="store_false", help="skip the op benchmarks")
+    parser.add_argument("--no-training", dest="training", action="store_false", help="skip the training benchmarks")
     parser.add_argument("--json", metavar="PATH", help="also write every figure to PATH as JSON")
     args = parser.parse_args(argv)
+    if args.repeats is None:
+        args.repeats = 3 if args.quick else 5
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
+    if args.batch_size and min(args.batch_size) < 1:
+        parser.error("--batch-size must be at least 1")
     return args
 
 
@@ -48,8 +65,8 @@ def format_rate(value: float) -> str:
     return f"{value:.1f}"
 
 
-def render(results: list[OpResult], unavailable: dict[str, str], console: Console) -> None:
-    table = Table(title="softgrad op throughput (median of repeats)")
+def render_ops(results: list[OpResult], console: Console) -> None:
+    table = Table(title="op throughput (median of repeats)")
     for column in ("op", "size", "backend", "dtype", "time / call", "spread", "rows or params / s"):
         table.add_column(column, justify="right" if column not in ("op", "backend") else "left")
     # group by op, then size in the order measured, then backend: rows to compare sit together
@@ -63,55 +80,118 @@ def render(results: list[OpResult], unavailable: dict[str, str], console: Consol
         table.add_row(r.op, r.size, r.backend, r.dtype, f"{r.timing.median_s * 1e6:,.1f} µs",
                       f"±{r.timing.spread_s / r.timing.median_s * 50:.0f}%", format_rate(r.items_per_s))
     console.print(table)
-    for name, reason in unavailable.items():
-        console.print(f"[dim]{name}: unavailable: {reason}[/dim]")
 
 
-def write_json_atomically(path: str, payload: dict) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".bench-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+def render_training(records, chosen, anchors: list[str], console: Console) -> None:
+    for model, batch_size in sorted({(r.model, r.batch_size) for r in records}, key=lambda k: (k[0] != "mlp", k[1])):
+        label = "MLP 784-512-256-128-64-10" if model == "mlp" else "softmax regression"
+        table = Table(title=f"training throughput: {label}, batch {batch_size}")
+        columns = ["backend", "samples/s", "spread", *[f"× {a.removeprefix('anchor:')}" for a in anchors],
+                   "% matmul peak", "accuracy (1 epoch)", "peak memory"]
+        for column in columns:
+            table.add_column(column, justify="left" if column == "backend" else "right")
+        case = [r for r in records if (r.model, r.batch_size) == (model, batch_size)]
+        for r in sorted(case, key=lambda r: -r.samples_per_s):
+            name = r.backend + (" ★" if chosen.get((model, batch_size)) is r else "")
+            table.add_row(
+                name, f"{r.samples_per_s:,.0f}", f"±{r.spread * 50:.0f}%",
+                *[f"{r.ratios[a]:.2f}" if a in r.ratios else "-" for a in anchors],
+                "-" if r.roofline_fraction is None else f"{r.roofline_fraction:.0%}",
+                "-" if r.accuracy is None else f"{r.accuracy:.2%}",
+                "-" if r.peak_memory_bytes is None else f"{r.peak_memory_bytes / 2**20:,.1f} MiB",
+            )
+        console.print(table)
+
+
+def choose_backends(requested: str) -> tuple[list[str], dict[str, str]]:
+    """The backends to measure and, for the table's foot, those that cannot run here."""
+    if requested == "all":
+        status = available_backends()
+        return ([n for n, s in status.items() if s == "available"],
+                {n: s for n, s in status.items() if s != "available"})
+    get_backend(requested)  # raises BackendUnavailableError with the reason
+    return [requested], {}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    try:
+        names, unavailable = choose_backends(args.backend)
+    except BackendUnavailableError as error:
+        print(f"bench: {error}", file=sys.stderr)
+        return 2
     # a table wider than a pipe's default 80 columns, so redirected output stays readable
-    console = Console(width=None if sys.stdout.isatty() else 120)
-    if args.backend == "all":
-        status = available_backends()
-        names = [name for name, s in status.items() if s == "available"]
-        unavailable = {name: s for name, s in status.items() if s != "available"}
-    else:
-        try:
-            get_backend(args.backend)
-        except BackendUnavailableError as error:
-            print(f"bench: {error}", file=sys.stderr)
-            return 2
-        names, unavailable = [args.backend], {}
+    console = Console(width=None if sys.stdout.isatty() else 130)
+    from bench.machine import machine_header, matmul_gflops
 
-    results: list[OpResult] = []
+    header = machine_header()
+    console.print(f"[bold]softgrad bench[/bold] on {header['cpu']} ({header['cpu_count']} CPUs"
+                  f"{', GPU ' + header['gpu'] if header['gpu'] else ''}); "
+                  + ", ".join(f"{k} {v}" for k, v in header["versions"].items() if k in ("numpy", "torch", "scikit-learn")))
+    payload: dict = {"machine": header, "unavailable": unavailable}
+    op_results: list[OpResult] = []
+    training_records = []
+    chosen: dict = {}
     with console.status("measuring...") as status:
-        for name in names:
-            results += measure_ops(get_backend(name), np.dtype(args.dtype), quick=args.quick,
-                                   repeats=args.repeats, progress=lambda text: status.update(text))
-    render(results, unavailable, console)
+        progress = status.update
+        if args.training:
+            progress("matmul roofline")
+            rates = matmul_gflops(1024 if args.quick else 2048)
+            payload["matmul_gflops"] = rates
+            console.print("matmul roofline (float32): " + ", ".join(f"{k} {v:,.1f} GFLOP/s" for k, v in rates.items()))
+        if args.ops:
+            for name in names:
+                op_results += measure_ops(get_backend(name), np.dtype(args.dtype), quick=args.quick,
+                                          repeats=args.repeats, progress=progress)
+        if args.training:
+            training_records, chosen = run_training(args, names, progress, max(rates.values()))
+    if op_results:
+        render_ops(op_results, console)
+    if training_records:
+        anchors = sorted({r.backend for r in training_records if r.backend.startswith("anchor:")})
+        render_training(training_records, chosen, anchors, console)
+        console.print("[bold]recommendation[/bold] (★): "
+                      + "; ".join(f"{model} batch {batch}: {r.backend} ({r.samples_per_s:,.0f} samples/s)"
+                                  for (model, batch), r in sorted(chosen.items())))
+    for name, reason in unavailable.items():
+        console.print(f"[dim]{name}: unavailable: {reason}[/dim]")
     if args.json:
-        write_json_atomically(args.json, {
-            "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                        "cpu_count": os.cpu_count(), "python": platform.python_version(),
-                        "numpy": np.__version__},
-            "unavailable": unavailable,
-            "records": [dict(asdict(r), items_per_s=r.items_per_s) for r in results],
-        })
+        from core.checkpoint import atomic_write_text
+
+        payload["ops"] = [dict(asdict(r), items_per_s=r.items_per_s) for r in op_results]
+        payload["records"] = [asdict(r) for r in training_records]
+        payload["recommendation"] = [{"model": m, "batch_size": b, "backend": r.backend}
+                                     for (m, b), r in sorted(chosen.items())]
+        atomic_write_text(args.json, json.dumps(payload, indent=2))
         console.print(f"wrote {args.json}")
     return 0
+
+
+def run_training(args, names: list[str], progress, matmul_rate: float):
+    import datasets
+    from bench.contenders import SklearnContender, SoftgradContender, TorchAutogradContender
+    from bench.training import add_ratios, measure_training, recommend
+
+    progress(f"loading {args.dataset}")
+    data = datasets.load(args.dataset)
+    contenders = [SoftgradContender(name) for name in names]
+    if args.anchors:
+        try:
+            contenders.append(TorchAutogradContender("cpu"))
+            if any(name.startswith("torch:cuda") or name == "cupy" for name in names):
+                contenders.append(TorchAutogradContender("cuda"))
+        except ImportError:
+            pass
+        try:
+            contenders.append(SklearnContender())
+        except ImportError:
+            pass
+    models = ["mlp", "linear"] if args.model == "all" else [args.model]
+    batch_sizes = args.batch_size or BATCH_SIZES
+    records = measure_training(contenders, models, batch_sizes, data, repeats=args.repeats, quick=args.quick,
+                               progress=progress)
+    add_ratios(records, matmul_rate)
+    return records, recommend(records)
 
 
 if __name__ == "__main__":

@@ -19,9 +19,7 @@ from core.protocol import Array, Backend
 
 
 def dense_forward(be: Backend, x: Array, weight: Array, bias: Array) -> Array:
-    y = be.matmul(x, weight)
-    y += bias  # in place: the product is a fresh array
-    return y
+    return be.affine(x, weight, bias)
 
 
 def dense_backward(be: Backend, x: Array, weight: Array, dy: Array, need_dx: bool = True):
@@ -42,9 +40,8 @@ class ReLU:
         return be.maximum(z, 0.0)
 
     def backward(self, be: Backend, h: Array, dh: Array) -> Array:
-        # in place: dh is the fresh product dy W^T; the subgradient at 0 is 0, as in PyTorch
-        dh *= h > 0
-        return dh
+        # dh is the fresh product dy W^T, free to overwrite; the subgradient at 0 is 0, as in PyTorch
+        return be.relu_backward(h, dh)
 
 
 class LeakyReLU:

@@ -89,6 +89,17 @@ class Backend(Protocol):
         """Matrix product ``a @ b`` of 2-D arrays ``(n, k) @ (k, m) -> (n, m)``."""
         ...
 
+    def affine(self, x: Array, weight: Array, bias: Array) -> Array:
+        """``x @ weight + bias``: ``(n, k) @ (k, m) + (m,) -> (n, m)``, fused where the framework can."""
+        ...
+
+    def relu_backward(self, h: Array, dh: Array) -> Array:
+        """The gradient through a ReLU whose output is ``h``: ``dh`` where ``h > 0``, else 0.
+
+        May overwrite ``dh`` (pass a fresh array you no longer need).
+        """
+        ...
+
     def maximum(self, a: Array, b: Array | float) -> Array:
         """Elementwise maximum; ``b`` may be a Python scalar (``maximum(h, 0.0)`` is ReLU)."""
         ...

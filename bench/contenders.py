@@ -1,0 +1,215 @@
+"""Who trains in the benchmark: softgrad's backends and the anchors, on the same data and network.
+
+Every contender prepares a (model, batch size) case once, then runs blocks of
+training steps on batches already in memory; the clock is read only after
+the device is synchronised. The anchors are what users compare us with:
+idiomatic PyTorch (``nn.Module``, autograd, ``torch.optim.SGD``) and
+scikit-learn's ``MLPClassifier(solver="sgd")``, both in float32.
+"""
+
+from __future__ import annotations
+
+import tracemalloc
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from core.models import CLASSIC_MLP_HIDDEN, MLP
+
+# One procedure for every contender's short accuracy run: an epoch of SGD at a
+# constant rate, Nesterov momentum 0.9, weight decay 2e-3.
+LR, MOMENTUM, WEIGHT_DECAY = 0.01, 0.9, 2e-3
+MODELS = {"linear": (), "mlp": CLASSIC_MLP_HIDDEN}
+
+
+def widths(model: str, data) -> list[int]:
+    return [data.num_features, *MODELS[model], data.num_classes]
+
+
+@dataclass
+class Case:
+    """A prepared (contender, model, batch size): ``run(steps)`` trains that many batches."""
+
+    run: Callable[[int], None]
+    synchronize: Callable[[], None]
+    peak_memory: Callable[[], int | None]
+
+
+class SoftgradContender:
+    def __init__(self, backend_name: str) -> None:
+        from backends import get_backend
+
+        self.name = backend_name
+        self.be = get_backend(backend_name)
+
+    def prepare(self, model: str, batch_size: int, data) -> Case:
+        from core.training import TrainSettings, train_step
+
+        be = self.be
+        net = MLP(widths(model, data), seed=0, backend=be)
+        settings = TrainSettings(momentum=MOMENTUM, nesterov=True, weight_decay=WEIGHT_DECAY)
+        x, y = be.asarray(data.x_train), be.asarray(data.y_train)
+        batches = len(data.y_train) // batch_size
+        state = [be.sgd_init(net.params), 0]
+
+        def run(steps: int) -> None:
+            for _ in range(steps):
+                i = state[1] % batches
+                s = slice(i * batch_size, (i + 1) * batch_size)
+                _, _, state[0] = train_step(net, x[s], y[s], state[0], LR, settings)
+                state[1] += 1
+
+        return Case(run, be.synchronize, lambda: self._peak_memory(run))
+
+    def _peak_memory(self, run: Callable[[int], None]) -> int | None:
+        """Peak bytes allocated during a few steps: NumPy through tracemalloc, GPUs through their pools."""
+        if self.name == "numpy":
+            tracemalloc.start()
+            try:
+                run(3)
+                return tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+        if self.name.startswith("torch:cuda"):
+            import torch
+
+            torch.cuda.reset_peak_memory_stats()
+            run(3)
+            return int(torch.cuda.max_memory_allocated())
+        if self.name == "cupy":
+            import cupy
+
+            run(3)
+            return int(cupy.get_default_memory_pool().total_bytes())
+        return None  # torch on the CPU keeps no allocator statistics
+
+    def accuracy(self, model: str, batch_size: int, data) -> float:
+        from core.training import fit
+
+        net = MLP(widths(model, data), seed=0, backend=self.be)
+        history = fit(net, data, epochs=1, batch_size=batch_size, lr=LR, momentum=MOMENTUM, nesterov=True,
+                      weight_decay=WEIGHT_DECAY, lr_schedule="constant", progress=False, log=None)
+        return history[-1]["test_accuracy"]
+
+
+class TorchAutogradContender:
+    """The classic PyTorch loop: zero_grad, forward, CrossEntropyLoss, backward, step."""
+
+    def __init__(self, device: str = "cpu") -> None:
+        import torch
+
+        self.torch = torch
+        self.device = torch.device(device)
+        self.name = "anchor:torch-autograd" + ("" if device == "cpu" else f":{device}")
+
+    def _network(self, model: str, data):
+        torch = self.torch
+        host = MLP(widths(model, data), seed=0)  # the same initial weights as softgrad's models
+        layers = []
+        for i, (fan_in, fan_out) in enumerate(zip(host.widths, host.widths[1:])):
+            linear = torch.nn.Linear(fan_in, fan_out)
+            with torch.no_grad():
+                linear.weight.copy_(torch.from_numpy(host.params[2 * i].T.copy()))
+                linear.bias.copy_(torch.from_numpy(host.params[2 * i + 1]))
+            layers += [linear, torch.nn.ReLU()]
+        net = torch.nn.Sequential(*layers[:-1]).to(self.device)
+        optimizer = torch.optim.SGD(net.parameters(), lr=LR, momentum=MOMENTUM, nesterov=True,
+                                    weight_decay=WEIGHT_DECAY)
+        return net, optimizer, torch.nn.CrossEntropyLoss()
+
+    def _synchronize(self) -> None:
+        if self.device.type == "cuda":
+            self.torch.cuda.synchronize(self.device)
+
+    def prepare(self, model: str, batch_size: int, data) -> Case:
+        torch = self.torch
+        net, optimizer, criterion = self._network(model, data)
+        x = torch.from_numpy(data.x_train).to(self.device)
+        y = torch.from_numpy(data.y_train).to(self.device)
+        batches = len(data.y_train) // batch_size
+        position = [0]
+
+        def run(steps: int) -> None:
+            for _ in range(steps):
+                i = position[0] % batches
+                optimizer.zero_grad()
+                loss = criterion(net(x[i * batch_size:(i + 1) * batch_size]), y[i * batch_size:(i + 1) * batch_size])
+                loss.backward()
+                optimizer.step()
+                position[0] += 1
+
+        def peak_memory() -> int | None:
+            if self.device.type != "cuda":
+                return None
+            torch.cuda.reset_peak_memory_stats()
+            run(3)
+            return int(torch.cuda.max_memory_allocated())
+
+        return Case(run, self._synchronize, peak_memory)
+
+    def accuracy(self, model: str, batch_size: int, data) -> float:
+        torch = self.torch
+        net, optimizer, criterion = self._network(model, data)
+        x = torch.from_numpy(data.x_train).to(self.device)
+        y = torch.from_numpy(data.y_train).to(self.device)
+        order = torch.from_numpy(np.random.default_rng([0, 1]).permutation(len(data.y_train))).to(self.device)
+        for start in range(0, len(order), batch_size):
+            index = order[start:start + batch_size]
+            optimizer.zero_grad()
+            criterion(net(x[index]), y[index]).backward()
+            optimizer.step()
+        with torch.no_grad():
+            predictions = net(torch.from_numpy(data.x_test).to(self.device)).argmax(1).cpu().numpy()
+        return float(np.mean(predictions == data.y_test))
+
+
+class SklearnContender:
+    """scikit-learn's MLPClassifier(solver="sgd") in float32 (it keeps float32 input in float32)."""
+
+    name = "anchor:sklearn"
+
+    def __init__(self) -> None:
+        from sklearn.neural_network import MLPClassifier
+
+        self.MLPClassifier = MLPClassifier
+
+    def _classifier(self, model: str, batch_size: int, shuffle: bool = True):
+        return self.MLPClassifier(hidden_layer_sizes=MODELS[model], activation="relu", solver="sgd",
+                                  batch_size=batch_size, learning_rate_init=LR, momentum=MOMENTUM,
+                                  nesterovs_momentum=True, max_iter=1, shuffle=shuffle, random_state=0,
+                                  tol=0.0, n_iter_no_change=10**9)
+
+    def _fit(self, classifier, x, y) -> None:
+        from sklearn.exceptions import ConvergenceWarning
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            classifier.fit(x, y)
+
+    def prepare(self, model: str, batch_size: int, data) -> Case:
+        # no reshuffling inside the timed blocks, as for the other contenders
+        classifier = self._classifier(model, batch_size, shuffle=False)
+        x, y = data.x_train, data.y_train
+        classes = np.arange(data.num_classes)
+        batches = len(y) // batch_size
+        classifier.partial_fit(x[:batch_size], y[:batch_size], classes=classes)  # builds the layers
+        position = [0]
+
+        def run(steps: int) -> None:
+            # partial_fit makes one SGD pass over the rows it is given, batch_size rows at a time
+            done = 0
+            while done < steps:
+                count = min(steps - done, batches - position[0] % batches)
+                start = (position[0] % batches) * batch_size
+                classifier.partial_fit(x[start:start + count * batch_size], y[start:start + count * batch_size])
+                position[0] += count
+                done += count
+
+        return Case(run, lambda: None, lambda: None)
+
+    def accuracy(self, model: str, batch_size: int, data) -> float:
+        classifier = self._classifier(model, batch_size)
+        self._fit(classifier, data.x_train, data.y_train)
+        return float(np.mean(classifier.predict(data.x_test) == data.y_test))

@@ -1,0 +1,111 @@
+"""Training throughput: every contender, interleaved repeats, medians, ratios within one run."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from bench.contenders import MODELS, widths
+
+
+@dataclass
+class TrainingRecord:
+    backend: str
+    model: str
+    batch_size: int
+    samples_per_s: float  # median over the repeats
+    spread: float  # (max - min) / median of the repeats' samples/s
+    flops_per_sample: float
+    accuracy: float | None = None  # test accuracy after one epoch
+    peak_memory_bytes: int | None = None
+    ratios: dict[str, float] = field(default_factory=dict)  # samples/s over each anchor's
+    roofline_fraction: float | None = None  # achieved FLOP/s over the machine's matmul rate
+
+
+# seconds between two contenders' blocks (see measure_training)
+PAUSE_S = float(os.environ.get("SOFTGRAD_BENCH_PAUSE", "0.2"))
+
+
+def training_flops_per_sample(layer_widths: list[int]) -> float:
+    """Multiply-adds of one training step per sample, as FLOPs: forward x W (2 per weight),
+    dW = x^T dy (2 per weight), dx = dy W^T (2 per weight, not for the first layer)."""
+    weights = [a * b for a, b in zip(layer_widths, layer_widths[1:])]
+    return 4.0 * sum(weights) + 2.0 * sum(weights[1:])
+
+
+def steps_per_block(batch_size: int, quick: bool) -> int:
+    # enough samples per block that one block takes well over a millisecond on any device
+    samples = 4096 if quick else 16384
+    return max(4, samples // batch_size)
+
+
+def measure_training(contenders: list, models: list[str], batch_sizes: list[int], data, *, repeats: int,
+                     quick: bool, with_accuracy: bool = True,
+                     progress: Callable[[str], None] = lambda _: None) -> list[TrainingRecord]:
+    records = []
+    for model in models:
+        flops = training_flops_per_sample(widths(model, data))
+        for batch_size in batch_sizes:
+            if batch_size > len(data.y_train):
+                continue
+            cases = {}
+            for contender in contenders:
+                progress(f"{model} batch {batch_size}: preparing {contender.name}")
+                case = contender.prepare(model, batch_size, data)
+                case.run(2)  # warm-up: first-call allocations, kernel selection
+                case.synchronize()
+                cases[contender.name] = case
+            steps = steps_per_block(batch_size, quick)
+            rates: dict[str, list[float]] = {name: [] for name in cases}
+            for repeat in range(repeats):  # interleaved, so drift in the machine hits everyone alike
+                for name, case in cases.items():
+                    progress(f"{model} batch {batch_size}: {name} (repeat {repeat + 1}/{repeats})")
+                    # Let the previous contender's worker threads go idle: OpenBLAS and OpenMP threads
+                    # spin for a while after their last task and would steal cores from this block.
+                    time.sleep(PAUSE_S)
+                    case.synchronize()
+                    start = time.perf_counter()
+                    case.run(steps)
+                    case.synchronize()
+                    rates[name].append(steps * batch_size / (time.perf_counter() - start))
+            for contender in contenders:
+                name = contender.name
+                median = statistics.median(rates[name])
+                record = TrainingRecord(name, model, batch_size, median,
+                                        (max(rates[name]) - min(rates[name])) / median, flops)
+                record.peak_memory_bytes = cases[name].peak_memory()
+                if with_accuracy:
+                    progress(f"{model} batch {batch_size}: {name}: one epoch for the accuracy")
+                    record.accuracy = contender.accuracy(model, batch_size, data)
+                records.append(record)
+    return records
+
+
+def add_ratios(records: list[TrainingRecord], matmul_gflops: float | None) -> None:
+    """Each record's samples/s over every anchor's in the same case, and over the matmul roofline."""
+    for record in records:
+        for other in records:
+            if other.backend.startswith("anchor:") and (other.model, other.batch_size) == (record.model, record.batch_size):
+                record.ratios[other.backend] = record.samples_per_s / other.samples_per_s
+        if matmul_gflops:
+            record.roofline_fraction = record.samples_per_s * record.flops_per_sample / (matmul_gflops * 1e9)
+
+
+def recommend(records: list[TrainingRecord], tolerance: float = 0.02) -> dict[tuple[str, int], TrainingRecord]:
+    """For each (model, batch size): the fastest softgrad backend whose accuracy is within
+    ``tolerance`` of the best softgrad accuracy in that case (a fast wrong backend is never chosen)."""
+    chosen = {}
+    for key in {(r.model, r.batch_size) for r in records}:
+        ours = [r for r in records if (r.model, r.batch_size) == key and not r.backend.startswith("anchor:")]
+        if not ours:
+            continue
+        best_accuracy = max((r.accuracy for r in ours if r.accuracy is not None), default=None)
+        fair = [r for r in ours if best_accuracy is None or (r.accuracy or 0.0) >= best_accuracy - tolerance]
+        chosen[key] = max(fair, key=lambda r: r.samples_per_s)
+    return chosen
+
+
+__all__ = ["MODELS", "TrainingRecord", "add_ratios", "measure_training", "recommend"]
