@@ -6,6 +6,7 @@ backends compute those (one small reduction each) and call in here.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -14,6 +15,7 @@ FLOAT_DTYPES = ("float32", "float64")
 REDUCTIONS = ("none", "mean", "sum")
 
 
+@functools.lru_cache(maxsize=256)  # called on every op: str() of a NumPy dtype costs microseconds
 def dtype_name(dtype: Any) -> str:
     """``"float32"`` for ``numpy.float32``, ``torch.float32`` or ``cupy.float32``."""
     text = str(dtype)
