@@ -9,12 +9,12 @@ PY     := $(VENV)/bin/python
 PINS   := torch==2.14.1 torchvision==0.29.1
 STAMP  := $(VENV)/.installed
 
-.PHONY: test test-long bench lint clean
+.PHONY: test test-long bench benchmark lint clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet $(PINS) -e '.[torch,vision,cupy,test]'
+	$(PY) -m pip install --quiet $(PINS) -e '.[torch,vision,cupy,test,anchors]'
 	touch $@
 
 test: $(STAMP)
@@ -26,6 +26,11 @@ test-long: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench
+
+# pytest-benchmark: ops and training steps per backend, timed, saved as JSON.
+benchmark: $(STAMP)
+	$(PY) -m pytest tests/test_benchmarks.py --benchmark-enable --benchmark-only \
+		--benchmark-json=bench/results/pytest-benchmark-$$(date +%F).json
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -122,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # a table wider than a pipe's default 80 columns, so redirected output stays readable
     console = Console(width=None if sys.stdout.isatty() else 130)
-    from bench.machine import machine_header, matmul_gflops
+    from bench.roofline import matmul_gflops
+    from core.machine import machine_header
 
     header = machine_header()
     console.print(f"[bold]softgrad bench[/bold] on {header['cpu']} ({header['cpu_count']} CPUs"

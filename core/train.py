@@ -36,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
         argument_default=None,
     )
     d = DEFAULTS
-    p.add_argument("--backend", help=f"numpy, torch, torch:cuda or cupy (default {d['backend']})")
+    p.add_argument("--backend", help=f"numpy, torch, torch:cuda, cupy, or auto: the fastest here for this "
+                   f"network and batch size, from a short cached probe (default {d['backend']})")
     p.add_argument("--model", choices=["linear", "mlp"], help=f"softmax regression or MLP (default {d['model']})")
     p.add_argument("--hidden", help=f"MLP hidden widths, comma-separated (default {d['hidden']})")
     p.add_argument("--activation", choices=["relu", "leaky_relu", "sigmoid", "tanh"],
@@ -104,10 +105,17 @@ def run(args: argparse.Namespace) -> int:
 
     from backends import get_backend
 
-    backend = get_backend(settings["backend"])  # fail before the data is read
+    if settings["backend"] != "auto":
+        get_backend(settings["backend"])  # fail before the data is read
     data = datasets.load(settings["dataset"], root=settings["root"], download=bool(settings["download"]))
     model = build_model(settings, data.num_features, data.num_classes)
     say(f"data: {data.source}: {len(data.y_train):,} train / {len(data.y_test):,} test")
+    if settings["backend"] == "auto":
+        from backends.auto import pick_backend
+
+        backend = pick_backend(model.widths, settings["batch_size"], settings["dtype"], log=print)
+    else:
+        backend = settings["backend"]
     model.to(backend)
     say(f"model: {model}; run folder: {out}")
     out.mkdir(parents=True, exist_ok=True)

@@ -118,6 +118,10 @@ def fit(model: MLP, data, backend: Backend | str | None = None, *, epochs: int |
         progress: bool | None = None, log: Callable[[str], None] | None = print) -> list[dict]:
     """Train ``model`` on ``data`` (a :class:`datasets.Dataset`) with SGD; returns the history.
 
+    ``backend``: a name, a Backend, ``"auto"`` (the fastest available for this
+    network and batch size, from a short cached probe; see
+    :mod:`backends.auto`), or ``None`` to stay on the model's backend.
+
     Hyperparameters left as ``None`` take the :class:`TrainSettings` defaults
     (10 epochs, batch 64, lr 0.05 with a cosine schedule, Nesterov momentum
     0.9, weight decay 2e-3, seed 0), or, when resuming, the checkpoint's.
@@ -147,6 +151,10 @@ def fit(model: MLP, data, backend: Backend | str | None = None, *, epochs: int |
         model.params, model.be = restored.params, restored.be
         settings = TrainSettings(**{**saved, **given})
     settings.check()
+    if backend == "auto":
+        from backends.auto import pick_backend
+
+        backend = pick_backend(model.widths, settings.batch_size, model.dtype.name, log=log)
     if backend is not None:
         model.to(backend)
     be = model.be

@@ -1,4 +1,4 @@
-"""``python -m bench`` end to end: the table, the JSON, and the exit status."""
+"""``python -m bench`` end to end, and the pieces its figures rest on."""
 
 from __future__ import annotations
 
@@ -10,26 +10,37 @@ from pathlib import Path
 import pytest
 
 from backends import available_backends
+from bench.training import TrainingRecord, add_ratios, recommend, training_flops_per_sample
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_bench(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "bench", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=600)
 
 
-def test_bench_prints_the_table_and_writes_json(tmp_path):
-    out = tmp_path / "results" / "ops.json"
-    result = run_bench("--backend", "numpy", "--quick", "--repeats", "1", "--json", str(out))
+def test_bench_prints_the_tables_and_writes_json(tmp_path):
+    out = tmp_path / "results" / "bench.json"
+    result = run_bench("--backend", "numpy", "--quick", "--repeats", "1", "--model", "linear",
+                       "--batch-size", "256", "--json", str(out))
     assert result.returncode == 0, result.stderr
-    assert "softgrad op throughput" in result.stdout
-    for op in ("softmax", "log_softmax", "cross_entropy + grad", "sgd_step"):
-        assert op in result.stdout
-    records = json.loads(out.read_text())["records"]
-    assert {r["op"] for r in records} == {"softmax", "log_softmax", "cross_entropy + grad", "sgd_step (momentum)"}
-    assert all(r["backend"] == "numpy" and r["items_per_s"] > 0 for r in records)
-    assert not list(out.parent.glob(".bench-*"))  # the temporary file was renamed into place
+    for text in ("op throughput", "cross_entropy + grad", "sgd_step", "training throughput: softmax regression, "
+                 "batch 256", "anchor:torch-autograd", "anchor:sklearn", "recommendation", "matmul roofline"):
+        assert text in result.stdout, text
+    payload = json.loads(out.read_text())
+    assert {"cpu", "cpu_count", "blas", "versions", "gpu"} <= set(payload["machine"])
+    assert {r["op"] for r in payload["ops"]} == {"softmax", "log_softmax", "cross_entropy + grad",
+                                                 "sgd_step (momentum)"}
+    backends = {r["backend"] for r in payload["records"]}
+    assert backends == {"numpy", "anchor:torch-autograd", "anchor:sklearn"}
+    for record in payload["records"]:
+        assert record["model"] == "linear" and record["batch_size"] == 256 and record["samples_per_s"] > 0
+        assert 0.5 < record["accuracy"] <= 1.0  # a short run on real MNIST learns something
+    numpy_record = next(r for r in payload["records"] if r["backend"] == "numpy")
+    assert set(numpy_record["ratios"]) == {"anchor:torch-autograd", "anchor:sklearn"}
+    assert payload["recommendation"] == [{"model": "linear", "batch_size": 256, "backend": "numpy"}]
+    assert not list(out.parent.glob(".*.tmp"))  # written atomically
 
 
 @pytest.mark.parametrize("name", ["cupy", "torch:cuda", "no-such-backend"])
@@ -41,3 +52,26 @@ def test_unavailable_backend_exits_2_with_one_line(name):
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("bench: ") and "Traceback" not in result.stderr
+
+
+def test_training_flops_count_every_multiply_add():
+    # 3 -> 4 -> 2: forward 2*(12+8), weight gradients 2*(12+8), input gradient of layer 2 only 2*8
+    assert training_flops_per_sample([3, 4, 2]) == 2 * 20 + 2 * 20 + 2 * 8
+
+
+def record(backend, rate, accuracy, model="mlp", batch=64):
+    return TrainingRecord(backend, model, batch, rate, 0.0, 1e6, accuracy=accuracy)
+
+
+def test_ratios_and_roofline_are_taken_within_one_case():
+    records = [record("numpy", 300.0, 0.9), record("anchor:sklearn", 200.0, 0.9),
+               record("anchor:sklearn", 50.0, 0.9, batch=256)]
+    add_ratios(records, matmul_gflops=1.0)
+    assert records[0].ratios == {"anchor:sklearn": 1.5}
+    assert records[0].roofline_fraction == pytest.approx(300 * 1e6 / 1e9)
+
+
+def test_recommendation_never_picks_a_fast_wrong_backend():
+    records = [record("numpy", 100.0, 0.95), record("torch", 500.0, 0.50), record("cupy", 200.0, 0.94),
+               record("anchor:torch-autograd", 900.0, 0.95)]
+    assert recommend(records)[("mlp", 64)].backend == "cupy"

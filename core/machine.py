@@ -1,4 +1,4 @@
-"""What the figures were measured on: CPU, threads, BLAS, GPU, library versions; the matmul roofline."""
+"""What a measurement ran on: CPU, threads, BLAS, GPU and library versions."""
 
 from __future__ import annotations
 
@@ -6,8 +6,6 @@ import os
 import platform
 import time
 from importlib import metadata
-
-import numpy as np
 
 
 def cpu_name() -> str:
@@ -63,31 +61,3 @@ def machine_header() -> dict:
     return {"date": time.strftime("%Y-%m-%d"), "cpu": cpu_name(), "cpu_count": os.cpu_count(),
             "torch_threads": torch_threads, "blas": blas_info(), "gpu": gpu_name(),
             "platform": platform.platform(), "versions": versions()}
-
-
-def matmul_gflops(size: int = 2048, repeats: int = 5) -> dict[str, float]:
-    """The best float32 matrix-multiply rate of NumPy and of torch (CPU), in GFLOP/s."""
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((size, size), dtype=np.float32)
-    b = rng.standard_normal((size, size), dtype=np.float32)
-    flops = 2.0 * size**3
-    rates = {}
-
-    def best(fn) -> float:
-        fn()
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        return flops / min(times) / 1e9
-
-    rates["numpy"] = best(lambda: a @ b)
-    try:
-        import torch
-
-        ta, tb = torch.from_numpy(a), torch.from_numpy(b)
-        rates["torch"] = best(lambda: ta @ tb)
-    except ImportError:
-        pass
-    return rates
