@@ -9,7 +9,7 @@ PY     := $(VENV)/bin/python
 PINS   := torch==2.14.1 torchvision==0.29.1
 STAMP  := $(VENV)/.installed
 
-.PHONY: test test-long bench benchmark lint clean
+.PHONY: test test-long bench benchmark gpu-check gpu-wheels lint clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,8 +32,20 @@ benchmark: $(STAMP)
 	$(PY) -m pytest tests/test_benchmarks.py --benchmark-enable --benchmark-only \
 		--benchmark-json=bench/results/pytest-benchmark-$$(date +%F).json
 
+# On a CUDA machine: the suite with the GPU cases, then the bench (see .ci/gpu-check).
+gpu-check:
+	bash .ci/gpu-check
+
+# Wheels (for CPython 3.12, no NumPy) that .ci/gpu-check installs on a device with no network.
+GPU_WHEELS := array-api-compat rich markdown-it-py mdurl pygments matplotlib contourpy cycler \
+	fonttools kiwisolver pillow pyparsing python-dateutil six packaging threadpoolctl
+gpu-wheels:
+	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
+		--implementation cp --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
+		--platform manylinux_2_28_x86_64 -d .gpu-wheels $(GPU_WHEELS)
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis .benchmarks
+	rm -rf $(VENV) .pytest_cache .hypothesis .benchmarks .gpu-wheels

@@ -7,8 +7,11 @@ from typing import Any
 import numpy as np
 
 from backends.array_api import ArrayAPIBackend
+from backends.cuda_kernels import SOURCE
 from backends.numpy_backend import as_host_array
+from core import validation as v
 from core.errors import BackendUnavailableError
+from core.sgd import SGDState
 
 PIP_CUPY = "pip install 'softgrad[cupy]'  (or: pip install cupy-cuda12x / cupy-cuda13x to match your CUDA driver)"
 
@@ -39,11 +42,17 @@ class CuPyBackend(ArrayAPIBackend):
         self.xp = array_api_compat.cupy
         self.array_type = cupy.ndarray
         self.device = f"cuda:{cupy.cuda.runtime.getDevice()}"
+        self._module = None  # the fused kernels, compiled at first use
 
     def asarray(self, x: Any, dtype: Any = None):
-        if isinstance(x, self.cupy.ndarray):
+        cupy = self.cupy
+        if not isinstance(x, (cupy.ndarray, np.ndarray)) and hasattr(x, "__dlpack__") and _on_cuda(x):
+            x = cupy.from_dlpack(x)  # a torch CUDA tensor (or any CUDA DLPack producer): no copy
+        if isinstance(x, cupy.ndarray):
+            if x.dtype.kind not in "biuf":
+                raise TypeError(f"cupy.asarray: dtype {x.dtype} is not supported")
             return x if dtype is None else x.astype(np.dtype(dtype), copy=False)
-        return self.cupy.asarray(as_host_array(x, dtype, self.name))
+        return cupy.asarray(as_host_array(x, dtype, self.name))
 
     def to_numpy(self, x: Any) -> np.ndarray:
         return self.cupy.asnumpy(x)
@@ -53,3 +62,71 @@ class CuPyBackend(ArrayAPIBackend):
 
     def _device_of(self, x: Any):
         return x.device
+
+    # ---- fused kernels (backends/cuda_kernels.py) ------------------------------------------
+
+    def _kernel(self, name: str):
+        if self._module is None:
+            self._module = self.cupy.RawModule(code=SOURCE, options=("-std=c++14",))
+        return self._module.get_function(name)
+
+    def _cross_entropy(self, op, logits, target, weight, ignore_index, reduction, label_smoothing, want_grad):
+        """One kernel for the common case (class indices, no weight, no smoothing), else the shared path.
+
+        The kernel's row losses are summed and checked once; anything unusual
+        (an ignored or out-of-range label, a row with no softmax) shows up as a
+        non-finite total, and the shared path then computes or diagnoses it.
+        """
+        kind = self._validate_loss_inputs(op, logits, target, weight, ignore_index, reduction, label_smoothing)
+        n, classes = logits.shape
+        if (not want_grad or kind != "index" or weight is not None or label_smoothing != 0.0
+                or 0 <= ignore_index < classes):
+            return super()._cross_entropy(op, logits, target, weight, ignore_index, reduction, label_smoothing,
+                                          want_grad)
+        cupy = self.cupy
+        logits = cupy.ascontiguousarray(logits)
+        labels = cupy.ascontiguousarray(target.astype(cupy.int64, copy=False))
+        grad = cupy.empty_like(logits)
+        row_loss = cupy.empty(n, dtype=logits.dtype)
+        scale = logits.dtype.type(1.0 / n if reduction == "mean" else 1.0)
+        threads = 256 if classes >= 256 else max(32, -(-classes // 32) * 32)
+        suffix = "f32" if logits.dtype == cupy.float32 else "f64"
+        self._kernel(f"softmax_xent_{suffix}")((n,), (threads,),
+                                              (logits, labels, grad, row_loss, np.int64(n), np.int64(classes), scale))
+        total = row_loss.sum()
+        if not bool(cupy.isfinite(total)):
+            return super()._cross_entropy(op, logits, target, weight, ignore_index, reduction, label_smoothing,
+                                          want_grad)
+        loss = row_loss if reduction == "none" else (total / n if reduction == "mean" else total)
+        return loss, grad
+
+    def sgd_step(self, params, grads, state, *, lr, momentum=0.0, dampening=0.0, nesterov=False,
+                 weight_decay=0.0):
+        """The whole update of each tensor in one elementwise kernel (see cuda_kernels.sgd)."""
+        self._check_sgd(params, grads, state, lr, momentum, dampening, nesterov, weight_decay)
+        cupy = self.cupy
+        params = list(params)
+        if any(not p.flags.c_contiguous or v.dtype_name(p.dtype) not in v.FLOAT_DTYPES for p in params):
+            return super().sgd_step(params, grads, state, lr=lr, momentum=momentum, dampening=dampening,
+                                    nesterov=nesterov, weight_decay=weight_decay)
+        buffers = state.momentum_buffers
+        first = momentum != 0.0 and buffers is None
+        if first:
+            buffers = tuple(cupy.empty_like(p) for p in params)
+        for i, (p, g) in enumerate(zip(params, grads)):
+            g = cupy.ascontiguousarray(g)
+            real = p.dtype.type
+            kernel = self._kernel("sgd_f32" if p.dtype == cupy.float32 else "sgd_f64")
+            blocks = min(4096, max(1, -(-p.size // 256)))
+            kernel((blocks,), (256,), (p, g, p if buffers is None else buffers[i], np.int64(p.size), real(lr),
+                                      real(momentum), real(dampening), real(weight_decay), np.int32(nesterov),
+                                      np.int32(first)))
+        return params, SGDState(step=state.step + 1, momentum_buffers=buffers)
+
+
+def _on_cuda(x: Any) -> bool:
+    """Whether a DLPack producer lives on a CUDA device (kDLCUDA = 2, kDLCUDAManaged = 13)."""
+    try:
+        return x.__dlpack_device__()[0] in (2, 13)
+    except Exception:
+        return False

@@ -61,6 +61,10 @@ class TorchBackend(ArrayAPIBackend):
                 raise TypeError(f"{self.name}.asarray: complex tensors are not supported")
             torch_dtype = None if dtype is None else self._torch_dtype(dtype)
             return x.detach().to(device=self._torch_device, dtype=torch_dtype)
+        if not isinstance(x, np.ndarray) and hasattr(x, "__dlpack__") and hasattr(x, "__cuda_array_interface__"):
+            # a CuPy array: on a CUDA device, shared without a copy; for the CPU, copied to the host
+            tensor = torch.from_dlpack(x)
+            return self.asarray(tensor, dtype)
         # Through NumPy, so a Python list of floats is float64 on every backend.
         host = as_host_array(x, dtype, self.name)
         return torch.as_tensor(host, device=self._torch_device)
