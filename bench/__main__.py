@@ -67,7 +67,8 @@ def format_rate(value: float) -> str:
 
 def render_ops(results: list[OpResult], console: Console) -> None:
     table = Table(title="op throughput (median of repeats)")
-    for column in ("op", "size", "backend", "dtype", "time / call", "spread", "rows or params / s"):
+    for column in ("op", "size", "backend", "dtype", "time / call", "spread", "rows or params / s", "GB/s",
+                   "% of copy"):
         table.add_column(column, justify="right" if column not in ("op", "backend") else "left")
     # group by op, then size in the order measured, then backend: rows to compare sit together
     op_order, size_order, backend_order = ({}, {}, {})
@@ -76,9 +77,12 @@ def render_ops(results: list[OpResult], console: Console) -> None:
         size_order.setdefault(r.size, len(size_order))
         backend_order.setdefault(r.backend, len(backend_order))
     ordered = sorted(results, key=lambda r: (op_order[r.op], size_order[r.size], backend_order[r.backend]))
+    copies = {(r.backend, r.size): r.gb_per_s for r in results if r.op == "device copy"}
     for r in ordered:
+        copy = copies.get((r.backend, r.size))
         table.add_row(r.op, r.size, r.backend, r.dtype, f"{r.timing.median_s * 1e6:,.1f} µs",
-                      f"±{r.timing.spread_s / r.timing.median_s * 50:.0f}%", format_rate(r.items_per_s))
+                      f"±{r.timing.spread_s / r.timing.median_s * 50:.0f}%", format_rate(r.items_per_s),
+                      f"{r.gb_per_s:,.1f}", "-" if copy is None else f"{r.gb_per_s / copy:.0%}")
     console.print(table)
 
 
@@ -87,7 +91,7 @@ def render_training(records, chosen, anchors: list[str], console: Console) -> No
         label = "MLP 784-512-256-128-64-10" if model == "mlp" else "softmax regression"
         table = Table(title=f"training throughput: {label}, batch {batch_size}")
         columns = ["backend", "samples/s", "spread", *[f"× {a.removeprefix('anchor:')}" for a in anchors],
-                   "% matmul peak", "accuracy (1 epoch)", "peak memory"]
+                   "% matmul peak", "60k-sample epoch", "accuracy (1 epoch)", "peak memory"]
         for column in columns:
             table.add_column(column, justify="left" if column == "backend" else "right")
         case = [r for r in records if (r.model, r.batch_size) == (model, batch_size)]
@@ -97,6 +101,7 @@ def render_training(records, chosen, anchors: list[str], console: Console) -> No
                 name, f"{r.samples_per_s:,.0f}", f"±{r.spread * 50:.0f}%",
                 *[f"{r.ratios[a]:.2f}" if a in r.ratios else "-" for a in anchors],
                 "-" if r.roofline_fraction is None else f"{r.roofline_fraction:.0%}",
+                f"{60_000 / r.samples_per_s:.2f} s",
                 "-" if r.accuracy is None else f"{r.accuracy:.2%}",
                 "-" if r.peak_memory_bytes is None else f"{r.peak_memory_bytes / 2**20:,.1f} MiB",
             )
@@ -159,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         from core.checkpoint import atomic_write_text
 
-        payload["ops"] = [dict(asdict(r), items_per_s=r.items_per_s) for r in op_results]
+        payload["ops"] = [dict(asdict(r), items_per_s=r.items_per_s, gb_per_s=r.gb_per_s) for r in op_results]
         payload["records"] = [asdict(r) for r in training_records]
         payload["recommendation"] = [{"model": m, "batch_size": b, "backend": r.backend}
                                      for (m, b), r in sorted(chosen.items())]

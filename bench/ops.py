@@ -13,6 +13,8 @@ from core.protocol import Backend
 # (N, C): an MNIST batch, a large batch of 10 classes, ImageNet-sized classes.
 SIZES = [(64, 10), (1024, 10), (1024, 1000), (8192, 1000)]
 QUICK_SIZES = [(64, 10), (1024, 1000)]
+# On a GPU also the size where memory bandwidth is the limit, beside a plain device copy.
+GPU_SIZES = [(65536, 1000)]
 # The parameters of the 784-512-256-128-64-10 MLP: weights and biases.
 MLP_WIDTHS = [784, 512, 256, 128, 64, 10]
 
@@ -25,21 +27,31 @@ class OpResult:
     dtype: str
     timing: Timing
     items: int  # rows (or parameters) processed per call
+    bytes_moved: int  # the least memory traffic the op needs: its inputs read once, outputs written once
 
     @property
     def items_per_s(self) -> float:
         return self.items / self.timing.median_s
 
+    @property
+    def gb_per_s(self) -> float:
+        return self.bytes_moved / self.timing.median_s / 1e9
 
-def _op_cases(be: Backend, n: int, c: int, dtype) -> list[tuple[str, Callable[[], object]]]:
+
+def _op_cases(be: Backend, n: int, c: int, dtype) -> list[tuple[str, Callable[[], object], int]]:
+    """(op, call, bytes it must move) for logits of shape (n, c)."""
     rng = np.random.default_rng(0)
     logits = be.asarray(rng.standard_normal((n, c)).astype(dtype) * 3)
     labels = be.asarray(rng.integers(0, c, n))
-    return [
-        ("softmax", lambda: be.softmax(logits)),
-        ("log_softmax", lambda: be.log_softmax(logits)),
-        ("cross_entropy + grad", lambda: be.cross_entropy_and_grad(logits, labels)),
+    matrix = n * c * np.dtype(dtype).itemsize
+    cases = [
+        ("softmax", lambda: be.softmax(logits), 2 * matrix),
+        ("log_softmax", lambda: be.log_softmax(logits), 2 * matrix),
+        ("cross_entropy + grad", lambda: be.cross_entropy_and_grad(logits, labels), 2 * matrix + 8 * n),
     ]
+    if be.device != "cpu":  # the copy bandwidth the fused kernels are read against
+        cases.append(("device copy", lambda: be.xp.asarray(logits, copy=True), 2 * matrix))
+    return cases
 
 
 def _sgd_case(be: Backend, dtype) -> tuple[int, Callable[[], object]]:
@@ -62,13 +74,16 @@ def measure_ops(be: Backend, dtype=np.float32, *, quick: bool = False, repeats: 
     results = []
     min_block_s = 0.02 if quick else 0.1
     dtype_name = np.dtype(dtype).name
-    for n, c in QUICK_SIZES if quick else SIZES:
-        for op, fn in _op_cases(be, n, c, dtype):
+    sizes = QUICK_SIZES if quick else SIZES
+    for n, c in sizes + (GPU_SIZES if be.device != "cpu" else []):
+        for op, fn, moved in _op_cases(be, n, c, dtype):
             progress(f"{be.name}: {op} {n}x{c}")
             timing = time_call(fn, be.synchronize, repeats=repeats, min_block_s=min_block_s)
-            results.append(OpResult(be.name, op, f"{n} x {c}", dtype_name, timing, n))
+            results.append(OpResult(be.name, op, f"{n} x {c}", dtype_name, timing, n, moved))
     progress(f"{be.name}: sgd_step")
     size, step = _sgd_case(be, dtype)
     timing = time_call(step, be.synchronize, repeats=repeats, min_block_s=min_block_s)
-    results.append(OpResult(be.name, "sgd_step (momentum)", f"{size:,} params", dtype_name, timing, size))
+    # reads param, grad and buffer, writes param and buffer
+    moved = 5 * size * np.dtype(dtype).itemsize
+    results.append(OpResult(be.name, "sgd_step (momentum)", f"{size:,} params", dtype_name, timing, size, moved))
     return results

@@ -164,8 +164,11 @@ def fit(model: MLP, data, backend: Backend | str | None = None, *, epochs: int |
     if state is None:
         state = be.sgd_init(model.params)
     show = sys.stderr.isatty() if progress is None else progress
+    # the data goes to the device once, the test set too (evaluated after every epoch)
     x_train = be.asarray(data.x_train, dtype=model.dtype)
     y_train = be.asarray(data.y_train)
+    x_test = be.asarray(data.x_test, dtype=model.dtype)
+    y_test = be.asarray(data.y_test)
     n = x_train.shape[0]
     steps_per_epoch = math.ceil(n / settings.batch_size)
 
@@ -197,7 +200,7 @@ def fit(model: MLP, data, backend: Backend | str | None = None, *, epochs: int |
         train_accuracy = int(be.to_numpy(correct)) / n
         be.synchronize()
         seconds = time.perf_counter() - start
-        test = evaluate(model, data.x_test, data.y_test)
+        test = evaluate(model, x_test, y_test)
         record = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_accuracy,
                   "test_loss": test["loss"], "test_accuracy": test["accuracy"], "seconds": seconds,
                   "samples_per_s": n / seconds, "lr": settings.lr_at(epoch, steps_per_epoch, steps_per_epoch)}

@@ -19,8 +19,8 @@ settings.register_profile("long", max_examples=1000, **_common)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 ALL_BACKENDS = ["numpy", "torch", "torch:cuda", "cupy"]
-_STATUS = available_backends()
-AVAILABLE = [name for name in ALL_BACKENDS if _STATUS[name] == "available"]
+BACKEND_STATUS = available_backends()
+AVAILABLE = [name for name in ALL_BACKENDS if BACKEND_STATUS[name] == "available"]
 DTYPES = [np.float32, np.float64]
 
 # Tolerances, per dtype, for comparing against a float64 reference computed
@@ -32,7 +32,7 @@ TOLERANCES = {
 
 
 def backend_param(name: str):
-    reason = _STATUS[name]
+    reason = BACKEND_STATUS[name]
     marks = [pytest.mark.gpu] if name in ("torch:cuda", "cupy") else []
     if reason != "available":
         marks.append(pytest.mark.skip(reason=reason))

@@ -17,7 +17,7 @@ from backends import get_backend
 from backends.array_api import ArrayAPIBackend
 from backends.cuda_kernels import KERNEL_NAMES, SOURCE
 from tests import reference as ref
-from tests.conftest import _STATUS as STATUS
+from tests.conftest import BACKEND_STATUS as STATUS
 from tests.conftest import assert_close, backend_param
 from tests.test_training import train
 
