@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: {error}", file=sys.stderr)
         return 2
     # a table wider than a pipe's default 80 columns, so redirected output stays readable
-    console = Console(width=None if sys.stdout.isatty() else 130)
+    console = Console(width=None if sys.stdout.isatty() else 170)
     from bench.roofline import matmul_gflops
     from core.machine import machine_header
 
