@@ -7,8 +7,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from backends import get_backend
+from backends.array_api import ArrayAPIBackend
 from core import SGDState
-from tests.conftest import assert_close
+from tests.conftest import AVAILABLE, assert_close
 
 torch = pytest.importorskip("torch")
 
@@ -28,22 +30,42 @@ def sgd_settings(draw):
 
 @given(settings=sgd_settings(), steps=st.integers(1, 6), seed=st.integers(0, 2**32 - 1))
 def test_sgd_steps_match_torch_optim_sgd(be, dtype, settings, steps, seed):
+    check_against_torch(be, be.sgd_step, [dtype] * 3, settings, steps, seed)
+
+
+@given(settings=sgd_settings(), steps=st.integers(1, 4), seed=st.integers(0, 2**32 - 1))
+def test_shared_array_api_sgd_matches_torch(dtype, settings, steps, seed):
+    """The shared implementation the backends fall back on (NumPy and CuPy override it)."""
+    numpy_backend = get_backend("numpy")
+    shared = ArrayAPIBackend.sgd_step.__get__(numpy_backend)
+    check_against_torch(numpy_backend, shared, [dtype] * 3, settings, steps, seed)
+
+
+@pytest.mark.skipif("torch" not in AVAILABLE, reason="needs the torch backend")
+@given(settings=sgd_settings(), seed=st.integers(0, 2**32 - 1))
+def test_torch_multi_tensor_path_for_mixed_dtypes(settings, seed):
+    """Parameters of two dtypes cannot share the fused kernel: the _foreach path takes them."""
+    be = get_backend("torch")
+    check_against_torch(be, be.sgd_step, [np.float32, np.float64, np.float64], settings, 3, seed)
+
+
+def check_against_torch(be, sgd_step, dtypes, settings, steps, seed):
     rng = np.random.default_rng(seed)
     shapes = [(7, 5), (5,), (1, 3)]
-    initial = [rng.standard_normal(s).astype(dtype) for s in shapes]
+    initial = [rng.standard_normal(s).astype(d) for s, d in zip(shapes, dtypes)]
     reference = [torch.tensor(p.astype(np.float64), requires_grad=True) for p in initial]
     optimizer = torch.optim.SGD(reference, **settings)
     params = [be.asarray(p.copy()) for p in initial]
     state = be.sgd_init(params)
     for step in range(steps):
-        grads = [rng.standard_normal(s).astype(dtype) for s in shapes]
+        grads = [rng.standard_normal(s).astype(d) for s, d in zip(shapes, dtypes)]
         for p, g in zip(reference, grads):
             p.grad = torch.from_numpy(g.astype(np.float64))
         optimizer.step()
         grads_before = [g.copy() for g in grads]
-        params, state = be.sgd_step(params, [be.asarray(g) for g in grads], state, **settings)
+        params, state = sgd_step(params, [be.asarray(g) for g in grads], state, **settings)
         assert state.step == step + 1
-        for ours, theirs, g, g0 in zip(params, reference, grads, grads_before):
+        for ours, theirs, g, g0, dtype in zip(params, reference, grads, grads_before, dtypes):
             assert be.to_numpy(ours).dtype == dtype
             assert_close(be.to_numpy(ours), theirs.detach().numpy(), dtype, scale=steps)
             np.testing.assert_array_equal(g, g0)  # gradients are not modified
