@@ -246,6 +246,9 @@ class ArrayAPIBackend:
         if kind == "index":
             labels, kept = self._index_target(op, target, num_classes, ignore_index)
             sample_weight = self._sample_weight(logits, labels, kept, weight)
+            if sample_weight is not None:
+                # a zero weight would hide a row with no softmax from the loss; its gradient would be NaN
+                self._checked_max(op, logits, 1)
             # nll part: weight[t] * (log s - shifted[t]); ignored samples weigh 0
             nll = log_row_sum - shifted[rows, labels]
             if sample_weight is not None:
@@ -259,7 +262,9 @@ class ArrayAPIBackend:
                     neg_log_softmax = self._times_unless_zero(xp, weight[None, :], neg_log_softmax)
                 smooth = xp.sum(neg_log_softmax, axis=1)
                 kept_f = 1.0 if kept is None else xp.astype(kept, logits.dtype)
-                per_sample = per_sample + (eps / num_classes) * kept_f * smooth
+                if kept is not None:  # an ignored row counts 0 even where its smooth term is infinite
+                    smooth = self._times_unless_zero(xp, kept_f, smooth)
+                per_sample = per_sample + (eps / num_classes) * smooth
                 if sample_weight is not None:
                     class_weight_sum = float(num_classes) if weight is None else xp.sum(weight)
                     mass = mass + (eps / num_classes) * kept_f * class_weight_sum
@@ -315,16 +320,19 @@ class ArrayAPIBackend:
         return SGDState(step=0, momentum_buffers=None)
 
     def _check_sgd(self, params, grads, state, lr, momentum, dampening, nesterov, weight_decay):
-        check_sgd_hyperparameters(lr, momentum, dampening, nesterov, weight_decay)
+        """Checks everything; returns ``(lr, momentum, dampening, weight_decay)`` as floats."""
+        hyperparameters = check_sgd_hyperparameters(lr, momentum, dampening, nesterov, weight_decay)
         for i, (p, g) in enumerate(zip(params, grads)):
             self._check_array("sgd_step", f"parameter {i}", p)
             self._check_array("sgd_step", f"gradient {i}", g)
         check_sgd_arguments(params, grads, state, lambda a: tuple(a.shape),
                             lambda a: v.dtype_name(a.dtype))
+        return hyperparameters
 
     def sgd_step(self, params, grads, state, *, lr, momentum=0.0, dampening=0.0, nesterov=False,
                  weight_decay=0.0):
-        self._check_sgd(params, grads, state, lr, momentum, dampening, nesterov, weight_decay)
+        lr, momentum, dampening, weight_decay = self._check_sgd(params, grads, state, lr, momentum, dampening,
+                                                                nesterov, weight_decay)
         xp = self.xp
         params = list(params)
         buffers = None if momentum == 0.0 else list(state.momentum_buffers or [None] * len(params))

@@ -47,6 +47,8 @@ class CuPyBackend(ArrayAPIBackend):
     def asarray(self, x: Any, dtype: Any = None):
         cupy = self.cupy
         if not isinstance(x, (cupy.ndarray, np.ndarray)) and hasattr(x, "__dlpack__") and _on_cuda(x):
+            if hasattr(x, "detach"):  # torch refuses to export a tensor that requires grad
+                x = x.detach()
             x = cupy.from_dlpack(x)  # a torch CUDA tensor (or any CUDA DLPack producer): no copy
         if isinstance(x, cupy.ndarray):
             if x.dtype.kind not in "biuf":
@@ -103,10 +105,12 @@ class CuPyBackend(ArrayAPIBackend):
     def sgd_step(self, params, grads, state, *, lr, momentum=0.0, dampening=0.0, nesterov=False,
                  weight_decay=0.0):
         """The whole update of each tensor in one elementwise kernel (see cuda_kernels.sgd)."""
-        self._check_sgd(params, grads, state, lr, momentum, dampening, nesterov, weight_decay)
+        lr, momentum, dampening, weight_decay = self._check_sgd(params, grads, state, lr, momentum, dampening,
+                                                                nesterov, weight_decay)
         cupy = self.cupy
         params = list(params)
-        if any(not p.flags.c_contiguous or v.dtype_name(p.dtype) not in v.FLOAT_DTYPES for p in params):
+        arrays = params + list(state.momentum_buffers or [])
+        if any(not a.flags.c_contiguous or v.dtype_name(a.dtype) not in v.FLOAT_DTYPES for a in arrays):
             return super().sgd_step(params, grads, state, lr=lr, momentum=momentum, dampening=dampening,
                                     nesterov=nesterov, weight_decay=weight_decay)
         buffers = state.momentum_buffers

@@ -60,7 +60,8 @@ class NumPyBackend(ArrayAPIBackend):
 
     def sgd_step(self, params, grads, state, *, lr, momentum=0.0, dampening=0.0, nesterov=False,
                  weight_decay=0.0):
-        self._check_sgd(params, grads, state, lr, momentum, dampening, nesterov, weight_decay)
+        lr, momentum, dampening, weight_decay = self._check_sgd(params, grads, state, lr, momentum, dampening,
+                                                                nesterov, weight_decay)
         params = list(params)
         buffers = None if momentum == 0.0 else list(state.momentum_buffers or [None] * len(params))
         for i, (p, g) in enumerate(zip(params, grads)):

@@ -123,7 +123,8 @@ class TorchBackend(ArrayAPIBackend):
 
     def sgd_step(self, params, grads, state, *, lr, momentum=0.0, dampening=0.0, nesterov=False,
                  weight_decay=0.0):
-        self._check_sgd(params, grads, state, lr, momentum, dampening, nesterov, weight_decay)
+        lr, momentum, dampening, weight_decay = self._check_sgd(params, grads, state, lr, momentum, dampening,
+                                                                nesterov, weight_decay)
         torch = self.torch
         params = list(params)
         grads = list(grads)

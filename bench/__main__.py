@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                 op_results += measure_ops(get_backend(name), np.dtype(args.dtype), quick=args.quick,
                                           repeats=args.repeats, progress=progress)
         if args.training:
-            training_records, chosen = run_training(args, names, progress, max(rates.values()))
+            training_records, chosen = run_training(args, names, progress, rates)
     if op_results:
         render_ops(op_results, console)
     if training_records:
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run_training(args, names: list[str], progress, matmul_rate: float):
+def run_training(args, names: list[str], progress, matmul_rates: dict[str, float]):
     import datasets
     from bench.contenders import SklearnContender, SoftgradContender, TorchAutogradContender
     from bench.training import add_ratios, measure_training, recommend
@@ -184,7 +184,9 @@ def run_training(args, names: list[str], progress, matmul_rate: float):
     if args.anchors:
         try:
             contenders.append(TorchAutogradContender("cpu"))
-            if any(name.startswith("torch:cuda") or name == "cupy" for name in names):
+            import torch
+
+            if torch.cuda.is_available() and any(n.startswith("torch:cuda") or n == "cupy" for n in names):
                 contenders.append(TorchAutogradContender("cuda"))
         except ImportError:
             pass
@@ -196,7 +198,7 @@ def run_training(args, names: list[str], progress, matmul_rate: float):
     batch_sizes = args.batch_size or BATCH_SIZES
     records = measure_training(contenders, models, batch_sizes, data, repeats=args.repeats, quick=args.quick,
                                progress=progress)
-    add_ratios(records, matmul_rate)
+    add_ratios(records, matmul_rates)
     return records, recommend(records)
 
 

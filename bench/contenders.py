@@ -81,8 +81,10 @@ class SoftgradContender:
         if self.name == "cupy":
             import cupy
 
-            run(3)
-            return int(cupy.get_default_memory_pool().total_bytes())
+            pool = cupy.get_default_memory_pool()
+            pool.free_all_blocks()
+            run(3)  # the pool grows to the step's peak and keeps it
+            return int(pool.total_bytes())
         return None  # torch on the CPU keeps no allocator statistics
 
     def accuracy(self, model: str, batch_size: int, data) -> float:
@@ -176,7 +178,9 @@ class SklearnContender:
         self.MLPClassifier = MLPClassifier
 
     def _classifier(self, model: str, batch_size: int, shuffle: bool = True):
+        # scikit-learn adds alpha * W / batch_size to the gradient: the same decay as the others
         return self.MLPClassifier(hidden_layer_sizes=MODELS[model], activation="relu", solver="sgd",
+                                  alpha=WEIGHT_DECAY * batch_size,
                                   batch_size=batch_size, learning_rate_init=LR, momentum=MOMENTUM,
                                   nesterovs_momentum=True, max_iter=1, shuffle=shuffle, random_state=0,
                                   tol=0.0, n_iter_no_change=10**9)

@@ -27,9 +27,19 @@ def matmul_gflops(size: int = 2048, repeats: int = 5) -> dict[str, float]:
     rates["numpy"] = best(lambda: a @ b)
     try:
         import torch
-
-        ta, tb = torch.from_numpy(a), torch.from_numpy(b)
-        rates["torch"] = best(lambda: ta @ tb)
     except ImportError:
-        pass
+        return rates
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    rates["torch"] = best(lambda: ta @ tb)
+    if torch.cuda.is_available():  # the GPU's own rate, for the GPU backends' rows
+        ga, gb = ta.cuda(), tb.cuda()
+        rates["cuda"] = best(lambda: (ga @ gb, torch.cuda.synchronize()))
     return rates
+
+
+def roofline_for(contender: str, rates: dict[str, float]) -> float | None:
+    """The matmul rate a contender is read against: its device's."""
+    if contender == "cupy" or "cuda" in contender:
+        return rates.get("cuda")
+    cpu = [rates[k] for k in ("numpy", "torch") if k in rates]
+    return max(cpu) if cpu else None

@@ -84,14 +84,17 @@ def measure_training(contenders: list, models: list[str], batch_sizes: list[int]
     return records
 
 
-def add_ratios(records: list[TrainingRecord], matmul_gflops: float | None) -> None:
-    """Each record's samples/s over every anchor's in the same case, and over the matmul roofline."""
+def add_ratios(records: list[TrainingRecord], matmul_gflops: dict[str, float]) -> None:
+    """Each record's samples/s over every anchor's in the same case, and over its device's matmul rate."""
+    from bench.roofline import roofline_for
+
     for record in records:
         for other in records:
             if other.backend.startswith("anchor:") and (other.model, other.batch_size) == (record.model, record.batch_size):
                 record.ratios[other.backend] = record.samples_per_s / other.samples_per_s
-        if matmul_gflops:
-            record.roofline_fraction = record.samples_per_s * record.flops_per_sample / (matmul_gflops * 1e9)
+        peak = roofline_for(record.backend, matmul_gflops)
+        if peak:
+            record.roofline_fraction = record.samples_per_s * record.flops_per_sample / (peak * 1e9)
 
 
 def recommend(records: list[TrainingRecord], tolerance: float = 0.02) -> dict[tuple[str, int], TrainingRecord]:

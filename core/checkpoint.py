@@ -73,12 +73,13 @@ def load(path: str | os.PathLike, backend: Backend | str = "numpy") -> tuple[MLP
             params = [archive[f"param_{i}"] for i in range(count)]
             has_momentum = "momentum_0" in archive.files
             buffers = [archive[f"momentum_{i}"] for i in range(count)] if has_momentum else None
-    except (ValueError, KeyError, OSError, EOFError) as error:
-        raise ValueError(f"{path} is not a softgrad checkpoint or is damaged: {error}") from None
-    model = MLP.from_config(meta["model"], params, backend)
+        config, step = meta["model"], int(meta["step"])
+        history, settings = list(meta["history"]), dict(meta["settings"])
+    except (ValueError, KeyError, TypeError, OSError, EOFError) as error:
+        raise ValueError(f"{path} is not a softgrad checkpoint or is damaged: {error!r}") from None
+    model = MLP.from_config(config, params, backend)
     be = model.be
-    state = SGDState(step=int(meta["step"]),
-                     momentum_buffers=None if buffers is None else tuple(be.asarray(b) for b in buffers))
-    return model, state, list(meta["history"]), dict(meta["settings"])
+    state = SGDState(step=step, momentum_buffers=None if buffers is None else tuple(be.asarray(b) for b in buffers))
+    return model, state, history, settings
 
 

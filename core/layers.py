@@ -50,7 +50,7 @@ class LeakyReLU:
     def __init__(self, negative_slope: float = 0.01) -> None:
         if not 0.0 < negative_slope < 1.0:
             raise ValueError(f"leaky_relu: negative_slope must lie in (0, 1), got {negative_slope}")
-        self.negative_slope = negative_slope
+        self.negative_slope = float(negative_slope)  # a NumPy float64 would promote float32 activations
 
     def forward(self, be: Backend, z: Array) -> Array:
         return be.maximum(z, self.negative_slope * z)  # equals z where z > 0, slope * z elsewhere

@@ -60,7 +60,8 @@ class MLP:
 
         be = get_backend(backend)
         if be is not self.be:
-            host = [self.be.to_numpy(p) for p in self.params]
+            # copies, so the model never shares memory with arrays it held before
+            host = [np.array(self.be.to_numpy(p)) for p in self.params]
             self.params = [be.asarray(p) for p in host]
             self.be = be
         return self
@@ -76,7 +77,7 @@ class MLP:
         given = [tuple(np.shape(p)) for p in params]
         if expected != given:
             raise ValueError(f"parameters of shapes {given} do not fit an MLP {config['widths']} ({expected})")
-        model.params = [np.asarray(p, dtype=model.dtype) for p in params]
+        model.params = [np.array(p, dtype=model.dtype) for p in params]  # a copy: training writes in place
         return model.to(backend)
 
     @property

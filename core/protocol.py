@@ -270,7 +270,9 @@ class Backend(Protocol):
             p = p - lr * g
 
         ``params`` are updated in place and returned with the new state; the
-        gradients are not modified. Raises ``ValueError`` for negative or
+        gradients are not modified. The momentum buffers are updated in place
+        too (as ``torch.optim.SGD`` does): the state passed in is consumed,
+        and only the returned one is valid afterwards. Raises ``ValueError`` for negative or
         non-finite hyperparameters, nesterov without momentum or with
         dampening, and params/grads that do not match in number, shape or
         dtype.

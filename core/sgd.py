@@ -6,6 +6,7 @@ object, so a training loop can checkpoint it and any backend can resume it.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -27,20 +28,25 @@ class SGDState(NamedTuple):
 
 def check_sgd_hyperparameters(
     lr: float, momentum: float, dampening: float, nesterov: bool, weight_decay: float
-) -> None:
-    """Reject the settings ``torch.optim.SGD`` rejects, with the same reasons."""
+) -> tuple[float, float, float, float]:
+    """Reject the settings ``torch.optim.SGD`` rejects, with the same reasons.
+
+    Returns ``(lr, momentum, dampening, weight_decay)`` as Python floats, so a
+    NumPy scalar never changes the dtype of an update.
+    """
     for name, value in (
         ("lr", lr),
         ("momentum", momentum),
         ("dampening", dampening),
         ("weight_decay", weight_decay),
     ):
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
+        if not isinstance(value, numbers.Real) or isinstance(value, bool):
             raise TypeError(f"sgd_step: {name} must be a real number, got {value!r}")
         if not value >= 0.0 or value == float("inf"):
             raise ValueError(f"sgd_step: {name} must be finite and >= 0, got {value!r}")
     if nesterov and (momentum <= 0.0 or dampening != 0.0):
         raise ValueError("sgd_step: nesterov momentum requires momentum > 0 and dampening == 0")
+    return float(lr), float(momentum), float(dampening), float(weight_decay)
 
 
 def check_sgd_arguments(
@@ -56,7 +62,13 @@ def check_sgd_arguments(
             f"sgd_step: the state holds {len(state.momentum_buffers)} momentum buffers "
             f"for {len(params)} parameters; was it made by sgd_init for these parameters?"
         )
-    for i, (p, g) in enumerate(zip(params, grads)):
+    buffers = state.momentum_buffers or [None] * len(params)
+    for i, (p, g, b) in enumerate(zip(params, grads, buffers)):
+        if b is not None and (b.shape != p.shape or b.dtype != p.dtype):
+            raise ValueError(
+                f"sgd_step: momentum buffer {i} has shape {shape_of(b)} and dtype {dtype_of(b)}, "
+                f"parameter {i} {shape_of(p)} and {dtype_of(p)}; was the state made for these parameters?"
+            )
         if p.shape == g.shape and p.dtype == g.dtype:  # the common case, without building names
             continue
         if shape_of(p) != shape_of(g):

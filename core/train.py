@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     if settings["backend"] == "auto":
         from backends.auto import pick_backend
 
-        backend = pick_backend(model.widths, settings["batch_size"], settings["dtype"], log=print)
+        backend = pick_backend(model.widths, settings["batch_size"], settings["dtype"], log=say)
     else:
         backend = settings["backend"]
     model.to(backend)

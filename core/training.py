@@ -51,7 +51,12 @@ class TrainSettings:
             raise ValueError(f"epochs must be >= 0 and batch_size >= 1, got {self.epochs}, {self.batch_size}")
         if self.lr_schedule not in ("cosine", "constant"):
             raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}")
-        check_sgd_hyperparameters(self.lr, self.momentum, 0.0, self.nesterov, self.weight_decay)
+        check_sgd_hyperparameters(self.lr, self.momentum, 0.0, self.use_nesterov, self.weight_decay)
+
+    @property
+    def use_nesterov(self) -> bool:
+        """Nesterov momentum needs momentum: with ``momentum=0`` this is plain SGD."""
+        return self.nesterov and self.momentum > 0
 
     def lr_at(self, epoch: int, step: int, steps_per_epoch: int) -> float:
         """The learning rate of one step; ``epoch`` counts from 1."""
@@ -61,9 +66,30 @@ class TrainSettings:
         return 0.5 * self.lr * (1.0 + math.cos(math.pi * progress))
 
 
-def _batches(be: Backend, n: int, batch_size: int):
+def _batches(n: int, batch_size: int):
     for start in range(0, n, batch_size):
         yield slice(start, min(start + batch_size, n))
+
+
+def check_data(data, model: MLP) -> None:
+    """Once, before training: the data fit the model, labels are in range, features are finite.
+
+    After this, an error from the loss can only mean that training diverged.
+    """
+    if data.num_features != model.widths[0] or data.num_classes > model.num_classes:
+        raise ValueError(f"the data has {data.num_features} features and {data.num_classes} classes; "
+                         f"the model expects {model.widths[0]} and {model.num_classes}")
+    for split, x, y in (("training", data.x_train, data.y_train), ("test", data.x_test, data.y_test)):
+        if len(x) == 0 or len(x) != len(y):
+            raise ValueError(f"the {split} set has {len(x)} samples and {len(y)} labels; it needs as many "
+                             "of each, at least one")
+        bad = np.flatnonzero((np.asarray(y) < 0) | (np.asarray(y) >= model.num_classes))
+        if len(bad):
+            raise ValueError(f"{split} label {int(y[bad[0]])} (sample {int(bad[0])}) is out of range for "
+                             f"{model.num_classes} classes")
+        rows = np.flatnonzero(~np.isfinite(np.asarray(x)).all(axis=1))
+        if len(rows):
+            raise ValueError(f"{split} sample {int(rows[0])} holds NaN or inf features")
 
 
 def train_step(model: MLP, x, y, state, lr: float, settings: TrainSettings):
@@ -76,7 +102,7 @@ def train_step(model: MLP, x, y, state, lr: float, settings: TrainSettings):
     logits, cache = model.forward(x)
     loss, dlogits = be.cross_entropy_and_grad(logits, y)
     model.params, state = be.sgd_step(model.params, model.backward(cache, dlogits), state, lr=lr,
-                                      momentum=settings.momentum, nesterov=settings.nesterov,
+                                      momentum=settings.momentum, nesterov=settings.use_nesterov,
                                       weight_decay=settings.weight_decay)
     return loss, logits, state
 
@@ -85,18 +111,20 @@ def predict(model: MLP, x, batch_size: int = 4096) -> np.ndarray:
     """Predicted class of each row of ``x`` (NumPy or backend array), as a NumPy array."""
     be = model.be
     x = be.asarray(x, dtype=model.dtype)
-    out = [be.to_numpy(be.argmax(model.logits(x[s]), axis=1)) for s in _batches(be, x.shape[0], batch_size)]
-    return np.concatenate(out).astype(np.int64)
+    out = [be.to_numpy(be.argmax(model.logits(x[s]), axis=1)) for s in _batches(x.shape[0], batch_size)]
+    return np.concatenate(out).astype(np.int64) if out else np.zeros(0, dtype=np.int64)
 
 
 def evaluate(model: MLP, x, y, batch_size: int = 4096) -> dict[str, float]:
     """Mean cross-entropy and accuracy of ``model`` on ``(x, y)``."""
     be = model.be
     x, y = be.asarray(x, dtype=model.dtype), be.asarray(y)
-    if x.shape[0] != y.shape[0] or x.shape[0] == 0:
+    if x.shape[0] != y.shape[0]:
         raise ValueError(f"evaluate: {x.shape[0]} samples but {y.shape[0]} labels")
+    if x.shape[0] == 0:
+        raise ValueError("evaluate: no samples to evaluate")
     total_loss, correct = 0.0, 0
-    for s in _batches(be, x.shape[0], batch_size):
+    for s in _batches(x.shape[0], batch_size):
         logits = model.logits(x[s])
         total_loss += float(be.to_numpy(be.cross_entropy(logits, y[s], reduction="sum")))
         correct += int(be.to_numpy(be.sum(be.argmax(logits, axis=1) == y[s])))
@@ -145,12 +173,13 @@ def fit(model: MLP, data, backend: Backend | str | None = None, *, epochs: int |
     state: SGDState | None = None
     settings = TrainSettings(**given)
     if resume is not None:
-        restored, state, history, saved = checkpoint.load(resume, backend or model.be)
+        restored, state, history, saved = checkpoint.load(resume, "numpy")  # moved below, with the model
         if restored.config() != model.config():
             raise ValueError(f"resume: the checkpoint holds {restored.config()}, not this model {model.config()}")
         model.params, model.be = restored.params, restored.be
         settings = TrainSettings(**{**saved, **given})
     settings.check()
+    check_data(data, model)
     if backend == "auto":
         from backends.auto import pick_backend
 
@@ -158,11 +187,10 @@ def fit(model: MLP, data, backend: Backend | str | None = None, *, epochs: int |
     if backend is not None:
         model.to(backend)
     be = model.be
-    if data.num_features != model.widths[0] or data.num_classes > model.num_classes:
-        raise ValueError(f"the data has {data.num_features} features and {data.num_classes} classes; "
-                         f"the model expects {model.widths[0]} and {model.num_classes}")
     if state is None:
         state = be.sgd_init(model.params)
+    elif state.momentum_buffers is not None:
+        state = SGDState(state.step, tuple(be.asarray(b) for b in state.momentum_buffers))
     show = sys.stderr.isatty() if progress is None else progress
     # the data goes to the device once, the test set too (evaluated after every epoch)
     x_train = be.asarray(data.x_train, dtype=model.dtype)
@@ -182,7 +210,7 @@ def fit(model: MLP, data, backend: Backend | str | None = None, *, epochs: int |
         # NumPy's own overflow warnings would only repeat it as noise
         with _progress_bar(show) as bar, np.errstate(over="ignore", invalid="ignore"):
             task = bar.add_task(f"epoch {epoch}/{settings.epochs}", total=steps_per_epoch, loss="-")
-            for step, s in enumerate(_batches(be, n, settings.batch_size), start=1):
+            for step, s in enumerate(_batches(n, settings.batch_size), start=1):
                 step_lr = settings.lr_at(epoch, step - 1, steps_per_epoch)
                 try:
                     loss, logits, state = train_step(model, xs[s], ys[s], state, step_lr, settings)

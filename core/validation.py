@@ -95,7 +95,7 @@ def target_kind(
                 f"{op}: {shape[0]} labels for {n} samples: logits have shape {tuple(logits_shape)}"
             )
         return "index"
-    if name in FLOAT_DTYPES or name.startswith("float"):
+    if name.startswith("float"):
         if len(shape) == 1:
             raise TypeError(
                 f"{op}: target has float dtype {name} and shape {shape}: class indices must be "
@@ -139,14 +139,14 @@ def label_out_of_range(op: str, label: int, position: int, num_classes: int, ign
 
 def bad_slice(op: str, position: tuple[int, ...], slice_max: float, what: str = "logits") -> ValueError:
     """The error for a softmax slice whose maximum is not finite."""
-    where = f"row {position[0]}" if len(position) == 1 else f"slice {position}"
+    where = {0: "the input", 1: f"row {position[0]}"}.get(len(position), f"slice {position}")
     if math.isnan(slice_max):
         why = "holds NaN"
     elif slice_max > 0:
         why = "holds +inf"
     else:
         why = "is all -inf, so its softmax is undefined (0/0)"
-    return ValueError(f"{op}: {where} of the {what} {why}")
+    return ValueError(f"{op}: {where if not position else where + ' of the ' + what} {why}")
 
 
 def bad_loss(op: str, sample: int, value: float) -> ValueError:

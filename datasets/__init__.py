@@ -13,6 +13,7 @@ With no ``root``, MNIST comes from the real subset shipped in this package
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -102,7 +103,7 @@ def load(name: str, root: str | os.PathLike | None = None, download: bool = Fals
 
 
 def _raw_folder(name: str, root: Path) -> Path:
-    cls_name, sub = _VISION[name][:2]
+    sub = _VISION[name][1]
     return root / sub if name == "cifar10" else root / sub / "raw"
 
 
@@ -200,7 +201,7 @@ def _load_shipped_mnist() -> Dataset:
         data = _load_vision("mnist", Path(tmp), download=False, source="")
     source = (f"MNIST subset shipped with softgrad ({len(data.y_train):,} training images, the official "
               f"{len(data.y_test):,}-image test set)")
-    return Dataset(**{**data.__dict__, "source": source})
+    return dataclasses.replace(data, source=source)
 
 
 def synthetic(n_train: int = 10_000, n_test: int = 2_000, num_features: int = 784, num_classes: int = 10,

@@ -66,7 +66,7 @@ def record(backend, rate, accuracy, model="mlp", batch=64):
 def test_ratios_and_roofline_are_taken_within_one_case():
     records = [record("numpy", 300.0, 0.9), record("anchor:sklearn", 200.0, 0.9),
                record("anchor:sklearn", 50.0, 0.9, batch=256)]
-    add_ratios(records, matmul_gflops=1.0)
+    add_ratios(records, matmul_gflops={"numpy": 1.0, "torch": 0.5})
     assert records[0].ratios == {"anchor:sklearn": 1.5}
     assert records[0].roofline_fraction == pytest.approx(300 * 1e6 / 1e9)
 

@@ -64,3 +64,22 @@ def test_rows_without_a_softmax(be, op, row, why):
 def test_nan_log_probabilities_in_nll_loss(be):
     with pytest.raises(ValueError, match="loss of sample 0 is NaN"):
         be.nll_loss(be.asarray(np.array([[np.nan, 0.0]])), be.asarray(np.array([0])))
+
+
+def test_smoothing_on_an_ignored_row_with_a_masked_class(be):
+    # found in review: 0 * inf in the smoothing term of an ignored sample used to give NaN
+    z = np.array([[0.0, NEG_INF, 1.0], [0.5, 0.2, 0.1]])
+    y = np.array([-100, 0])
+    loss = be.cross_entropy(be.asarray(z), be.asarray(y), label_smoothing=0.1)
+    expected = torch.nn.functional.cross_entropy(torch.from_numpy(z), torch.from_numpy(y), label_smoothing=0.1)
+    assert float(be.to_numpy(loss)) == pytest.approx(float(expected), rel=1e-12)
+
+
+@pytest.mark.parametrize("row", [[np.nan, 1.0], [NEG_INF, NEG_INF]])
+def test_a_bad_row_is_reported_even_when_its_sample_weighs_nothing(be, row):
+    # its loss term is 0, but its gradient would be NaN: an error, never a silent NaN
+    z = be.asarray(np.array([row, [0.0, 1.0]]))
+    with pytest.raises(ValueError, match="row 0 of the logits"):
+        be.cross_entropy_and_grad(z, be.asarray(np.array([-100, 1])))
+    with pytest.raises(ValueError, match="row 0 of the logits"):
+        be.cross_entropy_and_grad(z, be.asarray(np.array([0, 1])), weight=be.asarray(np.array([0.0, 1.0])))

@@ -107,3 +107,21 @@ def test_sgd_rejects_mismatched_params_and_grads(be):
         be.sgd_step(params, [be.asarray(np.ones((2, 3), np.float32)), be.asarray(np.ones(3))], state, lr=0.1)
     with pytest.raises(TypeError, match="state must be the SGDState"):
         be.sgd_step(params, params, {"step": 0}, lr=0.1)
+
+
+def test_numpy_scalar_hyperparameters_keep_float32(be):
+    params = [be.asarray(np.ones(3, np.float32))]
+    grads = [be.asarray(np.ones(3, np.float32))]
+    state = be.sgd_init(params)
+    for _ in range(2):
+        params, state = be.sgd_step(params, grads, state, lr=np.float32(0.1), momentum=np.float64(0.9),
+                                    weight_decay=np.float64(1e-3))
+    assert be.to_numpy(params[0]).dtype == np.float32
+    assert be.to_numpy(state.momentum_buffers[0]).dtype == np.float32
+
+
+def test_momentum_buffers_must_match_the_parameters(be):
+    params = [be.asarray(np.ones(3))]
+    state = SGDState(step=1, momentum_buffers=(be.asarray(np.ones(4)),))
+    with pytest.raises(ValueError, match="momentum buffer 0 has shape"):
+        be.sgd_step(params, [be.asarray(np.ones(3))], state, lr=0.1, momentum=0.9)

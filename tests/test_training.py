@@ -151,3 +151,40 @@ def test_accuracy_on_mnist_with_the_defaults(backend, model_name, target):
     accuracy = float(np.mean(predict(model, data.x_test) == data.y_test))  # against the official labels
     assert accuracy == pytest.approx(history[-1]["test_accuracy"])
     assert accuracy >= target, f"{model} on {backend}: {accuracy:.2%} < {target:.1%}"
+
+
+def test_plain_sgd_with_the_default_nesterov_flag():
+    # momentum 0 means plain SGD, whatever nesterov says (found in review: it used to raise)
+    model, history = train("numpy", np.float64, small_data(), epochs=1, momentum=0.0)
+    assert np.isfinite(history[-1]["train_loss"])
+
+
+def test_bad_data_is_named_before_training_starts():
+    data = small_data()
+    x = data.x_train.copy()
+    x[3, 1] = np.nan
+    with pytest.raises(ValueError, match="training sample 3 holds NaN or inf features"):
+        train("numpy", np.float64, datasets.Dataset(**{**data.__dict__, "x_train": x}))
+    y = data.y_test.copy()
+    y[5] = 9
+    with pytest.raises(ValueError, match=r"test label 9 \(sample 5\) is out of range for 4 classes"):
+        train("numpy", np.float64, datasets.Dataset(**{**data.__dict__, "y_test": y}))
+
+
+def test_resume_with_auto_backend(tmp_path, monkeypatch):
+    monkeypatch.setenv("SOFTGRAD_CACHE", str(tmp_path))
+    data = small_data()
+    path = tmp_path / "checkpoint.npz"
+    train("numpy", np.float64, data, epochs=1, checkpoint_path=path)
+    model = MLP([data.num_features, 32, 16, data.num_classes], seed=5, dtype=np.float64)
+    history = fit(model, data, backend="auto", epochs=2, resume=path, progress=False, log=None)
+    assert [r["epoch"] for r in history] == [1, 2]
+
+
+def test_predict_on_no_rows_and_model_copies():
+    model = MLP([4, 3])
+    assert predict(model, np.zeros((0, 4), np.float32)).shape == (0,)
+    mine = [p.copy() for p in model.params]
+    restored = MLP.from_config(model.config(), mine)
+    restored.params[0] += 1.0
+    assert not np.shares_memory(restored.params[0], mine[0]) and np.array_equal(mine[0], model.params[0])
