@@ -48,4 +48,4 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis .benchmarks .gpu-wheels
+	rm -rf $(VENV) .pytest_cache .hypothesis .benchmarks .gpu-wheels .gpu-site
