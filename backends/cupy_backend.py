@@ -65,6 +65,10 @@ class CuPyBackend(ArrayAPIBackend):
     def _device_of(self, x: Any):
         return x.device
 
+    def maximum(self, a, b):
+        # a Python scalar goes to the kernel as an argument: no 0-d device array, no host-to-device copy
+        return self.cupy.maximum(a, b)
+
     # ---- fused kernels (backends/cuda_kernels.py) ------------------------------------------
 
     def _kernel(self, name: str):
