@@ -13,17 +13,19 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from core.models import CLASSIC_MLP_HIDDEN
+from core.training import TrainSettings
 
 DEFAULTS = {
     "backend": "numpy", "model": "mlp", "hidden": ",".join(map(str, CLASSIC_MLP_HIDDEN)),
-    "activation": "relu", "dataset": "mnist", "root": None, "download": False, "epochs": 10,
-    "batch_size": 64, "lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 2e-3,
-    "lr_schedule": "cosine", "seed": 0, "dtype": "float32",
+    "activation": "relu", "dataset": "mnist", "root": None, "download": False, "dtype": "float32",
+    # the training hyperparameters: fit's own defaults
+    **asdict(TrainSettings()),
 }
 # what --resume takes from the run it continues: the model and the data must not change
 FROM_RUN = ("model", "hidden", "activation", "dataset", "root", "seed", "dtype")
