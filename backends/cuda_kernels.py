@@ -97,13 +97,15 @@ extern "C" __global__ void softmax_xent_f64(const double *logits, const long lon
     softmax_xent<double>(logits, targets, grad, loss, rows, classes, scale);
 }
 
+// `use_momentum` comes from the host's double: a momentum too small for T (1e-50 in float) still
+// keeps buffers, as torch.optim.SGD does, and as the host expects (it allocated them).
 template <typename T>
 __device__ void sgd(T *param, const T *grad, T *buf, long long n, T lr, T momentum, T dampening,
-                    T weight_decay, int nesterov, int first) {
+                    T weight_decay, int use_momentum, int nesterov, int first) {
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
          i += (long long)blockDim.x * gridDim.x) {
         T g = grad[i] + weight_decay * param[i];
-        if (momentum != (T)0) {
+        if (use_momentum) {
             T b = first ? g : momentum * buf[i] + ((T)1 - dampening) * g;
             buf[i] = b;
             g = nesterov ? g + momentum * b : b;
@@ -113,15 +115,29 @@ __device__ void sgd(T *param, const T *grad, T *buf, long long n, T lr, T moment
 }
 
 extern "C" __global__ void sgd_f32(float *param, const float *grad, float *buf, long long n, float lr,
-                                   float momentum, float dampening, float weight_decay, int nesterov, int first) {
-    sgd<float>(param, grad, buf, n, lr, momentum, dampening, weight_decay, nesterov, first);
+                                   float momentum, float dampening, float weight_decay, int use_momentum,
+                                   int nesterov, int first) {
+    sgd<float>(param, grad, buf, n, lr, momentum, dampening, weight_decay, use_momentum, nesterov, first);
 }
 
 extern "C" __global__ void sgd_f64(double *param, const double *grad, double *buf, long long n, double lr,
-                                   double momentum, double dampening, double weight_decay, int nesterov,
-                                   int first) {
-    sgd<double>(param, grad, buf, n, lr, momentum, dampening, weight_decay, nesterov, first);
+                                   double momentum, double dampening, double weight_decay, int use_momentum,
+                                   int nesterov, int first) {
+    sgd<double>(param, grad, buf, n, lr, momentum, dampening, weight_decay, use_momentum, nesterov, first);
 }
 """
 
 KERNEL_NAMES = ("softmax_xent_f32", "softmax_xent_f64", "sgd_f32", "sgd_f64")
+
+
+def softmax_xent_launch(rows: int, classes: int) -> tuple[tuple[int], tuple[int]]:
+    """(grid, block) for ``softmax_xent_*``: one block per row, of whole warps (its shuffles use the
+    full mask, undefined in a partial warp), one thread per class up to 256."""
+    threads = 256 if classes >= 256 else max(32, -(-classes // 32) * 32)
+    return (rows,), (threads,)
+
+
+def sgd_launch(size: int) -> tuple[tuple[int], tuple[int]]:
+    """(grid, block) for ``sgd_*``: 256 threads a block, at most 4096 blocks (a grid-stride loop
+    covers the rest)."""
+    return (min(4096, max(1, -(-size // 256))),), (256,)

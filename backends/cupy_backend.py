@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from backends.array_api import ArrayAPIBackend
-from backends.cuda_kernels import SOURCE
+from backends.cuda_kernels import SOURCE, sgd_launch, softmax_xent_launch
 from backends.numpy_backend import as_host_array
 from core import validation as v
 from core.errors import BackendUnavailableError
@@ -38,10 +38,15 @@ class CuPyBackend(ArrayAPIBackend):
             raise BackendUnavailableError("backend 'cupy': no CUDA device (the driver reports 0 GPUs)")
         import array_api_compat.cupy
 
+        self._bind(cupy, array_api_compat.cupy, cupy.ndarray, f"cuda:{cupy.cuda.runtime.getDevice()}")
+
+    def _bind(self, cupy, xp, array_type, device: str) -> None:
+        # separate from __init__ so that the tests can bind this class to NumPy and kernels run on
+        # the CPU (tests/cuda_on_cpu.py), and so test its logic on a machine without a GPU
         self.cupy = cupy
-        self.xp = array_api_compat.cupy
-        self.array_type = cupy.ndarray
-        self.device = f"cuda:{cupy.cuda.runtime.getDevice()}"
+        self.xp = xp
+        self.array_type = array_type
+        self.device = device
         self._module = None  # the fused kernels, compiled at first use
 
     def asarray(self, x: Any, dtype: Any = None):
@@ -95,9 +100,8 @@ class CuPyBackend(ArrayAPIBackend):
         grad = cupy.empty_like(logits)
         row_loss = cupy.empty(n, dtype=logits.dtype)
         scale = logits.dtype.type(1.0 / n if reduction == "mean" else 1.0)
-        threads = 256 if classes >= 256 else max(32, -(-classes // 32) * 32)
         suffix = "f32" if logits.dtype == cupy.float32 else "f64"
-        self._kernel(f"softmax_xent_{suffix}")((n,), (threads,),
+        self._kernel(f"softmax_xent_{suffix}")(*softmax_xent_launch(n, classes),
                                               (logits, labels, grad, row_loss, np.int64(n), np.int64(classes), scale))
         total = row_loss.sum()
         if not bool(cupy.isfinite(total)):
@@ -125,10 +129,9 @@ class CuPyBackend(ArrayAPIBackend):
             g = cupy.ascontiguousarray(g)
             real = p.dtype.type
             kernel = self._kernel("sgd_f32" if p.dtype == cupy.float32 else "sgd_f64")
-            blocks = min(4096, max(1, -(-p.size // 256)))
-            kernel((blocks,), (256,), (p, g, p if buffers is None else buffers[i], np.int64(p.size), real(lr),
-                                      real(momentum), real(dampening), real(weight_decay), np.int32(nesterov),
-                                      np.int32(first)))
+            kernel(*sgd_launch(p.size), (p, g, p if buffers is None else buffers[i], np.int64(p.size), real(lr),
+                                      real(momentum), real(dampening), real(weight_decay),
+                                      np.int32(momentum != 0.0), np.int32(nesterov), np.int32(first)))
         return params, SGDState(step=state.step + 1, momentum_buffers=buffers)
 
 

@@ -39,9 +39,26 @@ def backend_param(name: str):
     return pytest.param(name, marks=marks, id=name)
 
 
-@pytest.fixture(scope="session", params=[backend_param(name) for name in ALL_BACKENDS])
+# The CuPy backend's own code with its CUDA kernels run on the CPU (tests/cuda_on_cpu.py): every
+# test of the `be` fixture checks the fused kernels and their fallbacks on a machine without a GPU.
+CUPY_ON_CPU = "cupy-on-cpu"
+
+
+def _cupy_on_cpu_param():
+    from tests.cuda_on_cpu import compiler
+
+    marks = [] if compiler() else [pytest.mark.skip(reason="no C++ compiler (g++) to run the CUDA kernels on the CPU")]
+    return pytest.param(CUPY_ON_CPU, marks=marks, id=CUPY_ON_CPU)
+
+
+@pytest.fixture(scope="session", params=[backend_param(name) for name in ALL_BACKENDS] + [_cupy_on_cpu_param()])
 def be(request):
-    """Every backend, skipped with its reason where it is not available."""
+    """Every backend, skipped with its reason where it is not available, and the CuPy backend
+    with its kernels emulated on the CPU."""
+    if request.param == CUPY_ON_CPU:
+        from tests.cuda_on_cpu import cpu_cupy_backend
+
+        return cpu_cupy_backend()
     return get_backend(request.param)
 
 
