@@ -78,3 +78,35 @@ def test_recommendation_never_picks_a_fast_wrong_backend():
     records = [record("numpy", 100.0, 0.95), record("torch", 500.0, 0.50), record("cupy", 200.0, 0.94),
                record("anchor:torch-autograd", 900.0, 0.95)]
     assert recommend(records)[("mlp", 64)].backend == "cupy"
+
+
+def test_gpu_targets_are_ratios_within_one_run():
+    from bench.targets import LOOP, report
+
+    def mlp(backend, batch, samples_per_s):
+        return dict(backend=backend, model="mlp", batch_size=batch, samples_per_s=samples_per_s)
+
+    def op(name, gb_per_s):
+        return dict(backend="cupy", op=name, size="65536 x 1000", dtype="float32", gb_per_s=gb_per_s)
+
+    results = {"machine": {"gpu": "NVIDIA H100", "date": "2026-11-23"},
+               "records": [mlp("cupy", 256, 300_000), mlp(LOOP, 256, 200_000),
+                           mlp("cupy", 1024, 900_000), mlp(LOOP, 1024, 1_000_000), mlp("cupy", 64, 50_000)],
+               "ops": [op("cross_entropy + grad", 2000.0), op("device copy", 2500.0)]}
+    lines = report(results)
+    assert lines[0] == "GPU targets, NVIDIA H100, 2026-11-23:"
+    assert ("  cupy MLP batch 256: 300,000 samples/s = 1.50x the PyTorch CUDA loop's 200,000 "
+            "(target >= 1.00x): met") in lines
+    assert ("  cupy MLP batch 1024: 900,000 samples/s = 0.90x the PyTorch CUDA loop's 1,000,000 "
+            "(target >= 1.00x): MISSED") in lines
+    assert ("  cupy cross_entropy + grad 65536 x 1000 float32: 2,000 GB/s = 80% of the device copy's "
+            "2,500 GB/s (target >= 60%): met") in lines
+    assert "  cupy MLP 60,000-sample epoch at batch 64: 1.20 s (target < 1 s): MISSED" in lines
+    assert "  cupy MLP 60,000-sample epoch at batch 256: 0.20 s (target < 1 s): met" in lines
+    assert "  torch:cuda MLP batch 256 vs the PyTorch CUDA loop: not measured" in lines
+
+
+def test_gpu_targets_cli_says_when_it_cannot_read_the_file(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "bench.targets", str(tmp_path / "missing.json")], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "cannot read" in result.stderr and "Traceback" not in result.stderr
