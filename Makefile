@@ -32,13 +32,17 @@ benchmark: $(STAMP)
 	$(PY) -m pytest tests/test_benchmarks.py --benchmark-enable --benchmark-only \
 		--benchmark-json=bench/results/pytest-benchmark-$$(date +%F).json
 
-# On a CUDA machine: the suite with the GPU cases, then the bench (see .ci/gpu-check).
+# On a CUDA machine: the suite with the GPU cases and compute-sanitizer, then the bench and its
+# GPU targets (see .ci/gpu-check). `make gpu-check PART=tests` or `PART=bench` runs one half.
+PART ?= all
 gpu-check:
-	bash .ci/gpu-check
+	bash .ci/gpu-check $(PART)
 
 # Wheels (for CPython 3.12, no NumPy) that .ci/gpu-check installs on a device with no network.
+# Only those the device's python lacks are installed there.
 GPU_WHEELS := array-api-compat rich markdown-it-py mdurl pygments matplotlib contourpy cycler \
-	fonttools kiwisolver pillow pyparsing python-dateutil six packaging threadpoolctl
+	fonttools kiwisolver pillow pyparsing python-dateutil six packaging threadpoolctl \
+	pytest pluggy iniconfig hypothesis attrs sortedcontainers pytest-benchmark py-cpuinfo
 gpu-wheels:
 	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
 		--implementation cp --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \

@@ -104,7 +104,8 @@ __device__ void sgd(T *param, const T *grad, T *buf, long long n, T lr, T moment
                     T weight_decay, int use_momentum, int nesterov, int first) {
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
          i += (long long)blockDim.x * gridDim.x) {
-        T g = grad[i] + weight_decay * param[i];
+        // no decay term at 0, as in torch.optim.SGD: 0 * inf would turn an infinite parameter into NaN
+        T g = weight_decay != (T)0 ? grad[i] + weight_decay * param[i] : grad[i];
         if (use_momentum) {
             T b = first ? g : momentum * buf[i] + ((T)1 - dampening) * g;
             buf[i] = b;

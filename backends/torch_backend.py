@@ -128,12 +128,19 @@ class TorchBackend(ArrayAPIBackend):
         torch = self.torch
         params = list(params)
         grads = list(grads)
+        if not params:  # torch's multi-tensor ops refuse empty lists
+            return params, SGDState(step=state.step + 1,
+                                    momentum_buffers=() if momentum != 0.0 else state.momentum_buffers)
         fused = getattr(torch, "_fused_sgd_", None)
-        if fused is not None and len({(p.dtype, p.device) for p in params}) <= 1:
+        # the CUDA kernel (not the CPU one) needs each parameter, gradient and buffer alike in strides
+        if (fused is not None and len({(p.dtype, p.device) for p in params}) <= 1
+                and all(p.stride() == g.stride() for p, g in zip(params, grads))
+                and (state.momentum_buffers is None
+                     or all(p.stride() == b.stride() for p, b in zip(params, state.momentum_buffers)))):
             buffers = state.momentum_buffers
             first = momentum != 0.0 and buffers is None
             if first:
-                buffers = tuple(torch.empty_like(g) for g in grads)  # the kernel sets buf = g
+                buffers = tuple(torch.empty_like(p) for p in params)  # the kernel sets buf = g
             with torch.no_grad():
                 fused(params, grads, [] if momentum == 0.0 else list(buffers), weight_decay=weight_decay,
                       momentum=momentum, lr=lr, dampening=dampening, nesterov=nesterov, maximize=False,

@@ -2,15 +2,19 @@
 //
 // Each thread of a block is a fiber (ucontext); the blocks of a grid run one after another,
 // which is why `__shared__` can be a function-local static. A fiber runs until it reaches a
-// synchronisation point (__syncthreads, a warp shuffle), then the next one runs; the order of
-// the fibers is shuffled every round (seeded), so a kernel whose result depends on the order
-// of its threads between two synchronisation points shows it. What is checked, beyond the
-// arithmetic: a __syncthreads or a full-mask shuffle that not every thread reaches (a deadlock
-// on a GPU) and a full-mask shuffle in a partial warp (undefined on a GPU) end the launch with
-// an error instead of a result.
+// synchronisation point (__syncthreads, a warp shuffle), then the next one runs; the order in
+// which the fibers run is shuffled every round (seeded), so a kernel that reads what another
+// thread writes without a barrier between them shows it. Shared memory is filled with NaN bytes
+// at the start of every block (tests/cuda_on_cpu.py inserts the calls), so a read of a slot
+// no thread wrote shows too. A __syncthreads or a full-mask shuffle that not every thread
+// reaches (a deadlock on a GPU) and a full-mask shuffle in a partial warp (undefined on a GPU)
+// end the launch with an error instead of a result.
 //
-// Not emulated: the memory model beyond that (a GPU's threads really do run at the same time),
-// the speed, and the intrinsics the kernels do not use.
+// Not checked: races *within* a segment between two synchronisation points (each fiber runs
+// one segment without interruption, so `shared += 1` from many threads is never torn here, as
+// it would be on a GPU: compute-sanitizer's racecheck covers that on a GPU, see .ci/gpu-check),
+// out-of-bounds reads (out-of-bounds writes to the arguments are caught by guard bytes around
+// them), the speed, and the intrinsics the kernels do not use.
 #pragma once
 
 #include <ucontext.h>
@@ -62,6 +66,15 @@ inline unsigned long long progress = 0;  // arrivals at barriers and fibers that
 inline Barrier block_barrier;
 inline std::vector<Barrier> warp_barriers;
 inline std::vector<std::uint64_t> lanes;  // one shuffle slot per thread
+inline std::vector<void *> poisoned;      // the shared arrays filled with NaN bytes in this block
+
+// Called after every __shared__ declaration: the first thread of a block to reach it fills the
+// array with 0xFF bytes (NaN as float or double), before any thread of the block can write it.
+inline void poison_shared(void *address, std::size_t bytes) {
+    if (std::find(poisoned.begin(), poisoned.end(), address) != poisoned.end()) return;
+    poisoned.push_back(address);
+    std::memset(address, 0xFF, bytes);
+}
 
 inline void wait(Barrier &barrier) {
     const auto generation = barrier.generation;
@@ -78,6 +91,8 @@ inline void fiber_entry() {
     try {
         (*body)();
     } catch (const Failure &) {
+    } catch (...) {  // an exception must not leave the fiber: it would end the whole process
+        if (error == nullptr) error = "an exception escaped the kernel";
     }
     current->done = true;
     ++progress;
@@ -87,6 +102,7 @@ inline void fiber_entry() {
 // Runs one block; 0 when every thread ended, 1 on an error (see `error`).
 inline int run_block(unsigned threads, std::mt19937 *rng) {
     constexpr std::size_t stack_size = 64 * 1024;
+    poisoned.clear();
     for (unsigned i = 0; i < threads; ++i) {
         Fiber &fiber = fibers[i];
         fiber.done = false;

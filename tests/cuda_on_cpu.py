@@ -13,6 +13,7 @@ and argument handling run on a machine with no GPU.
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import hashlib
 import re
@@ -55,14 +56,45 @@ class Parameter:
                 raise EmulationError(f"{kernel}: {self.name} is not C-contiguous")
             if not self.const and not value.flags.writeable:
                 raise EmulationError(f"{kernel}: {self.name} is written but the array is read-only")
-            return ctypes.c_void_p(value.ctypes.data)
-        want = np.dtype(_POINTEE[self.base]).type
+            return value
+        want = np.dtype(_POINTEE[self.base])
         # CuPy passes a NumPy scalar at its own width, a Python int as long long, a float as double
         python_ok = (self.base == "long long" and type(value) is int) or (self.base == "double" and type(value) is float)
-        if not (type(value) is want or python_ok):
-            raise EmulationError(f"{kernel}: {self.name} ({self.base}) must be a {want.__name__}, "
+        if not ((isinstance(value, np.generic) and value.dtype == want) or python_ok):
+            raise EmulationError(f"{kernel}: {self.name} ({self.base}) must be a {want.type.__name__}, "
                                  f"got {type(value).__name__}")
         return _SCALAR[self.base](value)
+
+
+class Guarded:
+    """Each array argument, copied between guard bytes: a write outside it is reported."""
+
+    BYTES, PATTERN = 64, 0xA5  # 64 keeps the copy as aligned as NumPy's own allocation
+
+    def __init__(self, kernel: str, parameters: list[Parameter], values: list):
+        self.kernel, self.copies = kernel, {}  # one copy per distinct array: aliases stay aliases
+        self.pointers = []
+        for parameter, value in zip(parameters, values):
+            if not parameter.pointer:
+                self.pointers.append(value)
+                continue
+            key = (value.ctypes.data, value.nbytes)
+            if key not in self.copies:
+                raw = np.full(value.nbytes + 2 * self.BYTES, self.PATTERN, np.uint8)
+                raw[self.BYTES:self.BYTES + value.nbytes] = value.reshape(-1).view(np.uint8)
+                self.copies[key] = (raw, value, [])
+            self.copies[key][2].append(parameter)
+            self.pointers.append(ctypes.c_void_p(self.copies[key][0].ctypes.data + self.BYTES))
+
+    def finish(self) -> None:
+        """Check the guards, then copy back what the kernel may have written."""
+        for raw, value, parameters in self.copies.values():
+            guards = np.concatenate([raw[:self.BYTES], raw[len(raw) - self.BYTES:]])
+            if np.any(guards != self.PATTERN):
+                names = "/".join(p.name for p in parameters)
+                raise EmulationError(f"{self.kernel}: wrote outside the array passed as {names}")
+            if any(not p.const for p in parameters):
+                value.reshape(-1).view(np.uint8)[:] = raw[self.BYTES:len(raw) - self.BYTES]
 
 
 class EmulatedKernel:
@@ -79,11 +111,12 @@ class EmulatedKernel:
                 raise EmulationError(f"{self.name}: only one-dimensional launches are emulated, got {what} {dims}")
         if len(args) != len(self.parameters):
             raise EmulationError(f"{self.name}: takes {len(self.parameters)} arguments, got {len(args)}")
-        converted = [p.convert(self.name, a) for p, a in zip(self.parameters, args)]
+        guarded = Guarded(self.name, self.parameters, [p.convert(self.name, a) for p, a in zip(self.parameters, args)])
         status = self._function(ctypes.c_uint(int(grid[0])), ctypes.c_uint(int(block[0])),
-                                ctypes.c_uint(self.seed), *converted)
+                                ctypes.c_uint(self.seed), *guarded.pointers)
         if status != 0:
             raise EmulationError(f"{self.name}<<<{grid[0]}, {block[0]}>>>: {self._error().decode()}")
+        guarded.finish()
 
 
 class EmulatedModule:
@@ -98,6 +131,15 @@ class EmulatedModule:
         if name not in self.kernels:
             raise EmulationError(f"no kernel named {name!r} in the module")
         return EmulatedKernel(self._library, name, self.kernels[name], self.seed)
+
+
+_EXPORT = '__attribute__((visibility("default")))'
+_SHARED = re.compile(r"(__shared__\s+[\w:<>, ]+?\s+(\w+)\s*(?:\[[^\]]*\]\s*)*;)")
+
+
+def _poison_shared_memory(source: str) -> str:
+    """After each ``__shared__`` declaration, the call that fills it with NaN bytes once a block."""
+    return _SHARED.sub(r"\1 cuda_on_cpu::poison_shared(&\2, sizeof(\2));", source)
 
 
 def compiler() -> str | None:
@@ -116,15 +158,18 @@ def build(source: str) -> EmulatedModule:
         declared = ", ".join(f"{'const ' if p.const else ''}{p.base} {'*' if p.pointer else ''}{p.name}"
                              for p in parameters)
         names = ", ".join(p.name for p in parameters)
-        launchers.append(f'extern "C" int emulate_{name}(unsigned grid, unsigned block, unsigned seed, {declared}) '
+        launchers.append(f'extern "C" {_EXPORT} int emulate_{name}(unsigned grid, unsigned block, unsigned seed, {declared}) '
                          f"{{ return cuda_on_cpu::launch(grid, block, seed, [&] {{ {name}({names}); }}); }}")
-    program = "\n".join([f'#include "{HEADER}"', source, *launchers,
-                         'extern "C" const char *cuda_on_cpu_error() '
+    program = "\n".join([f'#include "{HEADER}"', _poison_shared_memory(source), *launchers,
+                         f'extern "C" {_EXPORT} const char *cuda_on_cpu_error() '
                          '{ return cuda_on_cpu::error ? cuda_on_cpu::error : ""; }'])
     folder = Path(tempfile.mkdtemp(prefix="softgrad-cuda-on-cpu-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
     (folder / "kernels.cpp").write_text(program)
-    result = subprocess.run([compiler() or "g++", "-std=c++17", "-O1", "-shared", "-fPIC", "-Wall", "-Werror",
-                             "-Wno-unused-function", "kernels.cpp", "-o", "kernels.so"],
+    # hidden symbols and no GNU_UNIQUE: each module built here keeps its own globals and shared
+    # arrays, even where two of them hold the same template (a test builds a broken copy)
+    result = subprocess.run([compiler() or "g++", "-std=c++17", "-O1", "-shared", "-fPIC", "-fvisibility=hidden",
+                             "-fno-gnu-unique", "kernels.cpp", "-o", "kernels.so"],
                             cwd=folder, capture_output=True, text=True, timeout=300)
     if result.returncode != 0:
         raise EmulationError("g++ rejected the kernels:\n" + result.stderr[-4000:])

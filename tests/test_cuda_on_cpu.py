@@ -105,6 +105,25 @@ def test_a_wrong_reduction_fails_the_reference_check():
     assert not np.allclose(loss, ref.cross_entropy(z, y, reduction="none"), rtol=1e-6)
 
 
+def test_a_read_of_shared_memory_no_thread_wrote_fails_the_reference_check(kernels):
+    """Shared memory starts as NaN bytes every block, as garbage would on a GPU (not as 0)."""
+    unguarded = SOURCE.replace("m = lane < warps ? shared_m[lane] : neg_inf<T>();", "m = shared_m[lane];")
+    unguarded = unguarded.replace("s = lane < warps ? shared_s[lane] : (T)0;", "s = shared_s[lane];")
+    assert unguarded.count("shared_m[lane];") == 1 and unguarded.count("shared_s[lane];") == 1
+    z, y = masked_case(np.float32, 4, 300, 2)  # 256 threads: 8 warps, so lanes 8-31 read unwritten slots
+    assert np.allclose(run_softmax_xent(kernels, z, y)[0], ref.cross_entropy(z, y, reduction="none"), rtol=1e-5)
+    assert not np.allclose(run_softmax_xent(build(unguarded), z, y)[0], ref.cross_entropy(z, y, reduction="none"),
+                           rtol=1e-5)
+
+
+def test_a_write_past_the_end_of_an_argument_is_reported():
+    module = build('extern "C" __global__ void past_the_end(float *out, long long n) {\n'
+                   "    out[threadIdx.x + 1] = 1.0f;  // one too far for the last thread\n}\n")
+    out = np.zeros(32, np.float32)
+    with pytest.raises(EmulationError, match="wrote outside the array passed as out"):
+        module.get_function("past_the_end")((1,), (32,), (out, np.int64(32)))
+
+
 @pytest.mark.parametrize("change, message", [
     (dict(scale=0.5), r"scale \(float\) must be a float32, got float"),
     (dict(y=np.zeros(3, np.int32)), "targets must hold int64, got int32"),

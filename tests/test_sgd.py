@@ -33,6 +33,19 @@ def test_sgd_steps_match_torch_optim_sgd(be, dtype, settings, steps, seed):
     check_against_torch(be, be.sgd_step, [dtype] * 3, settings, steps, seed)
 
 
+@given(settings=sgd_settings(), seed=st.integers(0, 2**32 - 1))
+def test_column_major_parameters_with_row_major_gradients(be, settings, seed):
+    """Parameters whose strides differ from their gradients' (torch's fused CUDA kernel refuses
+    them, CuPy's kernel assumes C order): each backend takes a path that handles them."""
+    check_against_torch(be, be.sgd_step, [np.float32] * 3, settings, 3, seed, order="F")
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_sgd_on_no_parameters_counts_the_step(be, momentum):
+    params, state = be.sgd_step([], [], be.sgd_init([]), lr=0.1, momentum=momentum)
+    assert params == [] and state.step == 1
+
+
 @given(settings=sgd_settings(), steps=st.integers(1, 4), seed=st.integers(0, 2**32 - 1))
 def test_shared_array_api_sgd_matches_torch(dtype, settings, steps, seed):
     """The shared implementation the backends fall back on (NumPy and CuPy override it)."""
@@ -49,13 +62,13 @@ def test_torch_multi_tensor_path_for_mixed_dtypes(settings, seed):
     check_against_torch(be, be.sgd_step, [np.float32, np.float64, np.float64], settings, 3, seed)
 
 
-def check_against_torch(be, sgd_step, dtypes, settings, steps, seed):
+def check_against_torch(be, sgd_step, dtypes, settings, steps, seed, order="C"):
     rng = np.random.default_rng(seed)
     shapes = [(7, 5), (5,), (1, 3)]
-    initial = [rng.standard_normal(s).astype(d) for s, d in zip(shapes, dtypes)]
+    initial = [np.asarray(rng.standard_normal(s).astype(d), order=order) for s, d in zip(shapes, dtypes)]
     reference = [torch.tensor(p.astype(np.float64), requires_grad=True) for p in initial]
     optimizer = torch.optim.SGD(reference, **settings)
-    params = [be.asarray(p.copy()) for p in initial]
+    params = [be.asarray(p.copy(order="K")) for p in initial]
     state = be.sgd_init(params)
     for step in range(steps):
         grads = [rng.standard_normal(s).astype(d) for s, d in zip(shapes, dtypes)]
