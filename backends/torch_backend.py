@@ -92,8 +92,26 @@ class TorchBackend(ArrayAPIBackend):
     def _device_of(self, x: Any):
         return x.device
 
+    # On the CPU, torch's BLAS multiplies by a matrix of few columns (the 10 logits of a
+    # classifier) 2-2.5x faster when that matrix is transposed in memory, as nn.Linear stores it:
+    # measured on this project's CPU machine, 784x10 at batch 1024, forward 424 -> 228 us and the
+    # weight gradient 530 -> 209 us; for wide layers the (in, out) layout is the faster one.
+    # The copies of the small matrix cost a few microseconds.
+    _FEW_COLUMNS, _MANY_ROWS = 16, 256
+
+    def _skinny(self, rows: int, columns: int) -> bool:
+        return self._torch_device.type == "cpu" and columns <= self._FEW_COLUMNS and rows >= self._MANY_ROWS
+
     def affine(self, x, weight, bias):
+        if self._skinny(x.shape[0], weight.shape[1]):
+            return self.torch.addmm(bias, x, weight.T.contiguous().T)
         return self.torch.addmm(bias, x, weight)
+
+    def matmul(self, a, b):
+        # the weight gradient x^T dy of a layer with few outputs: computed as (dy^T x)^T
+        if a.ndim == 2 and b.ndim == 2 and self._skinny(a.shape[1], b.shape[1]) and a.T.is_contiguous():
+            return (b.T @ a.T).T.contiguous()
+        return a @ b
 
     def relu_backward(self, h, dh):
         return self.torch.ops.aten.threshold_backward(dh, h, 0.0)  # one pass, as autograd's ReLU
