@@ -139,6 +139,14 @@ class TorchBackend(ArrayAPIBackend):
 
     # ---- SGD: torch's fused kernel (one pass per tensor), else multi-tensor _foreach ops ----
 
+    @staticmethod
+    def _fused_sgd_takes(params, grads, buffers) -> bool:
+        """One dtype and device, and (for the CUDA kernel, not the CPU one) each parameter,
+        gradient and buffer alike in strides."""
+        return (len({(p.dtype, p.device) for p in params}) <= 1
+                and all(p.stride() == g.stride() for p, g in zip(params, grads))
+                and (buffers is None or all(p.stride() == b.stride() for p, b in zip(params, buffers))))
+
     def sgd_step(self, params, grads, state, *, lr, momentum=0.0, dampening=0.0, nesterov=False,
                  weight_decay=0.0):
         lr, momentum, dampening, weight_decay = self._check_sgd(params, grads, state, lr, momentum, dampening,
@@ -150,11 +158,7 @@ class TorchBackend(ArrayAPIBackend):
             return params, SGDState(step=state.step + 1,
                                     momentum_buffers=() if momentum != 0.0 else state.momentum_buffers)
         fused = getattr(torch, "_fused_sgd_", None)
-        # the CUDA kernel (not the CPU one) needs each parameter, gradient and buffer alike in strides
-        if (fused is not None and len({(p.dtype, p.device) for p in params}) <= 1
-                and all(p.stride() == g.stride() for p, g in zip(params, grads))
-                and (state.momentum_buffers is None
-                     or all(p.stride() == b.stride() for p, b in zip(params, state.momentum_buffers)))):
+        if fused is not None and self._fused_sgd_takes(params, grads, state.momentum_buffers):
             buffers = state.momentum_buffers
             first = momentum != 0.0 and buffers is None
             if first:

@@ -63,3 +63,15 @@ def loss_case(draw, dtype, max_n=256, max_c=1000):
     else:
         target = rng.dirichlet(np.ones(c) * draw(st.sampled_from([0.1, 1.0, 10.0])), size=n).astype(dtype)
     return z, target, kwargs, scale
+
+
+def masked_logits_and_labels(dtype, n: int, c: int, seed: int):
+    """(N, C) logits, standard normal times 5, with about 10% of the classes -inf, and labels
+    that never point at a masked class: the fused kernels' common case with masking."""
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((n, c)) * 5
+    y = rng.integers(0, c, n)
+    masked = rng.random((n, c)) < 0.1
+    masked[np.arange(n), y] = False
+    z[masked] = -np.inf
+    return z.astype(dtype), y

@@ -24,7 +24,7 @@ from backends.cuda_kernels import SOURCE, sgd_launch, softmax_xent_launch
 from tests import reference as ref
 from tests.conftest import assert_close
 from tests.cuda_on_cpu import EmulationError, build, compiler, cpu_cupy_backend
-from tests.strategies import logits
+from tests.strategies import logits, masked_logits_and_labels
 from tests.test_training import small_data, train
 
 pytestmark = pytest.mark.skipif(compiler() is None, reason="no C++ compiler (g++) to run the CUDA kernels on")
@@ -47,21 +47,11 @@ def run_softmax_xent(kernels, z, y, scale=1.0, launch=None, seed=1):
     return loss, grad
 
 
-def masked_case(dtype, n, c, seed):
-    rng = np.random.default_rng(seed)
-    z = rng.standard_normal((n, c)) * 5
-    y = rng.integers(0, c, n)
-    masked = rng.random((n, c)) < 0.1
-    masked[np.arange(n), y] = False  # the target's own class stays finite
-    z[masked] = -np.inf
-    return z.astype(dtype), y
-
-
 # ---- the emulator can fail ---------------------------------------------------------------------
 
 
 def test_a_full_mask_shuffle_in_a_partial_warp_is_refused(kernels):
-    z, y = masked_case(np.float32, 2, 40, 0)
+    z, y = masked_logits_and_labels(np.float32, 2, 40, 0)
     with pytest.raises(EmulationError, match="partial warp"):
         run_softmax_xent(kernels, z, y, launch=((2,), (48,)))
 
@@ -100,7 +90,7 @@ def test_a_missing_syncthreads_changes_the_result():
 def test_a_wrong_reduction_fails_the_reference_check():
     wrong = SOURCE.replace("s = s * exp(m - other_m) + other_s;", "s = s + other_s;")
     assert wrong != SOURCE
-    z, y = masked_case(np.float64, 6, 300, 1)
+    z, y = masked_logits_and_labels(np.float64, 6, 300, 1)
     loss, _ = run_softmax_xent(build(wrong), z, y)
     assert not np.allclose(loss, ref.cross_entropy(z, y, reduction="none"), rtol=1e-6)
 
@@ -110,7 +100,7 @@ def test_a_read_of_shared_memory_no_thread_wrote_fails_the_reference_check(kerne
     unguarded = SOURCE.replace("m = lane < warps ? shared_m[lane] : neg_inf<T>();", "m = shared_m[lane];")
     unguarded = unguarded.replace("s = lane < warps ? shared_s[lane] : (T)0;", "s = shared_s[lane];")
     assert unguarded.count("shared_m[lane];") == 1 and unguarded.count("shared_s[lane];") == 1
-    z, y = masked_case(np.float32, 4, 300, 2)  # 256 threads: 8 warps, so lanes 8-31 read unwritten slots
+    z, y = masked_logits_and_labels(np.float32, 4, 300, 2)  # 256 threads: 8 warps, so lanes 8-31 read unwritten slots
     assert np.allclose(run_softmax_xent(kernels, z, y)[0], ref.cross_entropy(z, y, reduction="none"), rtol=1e-5)
     assert not np.allclose(run_softmax_xent(build(unguarded), z, y)[0], ref.cross_entropy(z, y, reduction="none"),
                            rtol=1e-5)
@@ -147,7 +137,7 @@ def test_arguments_are_checked_as_a_gpu_needs_them(kernels, change, message):
                                   (16, 1000), (2, 5000)])
 @pytest.mark.parametrize("seed", [0, 7])
 def test_softmax_xent_kernel_matches_the_reference(kernels, dtype, n, c, seed):
-    z, y = masked_case(dtype, n, c, seed + c)
+    z, y = masked_logits_and_labels(dtype, n, c, seed + c)
     for reduction, scale in (("none", 1.0), ("mean", 1.0 / n)):
         loss, grad = run_softmax_xent(kernels, z, y, scale=scale, seed=seed)
         assert_close(loss, ref.cross_entropy(z, y, reduction="none"), dtype, scale=10)
@@ -211,7 +201,7 @@ def test_plain_labels_take_the_fused_kernel(cupy_on_cpu, monkeypatch):
     calls = []
     general = ArrayAPIBackend._cross_entropy
     monkeypatch.setattr(ArrayAPIBackend, "_cross_entropy", lambda *a, **k: calls.append(a[1]) or general(*a, **k))
-    z, y = masked_case(np.float32, 8, 10, 0)
+    z, y = masked_logits_and_labels(np.float32, 8, 10, 0)
     loss, grad = cupy_on_cpu.cross_entropy_and_grad(z, y)
     assert calls == []  # the fused kernel, no fallback
     assert_close(grad, ref.cross_entropy_grad(z, y), np.float32)
