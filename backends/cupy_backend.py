@@ -10,9 +10,12 @@ import numpy as np
 from backends.array_api import ArrayAPIBackend
 from backends.cuda_kernels import SOURCE, sgd_launch, softmax_xent_launch
 from backends.numpy_backend import as_host_array
-from core import validation as v
-from core.errors import BackendUnavailableError
-from core.sgd import SGDState
+from core.base import validation as v
+from core.base.errors import BackendUnavailableError
+from core.base.losses import cross_entropy as shared_cross_entropy
+from core.base.losses.support import validate_class_loss
+from core.base.optim import sgd
+from core.base.optim.sgd import SGDState
 
 PIP_CUPY = "pip install 'softgrad[cupy]'  (or: pip install cupy-cuda12x / cupy-cuda13x to match your CUDA driver)"
 
@@ -48,7 +51,19 @@ class CuPyBackend(ArrayAPIBackend):
         self.xp = xp
         self.array_type = array_type
         self.device = device
+        self.on_gpu = device.startswith("cuda")
         self._module = None  # the fused kernels, compiled at first use
+
+    def peak_memory(self, run):
+        """Bytes CuPy's memory pool holds after ``run()`` from empty: it grows to the peak and keeps it."""
+        if not self.on_gpu:
+            run()
+            return None
+        pool = self.cupy.get_default_memory_pool()
+        pool.free_all_blocks()
+        run()
+        self.synchronize()
+        return int(pool.total_bytes())
 
     def asarray(self, x: Any, dtype: Any = None):
         cupy = self.cupy
@@ -82,19 +97,26 @@ class CuPyBackend(ArrayAPIBackend):
             self._module = self.cupy.RawModule(code=SOURCE, options=("-std=c++14",))
         return self._module.get_function(name)
 
-    def _cross_entropy(self, op, logits, target, weight, ignore_index, reduction, label_smoothing, want_grad):
+    def _shared_cross_entropy(self, op, logits, target, options, want_grad):
+        return shared_cross_entropy.cross_entropy(self, logits, target, op=op, want_grad=want_grad, **options)
+
+    def _fused_cross_entropy(self, op, logits, target, options):
         """One kernel for the common case (class indices, no weight, no smoothing), else the shared path.
 
         The kernel's row losses are summed and checked once; anything unusual
         (an ignored or out-of-range label, a row with no softmax) shows up as a
         non-finite total, and the shared path then computes or diagnoses it.
         """
-        kind = self._validate_loss_inputs(op, logits, target, weight, ignore_index, reduction, label_smoothing)
-        n, classes = logits.shape
-        if (not want_grad or kind != "index" or weight is not None or label_smoothing != 0.0
-                or 0 <= ignore_index < classes):
-            return super()._cross_entropy(op, logits, target, weight, ignore_index, reduction, label_smoothing,
-                                          want_grad)
+        weight = options.get("weight")
+        ignore_index = options.get("ignore_index", -100)
+        reduction = options.get("reduction", "mean")
+        label_smoothing = options.get("label_smoothing", 0.0)
+        unknown = set(options) - {"weight", "ignore_index", "reduction", "label_smoothing"}
+        kind = (None if unknown else
+                validate_class_loss(self, op, logits, target, weight, ignore_index, reduction, label_smoothing))
+        n, classes = logits.shape if kind else (0, 0)
+        if (kind != "index" or weight is not None or label_smoothing != 0.0 or 0 <= ignore_index < classes):
+            return self._shared_cross_entropy(op, logits, target, options, want_grad=True)
         cupy = self.cupy
         logits = cupy.ascontiguousarray(logits)
         labels = cupy.ascontiguousarray(target.astype(cupy.int64, copy=False))
@@ -106,22 +128,27 @@ class CuPyBackend(ArrayAPIBackend):
                                               (logits, labels, grad, row_loss, np.int64(n), np.int64(classes), scale))
         total = row_loss.sum()
         if not math.isfinite(float(total)):  # one 8-byte read back: the step's only synchronisation
-            return super()._cross_entropy(op, logits, target, weight, ignore_index, reduction, label_smoothing,
-                                          want_grad)
+            return self._shared_cross_entropy(op, logits, target, options, want_grad=True)
         loss = row_loss if reduction == "none" else (total / n if reduction == "mean" else total)
         return loss, grad
+
+    def cross_entropy_and_grad(self, logits, target, **options):
+        return self._fused_cross_entropy("cross_entropy_and_grad", logits, target, options)
+
+    def cross_entropy_grad(self, logits, target, **options):
+        return self._fused_cross_entropy("cross_entropy_grad", logits, target, options)[1]
 
     def sgd_step(self, params, grads, state, *, lr, momentum=0.0, dampening=0.0, nesterov=False,
                  weight_decay=0.0):
         """The whole update of each tensor in one elementwise kernel (see cuda_kernels.sgd)."""
-        lr, momentum, dampening, weight_decay = self._check_sgd(params, grads, state, lr, momentum, dampening,
-                                                                nesterov, weight_decay)
+        lr, momentum, dampening, weight_decay = sgd.check_step(self, params, grads, state, lr, momentum,
+                                                               dampening, nesterov, weight_decay)
         cupy = self.cupy
         params = list(params)
         arrays = params + list(state.momentum_buffers or [])
         if any(not a.flags.c_contiguous or v.dtype_name(a.dtype) not in v.FLOAT_DTYPES for a in arrays):
-            return super().sgd_step(params, grads, state, lr=lr, momentum=momentum, dampening=dampening,
-                                    nesterov=nesterov, weight_decay=weight_decay)
+            return sgd.step(self, params, grads, state, lr=lr, momentum=momentum, dampening=dampening,
+                            nesterov=nesterov, weight_decay=weight_decay)
         buffers = state.momentum_buffers
         first = momentum != 0.0 and buffers is None
         if first:

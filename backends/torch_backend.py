@@ -12,8 +12,9 @@ import numpy as np
 
 from backends.array_api import ArrayAPIBackend
 from backends.numpy_backend import as_host_array
-from core.errors import BackendUnavailableError
-from core.sgd import SGDState
+from core.base.errors import BackendUnavailableError
+from core.base.optim import sgd
+from core.base.optim.sgd import SGDState
 
 PIP_TORCH = "pip install 'softgrad[torch]'  (or: pip install torch)"
 
@@ -51,6 +52,18 @@ class TorchBackend(ArrayAPIBackend):
         self.name = name
         self._torch_device = torch_device
         self.device = str(torch_device)
+        self.on_gpu = torch_device.type == "cuda"
+
+    def peak_memory(self, run):
+        """Peak bytes of torch's CUDA allocator during ``run()``; None on the CPU, where torch keeps no count."""
+        if not self.on_gpu:
+            run()
+            return None
+        self.torch.cuda.synchronize(self._torch_device)
+        self.torch.cuda.reset_peak_memory_stats(self._torch_device)
+        run()
+        self.torch.cuda.synchronize(self._torch_device)
+        return int(self.torch.cuda.max_memory_allocated(self._torch_device))
 
     # ---- plumbing ---------------------------------------------------------------
 
@@ -149,8 +162,8 @@ class TorchBackend(ArrayAPIBackend):
 
     def sgd_step(self, params, grads, state, *, lr, momentum=0.0, dampening=0.0, nesterov=False,
                  weight_decay=0.0):
-        lr, momentum, dampening, weight_decay = self._check_sgd(params, grads, state, lr, momentum, dampening,
-                                                                nesterov, weight_decay)
+        lr, momentum, dampening, weight_decay = sgd.check_step(self, params, grads, state, lr, momentum,
+                                                               dampening, nesterov, weight_decay)
         torch = self.torch
         params = list(params)
         grads = list(grads)
@@ -186,3 +199,8 @@ class TorchBackend(ArrayAPIBackend):
         return params, SGDState(step=state.step + 1, momentum_buffers=buffers)
 
 
+
+
+def cuda_backend(device: str = "cuda") -> TorchBackend:
+    """The ``torch:cuda`` entry point: torch on the current CUDA device (``torch:cuda:N`` picks device N)."""
+    return TorchBackend(device if device.startswith("cuda") else f"cuda:{device}")

@@ -17,9 +17,10 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+import datasets
 from backends import available_backends, backend_names, get_backend
 from bench.ops import OpResult, measure_ops
-from core.errors import BackendUnavailableError
+from core.base.errors import BackendUnavailableError
 
 BATCH_SIZES = [64, 256, 1024]
 
@@ -37,7 +38,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="softmax regression, the 784-512-256-128-64-10 MLP, or both (default: all)")
     parser.add_argument("--batch-size", type=int, nargs="+", default=None, metavar="N",
                         help=f"training batch sizes (default: {' '.join(map(str, BATCH_SIZES))})")
-    parser.add_argument("--dataset", choices=["mnist", "fashion-mnist", "cifar10", "synthetic"], default="mnist",
+    parser.add_argument("--dataset", choices=list(datasets.NAMES), default="mnist",
                         help="training data (default: mnist, the subset shipped with softgrad)")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32",
                         help="floating-point type of the op benchmarks (training runs in float32)")
@@ -128,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     # a table wider than a pipe's default 80 columns, so redirected output stays readable
     console = Console(width=None if sys.stdout.isatty() else 170)
     from bench.roofline import matmul_gflops
-    from core.machine import machine_header
+    from core.base.machine import machine_header
 
     header = machine_header()
     console.print(f"[bold]softgrad bench[/bold] on {header['cpu']} ({header['cpu_count']} CPUs"
@@ -162,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, reason in unavailable.items():
         console.print(f"[dim]{name}: unavailable: {reason}[/dim]")
     if args.json:
-        from core.checkpoint import atomic_write_text
+        from core.base.files import atomic_write_text
 
         payload["ops"] = [dict(asdict(r), items_per_s=r.items_per_s, gb_per_s=r.gb_per_s) for r in op_results]
         payload["records"] = [asdict(r) for r in training_records]
@@ -174,7 +175,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_training(args, names: list[str], progress, matmul_rates: dict[str, float]):
-    import datasets
     from bench.contenders import SklearnContender, SoftgradContender, TorchAutogradContender
     from bench.training import add_ratios, measure_training, recommend
 
@@ -186,7 +186,7 @@ def run_training(args, names: list[str], progress, matmul_rates: dict[str, float
             contenders.append(TorchAutogradContender("cpu"))
             import torch
 
-            if torch.cuda.is_available() and any(n.startswith("torch:cuda") or n == "cupy" for n in names):
+            if torch.cuda.is_available() and any(get_backend(n).on_gpu for n in names):
                 contenders.append(TorchAutogradContender("cuda"))
         except ImportError:
             pass

@@ -9,14 +9,16 @@ scikit-learn's ``MLPClassifier(solver="sgd")``, both in float32.
 
 from __future__ import annotations
 
-import tracemalloc
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from core.models import CLASSIC_MLP_HIDDEN, MLP
+from core.base.registry import get_backend
+from core.training.loop import fit
+from core.training.models import CLASSIC_MLP_HIDDEN, MLP
+from core.training.step import TrainSettings, train_step
 
 # One procedure for every contender's short accuracy run: an epoch of SGD at a
 # constant rate, Nesterov momentum 0.9, weight decay 2e-3.
@@ -39,20 +41,18 @@ class Case:
 
 class SoftgradContender:
     def __init__(self, backend_name: str) -> None:
-        from backends import get_backend
-
         self.name = backend_name
         self.be = get_backend(backend_name)
+        self.on_gpu = bool(self.be.on_gpu)
 
     def prepare(self, model: str, batch_size: int, data) -> Case:
-        from core.training import TrainSettings, train_step
-
         be = self.be
         net = MLP(widths(model, data), seed=0, backend=be)
-        settings = TrainSettings(momentum=MOMENTUM, nesterov=True, weight_decay=WEIGHT_DECAY)
+        settings = TrainSettings(optimizer="sgd", hyperparameters={"momentum": MOMENTUM, "nesterov": True,
+                                                                     "weight_decay": WEIGHT_DECAY})
         x, y = be.asarray(data.x_train), be.asarray(data.y_train)
         batches = len(data.y_train) // batch_size
-        state = [be.sgd_init(net.params), 0]
+        state = [settings.optimizer_definition.init_on(be, net.params), 0]
 
         def run(steps: int) -> None:
             for _ in range(steps):
@@ -64,32 +64,10 @@ class SoftgradContender:
         return Case(run, be.synchronize, lambda: self._peak_memory(run))
 
     def _peak_memory(self, run: Callable[[int], None]) -> int | None:
-        """Peak bytes allocated during a few steps: NumPy through tracemalloc, GPUs through their pools."""
-        if self.name == "numpy":
-            tracemalloc.start()
-            try:
-                run(3)
-                return tracemalloc.get_traced_memory()[1]
-            finally:
-                tracemalloc.stop()
-        if self.name.startswith("torch:cuda"):
-            import torch
-
-            torch.cuda.reset_peak_memory_stats()
-            run(3)
-            return int(torch.cuda.max_memory_allocated())
-        if self.name == "cupy":
-            import cupy
-
-            pool = cupy.get_default_memory_pool()
-            pool.free_all_blocks()
-            run(3)  # the pool grows to the step's peak and keeps it
-            return int(pool.total_bytes())
-        return None  # torch on the CPU keeps no allocator statistics
+        """Peak bytes allocated during a few steps, where the backend tracks them (NumPy, GPU pools)."""
+        return self.be.peak_memory(lambda: run(3))
 
     def accuracy(self, model: str, batch_size: int, data) -> float:
-        from core.training import fit
-
         net = MLP(widths(model, data), seed=0, backend=self.be)
         history = fit(net, data, epochs=1, batch_size=batch_size, lr=LR, momentum=MOMENTUM, nesterov=True,
                       weight_decay=WEIGHT_DECAY, lr_schedule="constant", progress=False, log=None)
@@ -105,6 +83,7 @@ class TorchAutogradContender:
         self.torch = torch
         self.device = torch.device(device)
         self.name = "anchor:torch-autograd" + ("" if device == "cpu" else f":{device}")
+        self.on_gpu = self.device.type == "cuda"
 
     def _network(self, model: str, data):
         torch = self.torch
@@ -171,6 +150,7 @@ class SklearnContender:
     """scikit-learn's MLPClassifier(solver="sgd") in float32 (it keeps float32 input in float32)."""
 
     name = "anchor:sklearn"
+    on_gpu = False
 
     def __init__(self) -> None:
         from sklearn.neural_network import MLPClassifier

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bench.timing import Timing, time_call
-from core.protocol import Backend
+from core.base.protocol import Backend
 
 # (N, C): an MNIST batch, a large batch of 10 classes, ImageNet-sized classes.
 SIZES = [(64, 10), (1024, 10), (1024, 1000), (8192, 1000)]
@@ -49,7 +49,7 @@ def _op_cases(be: Backend, n: int, c: int, dtype) -> list[tuple[str, Callable[[]
         ("log_softmax", lambda: be.log_softmax(logits), 2 * matrix),
         ("cross_entropy + grad", lambda: be.cross_entropy_and_grad(logits, labels), 2 * matrix + 8 * n),
     ]
-    if be.device != "cpu":  # the copy bandwidth the fused kernels are read against
+    if be.on_gpu:  # the copy bandwidth the fused kernels are read against
         cases.append(("device copy", lambda: be.xp.asarray(logits, copy=True), 2 * matrix))
     return cases
 
@@ -75,7 +75,7 @@ def measure_ops(be: Backend, dtype=np.float32, *, quick: bool = False, repeats: 
     min_block_s = 0.02 if quick else 0.1
     dtype_name = np.dtype(dtype).name
     sizes = QUICK_SIZES if quick else SIZES
-    for n, c in sizes + (GPU_SIZES if be.device != "cpu" else []):
+    for n, c in sizes + (GPU_SIZES if be.on_gpu else []):
         for op, fn, moved in _op_cases(be, n, c, dtype):
             progress(f"{be.name}: {op} {n}x{c}")
             timing = time_call(fn, be.synchronize, repeats=repeats, min_block_s=min_block_s)

@@ -37,9 +37,9 @@ def matmul_gflops(size: int = 2048, repeats: int = 5) -> dict[str, float]:
     return rates
 
 
-def roofline_for(contender: str, rates: dict[str, float]) -> float | None:
+def roofline_for(on_gpu: bool, rates: dict[str, float]) -> float | None:
     """The matmul rate a contender is read against: its device's."""
-    if contender == "cupy" or "cuda" in contender:
+    if on_gpu:
         return rates.get("cuda")
     cpu = [rates[k] for k in ("numpy", "torch") if k in rates]
     return max(cpu) if cpu else None

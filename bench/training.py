@@ -20,6 +20,7 @@ class TrainingRecord:
     spread: float  # (max - min) / median of the repeats' samples/s
     flops_per_sample: float
     accuracy: float | None = None  # test accuracy after one epoch
+    on_gpu: bool = False  # read against the GPU's own matmul rate
     peak_memory_bytes: int | None = None
     ratios: dict[str, float] = field(default_factory=dict)  # samples/s over each anchor's
     roofline_fraction: float | None = None  # achieved FLOP/s over the machine's matmul rate
@@ -77,6 +78,7 @@ def measure_training(contenders: list, models: list[str], batch_sizes: list[int]
                 record = TrainingRecord(name, model, batch_size, median,
                                         (max(rates[name]) - min(rates[name])) / median, flops)
                 record.peak_memory_bytes = cases[name].peak_memory()
+                record.on_gpu = bool(getattr(contender, "on_gpu", False))
                 if with_accuracy:
                     progress(f"{model} batch {batch_size}: {name}: one epoch for the accuracy")
                     record.accuracy = contender.accuracy(model, batch_size, data)
@@ -92,7 +94,7 @@ def add_ratios(records: list[TrainingRecord], matmul_gflops: dict[str, float]) -
         for other in records:
             if other.backend.startswith("anchor:") and (other.model, other.batch_size) == (record.model, record.batch_size):
                 record.ratios[other.backend] = record.samples_per_s / other.samples_per_s
-        peak = roofline_for(record.backend, matmul_gflops)
+        peak = roofline_for(record.on_gpu, matmul_gflops)
         if peak:
             record.roofline_fraction = record.samples_per_s * record.flops_per_sample / (peak * 1e9)
 

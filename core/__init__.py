@@ -1,11 +1,14 @@
-"""softgrad's backend-agnostic core: the Backend protocol and what is built on it.
+"""softgrad's backend-agnostic core, in two layers (see the README's "Layout"):
 
-Importing ``core`` imports no array library beyond NumPy-free Python; the
-frameworks (torch, cupy) are imported only when their backend is asked for.
+- ``core.base``: the bottom layer: the Backend protocol, errors, input checks, the
+  definitions of losses and optimizers, the backend registry, file helpers;
+- ``core.training``: models, layers, the training loop, checkpoints and reports, above
+  the backends, which they reach only through the registry;
+- ``core.train``: the command line, on top.
+
+Importing ``core`` imports no array library; a framework (torch, cupy) is imported
+only when its backend is asked for.
 """
 
-from core.errors import BackendUnavailableError
-from core.protocol import Backend, Reduction
-from core.sgd import SGDState
-
-__all__ = ["Backend", "BackendUnavailableError", "Reduction", "SGDState"]
+from core.base import *  # noqa: F403  (the bottom layer's public names)
+from core.base import __all__  # noqa: F401

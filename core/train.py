@@ -10,23 +10,40 @@ One line per epoch, then per-class accuracy. The run folder holds
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from core.models import CLASSIC_MLP_HIDDEN
-from core.training import TrainSettings
+import datasets
+from core.base.errors import BackendUnavailableError
+from core.base.files import atomic_write_text
+from core.base.losses import LOSSES
+from core.base.optim import OPTIMIZERS
+from core.base.registry import backend_names, get_backend
+from core.training import reports
+from core.training.auto import resolve_backend
+from core.training.layers import ACTIVATIONS
+from core.training.loop import TrainingDivergedError, fit, predict
+from core.training.metrics import confusion_matrix, per_class_accuracy
+from core.training.models import CLASSIC_MLP_HIDDEN, MLP
+from core.training.step import TRAINING_DEFAULTS, TrainSettings
 
+_TRAINING = TrainSettings()
 DEFAULTS = {
     "backend": "numpy", "model": "mlp", "hidden": ",".join(map(str, CLASSIC_MLP_HIDDEN)),
     "activation": "relu", "dataset": "mnist", "root": None, "download": False, "dtype": "float32",
-    # the training hyperparameters: fit's own defaults
-    **asdict(TrainSettings()),
+    # fit's own defaults
+    "epochs": _TRAINING.epochs, "batch_size": _TRAINING.batch_size, "lr": _TRAINING.lr,
+    "lr_schedule": _TRAINING.lr_schedule, "seed": _TRAINING.seed, "loss": _TRAINING.loss,
+    "optimizer": _TRAINING.optimizer,
+    # the optimizer's hyperparameters: None takes fit's default for the optimizer (TRAINING_DEFAULTS)
+    "momentum": None, "nesterov": None, "weight_decay": None, "optimizer_options": {},
 }
+SGD_DEFAULTS = TRAINING_DEFAULTS["sgd"]
 # what --resume takes from the run it continues: the model and the data must not change
 FROM_RUN = ("model", "hidden", "activation", "dataset", "root", "seed", "dtype")
 
@@ -38,22 +55,27 @@ def build_parser() -> argparse.ArgumentParser:
         argument_default=None,
     )
     d = DEFAULTS
-    p.add_argument("--backend", help=f"numpy, torch, torch:cuda, cupy, or auto: the fastest here for this "
+    p.add_argument("--backend", help=f"{', '.join(backend_names())}, or auto: the fastest here for this "
                    f"network and batch size, from a short cached probe (default {d['backend']})")
     p.add_argument("--model", choices=["linear", "mlp"], help=f"softmax regression or MLP (default {d['model']})")
     p.add_argument("--hidden", help=f"MLP hidden widths, comma-separated (default {d['hidden']})")
-    p.add_argument("--activation", choices=["relu", "leaky_relu", "sigmoid", "tanh"],
+    p.add_argument("--activation", choices=list(ACTIVATIONS),
                    help=f"hidden activation (default {d['activation']})")
-    p.add_argument("--dataset", choices=["mnist", "fashion-mnist", "cifar10", "synthetic"],
+    p.add_argument("--dataset", choices=list(datasets.NAMES),
                    help=f"data set (default {d['dataset']}: the shipped subset unless --root holds the full one)")
     p.add_argument("--root", help="folder torchvision reads and downloads to (default $SOFTGRAD_DATA or ~/.cache/softgrad/data)")
     p.add_argument("--download", action="store_true", default=None, help="download missing data files with torchvision")
     p.add_argument("--epochs", type=int, help=f"epochs in all, counting resumed ones (default {d['epochs']})")
     p.add_argument("--batch-size", type=int, help=f"samples per SGD step (default {d['batch_size']})")
     p.add_argument("--lr", type=float, help=f"peak learning rate (default {d['lr']})")
-    p.add_argument("--momentum", type=float, help=f"SGD momentum (default {d['momentum']})")
-    p.add_argument("--nesterov", action=argparse.BooleanOptionalAction, help="Nesterov momentum (default on)")
-    p.add_argument("--weight-decay", type=float, help=f"L2 weight decay (default {d['weight_decay']})")
+    p.add_argument("--loss", choices=list(LOSSES), help=f"the loss (default {d['loss']})")
+    p.add_argument("--optimizer", choices=list(OPTIMIZERS), help=f"the optimizer (default {d['optimizer']})")
+    p.add_argument("--momentum", type=float, help=f"SGD momentum (default {SGD_DEFAULTS['momentum']})")
+    p.add_argument("--nesterov", action=argparse.BooleanOptionalAction, help="SGD's Nesterov momentum (default on)")
+    p.add_argument("--weight-decay", type=float,
+                   help=f"L2 weight decay (default for SGD {SGD_DEFAULTS['weight_decay']}; else the optimizer's)")
+    p.add_argument("--optimizer-option", dest="optimizer_options", metavar="NAME=VALUE", action="append",
+                   type=_option, help="any other hyperparameter of the optimizer, e.g. dampening=0.1 (repeatable)")
     p.add_argument("--lr-schedule", choices=["cosine", "constant"], help=f"learning-rate schedule (default {d['lr_schedule']})")
     p.add_argument("--seed", type=int, help=f"seeds the weights and the batch order (default {d['seed']})")
     p.add_argument("--dtype", choices=["float32", "float64"], help=f"parameter and data type (default {d['dtype']})")
@@ -64,9 +86,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _option(text: str) -> tuple[str, object]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    try:
+        return name, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return name, value
+
+
 def resolve_settings(args: argparse.Namespace) -> tuple[dict, Path | None]:
     """The run's settings: flags given, else the resumed run's, else the defaults."""
     given = {k: v for k, v in vars(args).items() if v is not None and k in DEFAULTS}
+    if "optimizer_options" in given:
+        given["optimizer_options"] = dict(given["optimizer_options"])
     settings = dict(DEFAULTS)
     resume_from = None
     if args.resume:
@@ -84,50 +118,43 @@ def resolve_settings(args: argparse.Namespace) -> tuple[dict, Path | None]:
     return settings, resume_from
 
 
-def build_model(settings: dict, num_features: int, num_classes: int):
-    from core.models import MLP
-
+def build_model(settings: dict, num_features: int, num_classes: int) -> MLP:
     hidden = [] if settings["model"] == "linear" else [int(w) for w in str(settings["hidden"]).split(",") if w]
     return MLP([num_features, *hidden, num_classes], settings["activation"], seed=settings["seed"],
                dtype=settings["dtype"])
 
 
-def run(args: argparse.Namespace) -> int:
-    import datasets
-    from core import reports
-    from core.checkpoint import atomic_write_text
-    from core.metrics import confusion_matrix, per_class_accuracy
-    from core.training import fit, predict
+def hyperparameters(settings: dict) -> dict:
+    """The optimizer's hyperparameters the run sets (the rest take fit's defaults)."""
+    chosen = {k: settings[k] for k in ("momentum", "nesterov", "weight_decay") if settings.get(k) is not None}
+    return {**chosen, **dict(settings.get("optimizer_options") or {})}
 
+
+def run(args: argparse.Namespace) -> int:
     settings, resume_from = resolve_settings(args)
     out = Path(args.out) if args.out else (resume_from.parent if resume_from else Path("runs") / (
         f"{settings['dataset']}-{settings['model']}-{settings['backend'].replace(':', '-')}-"
         f"{time.strftime('%Y%m%d-%H%M%S')}"))
     say = (lambda _: None) if args.quiet else print
 
-    from backends import get_backend
-
     if settings["backend"] != "auto":
         get_backend(settings["backend"])  # fail before the data is read
+    TrainSettings.from_dict({k: settings[k] for k in ("epochs", "batch_size", "lr", "lr_schedule", "seed", "loss",
+                                                      "optimizer")} | {"hyperparameters": hyperparameters(settings)}
+                            ).check()  # bad settings fail before the data is read, too
     data = datasets.load(settings["dataset"], root=settings["root"], download=bool(settings["download"]))
     model = build_model(settings, data.num_features, data.num_classes)
     say(f"data: {data.source}: {len(data.y_train):,} train / {len(data.y_test):,} test")
-    if settings["backend"] == "auto":
-        from backends.auto import pick_backend
-
-        backend = pick_backend(model.widths, settings["batch_size"], settings["dtype"], log=say)
-    else:
-        backend = settings["backend"]
-    model.to(backend)
+    model.to(resolve_backend(settings["backend"], model.widths, settings["batch_size"], settings["dtype"], log=say))
     say(f"model: {model}; run folder: {out}")
     out.mkdir(parents=True, exist_ok=True)
+    settings["backend"] = model.be.name  # the backend that runs, never "auto"
     atomic_write_text(out / "run.json", json.dumps({k: settings[k] for k in DEFAULTS}, indent=2))
 
-    history = fit(model, data, epochs=settings["epochs"], batch_size=settings["batch_size"], lr=settings["lr"],
-                  momentum=settings["momentum"], nesterov=settings["nesterov"],
-                  weight_decay=settings["weight_decay"], lr_schedule=settings["lr_schedule"],
+    history = fit(model, data, loss=settings["loss"], optimizer=settings["optimizer"], epochs=settings["epochs"],
+                  batch_size=settings["batch_size"], lr=settings["lr"], lr_schedule=settings["lr_schedule"],
                   seed=settings["seed"], checkpoint_path=out / "checkpoint.npz", resume=resume_from,
-                  progress=False if args.quiet else None, log=say)
+                  progress=False if args.quiet else None, log=say, **hyperparameters(settings))
 
     history_text = json.dumps(history, indent=2)
     atomic_write_text(out / "history.json", history_text)
@@ -150,8 +177,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from core.errors import BackendUnavailableError
-    from core.training import TrainingDivergedError
     from datasets import DatasetError
 
     args = build_parser().parse_args(argv)

@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
-from backends import available_backends, get_backend
+from backends import available_backends, backend_names, get_backend, register_backend
+from tests.immutable_numpy import ImmutableNumPyBackend
+
+# The shared implementation on NumPy arrays that refuse every in-place operation (tests/immutable_numpy.py),
+# registered as a plugin would be at run time, so every backend test runs on it too.
+IMMUTABLE = "numpy-immutable"
+register_backend(IMMUTABLE, ImmutableNumPyBackend, replace=True)
 
 # "ci": deterministic and bounded (make test, .ci/run). "dev": Hypothesis'
 # defaults with random seeds. "long": many more examples (make test-long).
@@ -18,8 +24,11 @@ settings.register_profile("dev", max_examples=100, **_common)
 settings.register_profile("long", max_examples=1000, **_common)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
-ALL_BACKENDS = ["numpy", "torch", "torch:cuda", "cupy"]
+# Every registered backend (softgrad's own and any plugin installed here), as NetworkX's suite runs on
+# its backends; SOFTGRAD_TEST_BACKENDS=name,name narrows the list.
 BACKEND_STATUS = available_backends()
+_SELECTED = [n for n in os.environ.get("SOFTGRAD_TEST_BACKENDS", "").split(",") if n]
+ALL_BACKENDS = [name for name in backend_names() if not _SELECTED or name in _SELECTED]
 AVAILABLE = [name for name in ALL_BACKENDS if BACKEND_STATUS[name] == "available"]
 DTYPES = [np.float32, np.float64]
 
@@ -31,9 +40,15 @@ TOLERANCES = {
 }
 
 
+def _on_gpu(name: str) -> bool:
+    if BACKEND_STATUS[name] == "available":
+        return bool(get_backend(name).on_gpu)
+    return "CUDA" in BACKEND_STATUS[name] or "GPU" in BACKEND_STATUS[name]
+
+
 def backend_param(name: str):
     reason = BACKEND_STATUS[name]
-    marks = [pytest.mark.gpu] if name in ("torch:cuda", "cupy") else []
+    marks = [pytest.mark.gpu] if _on_gpu(name) else []
     if reason != "available":
         marks.append(pytest.mark.skip(reason=reason))
     return pytest.param(name, marks=marks, id=name)
@@ -51,10 +66,13 @@ def _cupy_on_cpu_param():
     return pytest.param(CUPY_ON_CPU, marks=marks, id=CUPY_ON_CPU)
 
 
-@pytest.fixture(scope="session", params=[backend_param(name) for name in ALL_BACKENDS] + [_cupy_on_cpu_param()])
+_EXTRA = [] if _SELECTED else [_cupy_on_cpu_param()]
+
+
+@pytest.fixture(scope="session", params=[backend_param(name) for name in ALL_BACKENDS] + _EXTRA)
 def be(request):
-    """Every backend, skipped with its reason where it is not available, and the CuPy backend
-    with its kernels emulated on the CPU."""
+    """Every registered backend, skipped with its reason where it is not available; the CuPy
+    backend with its kernels emulated on the CPU; the shared code on immutable arrays."""
     if request.param == CUPY_ON_CPU:
         from tests.cuda_on_cpu import cpu_cupy_backend
 

@@ -7,9 +7,8 @@ import json
 import pytest
 
 import datasets
-from backends import auto
-from core.models import MLP
-from core.training import fit
+from core.training import auto, fit
+from core.training.models import MLP
 
 
 @pytest.fixture
@@ -27,7 +26,7 @@ def test_auto_picks_the_fastest_probe_and_caches_it(cache, monkeypatch):
         return rates.get(name, 1.0)
 
     monkeypatch.setattr(auto, "probe", fake_probe)
-    monkeypatch.setattr("backends.available_backends",
+    monkeypatch.setattr(auto, "available_backends",
                         lambda: {"numpy": "available", "torch": "available", "cupy": "no CUDA device"})
     lines = []
     assert auto.pick_backend([4, 3], 8, log=lines.append) == "torch"

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.models import classic_mlp
 from core.training import TrainSettings, train_step
+from core.training.models import classic_mlp
 
 pytest.importorskip("pytest_benchmark")
 

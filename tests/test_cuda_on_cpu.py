@@ -19,8 +19,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from backends.array_api import ArrayAPIBackend
 from backends.cuda_kernels import SOURCE, sgd_launch, softmax_xent_launch
+from backends.cupy_backend import CuPyBackend
 from tests import reference as ref
 from tests.conftest import assert_close
 from tests.cuda_on_cpu import EmulationError, build, compiler, cpu_cupy_backend
@@ -199,8 +199,8 @@ def cupy_on_cpu():
 
 def test_plain_labels_take_the_fused_kernel(cupy_on_cpu, monkeypatch):
     calls = []
-    general = ArrayAPIBackend._cross_entropy
-    monkeypatch.setattr(ArrayAPIBackend, "_cross_entropy", lambda *a, **k: calls.append(a[1]) or general(*a, **k))
+    general = CuPyBackend._shared_cross_entropy
+    monkeypatch.setattr(CuPyBackend, "_shared_cross_entropy", lambda *a, **k: calls.append(a[1]) or general(*a, **k))
     z, y = masked_logits_and_labels(np.float32, 8, 10, 0)
     loss, grad = cupy_on_cpu.cross_entropy_and_grad(z, y)
     assert calls == []  # the fused kernel, no fallback

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.models import MLP, classic_mlp
+from core.training.models import MLP, classic_mlp
 from tests.conftest import assert_close
 
 torch = pytest.importorskip("torch")

@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 
 import datasets
-from core import checkpoint
-from core.models import MLP, classic_mlp
-from core.training import TrainingDivergedError, evaluate, fit, predict
+from core.training import TrainingDivergedError, checkpoint, evaluate, fit, predict
+from core.training.models import MLP, classic_mlp
 from tests.conftest import AVAILABLE
 
 torch = pytest.importorskip("torch")

@@ -11,8 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from core.layers import dense_backward, dense_forward, init_dense, make_activation
-from core.protocol import Array, Backend
+from core.base.protocol import Array, Backend
+from core.base.registry import get_backend
+from core.training.layers import dense_backward, dense_forward, init_dense, make_activation
 
 CLASSIC_MLP_HIDDEN = (512, 256, 128, 64)
 
@@ -46,8 +47,6 @@ class MLP:
         for i, (fan_in, fan_out) in enumerate(zip(widths, widths[1:])):
             scheme = "glorot" if i == len(widths) - 2 else hidden_scheme
             host += init_dense(rng, fan_in, fan_out, scheme, self.dtype)
-        from backends import get_backend
-
         self.be = get_backend("numpy")
         self.params: list[Array] = host
         self.to(get_backend(backend))
@@ -56,8 +55,6 @@ class MLP:
 
     def to(self, backend: Backend | str) -> MLP:
         """Move the parameters to ``backend`` (in place); returns the model."""
-        from backends import get_backend
-
         be = get_backend(backend)
         if be is not self.be:
             # copies, so the model never shares memory with arrays it held before

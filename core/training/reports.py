@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.checkpoint import atomic_write
+from core.base.files import atomic_write
 
 
 def _pyplot():

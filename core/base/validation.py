@@ -6,7 +6,6 @@ backends compute those (one small reduction each) and call in here.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -15,13 +14,30 @@ FLOAT_DTYPES = ("float32", "float64")
 REDUCTIONS = ("none", "mean", "sum")
 
 
-@functools.lru_cache(maxsize=256)  # called on every op: str() of a NumPy dtype costs microseconds
+# called on every op, and str() of a NumPy dtype costs microseconds. Keyed by identity: dtypes are
+# singletons, and comparing dtypes of two libraries (a dict lookup would) is not defined everywhere.
+_DTYPE_NAMES: dict[int, tuple[Any, str]] = {}
+
+
 def dtype_name(dtype: Any) -> str:
-    """``"float32"`` for ``numpy.float32``, ``torch.float32`` or ``cupy.float32``."""
+    """``"float32"`` for ``numpy.float32``, ``torch.float32``, ``cupy.float32`` or array-api-strict's."""
+    cached = _DTYPE_NAMES.get(id(dtype))
+    if cached is not None and cached[0] is dtype:
+        return cached[1]
     text = str(dtype)
     if text.startswith("<class"):  # a NumPy scalar type such as numpy.float32
         text = text.rsplit(".", 1)[-1].rstrip("'>")
-    return text.rsplit(".", 1)[-1]
+    name = text.rsplit(".", 1)[-1]
+    if len(_DTYPE_NAMES) < 256:
+        _DTYPE_NAMES[id(dtype)] = (dtype, name)  # holds dtype, so its id is never reused
+    return name
+
+
+def check_backend_array(be: Any, op: str, what: str, x: Any) -> None:
+    """A TypeError naming ``what`` when ``x`` is not an array of ``be`` (for backends that can tell)."""
+    check = getattr(be, "_check_array", None)
+    if check is not None:
+        check(op, what, x)
 
 
 def is_integer_dtype(name: str) -> bool:

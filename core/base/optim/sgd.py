@@ -1,4 +1,4 @@
-"""SGD's explicit optimizer state and the checks on its hyperparameters.
+"""SGD (``torch.optim.SGD``): its explicit state, its checks and its functional step.
 
 The state is a value passed in and returned (as in optax), not hidden in an
 object, so a training loop can checkpoint it and any backend can resume it.
@@ -9,6 +9,11 @@ from __future__ import annotations
 import numbers
 from collections.abc import Sequence
 from typing import Any, NamedTuple
+
+from core.base import validation as v
+
+#: torch.optim.SGD's defaults for every hyperparameter but lr
+DEFAULTS = {"momentum": 0.0, "dampening": 0.0, "nesterov": False, "weight_decay": 0.0}
 
 
 class SGDState(NamedTuple):
@@ -79,3 +84,48 @@ def check_sgd_arguments(
             raise TypeError(
                 f"sgd_step: parameter {i} is {dtype_of(p)} but its gradient is {dtype_of(g)}"
             )
+
+
+def check(lr: float = 0.001, momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False,
+          weight_decay: float = 0.0) -> dict[str, Any]:
+    """The hyperparameters, checked and as Python numbers (what ``step`` takes besides lr)."""
+    lr, momentum, dampening, weight_decay = check_sgd_hyperparameters(lr, momentum, dampening, nesterov,
+                                                                      weight_decay)
+    return {"momentum": momentum, "dampening": dampening, "nesterov": bool(nesterov), "weight_decay": weight_decay}
+
+
+def init(be: Any, params: Sequence[Any]) -> SGDState:
+    return SGDState(step=0, momentum_buffers=None)
+
+
+def check_step(be: Any, params, grads, state, lr, momentum, dampening, nesterov, weight_decay):
+    """Everything ``step`` needs checked, before anything is computed; the hyperparameters as floats."""
+    hyperparameters = check_sgd_hyperparameters(lr, momentum, dampening, nesterov, weight_decay)
+    for i, (p, g) in enumerate(zip(params, grads)):
+        v.check_backend_array(be, "sgd_step", f"parameter {i}", p)
+        v.check_backend_array(be, "sgd_step", f"gradient {i}", g)
+    check_sgd_arguments(params, grads, state, lambda a: tuple(a.shape), lambda a: v.dtype_name(a.dtype))
+    return hyperparameters
+
+
+def step(be: Any, params: Sequence[Any], grads: Sequence[Any], state: SGDState, *, lr: float,
+         momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False,
+         weight_decay: float = 0.0) -> tuple[list[Any], SGDState]:
+    """One ``torch.optim.SGD`` step, written against ``be.xp``; returns new arrays, modifies none."""
+    lr, momentum, dampening, weight_decay = check_step(be, params, grads, state, lr, momentum, dampening,
+                                                       nesterov, weight_decay)
+    xp = be.xp
+    new_params = []
+    buffers = None if momentum == 0.0 else list(state.momentum_buffers or [None] * len(params))
+    for i, (p, g) in enumerate(zip(params, grads)):
+        if weight_decay != 0.0:
+            g = g + weight_decay * p
+        if buffers is not None:
+            if buffers[i] is None:
+                buffers[i] = xp.asarray(g, copy=True)  # buf = g; a copy: it must not alias the gradient
+            else:
+                buffers[i] = momentum * buffers[i] + (1.0 - dampening) * g
+            g = g + momentum * buffers[i] if nesterov else buffers[i]
+        new_params.append(p - lr * g)
+    new_buffers = state.momentum_buffers if buffers is None else tuple(buffers)
+    return new_params, SGDState(step=state.step + 1, momentum_buffers=new_buffers)

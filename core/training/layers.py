@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from core.protocol import Array, Backend
+from core.base.protocol import Array, Backend
 
 # ---- dense: y = x W + b ---------------------------------------------------------------
 
@@ -57,7 +57,7 @@ class LeakyReLU:
 
     def backward(self, be: Backend, h: Array, dh: Array) -> Array:
         # h > 0 exactly where z > 0, since the slope is positive
-        return dh * (h > 0) + (self.negative_slope * dh) * (h <= 0)
+        return be.xp.where(h > 0, dh, self.negative_slope * dh)
 
 
 class Sigmoid:

@@ -1,4 +1,4 @@
-"""``backend="auto"``: pick the fastest available backend for a model and batch size.
+"""``backend="auto"``, resolved here and nowhere else: the fastest available backend for a network.
 
 A short probe trains the actual network shape on random data for a fraction
 of a second per available backend, device synchronised, and keeps the
@@ -17,6 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
+from core.base.files import atomic_write_text
+from core.base.protocol import Backend
+from core.base.registry import available_backends, get_backend
+from core.training.models import MLP
+
 PROBE_SECONDS = 0.15  # per backend, after warm-up
 
 
@@ -26,7 +31,7 @@ def cache_file() -> Path:
 
 
 def _cache_key(widths: Sequence[int], batch_size: int, dtype: str, candidates: list[str]) -> str:
-    from core.machine import cpu_name, gpu_name, versions
+    from core.base.machine import cpu_name, gpu_name, versions
 
     return json.dumps({"widths": list(widths), "batch_size": batch_size, "dtype": dtype, "candidates": candidates,
                        "cpu": cpu_name(), "cpus": os.cpu_count(), "gpu": gpu_name(), "versions": versions()},
@@ -35,9 +40,7 @@ def _cache_key(widths: Sequence[int], batch_size: int, dtype: str, candidates: l
 
 def probe(name: str, widths: Sequence[int], batch_size: int, dtype: str, seconds: float = PROBE_SECONDS) -> float:
     """Training samples per second of ``name`` on random data shaped like the real run."""
-    from backends import get_backend
-    from core.models import MLP
-    from core.training import TrainSettings, train_step
+    from core.training.step import TrainSettings, train_step
 
     be = get_backend(name)
     model = MLP(widths, seed=0, dtype=dtype, backend=be)
@@ -45,7 +48,7 @@ def probe(name: str, widths: Sequence[int], batch_size: int, dtype: str, seconds
     x = be.asarray(rng.standard_normal((batch_size, widths[0])).astype(dtype))
     y = be.asarray(rng.integers(0, widths[-1], batch_size))
     settings = TrainSettings()
-    state = be.sgd_init(model.params)
+    state = settings.optimizer_definition.init_on(be, model.params)
     for _ in range(3):  # warm-up
         _, _, state = train_step(model, x, y, state, 1e-3, settings)
     be.synchronize()
@@ -63,9 +66,6 @@ def probe(name: str, widths: Sequence[int], batch_size: int, dtype: str, seconds
 def pick_backend(widths: Sequence[int], batch_size: int, dtype: str = "float32",
                  log: Callable[[str], None] | None = print) -> str:
     """The name of the fastest available backend for this network and batch size (cached)."""
-    from backends import available_backends
-    from core.checkpoint import atomic_write_text
-
     candidates = [name for name, status in available_backends().items() if status == "available"]
     key = _cache_key(widths, batch_size, dtype, candidates)
     path = cache_file()
@@ -90,3 +90,11 @@ def pick_backend(widths: Sequence[int], batch_size: int, dtype: str = "float32",
     if log:
         log(f"backend auto: {best} ({reason}, batch {batch_size})")
     return best
+
+
+def resolve_backend(backend: Backend | str | None, widths: Sequence[int], batch_size: int, dtype: str = "float32",
+                    log: Callable[[str], None] | None = print) -> Backend | str | None:
+    """``backend`` as it is, unless it is ``"auto"``: then the name :func:`pick_backend` chooses."""
+    if isinstance(backend, str) and backend == "auto":
+        return pick_backend(widths, batch_size, dtype, log=log)
+    return backend

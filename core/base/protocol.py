@@ -26,6 +26,26 @@ Targets
     of samples not ignored when there is no weight). With probability targets
     the mean divides by N, as in PyTorch.
 
+Functional contract
+-------------------
+Every operation returns its result. Callers always use what is returned and
+never rely on an input being modified: on a library whose arrays are immutable
+(JAX) nothing can be modified in place, and the shared implementation
+(``backends/array_api.py`` and the definitions in :mod:`core.base.losses` and
+:mod:`core.base.optim`) never does. A backend whose arrays are mutable may
+update its own outputs and optimizer state in place for speed (NumPy's scratch
+buffers, torch's fused SGD, the CuPy kernels); the suite checks each such
+override against the shared definition.
+
+Losses and optimizers
+---------------------
+Each loss in :data:`core.base.losses.LOSSES` is exposed by every backend that
+builds on the shared implementation as ``X``, ``X_grad`` and ``X_and_grad``
+(``cross_entropy``, ``cross_entropy_grad``, ``cross_entropy_and_grad``), and
+each optimizer in :data:`core.base.optim.OPTIMIZERS` as ``X_init`` and
+``X_step`` (``sgd_init``, ``sgd_step``). The ones below are the protocol's
+minimum; a plugin that implements the protocol from scratch must provide them.
+
 Non-finite values
 -----------------
 - ``-inf`` logits are allowed: they mark masked classes, whose probability is
@@ -43,10 +63,10 @@ Non-finite values
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from core.sgd import SGDState
+from core.base.optim.sgd import SGDState
 
 Array = Any
 Reduction = Literal["none", "mean", "sum"]
@@ -60,6 +80,19 @@ class Backend(Protocol):
     name: str
     #: where arrays live: ``"cpu"``, ``"cuda:0"``, ...
     device: str
+    #: whether the arrays live on a GPU (bench reads it against the GPU's own matmul rate,
+    #: and runs the PyTorch CUDA anchor beside it)
+    on_gpu: bool
+    #: the array namespace (array API standard) of this backend's arrays: what the shared
+    #: definitions of losses and optimizers compute with
+    xp: Any
+
+    def peak_memory(self, run: Callable[[], object]) -> int | None:
+        """Call ``run()`` and return the peak bytes this backend allocated meanwhile.
+
+        ``None`` where the framework keeps no such statistic (torch on the CPU).
+        """
+        ...
 
     # ---- plumbing --------------------------------------------------------
 
@@ -269,12 +302,24 @@ class Backend(Protocol):
             g = g + momentum * buf if nesterov else buf   (when momentum != 0)
             p = p - lr * g
 
-        ``params`` are updated in place and returned with the new state; the
-        gradients are not modified. The momentum buffers are updated in place
-        too (as ``torch.optim.SGD`` does): the state passed in is consumed,
-        and only the returned one is valid afterwards. Raises ``ValueError`` for negative or
+        Returns the updated parameters and the new state; the gradients are not
+        modified. The parameters and state passed in are consumed: a backend
+        with mutable arrays may update them in place (as ``torch.optim.SGD``
+        does), so only the returned ones are valid afterwards. Raises ``ValueError`` for negative or
         non-finite hyperparameters, nesterov without momentum or with
         dampening, and params/grads that do not match in number, shape or
         dtype.
         """
         ...
+
+
+def protocol_members() -> list[str]:
+    """The names every Backend must have: its attributes and methods."""
+    names = {name for name in vars(Backend) if not name.startswith("_")}
+    names |= {name for name in getattr(Backend, "__annotations__", {}) if not name.startswith("_")}
+    return sorted(names)
+
+
+def missing_members(backend: Any) -> list[str]:
+    """The protocol members ``backend`` lacks (empty when it implements the whole protocol)."""
+    return [name for name in protocol_members() if not hasattr(backend, name)]

@@ -1,0 +1,158 @@
+"""What every loss definition shares: argument checks, label handling, the checked reduction.
+
+Each helper takes the backend (for ``be.xp`` and ``be.to_numpy``) and returns
+new arrays; none modifies its input. NumPy is used on the host only, to
+diagnose a non-finite value once something is already wrong.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from core.base import validation as v
+
+
+def quiet_floating_point(function):
+    """Run ``function`` without NumPy's floating-point warnings: non-finite results are
+    diagnosed and raised as clear errors instead (see :func:`finish_loss`)."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        import numpy as np
+
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            return function(*args, **kwargs)
+
+    return wrapper
+
+
+def device_of(x: Any) -> Any:
+    """The device of an array, as its namespace's creation functions take it."""
+    import array_api_compat
+
+    return array_api_compat.device(x)
+
+
+def checked_max(be: Any, op: str, z: Any, axis: int) -> Any:
+    """The slice maxima (keepdims), after checking that every one is finite."""
+    import numpy as np
+
+    xp = be.xp
+    m = xp.max(z, axis=axis, keepdims=True)
+    if not bool(xp.all(xp.isfinite(m))):
+        host = np.squeeze(be.to_numpy(m), axis=axis)
+        position = tuple(int(i) for i in np.argwhere(~np.isfinite(host))[0])
+        raise v.bad_slice(op, position, float(host[position]))
+    return m
+
+
+def label_range(be: Any, labels: Any) -> tuple[int, int]:
+    """The smallest and largest label; a backend may fetch both in one transfer (``_label_range``)."""
+    fetch = getattr(be, "_label_range", None)
+    if fetch is not None:
+        return fetch(labels)
+    xp = be.xp
+    return int(xp.min(labels)), int(xp.max(labels))
+
+
+def index_target(be: Any, op: str, target: Any, num_classes: int, ignore_index: int):
+    """Labels as int64 and, when some are ignored, the mask of the ones kept (ignored labels become 0)."""
+    import numpy as np
+
+    xp = be.xp
+    labels = xp.astype(target, xp.int64, copy=False)
+    low, high = label_range(be, labels)
+    if 0 <= low and high < num_classes and not 0 <= ignore_index < num_classes:
+        return labels, None  # the common case: every label valid, none equal to ignore_index
+    kept = labels != ignore_index
+    out_of_range = ((labels < 0) | (labels >= num_classes)) & kept
+    if bool(xp.any(out_of_range)):
+        host = be.to_numpy(labels)
+        bad = int(np.argmax(be.to_numpy(out_of_range)))
+        raise v.label_out_of_range(op, int(host[bad]), bad, num_classes, ignore_index)
+    if bool(xp.all(kept)):
+        return labels, None
+    return xp.where(kept, labels, xp.zeros_like(labels)), kept
+
+
+def pick(be: Any, matrix: Any, labels: Any) -> Any:
+    """``matrix[i, labels[i]]`` for every row i."""
+    xp = be.xp
+    return xp.take_along_axis(matrix, labels[:, None], axis=1)[:, 0]
+
+
+def one_hot(be: Any, labels: Any, num_classes: int, dtype: Any) -> Any:
+    xp = be.xp
+    classes = xp.arange(num_classes, device=device_of(labels))
+    return xp.astype(labels[:, None] == classes[None, :], dtype)
+
+
+def times_unless_zero(be: Any, factor: Any, values: Any) -> Any:
+    """``factor * values`` where a zero factor gives 0 even against -inf (0 log 0 = 0)."""
+    xp = be.xp
+    product = factor * values
+    return xp.where(factor != 0, product, xp.zeros_like(values))
+
+
+def sample_weight(be: Any, logits: Any, labels: Any, kept: Any, weight: Any) -> Any:
+    """weight[target[i]], 0 for ignored samples; None when every sample weighs 1."""
+    xp = be.xp
+    if weight is None:
+        if kept is None:
+            return None
+        return xp.astype(kept, logits.dtype)
+    per_sample = xp.take(weight, labels)
+    if kept is not None:
+        per_sample = xp.where(kept, per_sample, xp.zeros_like(per_sample))
+    return per_sample
+
+
+def mean_denominator(be: Any, op: str, n: int, weights: Any):
+    """What ``"mean"`` divides by: the sum of the target weights (0 for ignored), or N."""
+    if weights is None:
+        return n
+    denominator = be.xp.sum(weights)
+    if float(be.to_numpy(denominator)) == 0.0:
+        raise v.empty_mean(op)
+    return denominator
+
+
+def finish_loss(be: Any, op: str, per_sample: Any, reduction: str, denominator: Any, logits: Any = None):
+    """Reduce, after one finiteness check (of the total, or of every sample for "none").
+
+    Non-finite logits always make the loss NaN, so they need no check of their
+    own on this path: they are diagnosed only once something is wrong.
+    """
+    import numpy as np
+
+    xp = be.xp
+    total = None if reduction == "none" else xp.sum(per_sample)
+    if not bool(xp.all(xp.isfinite(per_sample if total is None else total))):
+        if logits is not None:
+            checked_max(be, op, logits, 1)  # raises for a row with no softmax
+        host = be.to_numpy(per_sample)
+        bad = np.flatnonzero(~np.isfinite(host))
+        if len(bad) == 0:
+            raise ValueError(f"{op}: the summed loss overflows {v.dtype_name(per_sample.dtype)}")
+        raise v.bad_loss(op, int(bad[0]), float(host[bad[0]]))
+    if reduction == "none":
+        return per_sample
+    if reduction == "sum":
+        return total
+    return total / denominator
+
+
+def validate_class_loss(be: Any, op: str, logits: Any, target: Any, weight: Any, ignore_index: Any,
+                        reduction: Any, label_smoothing: Any, what: str = "logits") -> str:
+    """The checks of a classification loss; returns the target's kind, ``"index"`` or ``"prob"``."""
+    v.check_backend_array(be, op, what, logits)
+    v.check_backend_array(be, op, "target", target)
+    if weight is not None:
+        v.check_backend_array(be, op, "weight", weight)
+    v.check_logits(op, tuple(logits.shape), logits.dtype, what)
+    v.check_options(op, reduction, label_smoothing, ignore_index)
+    kind = v.target_kind(op, tuple(logits.shape), logits.dtype, tuple(target.shape), target.dtype, ignore_index)
+    if weight is not None:
+        v.check_weight(op, tuple(weight.shape), weight.dtype, logits.shape[1], logits.dtype)
+    return kind

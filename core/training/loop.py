@@ -1,0 +1,253 @@
+"""The training loop: one loop for every backend, loss and optimizer, plus evaluate and predict.
+
+The data goes to the backend once. Each epoch draws a permutation from a
+NumPy generator seeded with ``(seed, epoch)``, gathers the data in that order
+on the device once, and takes batches as contiguous slices: every backend
+sees the same batches in the same order, and a resumed run repeats exactly
+what an uninterrupted one would have done.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.base.losses import Loss, get_loss
+from core.base.optim import Optimizer, get_optimizer
+from core.base.protocol import Backend
+from core.training import checkpoint
+from core.training.auto import resolve_backend
+from core.training.models import MLP
+from core.training.step import TRAINING_DEFAULTS, TrainSettings, train_step
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite; the message names the epoch and step."""
+
+
+def _batches(n: int, batch_size: int):
+    for start in range(0, n, batch_size):
+        yield slice(start, min(start + batch_size, n))
+
+
+def check_data(data, model: MLP, loss: Loss | str = "cross_entropy") -> None:
+    """Once, before training: the data fit the model, labels are in range, features are finite.
+
+    After this, an error from the loss can only mean that training diverged.
+    """
+    classes = get_loss(loss).targets == "class"
+    if data.num_features != model.widths[0] or (classes and data.num_classes > model.num_classes):
+        raise ValueError(f"the data has {data.num_features} features and {data.num_classes} classes; "
+                         f"the model expects {model.widths[0]} and {model.num_classes}")
+    for split, x, y in (("training", data.x_train, data.y_train), ("test", data.x_test, data.y_test)):
+        if len(x) == 0 or len(x) != len(y):
+            raise ValueError(f"the {split} set has {len(x)} samples and {len(y)} labels; it needs as many "
+                             "of each, at least one")
+        if classes:
+            bad = np.flatnonzero((np.asarray(y) < 0) | (np.asarray(y) >= model.num_classes))
+            if len(bad):
+                raise ValueError(f"{split} label {int(y[bad[0]])} (sample {int(bad[0])}) is out of range for "
+                                 f"{model.num_classes} classes")
+        rows = np.flatnonzero(~np.isfinite(np.asarray(x)).reshape(len(x), -1).all(axis=1))
+        if len(rows):
+            raise ValueError(f"{split} sample {int(rows[0])} holds NaN or inf features")
+
+
+def predict(model: MLP, x, batch_size: int = 4096) -> np.ndarray:
+    """Predicted class of each row of ``x`` (NumPy or backend array), as a NumPy array."""
+    be = model.be
+    x = be.asarray(x, dtype=model.dtype)
+    out = [be.to_numpy(be.argmax(model.logits(x[s]), axis=1)) for s in _batches(x.shape[0], batch_size)]
+    return np.concatenate(out).astype(np.int64) if out else np.zeros(0, dtype=np.int64)
+
+
+def evaluate(model: MLP, x, y, batch_size: int = 4096, *, loss: Loss | str = "cross_entropy",
+             loss_options: Mapping[str, Any] | None = None) -> dict[str, float]:
+    """Mean loss (cross-entropy unless told) and, for class targets, accuracy of ``model`` on ``(x, y)``."""
+    be = model.be
+    loss = get_loss(loss)
+    x, y = be.asarray(x, dtype=model.dtype), be.asarray(y)
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"evaluate: {x.shape[0]} samples but {y.shape[0]} labels")
+    if x.shape[0] == 0:
+        raise ValueError("evaluate: no samples to evaluate")
+    options = {**(loss_options or {}), "reduction": "sum"}
+    total_loss, correct = 0.0, 0
+    for s in _batches(x.shape[0], batch_size):
+        logits = model.logits(x[s])
+        total_loss += float(be.to_numpy(loss.value_on(be, logits, y[s], **options)))
+        if loss.targets == "class":
+            correct += int(be.to_numpy(be.sum(be.argmax(logits, axis=1) == y[s])))
+    result = {"loss": total_loss / x.shape[0]}
+    if loss.targets == "class":
+        result["accuracy"] = correct / x.shape[0]
+    return result
+
+
+def _progress_bar(enabled: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(),
+                    transient=True, disable=not enabled)
+
+
+@dataclass
+class _Run:
+    """What an epoch needs: the settings, the backend, the data on it, the optimizer state, the history."""
+
+    settings: TrainSettings
+    be: Backend
+    state: Any
+    history: list[dict]
+    x_train: Any = None
+    y_train: Any = None
+    x_test: Any = None
+    y_test: Any = None
+
+
+def _start(model: MLP, data, backend, given: dict[str, Any], resume, log) -> _Run:
+    """The run's settings (given, else the checkpoint's, else the defaults), backend, state and data."""
+    settings, state, history = TrainSettings.from_dict(given), None, []
+    if resume is not None:
+        if backend is None:
+            backend = model.be  # a resumed run stays on the model's backend
+        restored, state, history, saved = checkpoint.load(resume, "numpy")  # moved below, with the model
+        if restored.config() != model.config():
+            raise ValueError(f"resume: the checkpoint holds {restored.config()}, not this model {model.config()}")
+        saved_settings = TrainSettings.from_dict(saved)
+        if "optimizer" in given and given["optimizer"] != saved_settings.optimizer:
+            raise ValueError(f"resume: the checkpoint's optimizer is {saved_settings.optimizer!r}; "
+                             f"a resumed run cannot switch to {given['optimizer']!r}")
+        merged = {**asdict(saved_settings), **{k: v for k, v in given.items() if k != "hyperparameters"}}
+        merged["hyperparameters"] = {**saved_settings.hyperparameters, **given.get("hyperparameters", {})}
+        settings = TrainSettings.from_dict(merged)
+        model.params, model.be = restored.params, restored.be
+    settings.check()
+    check_data(data, model, settings.loss_definition)
+    backend = resolve_backend(backend, model.widths, settings.batch_size, model.dtype.name, log=log)
+    if backend is not None:
+        source = model.be
+        model.to(backend)
+        if state is not None:
+            state = checkpoint.move_state(state, source, model.be)
+    be = model.be
+    if state is None:
+        state = settings.optimizer_definition.init_on(be, model.params)
+    run = _Run(settings, be, state, history)
+    # the data goes to the device once, the test set too (evaluated after every epoch)
+    run.x_train, run.y_train = be.asarray(data.x_train, dtype=model.dtype), be.asarray(data.y_train)
+    run.x_test, run.y_test = be.asarray(data.x_test, dtype=model.dtype), be.asarray(data.y_test)
+    return run
+
+
+def _train_epoch(model: MLP, run: _Run, epoch: int, show: bool, checkpoint_path) -> dict[str, Any]:
+    """One epoch over the training set; returns its record without the test figures."""
+    settings, be = run.settings, run.be
+    n = run.x_train.shape[0]
+    steps_per_epoch = math.ceil(n / settings.batch_size)
+    classes = settings.loss_definition.targets == "class"
+    order = be.asarray(np.random.default_rng([settings.seed, epoch]).permutation(n))
+    be.synchronize()
+    start = time.perf_counter()
+    xs, ys = run.x_train[order], run.y_train[order]
+    total_loss = correct = 0
+    # overflow shows up as a non-finite loss, which stops training with a clear error below;
+    # NumPy's own overflow warnings would only repeat it as noise
+    with _progress_bar(show) as bar, np.errstate(over="ignore", invalid="ignore"):
+        task = bar.add_task(f"epoch {epoch}/{settings.epochs}", total=steps_per_epoch, loss="-")
+        for step, s in enumerate(_batches(n, settings.batch_size), start=1):
+            step_lr = settings.lr_at(epoch, step - 1, steps_per_epoch)
+            try:
+                loss, logits, run.state = train_step(model, xs[s], ys[s], run.state, step_lr, settings)
+            except ValueError as error:
+                where = f" The last good checkpoint is {checkpoint_path}." if checkpoint_path and epoch > 1 else ""
+                raise TrainingDivergedError(
+                    f"training diverged at epoch {epoch}, step {step}: {error}. Lower the learning rate "
+                    f"(now {step_lr:g}).{where}") from None
+            total_loss = total_loss + loss * (s.stop - s.start)
+            if classes:
+                correct = correct + be.sum(be.argmax(logits, axis=1) == ys[s])
+            if show and (step % 20 == 0 or step == steps_per_epoch):
+                bar.update(task, completed=step, loss=f"{float(be.to_numpy(loss)):.4f}")
+    train_loss = float(be.to_numpy(total_loss)) / n
+    train_accuracy = int(be.to_numpy(correct)) / n if classes else None
+    be.synchronize()
+    seconds = time.perf_counter() - start
+    return {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_accuracy, "seconds": seconds,
+            "samples_per_s": n / seconds, "lr": settings.lr_at(epoch, steps_per_epoch, steps_per_epoch)}
+
+
+def fit(model: MLP, data, backend: Backend | str | None = None, *, loss: Loss | str | None = None,
+        optimizer: Optimizer | str | None = None, epochs: int | None = None, batch_size: int | None = None,
+        lr: float | None = None, lr_schedule: str | None = None, seed: int | None = None,
+        loss_options: Mapping[str, Any] | None = None, checkpoint_path: str | Path | None = None,
+        resume: str | Path | None = None, progress: bool | None = None,
+        log: Callable[[str], None] | None = print, **hyperparameters: Any) -> list[dict]:
+    """Train ``model`` on ``data`` (a :class:`datasets.Dataset`); returns the history.
+
+    ``backend``: a name, a Backend, ``"auto"`` (the fastest available for this
+    network and batch size, from a short cached probe; see
+    :mod:`core.training.auto`), or ``None`` to stay on the model's backend.
+    ``loss`` and ``optimizer``: names from :data:`core.base.LOSSES` and
+    :data:`core.base.OPTIMIZERS` or definitions (default cross-entropy and
+    SGD). The optimizer's hyperparameters are keyword arguments
+    (``momentum=0.9``); ``loss_options`` are the loss's (``{"label_smoothing": 0.1}``).
+
+    Everything left as ``None`` takes the :class:`TrainSettings` defaults
+    (10 epochs, batch 64, lr 0.05 with a cosine schedule, SGD with Nesterov
+    momentum 0.9 and weight decay 2e-3, seed 0), or, when resuming, the
+    checkpoint's.
+
+    The history has one record per epoch: ``epoch``, ``train_loss``,
+    ``train_accuracy``, ``test_loss``, ``test_accuracy`` (accuracies for class
+    targets only), ``seconds`` (training time, device synchronised),
+    ``samples_per_s`` and ``lr`` (at the epoch's end). With ``checkpoint_path``
+    the model, optimizer state and history are saved atomically after every
+    epoch; ``resume`` continues from such a checkpoint up to ``epochs``,
+    exactly as the uninterrupted run would have. ``progress`` shows a bar per
+    epoch (default: when stderr is a terminal). A NaN or infinite loss raises
+    :class:`TrainingDivergedError` and leaves the last good checkpoint.
+    """
+    given = {k: v for k, v in dict(epochs=epochs, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule,
+                                   seed=seed).items() if v is not None}
+    if loss is not None:
+        given["loss"] = loss.name if isinstance(loss, Loss) else loss
+        get_loss(loss)
+    if optimizer is not None:
+        given["optimizer"] = optimizer.name if isinstance(optimizer, Optimizer) else optimizer
+        get_optimizer(optimizer)
+    if loss_options is not None:
+        given["loss_options"] = dict(loss_options)
+    given["hyperparameters"] = {k: v for k, v in hyperparameters.items() if v is not None}
+    run = _start(model, data, backend, given, resume, log)
+    settings = run.settings
+    show = sys.stderr.isatty() if progress is None else progress
+    for epoch in range(len(run.history) + 1, settings.epochs + 1):
+        record = _train_epoch(model, run, epoch, show, checkpoint_path)
+        test = evaluate(model, run.x_test, run.y_test, loss=settings.loss_definition,
+                        loss_options=settings.loss_options)
+        record = {**record, "test_loss": test["loss"], "test_accuracy": test.get("accuracy")}
+        record = {key: record[key] for key in ("epoch", "train_loss", "train_accuracy", "test_loss",
+                                               "test_accuracy", "seconds", "samples_per_s", "lr")}
+        run.history.append(record)
+        if checkpoint_path is not None:
+            checkpoint.save(checkpoint_path, model, run.state, run.history, settings.to_dict(),
+                            optimizer=settings.optimizer)
+        if log is not None:
+            accuracy = (f"train {record['train_accuracy']:.2%}  test {record['test_accuracy']:.2%}  "
+                        if record["train_accuracy"] is not None else f"test loss {record['test_loss']:.4f}  ")
+            log(f"epoch {epoch:>3}/{settings.epochs}  loss {record['train_loss']:.4f}  {accuracy}"
+                f"{record['samples_per_s']:,.0f} samples/s  ({record['seconds']:.1f} s)")
+    return run.history
+
+
+__all__ = ["TRAINING_DEFAULTS", "TrainSettings", "TrainingDivergedError", "check_data", "evaluate", "fit",
+           "predict", "train_step"]

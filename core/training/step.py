@@ -1,0 +1,125 @@
+"""One training step and the settings it runs with: the loss, the optimizer and its hyperparameters."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from typing import Any
+
+from core.base.losses import Loss, get_loss
+from core.base.optim import Optimizer, get_optimizer
+from core.training.models import MLP
+
+#: fit's own hyperparameters per optimizer where they differ from torch's defaults: SGD with Nesterov
+#: momentum 0.9 and weight decay 2e-3 reaches 97.5-97.8% on the shipped MNIST subset in 10 epochs
+TRAINING_DEFAULTS: dict[str, dict[str, Any]] = {"sgd": {"momentum": 0.9, "nesterov": True, "weight_decay": 2e-3}}
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """What :func:`fit` trains with.
+
+    ``hyperparameters`` are the optimizer's besides ``lr`` (for SGD: momentum,
+    dampening, nesterov, weight_decay); those not given take
+    :data:`TRAINING_DEFAULTS`, then the optimizer's own (torch's) defaults.
+    ``loss_options`` are the loss's keyword arguments (``label_smoothing=0.1``).
+    """
+
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 0.05
+    lr_schedule: str = "cosine"  # "cosine" (to 0 over the epochs) or "constant"
+    seed: int = 0
+    loss: str = "cross_entropy"
+    loss_options: Mapping[str, Any] = field(default_factory=dict)
+    optimizer: str = "sgd"
+    hyperparameters: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, saved: Mapping[str, Any]) -> TrainSettings:
+        """Settings as saved by a checkpoint or run.json, in this format or the first one (flat SGD keys)."""
+        saved = dict(saved)
+        hyperparameters = dict(saved.pop("hyperparameters", None) or {})
+        for key in ("momentum", "nesterov", "weight_decay", "dampening"):  # the first format's SGD keys
+            if key in saved:
+                value = saved.pop(key)
+                if value is not None:
+                    hyperparameters[key] = value
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = sorted(set(saved) - known)
+        if unknown:
+            raise TypeError(f"unknown training settings: {', '.join(unknown)}")
+        return cls(**{k: v for k, v in saved.items() if v is not None}, hyperparameters=hyperparameters)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["loss_options"], out["hyperparameters"] = dict(self.loss_options), dict(self.resolved_hyperparameters)
+        return out
+
+    @cached_property
+    def loss_definition(self) -> Loss:
+        return get_loss(self.loss)
+
+    @cached_property
+    def optimizer_definition(self) -> Optimizer:
+        return get_optimizer(self.optimizer)
+
+    @cached_property
+    def resolved_hyperparameters(self) -> dict[str, Any]:
+        optimizer = self.optimizer_definition
+        unknown = sorted(set(self.hyperparameters) - set(optimizer.defaults))
+        if unknown:
+            raise TypeError(f"{optimizer.name} has no hyperparameter {', '.join(map(repr, unknown))}; its "
+                            f"hyperparameters are lr, {', '.join(optimizer.defaults)}")
+        values = {**optimizer.defaults, **TRAINING_DEFAULTS.get(optimizer.name, {}), **self.hyperparameters}
+        if optimizer.name == "sgd" and values["momentum"] == 0:
+            values["nesterov"] = False  # Nesterov needs momentum: for fit, momentum=0 is plain SGD
+        return optimizer.check(lr=self.lr, **values)
+
+    def check(self) -> None:
+        if (isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 0
+                or isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1):
+            raise ValueError(f"epochs must be an int >= 0 and batch_size an int >= 1, got {self.epochs!r}, "
+                             f"{self.batch_size!r}")
+        if self.lr_schedule not in ("cosine", "constant"):
+            raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}")
+        self.loss_definition  # noqa: B018  (raises for an unknown loss)
+        self.resolved_hyperparameters  # noqa: B018  (raises for an unknown optimizer or a bad hyperparameter)
+
+    def lr_at(self, epoch: int, step: int, steps_per_epoch: int) -> float:
+        """The learning rate of one step; ``epoch`` counts from 1."""
+        if self.lr_schedule == "constant" or self.epochs == 0:
+            return self.lr
+        progress = ((epoch - 1) * steps_per_epoch + step) / (self.epochs * steps_per_epoch)
+        return 0.5 * self.lr * (1.0 + math.cos(math.pi * progress))
+
+
+def train_step(model: MLP, x, y, state, lr: float, settings: TrainSettings | None = None, *,
+               loss: Loss | str | None = None, optimizer: Optimizer | str | None = None):
+    """One step on the batch ``(x, y)``: forward, loss and its gradient, backward, optimizer update.
+
+    ``loss`` and ``optimizer`` (names or definitions) default to the settings'
+    (cross-entropy and SGD); the optimizer's hyperparameters and the loss's
+    options are the settings'. Returns ``(loss, logits, state)`` and sets
+    ``model.params`` to the updated parameters. Raises ``ValueError`` (from
+    the loss) when the logits are not finite.
+    """
+    settings = settings if settings is not None else _DEFAULT_SETTINGS
+    loss = settings.loss_definition if loss is None else get_loss(loss)
+    if optimizer is None:
+        optimizer, hyperparameters = settings.optimizer_definition, settings.resolved_hyperparameters
+    else:
+        optimizer = get_optimizer(optimizer)
+        hyperparameters = (settings.resolved_hyperparameters if optimizer.name == settings.optimizer
+                           else optimizer.check(lr=lr, **optimizer.defaults))
+    be = model.be
+    logits, cache = model.forward(x)
+    value, dlogits = loss.value_and_grad_on(be, logits, y, **settings.loss_options)
+    model.params, state = optimizer.step_on(be, model.params, model.backward(cache, dlogits), state, lr=lr,
+                                            **hyperparameters)
+    return value, logits, state
+
+
+_DEFAULT_SETTINGS = TrainSettings()
