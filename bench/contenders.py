@@ -58,7 +58,7 @@ class SoftgradContender:
             for _ in range(steps):
                 i = state[1] % batches
                 s = slice(i * batch_size, (i + 1) * batch_size)
-                _, _, state[0] = train_step(net, x[s], y[s], state[0], LR, settings)
+                _, _, state[0] = train_step(net, x[s, ...], y[s, ...], state[0], LR, settings)
                 state[1] += 1
 
         return Case(run, be.synchronize, lambda: self._peak_memory(run))

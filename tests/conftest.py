@@ -32,12 +32,7 @@ ALL_BACKENDS = [name for name in backend_names() if not _SELECTED or name in _SE
 AVAILABLE = [name for name in ALL_BACKENDS if BACKEND_STATUS[name] == "available"]
 DTYPES = [np.float32, np.float64]
 
-# Tolerances, per dtype, for comparing against a float64 reference computed
-# from the same (exactly representable) inputs.
-TOLERANCES = {
-    np.float32: dict(rtol=2e-5, atol=1e-6),
-    np.float64: dict(rtol=1e-10, atol=1e-12),
-}
+from backends.conformance.checks import TOLERANCES, assert_close  # noqa: E402,F401  (one source with the kit)
 
 
 def _on_gpu(name: str) -> bool:
@@ -83,16 +78,3 @@ def be(request):
 @pytest.fixture(scope="session", params=DTYPES, ids=["float32", "float64"])
 def dtype(request):
     return request.param
-
-
-def assert_close(actual, expected, dtype, scale=1.0, what=""):
-    """``actual`` equals the float64 ``expected`` within the dtype's tolerance.
-
-    ``scale`` widens the absolute tolerance for quantities that grow with the
-    logits (log-probabilities, losses).
-    """
-    tol = TOLERANCES[np.dtype(dtype).type]
-    np.testing.assert_allclose(
-        np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64),
-        rtol=tol["rtol"], atol=tol["atol"] * max(1.0, scale), err_msg=what,
-    )

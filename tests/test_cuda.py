@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 
 from backends import get_backend
+from backends.conformance import reference as ref
+from backends.conformance.strategies import masked_logits_and_labels
 from backends.cuda_kernels import KERNEL_NAMES, SOURCE
 from core.base.losses import cross_entropy as shared
-from tests import reference as ref
 from tests.conftest import BACKEND_STATUS as STATUS
 from tests.conftest import assert_close, backend_param
-from tests.strategies import masked_logits_and_labels
 from tests.test_training import train
 
 GPU_BACKENDS = [backend_param("cupy"), backend_param("torch:cuda")]

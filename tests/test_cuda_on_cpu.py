@@ -19,12 +19,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from backends.conformance import reference as ref
+from backends.conformance.strategies import logits, masked_logits_and_labels
 from backends.cuda_kernels import SOURCE, sgd_launch, softmax_xent_launch
 from backends.cupy_backend import CuPyBackend
-from tests import reference as ref
 from tests.conftest import assert_close
 from tests.cuda_on_cpu import EmulationError, build, compiler, cpu_cupy_backend
-from tests.strategies import logits, masked_logits_and_labels
 from tests.test_training import small_data, train
 
 pytestmark = pytest.mark.skipif(compiler() is None, reason="no C++ compiler (g++) to run the CUDA kernels on")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests import reference as ref
+from backends.conformance import reference as ref
 
 torch = pytest.importorskip("torch")
 NEG_INF = -np.inf

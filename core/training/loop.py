@@ -33,6 +33,7 @@ class TrainingDivergedError(RuntimeError):
 
 
 def _batches(n: int, batch_size: int):
+    # rows x[s, ...]: the array API standard indexes every axis (x[s] alone is a NumPy convenience)
     for start in range(0, n, batch_size):
         yield slice(start, min(start + batch_size, n))
 
@@ -64,7 +65,7 @@ def predict(model: MLP, x, batch_size: int = 4096) -> np.ndarray:
     """Predicted class of each row of ``x`` (NumPy or backend array), as a NumPy array."""
     be = model.be
     x = be.asarray(x, dtype=model.dtype)
-    out = [be.to_numpy(be.argmax(model.logits(x[s]), axis=1)) for s in _batches(x.shape[0], batch_size)]
+    out = [be.to_numpy(be.argmax(model.logits(x[s, ...]), axis=1)) for s in _batches(x.shape[0], batch_size)]
     return np.concatenate(out).astype(np.int64) if out else np.zeros(0, dtype=np.int64)
 
 
@@ -81,10 +82,10 @@ def evaluate(model: MLP, x, y, batch_size: int = 4096, *, loss: Loss | str = "cr
     options = {**(loss_options or {}), "reduction": "sum"}
     total_loss, correct = 0.0, 0
     for s in _batches(x.shape[0], batch_size):
-        logits = model.logits(x[s])
-        total_loss += float(be.to_numpy(loss.value_on(be, logits, y[s], **options)))
+        logits = model.logits(x[s, ...])
+        total_loss += float(be.to_numpy(loss.value_on(be, logits, y[s, ...], **options)))
         if loss.targets == "class":
-            correct += int(be.to_numpy(be.sum(be.argmax(logits, axis=1) == y[s])))
+            correct += int(be.to_numpy(be.sum(be.argmax(logits, axis=1) == y[s, ...])))
     result = {"loss": total_loss / x.shape[0]}
     if loss.targets == "class":
         result["accuracy"] = correct / x.shape[0]
@@ -166,7 +167,7 @@ def _train_epoch(model: MLP, run: _Run, epoch: int, show: bool, checkpoint_path)
         for step, s in enumerate(_batches(n, settings.batch_size), start=1):
             step_lr = settings.lr_at(epoch, step - 1, steps_per_epoch)
             try:
-                loss, logits, run.state = train_step(model, xs[s], ys[s], run.state, step_lr, settings)
+                loss, logits, run.state = train_step(model, xs[s, ...], ys[s, ...], run.state, step_lr, settings)
             except ValueError as error:
                 where = f" The last good checkpoint is {checkpoint_path}." if checkpoint_path and epoch > 1 else ""
                 raise TrainingDivergedError(
@@ -174,7 +175,7 @@ def _train_epoch(model: MLP, run: _Run, epoch: int, show: bool, checkpoint_path)
                     f"(now {step_lr:g}).{where}") from None
             total_loss = total_loss + loss * (s.stop - s.start)
             if classes:
-                correct = correct + be.sum(be.argmax(logits, axis=1) == ys[s])
+                correct = correct + be.sum(be.argmax(logits, axis=1) == ys[s, ...])
             if show and (step % 20 == 0 or step == steps_per_epoch):
                 bar.update(task, completed=step, loss=f"{float(be.to_numpy(loss)):.4f}")
     train_loss = float(be.to_numpy(total_loss)) / n

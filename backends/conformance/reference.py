@@ -71,3 +71,23 @@ def nll_loss(logp, target, weight=None, ignore_index=-100, reduction="mean"):
     logp = np.asarray(logp, dtype=np.float64)
     q, denominator = target_distribution(logp.shape[1], target, weight, ignore_index, 0.0)
     return _reduce(-_weighted_sum(q, logp), reduction, denominator)
+
+
+def sgd_steps(params, grads_per_step, lrs, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0):
+    """``torch.optim.SGD`` (foreach=False) in float64, step after step: the parameters after each step.
+
+    ``grads_per_step[k][i]`` is parameter i's gradient at step k; the first step
+    with momentum sets ``buf = g``.
+    """
+    params = [np.asarray(p, dtype=np.float64).copy() for p in params]
+    buffers = [None] * len(params)
+    history = []
+    for grads, lr in zip(grads_per_step, lrs):
+        for i, g in enumerate(grads):
+            g = np.asarray(g, dtype=np.float64) + weight_decay * params[i]
+            if momentum != 0.0:
+                buffers[i] = g.copy() if buffers[i] is None else momentum * buffers[i] + (1 - dampening) * g
+                g = g + momentum * buffers[i] if nesterov else buffers[i]
+            params[i] = params[i] - lr * g
+        history.append([p.copy() for p in params])
+    return history
