@@ -71,9 +71,12 @@ class ArrayAPIBackend:
         return self.xp.maximum(a, b)
 
     def sum(self, x, axis=None):
-        if self.xp.isdtype(x.dtype, "real floating"):
-            return self.xp.sum(x, axis=axis, dtype=x.dtype)
-        return self.xp.sum(x, axis=axis)
+        xp = self.xp
+        if xp.isdtype(x.dtype, "real floating"):
+            return xp.sum(x, axis=axis, dtype=x.dtype)
+        if xp.isdtype(x.dtype, "bool"):  # the standard sums numbers only: count the Trues as integers
+            x = xp.astype(x, xp.int64)
+        return xp.sum(x, axis=axis)
 
     def tanh(self, x):
         return self.xp.tanh(x)
