@@ -42,7 +42,8 @@ gpu-check:
 # Only those the device's python lacks are installed there.
 GPU_WHEELS := array-api-compat rich markdown-it-py mdurl pygments matplotlib contourpy cycler \
 	fonttools kiwisolver pillow pyparsing python-dateutil six packaging threadpoolctl \
-	pytest pluggy iniconfig hypothesis attrs sortedcontainers pytest-benchmark py-cpuinfo
+	pytest pluggy iniconfig hypothesis attrs sortedcontainers pytest-benchmark py-cpuinfo \
+	array-api-strict
 gpu-wheels:
 	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
 		--implementation cp --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \

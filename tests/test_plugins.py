@@ -16,7 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from backends import BackendUnavailableError, available_backends, get_backend, register_backend, unregister_backend
+from backends import (
+    BackendUnavailableError,
+    available_backends,
+    get_backend,
+    register_backend,
+    unregister_backend,
+)
 from core.base.protocol import Backend
 
 ROOT = Path(__file__).resolve().parents[1]
