@@ -87,6 +87,10 @@ class ArrayAPIBackend:
     def _device_of(self, x):
         return device_of(x)
 
+    def _label_range(self, labels) -> tuple[int, int]:
+        """The smallest and largest label (torch fetches both in one transfer)."""
+        return int(self.xp.min(labels)), int(self.xp.max(labels))
+
     # ---- softmax ---------------------------------------------------------------
 
     def _prepare_softmax_input(self, op: str, z, axis: int) -> int:

@@ -21,6 +21,7 @@ import datasets
 from backends import available_backends, backend_names, get_backend
 from bench.ops import OpResult, measure_ops
 from core.base.errors import BackendUnavailableError
+from core.training.models import MODELS
 
 BATCH_SIZES = [64, 256, 1024]
 
@@ -34,7 +35,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--backend", default="all",
                         help=f"a backend name ({', '.join(backend_names())}) or 'all' (default: all available)")
-    parser.add_argument("--model", choices=["linear", "mlp", "all"], default="all",
+    parser.add_argument("--model", choices=[*MODELS, "all"], default="all",
                         help="softmax regression, the 784-512-256-128-64-10 MLP, or both (default: all)")
     parser.add_argument("--batch-size", type=int, nargs="+", default=None, metavar="N",
                         help=f"training batch sizes (default: {' '.join(map(str, BATCH_SIZES))})")
@@ -194,7 +195,7 @@ def run_training(args, names: list[str], progress, matmul_rates: dict[str, float
             contenders.append(SklearnContender())
         except ImportError:
             pass
-    models = ["mlp", "linear"] if args.model == "all" else [args.model]
+    models = sorted(MODELS, key=lambda m: m != "mlp") if args.model == "all" else [args.model]  # the MLP first
     batch_sizes = args.batch_size or BATCH_SIZES
     records = measure_training(contenders, models, batch_sizes, data, repeats=args.repeats, quick=args.quick,
                                progress=progress)

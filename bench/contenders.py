@@ -17,13 +17,12 @@ import numpy as np
 
 from core.base.registry import get_backend
 from core.training.loop import fit
-from core.training.models import CLASSIC_MLP_HIDDEN, MLP
+from core.training.models import MLP, MODELS
 from core.training.step import TrainSettings, train_step
 
 # One procedure for every contender's short accuracy run: an epoch of SGD at a
 # constant rate, Nesterov momentum 0.9, weight decay 2e-3.
 LR, MOMENTUM, WEIGHT_DECAY = 0.01, 0.9, 2e-3
-MODELS = {"linear": (), "mlp": CLASSIC_MLP_HIDDEN}
 
 
 def widths(model: str, data) -> list[int]:

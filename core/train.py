@@ -29,7 +29,7 @@ from core.training.auto import resolve_backend
 from core.training.layers import ACTIVATIONS
 from core.training.loop import TrainingDivergedError, fit, predict
 from core.training.metrics import confusion_matrix, per_class_accuracy
-from core.training.models import CLASSIC_MLP_HIDDEN, MLP
+from core.training.models import CLASSIC_MLP_HIDDEN, MLP, MODELS
 from core.training.step import TRAINING_DEFAULTS, TrainSettings
 
 _TRAINING = TrainSettings()
@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = DEFAULTS
     p.add_argument("--backend", help=f"{', '.join(backend_names())}, or auto: the fastest here for this "
                    f"network and batch size, from a short cached probe (default {d['backend']})")
-    p.add_argument("--model", choices=["linear", "mlp"], help=f"softmax regression or MLP (default {d['model']})")
+    p.add_argument("--model", choices=list(MODELS), help=f"softmax regression or MLP (default {d['model']})")
     p.add_argument("--hidden", help=f"MLP hidden widths, comma-separated (default {d['hidden']})")
     p.add_argument("--activation", choices=list(ACTIVATIONS),
                    help=f"hidden activation (default {d['activation']})")
@@ -119,7 +119,8 @@ def resolve_settings(args: argparse.Namespace) -> tuple[dict, Path | None]:
 
 
 def build_model(settings: dict, num_features: int, num_classes: int) -> MLP:
-    hidden = [] if settings["model"] == "linear" else [int(w) for w in str(settings["hidden"]).split(",") if w]
+    hidden = (list(MODELS[settings["model"]]) if settings["model"] != "mlp" else
+              [int(w) for w in str(settings["hidden"]).split(",") if w])  # --hidden shapes the MLP
     return MLP([num_features, *hidden, num_classes], settings["activation"], seed=settings["seed"],
                dtype=settings["dtype"])
 

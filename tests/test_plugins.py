@@ -197,3 +197,38 @@ def test_a_factory_that_raises_is_reported_not_raised():
         assert available_backends()["numpy"] == "available"
     finally:
         unregister_backend("on-fire")
+
+
+class FromScratch:
+    """A backend written to the protocol as it stood before ``on_gpu``, ``xp`` and ``peak_memory`` were
+    declared: its own class, no shared code, every operation delegated by hand."""
+
+    name = "from-scratch"
+    device = "cpu"
+    OPERATIONS = ("asarray", "to_numpy", "synchronize", "matmul", "affine", "relu_backward", "maximum", "sum",
+                  "tanh", "argmax", "softmax", "log_softmax", "nll_loss", "cross_entropy", "cross_entropy_grad",
+                  "cross_entropy_and_grad", "sgd_init", "sgd_step")
+
+    def __init__(self):
+        from backends.numpy_backend import NumPyBackend
+
+        inner = NumPyBackend()
+        for operation in self.OPERATIONS:
+            setattr(self, operation, getattr(inner, operation))
+
+
+def test_a_backend_without_the_newer_members_gets_their_defaults_and_trains():
+    import datasets
+    from backends.conformance import run_checks
+    from core.training import MLP, fit
+
+    register_backend("from-scratch", FromScratch)
+    try:
+        be = get_backend("from-scratch")
+        assert be.on_gpu is False and be.xp.__name__.endswith("numpy") and be.peak_memory(lambda: None) is None
+        assert all(r.passed for r in run_checks(be, examples=3)), "the kit fails a correct backend"
+        data = datasets.synthetic(n_train=400, n_test=100, num_features=10, num_classes=3, seed=1)
+        history = fit(MLP([10, 16, 3], seed=0), data, backend="from-scratch", epochs=2, progress=False, log=None)
+        assert history[-1]["test_accuracy"] > 0.6
+    finally:
+        unregister_backend("from-scratch")

@@ -59,3 +59,38 @@ def test_errors_are_one_line(tmp_path):
             continue  # a GPU machine
         assert result.returncode == 2, (args, result.stderr)
         assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_loss_and_the_optimizer_are_flags(tmp_path):
+    out = tmp_path / "run"
+    result = train("--model", "linear", "--dataset", "synthetic", "--epochs", "1", "--out", str(out), "--quiet",
+                   "--loss", "cross_entropy", "--optimizer", "sgd", "--momentum", "0.5", "--no-nesterov",
+                   "--optimizer-option", "dampening=0.25")
+    assert result.returncode == 0, result.stderr
+    saved = json.loads((out / "run.json").read_text())
+    assert saved["optimizer"] == "sgd" and saved["loss"] == "cross_entropy" and saved["backend"] == "numpy"
+    assert saved["optimizer_options"] == {"dampening": 0.25}
+    from core.training import checkpoint
+
+    settings = checkpoint.load(out / "checkpoint.npz")[3]
+    assert settings["hyperparameters"] == {"momentum": 0.5, "dampening": 0.25, "nesterov": False,
+                                           "weight_decay": 2e-3}
+    for args, message in ((["--optimizer-option", "betas=(0.9, 0.99)"], "sgd has no hyperparameter 'betas'"),
+                          (["--optimizer-option", "no-equals-sign"], "expected NAME=VALUE"),
+                          (["--optimizer", "lion"], "invalid choice: 'lion'")):
+        refused = train("--dataset", "synthetic", "--out", str(tmp_path / "refused"), *args)
+        assert refused.returncode == 2 and message in refused.stderr, (args, refused.stderr)
+    assert not (tmp_path / "refused").exists()  # refused before anything was written
+
+
+def test_a_resumed_run_stays_on_its_backend(tmp_path):
+    out = tmp_path / "run"
+    first = train("--model", "linear", "--dataset", "synthetic", "--epochs", "1", "--backend", "torch",
+                  "--out", str(out), "--quiet")
+    if first.returncode == 2 and "torch" in first.stderr:
+        return  # no torch here
+    assert first.returncode == 0, first.stderr
+    resumed = train("--resume", str(out), "--epochs", "2")
+    assert resumed.returncode == 0, resumed.stderr
+    assert " on torch " in resumed.stdout
+    assert json.loads((out / "run.json").read_text())["backend"] == "torch"

@@ -279,7 +279,7 @@ class Backend(Protocol):
     # ---- optimizer -------------------------------------------------------
 
     def sgd_init(self, params: Sequence[Array]) -> SGDState:
-        """The initial :class:`~core.sgd.SGDState` for ``params``: step 0, no momentum buffers."""
+        """The initial :class:`~core.base.optim.sgd.SGDState` for ``params``: step 0, no momentum buffers."""
         ...
 
     def sgd_step(
@@ -318,6 +318,42 @@ def protocol_members() -> list[str]:
     names = {name for name in vars(Backend) if not name.startswith("_")}
     names |= {name for name in getattr(Backend, "__annotations__", {}) if not name.startswith("_")}
     return sorted(names)
+
+
+def _run_untracked(run: Callable[[], object]) -> None:
+    run()
+
+
+def complete(backend: Any) -> Any:
+    """Give a backend written before these members were declared their documented defaults.
+
+    ``on_gpu``: whether ``device`` names a CUDA device; ``peak_memory``: runs and
+    reports ``None``; ``xp``: the array API namespace of the backend's arrays
+    (through array-api-compat), where it can be found. Returns ``backend``.
+    """
+    defaults: dict[str, Callable[[], Any]] = {
+        "on_gpu": lambda: str(getattr(backend, "device", "")).startswith("cuda"),
+        "peak_memory": lambda: lambda run: _run_untracked(run),
+        "xp": lambda: _namespace_of(backend),
+    }
+    for name, default in defaults.items():
+        if not hasattr(backend, name):
+            try:
+                value = default()
+                if value is not None:
+                    setattr(backend, name, value)
+            except Exception:  # a backend that refuses attributes keeps what it has; missing_members says so
+                pass
+    return backend
+
+
+def _namespace_of(backend: Any) -> Any:
+    import array_api_compat
+
+    try:
+        return array_api_compat.array_namespace(backend.asarray([0.0]))
+    except Exception:
+        return None
 
 
 def missing_members(backend: Any) -> list[str]:

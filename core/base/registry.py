@@ -26,7 +26,7 @@ import threading
 from collections.abc import Callable
 
 from core.base.errors import BackendUnavailableError
-from core.base.protocol import Backend, missing_members
+from core.base.protocol import Backend, complete, missing_members
 
 ENTRY_POINT_GROUP = "softgrad.backends"
 
@@ -144,7 +144,7 @@ def _create(name: str) -> Backend:
     except Exception as error:
         raise BackendUnavailableError(
             f"backend {name!r} failed to start ({entry.origin}): {type(error).__name__}: {error}") from error
-    missing = missing_members(backend)
+    missing = missing_members(complete(backend))
     if missing:
         raise BackendUnavailableError(
             f"backend {name!r} ({entry.origin}) returned a {type(backend).__name__} that does not implement "

@@ -16,6 +16,8 @@ from core.base.registry import get_backend
 from core.training.layers import dense_backward, dense_forward, init_dense, make_activation
 
 CLASSIC_MLP_HIDDEN = (512, 256, 128, 64)
+#: the networks the command line and bench name, by their hidden widths: softmax regression has none
+MODELS = {"linear": (), "mlp": CLASSIC_MLP_HIDDEN}
 
 
 class MLP:

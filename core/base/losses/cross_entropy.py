@@ -22,6 +22,7 @@ from core.base.losses.support import (
     checked_max,
     finish_loss,
     index_target,
+    is_label,
     mean_denominator,
     one_hot,
     pick,
@@ -129,7 +130,7 @@ def cross_entropy(be: Any, logits: Any, target: Any, *, weight: Any = None, igno
             kept_column = kept_f if kept is None else kept_f[:, None]
             grad = grad - (eps / num_classes) * (class_weight * kept_column)
         onehot_mass = (1.0 - eps) if weights is None else (1.0 - eps) * weights[:, None]
-        grad = grad - one_hot(be, labels, num_classes, logits.dtype) * onehot_mass
+        grad = xp.where(is_label(be, labels, num_classes), grad - onehot_mass, grad)
     else:
         grad = grad * mass[:, None] - q
     if reduction == "mean":
