@@ -84,9 +84,13 @@ def main(argv: list[str] | None = None) -> int:
                + ", ".join(dict.fromkeys(f"{r.op} ({r.dtype})" for r in failed)))
     console.print(verdict, highlight=False)
     if args.json:
-        atomic_write_text(args.json, json.dumps({"backend": args.backend, "examples": args.examples,
-                                                 "passed": not failed, "results": [asdict(r) for r in results]},
-                                                indent=2))
+        try:
+            atomic_write_text(args.json, json.dumps({"backend": args.backend, "examples": args.examples,
+                                                     "passed": not failed, "results": [asdict(r) for r in results]},
+                                                    indent=2))
+        except OSError as error:
+            print(f"conformance: cannot write {args.json}: {error.strerror or error}", file=sys.stderr)
+            return 2
     return 0 if not failed else 1
 
 
