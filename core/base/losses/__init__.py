@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from core.base.catalog import Catalog
 from core.base.losses import cross_entropy as _cross_entropy
 
 
@@ -54,26 +55,10 @@ class Loss:
         return self.compute(be, input, target, op=self.name, want_grad=False, **options)[0]
 
 
-LOSSES: dict[str, Loss] = {}
-
-
-def register_loss(loss: Loss, *, replace: bool = False) -> Loss:
-    """Add ``loss`` to :data:`LOSSES`; every backend built on the shared code then exposes it."""
-    if not isinstance(loss, Loss):
-        raise TypeError(f"register_loss: expected a Loss, got {type(loss).__name__}")
-    if loss.name in LOSSES and not replace:
-        raise ValueError(f"register_loss: a loss named {loss.name!r} is already registered; "
-                         "pass replace=True to replace it")
-    LOSSES[loss.name] = loss
-    return loss
-
-
-def get_loss(loss: str | Loss) -> Loss:
-    if isinstance(loss, Loss):
-        return loss
-    if loss not in LOSSES:
-        raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
-    return LOSSES[loss]
+LOSSES: Catalog[Loss] = Catalog("loss", Loss)
+#: add a loss: every backend built on the shared code, fit and the command line then know it
+register_loss = LOSSES.register
+get_loss = LOSSES.lookup
 
 
 register_loss(Loss("cross_entropy", _cross_entropy.cross_entropy))

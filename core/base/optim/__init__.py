@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from core.base.catalog import Catalog
 from core.base.optim import sgd
 
 
@@ -57,26 +58,10 @@ class Optimizer:
         return self.step(be, params, grads, state, lr=lr, **hyperparameters)
 
 
-OPTIMIZERS: dict[str, Optimizer] = {}
-
-
-def register_optimizer(optimizer: Optimizer, *, replace: bool = False) -> Optimizer:
-    """Add ``optimizer`` to :data:`OPTIMIZERS` (fit, the CLI and the checkpoints read it from there)."""
-    if not isinstance(optimizer, Optimizer):
-        raise TypeError(f"register_optimizer: expected an Optimizer, got {type(optimizer).__name__}")
-    if optimizer.name in OPTIMIZERS and not replace:
-        raise ValueError(f"register_optimizer: an optimizer named {optimizer.name!r} is already registered; "
-                         "pass replace=True to replace it")
-    OPTIMIZERS[optimizer.name] = optimizer
-    return optimizer
-
-
-def get_optimizer(optimizer: str | Optimizer) -> Optimizer:
-    if isinstance(optimizer, Optimizer):
-        return optimizer
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
-    return OPTIMIZERS[optimizer]
+OPTIMIZERS: Catalog[Optimizer] = Catalog("optimizer", Optimizer)
+#: add an optimizer: every backend built on the shared code, fit and the command line then know it
+register_optimizer = OPTIMIZERS.register
+get_optimizer = OPTIMIZERS.lookup
 
 
 register_optimizer(Optimizer("sgd", sgd.SGDState, sgd.init, sgd.step, sgd.check, sgd.DEFAULTS))
