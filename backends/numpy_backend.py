@@ -8,6 +8,7 @@ SGD update, which reuses scratch buffers instead of allocating every step.
 
 from __future__ import annotations
 
+import threading
 import tracemalloc
 from collections.abc import Callable
 from typing import Any
@@ -46,7 +47,8 @@ class NumPyBackend(ArrayAPIBackend):
         self.xp = array_api_compat.numpy
         # NumPy reductions return NumPy scalars (np.float32), which are arrays here too
         self.array_type = (np.ndarray, np.generic)
-        self._scratch_buffers: dict = {}
+        # SGD's scratch buffers, one set per thread: every caller shares this backend instance
+        self._local = threading.local()
 
     def asarray(self, x: Any, dtype: Any = None) -> np.ndarray:
         return as_host_array(x, dtype, self.name)
@@ -92,17 +94,25 @@ class NumPyBackend(ArrayAPIBackend):
     # ---- SGD without temporaries --------------------------------------------------------
 
     def _scratch(self, shape: tuple, dtype, which: int) -> np.ndarray:
-        """A reusable buffer: SGD's temporaries would otherwise be fresh allocations every step."""
+        """A reusable buffer of this thread: SGD's temporaries would otherwise be fresh allocations every step."""
+        buffers = getattr(self._local, "buffers", None)
+        if buffers is None:
+            buffers = self._local.buffers = {}
         key = (shape, dtype.str, which)
-        buffer = self._scratch_buffers.get(key)
+        buffer = buffers.get(key)
         if buffer is None:
-            buffer = self._scratch_buffers[key] = np.empty(shape, dtype)
+            buffer = buffers[key] = np.empty(shape, dtype)
         return buffer
 
     def sgd_step(self, params, grads, state, *, lr, momentum=0.0, dampening=0.0, nesterov=False,
                  weight_decay=0.0):
         lr, momentum, dampening, weight_decay = sgd.check_step(self, params, grads, state, lr, momentum,
                                                                dampening, nesterov, weight_decay)
+        if any(isinstance(p, np.generic) for p in params):
+            # a NumPy scalar cannot be updated in place: the shared step returns its new value
+            return sgd.step(self, params, grads, state, lr=lr, momentum=momentum, dampening=dampening,
+                            nesterov=nesterov, weight_decay=weight_decay)
+        _check_writable(params, state.momentum_buffers)  # before anything is written
         params = list(params)
         buffers = None if momentum == 0.0 else list(state.momentum_buffers or [None] * len(params))
         for i, (p, g) in enumerate(zip(params, grads)):
@@ -130,3 +140,12 @@ class NumPyBackend(ArrayAPIBackend):
             p -= update
         new_buffers = state.momentum_buffers if buffers is None else tuple(buffers)
         return params, SGDState(step=state.step + 1, momentum_buffers=new_buffers)
+
+
+def _check_writable(params, buffers) -> None:
+    for what, arrays in (("parameter", params), ("momentum buffer", buffers or ())):
+        for i, array in enumerate(arrays):
+            if array is not None and not array.flags.writeable:
+                raise ValueError(f"sgd_step: {what} {i} is read-only (a memory-mapped or frozen array?); "
+                                 "the NumPy backend updates parameters in place: pass a writable copy "
+                                 "(np.array(p))")

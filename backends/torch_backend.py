@@ -80,6 +80,10 @@ class TorchBackend(ArrayAPIBackend):
             return self.asarray(tensor, dtype)
         # Through NumPy, so a Python list of floats is float64 on every backend.
         host = as_host_array(x, dtype, self.name)
+        if host.ndim and (not host.flags.writeable or any(step < 0 for step in host.strides)):
+            # torch cannot share a reversed view, and must not share read-only memory (a memory-mapped file):
+            # an in-place update of it would crash the process
+            host = np.array(host)
         return torch.as_tensor(host, device=self._torch_device)
 
     def _torch_dtype(self, dtype: Any):

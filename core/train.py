@@ -20,7 +20,7 @@ import numpy as np
 
 import datasets
 from core.base.errors import BackendUnavailableError
-from core.base.files import atomic_write_text
+from core.base.files import atomic_write_text, writable_target
 from core.base.losses import LOSSES
 from core.base.optim import OPTIMIZERS
 from core.base.registry import backend_names, get_backend
@@ -96,9 +96,13 @@ def _option(text: str) -> tuple[str, object]:
         return name, value
 
 
+def given_flags(args: argparse.Namespace) -> dict:
+    return {k: v for k, v in vars(args).items() if v is not None and k in DEFAULTS}
+
+
 def resolve_settings(args: argparse.Namespace) -> tuple[dict, Path | None]:
     """The run's settings: flags given, else the resumed run's, else the defaults."""
-    given = {k: v for k, v in vars(args).items() if v is not None and k in DEFAULTS}
+    given = given_flags(args)
     if "optimizer_options" in given:
         given["optimizer_options"] = dict(given["optimizer_options"])
     settings = dict(DEFAULTS)
@@ -109,7 +113,12 @@ def resolve_settings(args: argparse.Namespace) -> tuple[dict, Path | None]:
         run_json = resume_from.parent / "run.json"
         if not resume_from.is_file() or not run_json.is_file():
             raise FileNotFoundError(f"--resume {args.resume}: no checkpoint.npz and run.json there")
-        saved = json.loads(run_json.read_text())
+        try:
+            saved = json.loads(run_json.read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as error:
+            raise ValueError(f"--resume: {run_json} is damaged or unreadable ({error})") from None
+        if not isinstance(saved, dict) or not set(saved) <= set(DEFAULTS):
+            raise ValueError(f"--resume: {run_json} does not hold a run's settings")
         settings.update(saved)
         changed = [k for k in FROM_RUN if k in given and given[k] != saved.get(k)]
         if changed:
@@ -118,9 +127,45 @@ def resolve_settings(args: argparse.Namespace) -> tuple[dict, Path | None]:
     return settings, resume_from
 
 
-def build_model(settings: dict, num_features: int, num_classes: int) -> MLP:
-    hidden = (list(MODELS[settings["model"]]) if settings["model"] != "mlp" else
-              [int(w) for w in str(settings["hidden"]).split(",") if w])  # --hidden shapes the MLP
+def hidden_widths(settings: dict, given: dict) -> list[int]:
+    """The hidden widths: the model's, or --hidden for the MLP; a clear error for anything else."""
+    if settings["model"] != "mlp":
+        if "hidden" in given:
+            raise ValueError(f"--hidden shapes the MLP; --model {settings['model']} has no hidden layers")
+        return list(MODELS[settings["model"]])
+    text = str(settings["hidden"])
+    try:
+        widths = [int(w) for w in text.split(",")]
+    except ValueError:
+        widths = []
+    if not widths or min(widths) < 1:
+        raise ValueError(f"--hidden must be positive widths separated by commas, such as 512,256; got {text!r}")
+    return widths
+
+
+def check_arguments(settings: dict, given: dict, args: argparse.Namespace) -> None:
+    """Everything that can be checked before the data is read and before anything is written."""
+    if settings["backend"] != "auto":
+        get_backend(settings["backend"])
+    hidden_widths(settings, given)
+    if not isinstance(settings["seed"], int) or settings["seed"] < 0:
+        raise ValueError(f"--seed must be an integer >= 0, got {settings['seed']!r}")
+    TrainSettings.from_dict({k: settings[k] for k in ("epochs", "batch_size", "lr", "lr_schedule", "seed", "loss",
+                                                      "optimizer")} | {"hyperparameters": hyperparameters(settings)}
+                            ).check()
+    if args.json:
+        writable_target(args.json)
+    if args.out and not args.resume:
+        out = Path(args.out)
+        if (out / "checkpoint.npz").exists() or (out / "run.json").exists():
+            raise FileExistsError(f"--out {out} holds a run already: continue it with --resume {out}, or give "
+                                  "--out a new folder")
+        if out.exists() and not out.is_dir():
+            raise FileExistsError(f"--out {out} is a file, not a folder")
+
+
+def build_model(settings: dict, num_features: int, num_classes: int, given: dict | None = None) -> MLP:
+    hidden = hidden_widths(settings, given or {})
     return MLP([num_features, *hidden, num_classes], settings["activation"], seed=settings["seed"],
                dtype=settings["dtype"])
 
@@ -138,11 +183,7 @@ def run(args: argparse.Namespace) -> int:
         f"{time.strftime('%Y%m%d-%H%M%S')}"))
     say = (lambda _: None) if args.quiet else print
 
-    if settings["backend"] != "auto":
-        get_backend(settings["backend"])  # fail before the data is read
-    TrainSettings.from_dict({k: settings[k] for k in ("epochs", "batch_size", "lr", "lr_schedule", "seed", "loss",
-                                                      "optimizer")} | {"hyperparameters": hyperparameters(settings)}
-                            ).check()  # bad settings fail before the data is read, too
+    check_arguments(settings, given_flags(args), args)  # before the data is read and anything is written
     data = datasets.load(settings["dataset"], root=settings["root"], download=bool(settings["download"]))
     model = build_model(settings, data.num_features, data.num_classes)
     say(f"data: {data.source}: {len(data.y_train):,} train / {len(data.y_test):,} test")
@@ -152,10 +193,20 @@ def run(args: argparse.Namespace) -> int:
     settings["backend"] = model.be.name  # the backend that runs, never "auto"
     atomic_write_text(out / "run.json", json.dumps({k: settings[k] for k in DEFAULTS}, indent=2))
 
-    history = fit(model, data, loss=settings["loss"], optimizer=settings["optimizer"], epochs=settings["epochs"],
-                  batch_size=settings["batch_size"], lr=settings["lr"], lr_schedule=settings["lr_schedule"],
-                  seed=settings["seed"], checkpoint_path=out / "checkpoint.npz", resume=resume_from,
-                  progress=False if args.quiet else None, log=say, **hyperparameters(settings))
+    try:
+        history = fit(model, data, loss=settings["loss"], optimizer=settings["optimizer"],
+                      epochs=settings["epochs"], batch_size=settings["batch_size"], lr=settings["lr"],
+                      lr_schedule=settings["lr_schedule"], seed=settings["seed"],
+                      checkpoint_path=out / "checkpoint.npz", resume=resume_from,
+                      progress=False if args.quiet else None, log=say, **hyperparameters(settings))
+    except KeyboardInterrupt:
+        if (out / "checkpoint.npz").is_file():
+            print(f"train: interrupted; the last finished epoch is in {out / 'checkpoint.npz'} "
+                  f"(continue with --resume {out})", file=sys.stderr)
+        else:
+            print("train: interrupted before the first epoch finished; nothing was saved to resume",
+                  file=sys.stderr)
+        return 130
 
     history_text = json.dumps(history, indent=2)
     atomic_write_text(out / "history.json", history_text)
@@ -186,15 +237,12 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDivergedError as error:
         print(f"train: {error}", file=sys.stderr)
         return 1
-    except (BackendUnavailableError, DatasetError, FileNotFoundError, ValueError, TypeError) as error:
-        print(f"train: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("train: interrupted; the last finished epoch is in the checkpoint (use --resume)", file=sys.stderr)
-        return 130
     except BrokenPipeError:  # output piped into `head` and the like: stop quietly
         sys.stderr.close()
         return 0
+    except (BackendUnavailableError, DatasetError, OSError, ValueError, TypeError) as error:
+        print(f"train: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

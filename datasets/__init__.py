@@ -2,9 +2,10 @@
 
 ``load(name)`` returns a :class:`Dataset` whose images are flattened float32
 rows, normalised with the data set's usual mean and standard deviation, and
-whose labels are int64. The files are read through torchvision's dataset
-classes (which also download them when asked); their arrays are taken once,
-never through per-sample transforms.
+whose labels are int64. MNIST and Fashion-MNIST are read from their raw IDX
+files with NumPy (``datasets/idx.py``; gzip or not, nothing is written beside
+them); CIFAR-10 through torchvision, which also downloads any of them when
+asked. Arrays are taken once, never through per-sample transforms.
 
 With no ``root``, MNIST comes from the real subset shipped in this package
 (the first 20,000 training images and the official 10,000-image test set);
@@ -15,12 +16,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from datasets.idx import IDXError, find_idx, read_idx
 
 SHIPPED_MNIST = Path(__file__).resolve().parent / "data" / "mnist"
 PIP_VISION = "pip install 'softgrad[vision]'  (or: pip install torchvision)"
@@ -132,20 +133,42 @@ def _torchvision_datasets():
     return torchvision.datasets
 
 
-def _decompress_idx(raw: Path) -> None:
-    """Decompress ``*.gz`` IDX files that have no decompressed copy: torchvision reads only those."""
-    tv = _torchvision_datasets()
-    for archive in sorted(raw.glob("*-ubyte.gz")):
-        if not archive.with_suffix("").is_file():
-            tv.utils.extract_archive(str(archive), str(raw))
+def _load_idx(name: str, raw: Path, source: str) -> Dataset:
+    """MNIST or Fashion-MNIST from the raw IDX files in ``raw``, read with NumPy (never torchvision's
+    processed ``.pt`` files, which it would unpickle)."""
+    _, _, classes, mean, std, image_shape = _VISION[name]
+    splits = []
+    for train, stem in ((True, "train"), (False, "t10k")):
+        arrays = []
+        for kind in ("images-idx3-ubyte", "labels-idx1-ubyte"):
+            path = find_idx(raw, f"{stem}-{kind}")
+            if path is None:
+                raise _missing(name, raw.parent.parent)
+            try:
+                arrays.append(read_idx(path))
+            except IDXError as error:
+                raise DatasetError(f"{name}: cannot read the {'training' if train else 'test'} files in {raw}: "
+                                   f"{error}. Delete the file and pass download=True (--download) to fetch it "
+                                   "again") from None
+        images, labels = arrays
+        if images.ndim != 3 or labels.ndim != 1:
+            raise DatasetError(f"{name}: {raw}: {stem} images have shape {images.shape} and labels "
+                               f"{labels.shape}; expected (N, 28, 28) and (N,)")
+        splits.append(_normalise(name, images, labels.astype(np.int64), len(classes), mean, std, image_shape,
+                                 train, raw.parent.parent))
+    (x_train, y_train), (x_test, y_test) = splits
+    return Dataset(name, x_train, y_train, x_test, y_test, classes, source, image_shape, mean, std)
 
 
 def _load_vision(name: str, root: Path, download: bool, source: str) -> Dataset:
+    if name != "cifar10":
+        raw = _raw_folder(name, root)
+        if download and not _has_all_idx(raw):
+            _torchvision_download(name, root)
+        return _load_idx(name, raw, source)
     tv = _torchvision_datasets()
     cls_name, _, classes, mean, std, image_shape = _VISION[name]
     cls = getattr(tv, cls_name)
-    if name != "cifar10" and _raw_folder(name, root).is_dir():
-        _decompress_idx(_raw_folder(name, root))
     splits = []
     for train in (True, False):
         try:
@@ -192,13 +215,23 @@ def _normalise(name, images, labels, num_classes, mean, std, image_shape, train,
     return np.ascontiguousarray(x, dtype=np.float32), labels
 
 
+def _has_all_idx(raw: Path) -> bool:
+    return all(find_idx(raw, f"{stem}-{kind}") is not None for stem in ("train", "t10k")
+               for kind in ("images-idx3-ubyte", "labels-idx1-ubyte"))
+
+
+def _torchvision_download(name: str, root: Path) -> None:
+    """Fetch the missing files of ``name`` into ``root`` with torchvision; the network's error, if any, is named."""
+    cls = getattr(_torchvision_datasets(), _VISION[name][0])
+    try:
+        for train in (True, False):
+            cls(root=str(root), train=train, download=True)
+    except Exception as error:  # URLError, HTTPError, OSError, RuntimeError from torchvision
+        raise DatasetError(f"{name}: downloading into {root} failed: {type(error).__name__}: {error}") from None
+
+
 def _load_shipped_mnist() -> Dataset:
-    with tempfile.TemporaryDirectory(prefix="softgrad-mnist-") as tmp:
-        raw = Path(tmp) / "MNIST" / "raw"
-        raw.mkdir(parents=True)
-        for archive in SHIPPED_MNIST.glob("*.gz"):
-            shutil.copyfile(archive, raw / archive.name)
-        data = _load_vision("mnist", Path(tmp), download=False, source="")
+    data = _load_idx("mnist", SHIPPED_MNIST, source="")
     source = (f"MNIST subset shipped with softgrad ({len(data.y_train):,} training images, the official "
               f"{len(data.y_test):,}-image test set)")
     return dataclasses.replace(data, source=source)

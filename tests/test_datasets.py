@@ -132,3 +132,42 @@ def test_from_arrays_checks_its_input():
         datasets.from_arrays(x, [0.0, 1.0, 0.0, 1.0], x, [0, 1, 0, 1])
     with pytest.raises(ValueError, match=r"labels outside \[0, 1\]"):
         datasets.from_arrays(x, [0, 1, 2, 1], x, [0, 1, 0, 1], classes=["a", "b"])
+
+
+def test_a_truncated_archive_leaves_nothing_behind_and_a_read_only_folder_works(tmp_path):
+    raw = fake_mnist(tmp_path, compress=True)
+    good = datasets.load("mnist", root=tmp_path)
+    assert good.x_train.shape == (30, 784)
+    archive = raw / "train-images-idx3-ubyte.gz"
+    archive.write_bytes(archive.read_bytes()[:200])
+    for _ in range(2):  # the second attempt meets the same clear error, not a file the first one left
+        with pytest.raises(DatasetError, match="cannot read the training files .*train-images-idx3-ubyte.gz"):
+            datasets.load("mnist", root=tmp_path)
+    assert sorted(p.name for p in raw.iterdir()) == sorted(
+        f"{s}-{k}.gz" for s in ("train", "t10k") for k in ("images-idx3-ubyte", "labels-idx1-ubyte"))
+    fake_mnist(tmp_path, compress=True)
+    raw.chmod(0o555)  # read-only: nothing may be decompressed beside the archives
+    try:
+        assert datasets.load("mnist", root=tmp_path).x_test.shape == (10, 784)
+    finally:
+        raw.chmod(0o755)
+
+
+def test_torchvisions_processed_pickles_are_never_read(tmp_path):
+    raw = fake_mnist(tmp_path)
+    processed = raw.parent / "processed"
+    processed.mkdir()
+    (processed / "training.pt").write_bytes(b"not a pickle anyone should load")
+    (processed / "test.pt").write_bytes(b"not a pickle anyone should load")
+    assert datasets.load("mnist", root=tmp_path).x_train.shape == (30, 784)
+
+
+def test_the_shipped_subset_needs_no_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, datasets; d = datasets.load('mnist'); print(d.x_train.shape, 'torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "(20000, 784) False"

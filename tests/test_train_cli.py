@@ -94,3 +94,41 @@ def test_a_resumed_run_stays_on_its_backend(tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert " on torch " in resumed.stdout
     assert json.loads((out / "run.json").read_text())["backend"] == "torch"
+
+
+def test_bad_arguments_are_refused_before_the_data_is_read_and_leave_no_folder(tmp_path):
+    (tmp_path / "folder").mkdir()
+    for args, message in (
+        (["--hidden", "abc"], "--hidden must be positive widths separated by commas"),
+        (["--hidden", ",,,"], "--hidden must be positive widths"),
+        (["--hidden", "64,0"], "--hidden must be positive widths"),
+        (["--model", "linear", "--hidden", "64"], "--hidden shapes the MLP; --model linear has no hidden layers"),
+        (["--seed", "-1"], "--seed must be an integer >= 0"),
+        (["--json", str(tmp_path / "folder")], "is a directory"),
+        (["--json", "/dev/null"], "not a regular file"),
+    ):
+        out = tmp_path / "out"
+        result = train("--dataset", "synthetic", "--out", str(out), *args)
+        assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr and not out.exists(), args
+
+
+def test_an_existing_run_is_never_replaced_without_resume(tmp_path):
+    out = tmp_path / "run"
+    first = train("--model", "linear", "--dataset", "synthetic", "--epochs", "1", "--out", str(out), "--quiet")
+    assert first.returncode == 0, first.stderr
+    before = (out / "checkpoint.npz").read_bytes()
+    again = train("--model", "linear", "--dataset", "synthetic", "--epochs", "1", "--out", str(out), "--quiet")
+    assert again.returncode == 2 and f"--resume {out}" in again.stderr and "new folder" in again.stderr
+    assert (out / "checkpoint.npz").read_bytes() == before
+
+
+def test_a_damaged_run_json_is_named(tmp_path):
+    out = tmp_path / "run"
+    assert train("--model", "linear", "--dataset", "synthetic", "--epochs", "1", "--out", str(out),
+                 "--quiet").returncode == 0
+    for text in ("{not json", '["a", "list"]', '{"no_such_setting": 1}'):
+        (out / "run.json").write_text(text)
+        result = train("--resume", str(out), "--epochs", "2")
+        assert result.returncode == 2 and str(out / "run.json") in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from core.base.files import remove_stale_temporaries
 from core.base.losses import Loss, get_loss
 from core.base.optim import Optimizer, get_optimizer
 from core.base.protocol import Backend
@@ -228,6 +229,8 @@ def fit(model: MLP, data, backend: Backend | str | None = None, *, loss: Loss | 
     if loss_options is not None:
         given["loss_options"] = dict(loss_options)
     given["hyperparameters"] = {k: v for k, v in hyperparameters.items() if v is not None}
+    if checkpoint_path is not None:  # what a run killed while writing its checkpoint left behind
+        remove_stale_temporaries(Path(checkpoint_path).parent)
     run = _start(model, data, backend, given, resume, log)
     settings = run.settings
     show = sys.stderr.isatty() if progress is None else progress
