@@ -54,6 +54,23 @@ def freeze(value: Any) -> Any:
     return value
 
 
+class FrozenNamespace:
+    """array-api-compat's NumPy namespace whose functions return frozen arrays (asarray, zeros, ... included)."""
+
+    def __init__(self, xp) -> None:
+        self._xp = xp
+
+    def __getattr__(self, name: str):
+        value = getattr(self._xp, name)
+        if not callable(value) or isinstance(value, type):
+            return value
+
+        def frozen(*args, **kwargs):
+            return freeze(value(*args, **kwargs))
+
+        return frozen
+
+
 class ImmutableNumPyBackend(ArrayAPIBackend):
     """The shared implementation, bound to NumPy arrays that cannot be modified."""
 
@@ -63,7 +80,7 @@ class ImmutableNumPyBackend(ArrayAPIBackend):
     def __init__(self) -> None:
         import array_api_compat.numpy
 
-        self.xp = array_api_compat.numpy
+        self.xp = FrozenNamespace(array_api_compat.numpy)
         self.array_type = (FrozenArray, np.generic)
 
     def asarray(self, x: Any, dtype: Any = None):

@@ -139,3 +139,143 @@ def test_temporaries_of_a_killed_write_are_removed_at_the_next_start(tmp_path):
         log=None)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.npz", "notes.tmp"]
     assert remove_stale_temporaries(tmp_path / "missing") == []
+
+
+# ---- damaged and crafted checkpoints --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def good_checkpoint(tmp_path_factory):
+    import datasets
+    from core.training import MLP, fit
+
+    path = tmp_path_factory.mktemp("ck") / "checkpoint.npz"
+    data = datasets.synthetic(n_train=60, n_test=20, num_features=5, num_classes=3, seed=0)
+    fit(MLP([5, 4, 3], seed=0), data, epochs=1, batch_size=20, checkpoint_path=path, progress=False, log=None)
+    return path.read_bytes()
+
+
+def _rewrite(tmp_path, good: bytes, change) -> os.PathLike:
+    import io
+    import json
+
+    with np.load(io.BytesIO(good)) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    meta = json.loads(str(arrays["meta"]))
+    change(meta, arrays)
+    arrays["meta"] = np.array(json.dumps(meta))
+    path = tmp_path / "crafted.npz"
+    np.savez(path, **arrays)
+    return path
+
+
+def test_truncated_and_bit_flipped_checkpoints_raise_a_checkpoint_error(tmp_path, good_checkpoint):
+    from core.training.checkpoint import CheckpointError, load
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "damaged.npz"
+    cuts = sorted(set(rng.integers(0, len(good_checkpoint), 40).tolist()) | {0, 1, 30, len(good_checkpoint) - 1})
+    for cut in cuts:
+        path.write_bytes(good_checkpoint[:cut])
+        with pytest.raises(CheckpointError, match="damaged.npz"):
+            load(path)
+    survived = 0
+    for position in rng.integers(0, len(good_checkpoint), 60):
+        damaged = bytearray(good_checkpoint)
+        damaged[position] ^= 1 << int(rng.integers(0, 8))
+        path.write_bytes(bytes(damaged))
+        try:
+            load(path)  # a flip in the raw float data can leave a valid checkpoint; nothing else may pass
+            survived += 1
+        except CheckpointError as error:
+            assert "damaged.npz" in str(error)
+    assert survived < 60
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda m, a: m["model"].update(widths=[100_000, 100_000, 3]), r"the model needs \(100000, 100000\)"),
+    (lambda m, a: m["model"].update(widths="5-4-3"), "widths"),
+    (lambda m, a: m.update(model=[5, 4, 3]), "model description"),
+    (lambda m, a: m.pop("history"), "history"),
+    (lambda m, a: m.update(format="softgrad-checkpoint-9"), "format"),
+    (lambda m, a: a.update(param_0=a["param_0"].astype(np.complex128)), "complex128, not float32"),
+    (lambda m, a: a.update(param_1=np.array(["a", "b", "c", "d"])), "not float32"),
+    (lambda m, a: a.update({"state.momentum_buffers.0": np.zeros((4, 5), np.float32)}), "momentum buffer 0"),
+    (lambda m, a: m["optimizer"].update(name="lion"), "unknown optimizer 'lion'"),
+    (lambda m, a: m["optimizer"].update(state=[]), "optimizer state"),
+])
+def test_crafted_checkpoints_are_refused_before_anything_is_allocated(tmp_path, good_checkpoint, change, message):
+    from core.training.checkpoint import CheckpointError, load
+
+    with pytest.raises(CheckpointError, match=message):
+        load(_rewrite(tmp_path, good_checkpoint, change))
+
+
+def test_a_member_that_inflates_far_beyond_the_model_is_refused(tmp_path, good_checkpoint):
+    from core.training.checkpoint import CheckpointError, load
+
+    path = _rewrite(tmp_path, good_checkpoint, lambda m, a: a.update(param_0=np.zeros((5, 4), np.float32)))
+    import zipfile
+
+    bomb = tmp_path / "bomb.npz"
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as target:
+        for item in source.namelist():
+            data = source.read(item)
+            if item == "param_0.npy":
+                data = data + bytes(200 << 20)  # 200 MB of zeros, a few hundred kB compressed
+            target.writestr(item, data)
+    assert bomb.stat().st_size < 1 << 20
+    with pytest.raises(CheckpointError, match="would take"):
+        load(bomb)
+
+
+# ---- errors that name the problem ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("row, why", [([1.0, np.nan], "holds NaN"), ([np.inf, 1.0], r"holds \+inf"),
+                                      ([-np.inf, -np.inf], "is all -inf")])
+def test_one_dimensional_inputs_without_a_softmax_are_named(be, row, why):
+    for op in (be.softmax, be.log_softmax):
+        with pytest.raises(ValueError, match=f"the input {why}"):
+            op(be.asarray(np.array(row)))
+
+
+def test_numpy_scalar_arguments_are_accepted_as_torch_accepts_them(be):
+    z, y = be.asarray(np.array([[1.0, 2.0, 0.5], [0.1, 0.2, 0.3]])), be.asarray(np.array([2, -100]))
+    plain = be.to_numpy(be.cross_entropy(z, y, label_smoothing=0.1, ignore_index=-100))
+    numpy_args = be.to_numpy(be.cross_entropy(z, y, label_smoothing=np.float32(0.1), ignore_index=np.int64(-100)))
+    np.testing.assert_allclose(numpy_args, plain, rtol=1e-7)
+    np.testing.assert_allclose(be.to_numpy(be.softmax(z, axis=np.int64(0))), be.to_numpy(be.softmax(z, axis=0)))
+
+
+def test_huge_unsigned_labels_are_printed_as_they_are():
+    be = get_backend("numpy")
+    with pytest.raises(ValueError, match=r"label 9223372036854775813 \(sample 0\) is out of range"):
+        be.cross_entropy(np.ones((2, 3)), np.array([2**63 + 5, 1], dtype=np.uint64))
+
+
+def test_sgd_names_bad_parameters_hyperparameters_and_states(be):
+    from core.base import SGDState
+
+    p = [be.asarray(np.ones(3))]
+    with pytest.raises(ValueError, match="lr must be finite and >= 0"):
+        be.sgd_step(p, [be.asarray(np.ones(3))], be.sgd_init(p), lr=10**400)
+    for dtype in (np.int64, np.bool_):
+        q = [be.asarray(np.ones(3, dtype))]
+        with pytest.raises(TypeError, match="parameter 0 must be float32 or float64"):
+            be.sgd_step(q, q, be.sgd_init(q), lr=0.1)
+    with pytest.raises(TypeError, match="the state's step must be an int"):
+        be.sgd_step(p, [be.asarray(np.ones(3))], SGDState("one", None), lr=0.1)
+    with pytest.raises(TypeError, match="momentum_buffers must be None or one array per parameter"):
+        be.sgd_step(p, [be.asarray(np.ones(3))], SGDState(1, 5), lr=0.1, momentum=0.9)
+
+
+def test_a_state_from_another_backend_is_named_as_such():
+    torch_backend = pytest.importorskip("torch") and get_backend("torch")
+    from core.base import SGDState
+
+    p = [torch_backend.asarray(np.ones(3))]
+    with pytest.raises(TypeError, match="momentum buffer 0 of the state is a numpy.ndarray, not an array of the "
+                                        "'torch' backend"):
+        torch_backend.sgd_step(p, [torch_backend.asarray(np.ones(3))], SGDState(1, (np.ones(3),)), lr=0.1,
+                               momentum=0.9)

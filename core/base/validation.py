@@ -7,6 +7,7 @@ backends compute those (one small reduction each) and call in here.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -53,7 +54,9 @@ def check_float_array(op: str, what: str, dtype: Any) -> None:
 def normalize_axis(op: str, axis: int, ndim: int) -> int:
     if ndim == 0:
         raise ValueError(f"{op}: expected an array with at least one dimension, got a 0-d array")
-    if not isinstance(axis, int) or not -ndim <= axis < ndim:
+    if isinstance(axis, numbers.Integral) and not isinstance(axis, bool):
+        axis = int(axis)  # a NumPy integer, as torch accepts it
+    if not isinstance(axis, int) or isinstance(axis, bool) or not -ndim <= axis < ndim:
         raise ValueError(f"{op}: axis {axis!r} is out of range for an array with {ndim} dimensions")
     return axis % ndim
 
@@ -79,11 +82,12 @@ def check_logits(op: str, shape: Sequence[int], dtype: Any, what: str = "logits"
 def check_options(op: str, reduction: Any, label_smoothing: Any, ignore_index: Any) -> None:
     if reduction not in REDUCTIONS:
         raise ValueError(f"{op}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
-    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)):
+    # NumPy scalars are accepted, as torch accepts them
+    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, numbers.Real):
         raise TypeError(f"{op}: label_smoothing must be a float in [0, 1], got {label_smoothing!r}")
-    if not 0.0 <= label_smoothing <= 1.0:
+    if not 0.0 <= float(label_smoothing) <= 1.0:
         raise ValueError(f"{op}: label_smoothing must lie in [0, 1], got {label_smoothing!r}")
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
         raise TypeError(f"{op}: ignore_index must be an int, got {ignore_index!r}")
 
 
@@ -155,7 +159,7 @@ def label_out_of_range(op: str, label: int, position: int, num_classes: int, ign
 
 def bad_slice(op: str, position: tuple[int, ...], slice_max: float, what: str = "logits") -> ValueError:
     """The error for a softmax slice whose maximum is not finite."""
-    where = {0: "the input", 1: f"row {position[0]}"}.get(len(position), f"slice {position}")
+    where = "the input" if not position else f"row {position[0]}" if len(position) == 1 else f"slice {position}"
     if math.isnan(slice_max):
         why = "holds NaN"
     elif slice_max > 0:

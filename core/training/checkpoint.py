@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -90,26 +92,110 @@ def save(path: str | os.PathLike, model: MLP, state: Any, history: list[dict], s
     atomic_write(path, lambda handle: np.savez(handle, **arrays))
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that is damaged, crafted or malformed; the message names the file and the problem."""
+
+
+_META_LIMIT = 64 << 20  # bytes of metadata (history and settings) a real checkpoint never approaches
+
+
+def _member(archive, name: str, limit: int) -> np.ndarray:
+    """The array ``name``, after checking that it would not inflate beyond ``limit`` bytes."""
+    key = f"{name}.npy"
+    if key not in archive.zip.namelist():
+        raise CheckpointError(f"it has no array {name!r}")
+    size = archive.zip.getinfo(key).file_size
+    if size > limit + 4096:  # the .npy header is at most a few hundred bytes
+        raise CheckpointError(f"array {name!r} would take {size:,} bytes where at most {limit:,} fit the model")
+    return archive[name]
+
+
+def _float_array(value: np.ndarray, name: str, shape: tuple | None = None) -> np.ndarray:
+    if value.dtype.kind != "f" or value.dtype.itemsize not in (4, 8):
+        raise CheckpointError(f"array {name!r} is {value.dtype}, not float32 or float64")
+    if shape is not None and value.shape != shape:
+        raise CheckpointError(f"array {name!r} has shape {value.shape}, the model needs {shape}")
+    return value
+
+
+def _check_config(config: Any) -> list[tuple[int, ...]]:
+    """The parameter shapes the model config describes, after checking its every field."""
+    from core.training.layers import ACTIVATIONS
+
+    if not isinstance(config, dict):
+        raise CheckpointError(f"its model description is a {type(config).__name__}, not a mapping")
+    widths = config.get("widths")
+    if (not isinstance(widths, list) or len(widths) < 2
+            or not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in widths)):
+        raise CheckpointError(f"its layer widths {widths!r} are not a list of at least two positive ints")
+    if config.get("activation") not in ACTIVATIONS or config.get("dtype") not in ("float32", "float64"):
+        raise CheckpointError(f"its activation {config.get('activation')!r} or dtype {config.get('dtype')!r} "
+                              "is unknown")
+    if not isinstance(config.get("seed"), int):
+        raise CheckpointError(f"its seed {config.get('seed')!r} is not an int")
+    return [shape for a, b in zip(widths, widths[1:]) for shape in ((a, b), (b,))]
+
+
 def _read(path: Path) -> tuple[dict, list[np.ndarray], Any, str]:
     with np.load(path, allow_pickle=False) as archive:
-        meta = json.loads(str(archive["meta"]))
-        count = len([k for k in archive.files if k.startswith("param_")])
-        params = [archive[f"param_{i}"] for i in range(count)]
+        meta = json.loads(str(_member(archive, "meta", _META_LIMIT)))
+        if not isinstance(meta, dict):
+            raise CheckpointError("its metadata is not a mapping")
+        shapes = _check_config(meta.get("model"))
+        limits = [int(np.prod(shape, dtype=np.int64)) * 8 for shape in shapes]  # float64 at most
+        params = [_float_array(_member(archive, f"param_{i}", limit), f"param_{i}", shape)
+                  for i, (shape, limit) in enumerate(zip(shapes, limits))]
+        if not isinstance(meta.get("history"), list) or not isinstance(meta.get("settings"), dict):
+            raise CheckpointError("its history or settings are missing or of the wrong type")
         if meta.get("format") == FORMAT_V1:
-            buffers = (tuple(archive[f"momentum_{i}"] for i in range(count)) if "momentum_0" in archive.files
-                       else None)
-            return meta, params, SGDState(step=int(meta["step"]), momentum_buffers=buffers), "sgd"
+            step = meta.get("step")
+            if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+                raise CheckpointError(f"its step {step!r} is not an int >= 0")
+            buffers = (tuple(_float_array(_member(archive, f"momentum_{i}", limit), f"momentum_{i}", shape)
+                             for i, (shape, limit) in enumerate(zip(shapes, limits)))
+                       if "momentum_0.npy" in archive.zip.namelist() else None)
+            return meta, params, SGDState(step=step, momentum_buffers=buffers), "sgd"
         if meta.get("format") != FORMAT:
-            raise ValueError(f"format {meta.get('format')!r}")
-        name = meta["optimizer"]["name"]
-        state_type = get_optimizer(name).state_type
-        return meta, params, _decode_state(state_type, meta["optimizer"]["state"], archive), name
+            raise CheckpointError(f"its format is {meta.get('format')!r}, not {FORMAT!r} or {FORMAT_V1!r}")
+        optimizer = meta.get("optimizer")
+        if not isinstance(optimizer, dict) or not isinstance(optimizer.get("state"), dict):
+            raise CheckpointError("its optimizer state is missing or of the wrong type")
+        name = optimizer.get("name")
+        try:
+            state_type = get_optimizer(name).state_type
+        except ValueError as error:
+            raise CheckpointError(str(error)) from None
+        total = sum(limits)
+
+        class Bounded:  # state arrays: real floats, none larger than all the parameters together
+            def __getitem__(self, key):
+                return _float_array(_member(archive, key, total), key)
+
+        state = _decode_state(state_type, optimizer["state"], Bounded())
+        if name == "sgd":
+            _check_sgd_state(state, shapes)
+        return meta, params, state, name
+
+
+def _check_sgd_state(state: SGDState, shapes: list[tuple[int, ...]]) -> None:
+    if not isinstance(state.step, int) or isinstance(state.step, bool) or state.step < 0:
+        raise CheckpointError(f"its step {state.step!r} is not an int >= 0")
+    buffers = state.momentum_buffers
+    if buffers is None:
+        return
+    if len(buffers) != len(shapes) or any(b is None for b in buffers):
+        raise CheckpointError(f"it holds {len(buffers)} momentum buffers for {len(shapes)} parameters")
+    for i, (b, shape) in enumerate(zip(buffers, shapes)):
+        if b.shape != shape:
+            raise CheckpointError(f"momentum buffer {i} has shape {b.shape}, its parameter {shape}")
 
 
 def load(path: str | os.PathLike, backend: Backend | str = "numpy") -> tuple[MLP, Any, list[dict], dict]:
     """``(model, optimizer_state, history, settings)`` with the arrays on ``backend``.
 
-    ``settings`` holds ``"optimizer"``, the name of the optimizer whose state this is.
+    ``settings`` holds ``"optimizer"``, the name of the optimizer whose state this is. Raises
+    :class:`CheckpointError` (a ``ValueError``) naming the file and the problem for a damaged,
+    truncated or malformed checkpoint, before allocating anything its metadata asks for.
     """
     path = Path(path)
     if not path.is_file():
@@ -117,8 +203,11 @@ def load(path: str | os.PathLike, backend: Backend | str = "numpy") -> tuple[MLP
     try:
         meta, params, state, optimizer = _read(path)
         config, history, settings = meta["model"], list(meta["history"]), dict(meta["settings"])
-    except (ValueError, KeyError, TypeError, OSError, EOFError) as error:
-        raise ValueError(f"{path} is not a softgrad checkpoint or is damaged: {error!r}") from None
+    except CheckpointError as error:
+        raise CheckpointError(f"{path} is not a usable softgrad checkpoint: {error}") from None
+    except (ValueError, KeyError, TypeError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+        raise CheckpointError(f"{path} is not a softgrad checkpoint or is damaged: {type(error).__name__}: "
+                              f"{error}") from None
     settings.setdefault("optimizer", optimizer)
     model = MLP.from_config(config, params, backend)
     return model, _state_to(model.be, state), history, settings

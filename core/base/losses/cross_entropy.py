@@ -48,7 +48,7 @@ def nll_loss(be: Any, logp: Any, target: Any, *, weight: Any = None, ignore_inde
         raise TypeError(f"{op}: target must be integer class indices of shape (N,); "
                         "for class probabilities use cross_entropy")
     n, num_classes = logp.shape
-    labels, kept = index_target(be, op, target, num_classes, ignore_index)
+    labels, kept = index_target(be, op, target, num_classes, int(ignore_index))
     picked = pick(be, logp, labels)
     weights = sample_weight(be, logp, labels, kept, weight)
     per_sample = -picked if weights is None else -times_unless_zero(be, weights, picked)
@@ -78,7 +78,7 @@ def cross_entropy(be: Any, logits: Any, target: Any, *, weight: Any = None, igno
     xp = be.xp
     kind = validate_class_loss(be, op, logits, target, weight, ignore_index, reduction, label_smoothing)
     n, num_classes = logits.shape
-    eps = float(label_smoothing)
+    eps, ignore_index = float(label_smoothing), int(ignore_index)
     shifted = logits - xp.max(logits, axis=1, keepdims=True)  # checked with the loss
     exp_shifted = xp.exp(shifted)
     row_sum = xp.sum(exp_shifted, axis=1, keepdims=True)

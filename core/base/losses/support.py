@@ -66,6 +66,10 @@ def index_target(be: Any, op: str, target: Any, num_classes: int, ignore_index: 
     import numpy as np
 
     xp = be.xp
+    if v.dtype_name(target.dtype) == "uint64" and bool(xp.any(target > num_classes)):
+        host = be.to_numpy(target)  # int64 would wrap labels above 2**63 to negative numbers
+        bad = int(np.argmax(host >= num_classes))
+        raise v.label_out_of_range(op, int(host[bad]), bad, num_classes, ignore_index)
     labels = xp.astype(target, xp.int64, copy=False)
     low, high = label_range(be, labels)
     if 0 <= low and high < num_classes and not 0 <= ignore_index < num_classes:

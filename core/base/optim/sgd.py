@@ -6,6 +6,7 @@ object, so a training loop can checkpoint it and any backend can resume it.
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -47,7 +48,11 @@ def check_sgd_hyperparameters(
     ):
         if not isinstance(value, numbers.Real) or isinstance(value, bool):
             raise TypeError(f"sgd_step: {name} must be a real number, got {value!r}")
-        if not value >= 0.0 or value == float("inf"):
+        try:
+            finite = math.isfinite(float(value))
+        except OverflowError:  # an int beyond float's range, such as 10**400
+            finite = False
+        if not finite or not value >= 0.0:
             raise ValueError(f"sgd_step: {name} must be finite and >= 0, got {value!r}")
     if nesterov and (momentum <= 0.0 or dampening != 0.0):
         raise ValueError("sgd_step: nesterov momentum requires momentum > 0 and dampening == 0")
@@ -60,6 +65,11 @@ def check_sgd_arguments(
     """Check that params, grads and state line up one to one, shape and dtype."""
     if not isinstance(state, SGDState):
         raise TypeError(f"sgd_step: state must be the SGDState from sgd_init, got {type(state).__name__}")
+    if isinstance(state.step, bool) or not isinstance(state.step, numbers.Integral) or state.step < 0:
+        raise TypeError(f"sgd_step: the state's step must be an int >= 0, got {state.step!r}")
+    if state.momentum_buffers is not None and not isinstance(state.momentum_buffers, (tuple, list)):
+        raise TypeError("sgd_step: the state's momentum_buffers must be None or one array per parameter, got "
+                        f"{type(state.momentum_buffers).__name__}")
     if len(params) != len(grads):
         raise ValueError(f"sgd_step: {len(params)} parameters but {len(grads)} gradients")
     if state.momentum_buffers is not None and len(state.momentum_buffers) != len(params):
@@ -104,6 +114,11 @@ def check_step(be: Any, params, grads, state, lr, momentum, dampening, nesterov,
     for i, (p, g) in enumerate(zip(params, grads)):
         v.check_backend_array(be, "sgd_step", f"parameter {i}", p)
         v.check_backend_array(be, "sgd_step", f"gradient {i}", g)
+        v.check_float_array("sgd_step", f"parameter {i}", p.dtype)
+    if isinstance(state, SGDState) and isinstance(state.momentum_buffers, (tuple, list)):
+        for i, b in enumerate(state.momentum_buffers):
+            if b is not None:  # a state made on another backend: named as such, not as a shape mismatch
+                v.check_backend_array(be, "sgd_step", f"momentum buffer {i} of the state", b)
     check_sgd_arguments(params, grads, state, lambda a: tuple(a.shape), lambda a: v.dtype_name(a.dtype))
     return hyperparameters
 
