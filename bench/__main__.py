@@ -15,6 +15,7 @@ from dataclasses import asdict
 
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 import datasets
@@ -41,6 +42,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help=f"training batch sizes (default: {' '.join(map(str, BATCH_SIZES))})")
     parser.add_argument("--dataset", choices=list(datasets.NAMES), default="mnist",
                         help="training data (default: mnist, the subset shipped with softgrad)")
+    parser.add_argument("--root", help="folder of the full data sets (default $SOFTGRAD_DATA or "
+                        "~/.cache/softgrad/data); MNIST without one is the shipped subset")
+    parser.add_argument("--download", action="store_true", help="download missing data files with torchvision")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32",
                         help="floating-point type of the op benchmarks (training runs in float32)")
     parser.add_argument("--quick", action="store_true", help="shorter blocks and fewer sizes: under a minute")
@@ -102,7 +106,8 @@ def render_training(records, chosen, anchors: list[str], console: Console) -> No
             table.add_row(
                 name, f"{r.samples_per_s:,.0f}", f"±{r.spread * 50:.0f}%",
                 *[f"{r.ratios[a]:.2f}" if a in r.ratios else "-" for a in anchors],
-                "-" if r.roofline_fraction is None else f"{r.roofline_fraction:.0%}",
+                "-" if r.roofline_fraction is None else
+                f"{r.roofline_fraction:.0%}" + (" (!)" if r.roofline_fraction > 1 else ""),
                 f"{60_000 / r.samples_per_s:.2f} s",
                 "-" if r.accuracy is None else f"{r.accuracy:.2%}",
                 "-" if r.peak_memory_bytes is None else f"{r.peak_memory_bytes / 2**20:,.1f} MiB",
@@ -121,7 +126,19 @@ def choose_backends(requested: str) -> tuple[list[str], dict[str, str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except (datasets.DatasetError, OSError) as error:  # data files; a --json path that cannot be written
+        print(f"bench: {error}", file=sys.stderr)
+        return 2
+
+
+def _main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.json:
+        from core.base.files import writable_target
+
+        writable_target(args.json)  # before minutes of measuring, not after
     try:
         names, unavailable = choose_backends(args.backend)
     except BackendUnavailableError as error:
@@ -157,19 +174,33 @@ def main(argv: list[str] | None = None) -> int:
         render_ops(op_results, console)
     if training_records:
         anchors = sorted({r.backend for r in training_records if r.backend.startswith("anchor:")})
-        render_training(training_records, chosen, anchors, console)
-        console.print("[bold]recommendation[/bold] (★): "
-                      + "; ".join(f"{model} batch {batch}: {r.backend} ({r.samples_per_s:,.0f} samples/s)"
-                                  for (model, batch), r in sorted(chosen.items())))
+        from bench.training import verdicts
+
+        decided = verdicts(training_records, chosen)
+        render_training(training_records, {k: v.winner for k, v in decided.items() if not v.too_close}, anchors,
+                        console)
+        if any(r.roofline_fraction and r.roofline_fraction > 1 for r in training_records):
+            console.print("(!) above 100% of the matmul peak: the roofline was measured while the machine was "
+                          "busy; rerun the bench on an idle machine", highlight=False)
+        for model in dict.fromkeys(m for m, _ in sorted(decided)):
+            console.print(f"[bold]recommendation[/bold] (★) for {model}: " + "; ".join(
+                f"batch {batch}: {escape(v.describe())}" for (m, batch), v in sorted(decided.items()) if m == model),
+                highlight=False)
     for name, reason in unavailable.items():
-        console.print(f"[dim]{name}: unavailable: {reason}[/dim]")
+        console.print(f"[dim]{escape(name)}: unavailable: {escape(reason)}[/dim]")
     if args.json:
         from core.base.files import atomic_write_text
 
         payload["ops"] = [dict(asdict(r), items_per_s=r.items_per_s, gb_per_s=r.gb_per_s) for r in op_results]
         payload["records"] = [asdict(r) for r in training_records]
+        from bench.training import verdicts
+
         payload["recommendation"] = [{"model": m, "batch_size": b, "backend": r.backend}
                                      for (m, b), r in sorted(chosen.items())]
+        payload["verdicts"] = [
+            {"model": m, "batch_size": b, "backend": v.winner.backend, "too_close": v.too_close, "margin": v.margin,
+             "runner_up": None if v.runner_up is None else v.runner_up.backend}
+            for (m, b), v in sorted(verdicts(training_records, chosen).items())]
         atomic_write_text(args.json, json.dumps(payload, indent=2))
         console.print(f"wrote {args.json}")
     return 0
@@ -180,7 +211,7 @@ def run_training(args, names: list[str], progress, matmul_rates: dict[str, float
     from bench.training import add_ratios, measure_training, recommend
 
     progress(f"loading {args.dataset}")
-    data = datasets.load(args.dataset)
+    data = datasets.load(args.dataset, root=args.root, download=args.download)
     contenders = [SoftgradContender(name) for name in names]
     if args.anchors:
         try:

@@ -113,4 +113,43 @@ def recommend(records: list[TrainingRecord], tolerance: float = 0.02) -> dict[tu
     return chosen
 
 
-__all__ = ["MODELS", "TrainingRecord", "add_ratios", "measure_training", "recommend"]
+@dataclass(frozen=True)
+class Verdict:
+    """The recommendation for one (model, batch size): the winner, its margin over the runner-up, and
+    whether the repeats' spread covers that margin (then it is too close to call)."""
+
+    winner: TrainingRecord
+    runner_up: TrainingRecord | None
+    margin: float | None  # winner's samples/s over the runner-up's, minus 1
+    too_close: bool
+
+    def describe(self) -> str:
+        w = self.winner
+        if self.runner_up is None:
+            return f"{w.backend} ({w.samples_per_s:,.0f} samples/s; the only one measured)"
+        r = self.runner_up
+        if self.too_close:
+            return (f"too close to call: {w.backend} {w.samples_per_s:,.0f} and {r.backend} {r.samples_per_s:,.0f} "
+                    f"samples/s are {self.margin:.0%} apart, within the repeats' spread "
+                    f"(+-{w.spread * 50:.0f}%, +-{r.spread * 50:.0f}%)")
+        return f"{w.backend}, {self.margin:+.0%} over {r.backend} ({w.samples_per_s:,.0f} against {r.samples_per_s:,.0f} samples/s)"
+
+
+def verdicts(records: list[TrainingRecord], chosen: dict[tuple[str, int], TrainingRecord]) -> dict:
+    """A :class:`Verdict` for each case :func:`recommend` chose in."""
+    out = {}
+    for key, winner in chosen.items():
+        others = [r for r in records if (r.model, r.batch_size) == key and not r.backend.startswith("anchor:")
+                  and r is not winner]
+        runner = max(others, key=lambda r: r.samples_per_s, default=None)
+        if runner is None:
+            out[key] = Verdict(winner, None, None, False)
+            continue
+        margin = winner.samples_per_s / runner.samples_per_s - 1.0
+        # the spread is (max - min) / median: the ranges of the repeats, roughly median +- spread / 2
+        too_close = winner.samples_per_s * (1 - winner.spread / 2) <= runner.samples_per_s * (1 + runner.spread / 2)
+        out[key] = Verdict(winner, runner, margin, too_close)
+    return out
+
+
+__all__ = ["MODELS", "TrainingRecord", "Verdict", "add_ratios", "measure_training", "recommend", "verdicts"]

@@ -187,7 +187,8 @@ def run(args: argparse.Namespace) -> int:
     data = datasets.load(settings["dataset"], root=settings["root"], download=bool(settings["download"]))
     model = build_model(settings, data.num_features, data.num_classes)
     say(f"data: {data.source}: {len(data.y_train):,} train / {len(data.y_test):,} test")
-    model.to(resolve_backend(settings["backend"], model.widths, settings["batch_size"], settings["dtype"], log=say))
+    model.to(resolve_backend(settings["backend"], model.widths, min(settings["batch_size"], len(data.y_train)),
+                             settings["dtype"], log=say))
     say(f"model: {model}; run folder: {out}")
     out.mkdir(parents=True, exist_ok=True)
     settings["backend"] = model.be.name  # the backend that runs, never "auto"
@@ -215,16 +216,21 @@ def run(args: argparse.Namespace) -> int:
     predictions = predict(model, data.x_test)
     cm = confusion_matrix(data.y_test, predictions, data.num_classes)
     recall = per_class_accuracy(cm)
-    print(f"test accuracy {np.mean(predictions == data.y_test):.2%}; per class:")
-    for name, value, total in zip(data.classes, recall, cm.sum(axis=1)):
-        print(f"  {name:>12}  {'n/a' if np.isnan(value) else f'{value:.2%}'}  ({total} images)")
+    accuracy = f"test accuracy {np.mean(predictions == data.y_test):.2%}"
+    if args.quiet:  # one line: the result and where the run is
+        print(f"{accuracy}; run folder: {out}")
+    else:
+        print(f"{accuracy}; per class:")
+        for name, value, total in zip(data.classes, recall, cm.sum(axis=1)):
+            print(f"  {name:>12}  {'n/a' if np.isnan(value) else f'{value:.2%}'}  ({total} images)")
     if history:
         reports.plot_curves(history, out / "curves.png", title=f"{data.name} {model}")
     if data.image_shape is not None:
         reports.plot_predictions(data.x_test, data.y_test, predictions, data.classes, data.image_shape,
                                  data.mean, data.std, out / "predictions.png")
-    say(f"wrote {out}/: checkpoint.npz, history.json, curves.png"
-        + (", predictions.png" if data.image_shape is not None else ""))
+    written = [name for name in ("run.json", "checkpoint.npz", "history.json", "curves.png", "predictions.png")
+               if (out / name).is_file()]
+    say(f"wrote {out}/: {', '.join(written)}")
     return 0
 
 

@@ -110,3 +110,39 @@ def test_gpu_targets_cli_says_when_it_cannot_read_the_file(tmp_path):
     result = subprocess.run([sys.executable, "-m", "bench.targets", str(tmp_path / "missing.json")], cwd=ROOT,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "cannot read" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_recommendation_gives_its_margin_or_says_it_is_too_close_to_call():
+    from bench.training import verdicts
+
+    def rec(backend, rate, spread):
+        r = record(backend, rate, 0.9)
+        r.spread = spread
+        return r
+
+    clear = [rec("numpy", 100.0, 0.04), rec("torch", 130.0, 0.04), rec("anchor:sklearn", 500.0, 0.0)]
+    close = [rec("numpy", 100.0, 0.30), rec("torch", 110.0, 0.30)]
+    for records, too_close in ((clear, False), (close, True)):
+        verdict = verdicts(records, recommend(records))[("mlp", 64)]
+        assert verdict.winner.backend == "torch" and verdict.runner_up.backend == "numpy"
+        assert verdict.too_close is too_close
+    assert verdicts(clear, recommend(clear))[("mlp", 64)].describe().startswith("torch, +30% over numpy")
+    assert verdicts(close, recommend(close))[("mlp", 64)].describe().startswith("too close to call: torch 110")
+
+
+def test_bench_names_data_it_cannot_read_and_paths_it_cannot_write(tmp_path):
+    result = run_bench("--dataset", "fashion-mnist", "--root", str(tmp_path), "--no-ops", "--quick")
+    assert result.returncode == 2 and "fashion-mnist" in result.stderr and "--download" in result.stderr
+    assert "Traceback" not in result.stderr and "--download" in run_bench("--help").stdout
+    result = run_bench("--json", str(tmp_path), "--no-ops", "--no-training")
+    assert result.returncode == 2 and "is a directory" in result.stderr
+
+
+def test_install_hints_keep_their_brackets():
+    # CuPy hidden from the import system: its reason carries the hint pip install 'softgrad[cupy]'
+    code = ("import sys; sys.modules['cupy'] = None\n"
+            "from bench.__main__ import main\n"
+            "sys.exit(main(['--backend', 'all', '--no-ops', '--no-training']))\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "pip install 'softgrad[cupy]'" in " ".join(result.stdout.split())

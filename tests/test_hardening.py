@@ -279,3 +279,40 @@ def test_a_state_from_another_backend_is_named_as_such():
                                         "'torch' backend"):
         torch_backend.sgd_step(p, [torch_backend.asarray(np.ones(3))], SGDState(1, (np.ones(3),)), lr=0.1,
                                momentum=0.9)
+
+
+# ---- predict, auto ------------------------------------------------------------------------------------
+
+
+def test_predict_takes_images_and_single_samples_and_names_other_shapes(be):
+    from core.training import MLP, evaluate, predict
+
+    model = MLP([784, 10], seed=0, backend=be)
+    rng = np.random.default_rng(0)
+    rows = rng.standard_normal((5, 784)).astype(np.float32)
+    expected = predict(model, rows)
+    np.testing.assert_array_equal(predict(model, rows.reshape(5, 28, 28)), expected)
+    np.testing.assert_array_equal(predict(model, rows[0]), expected[:1])
+    np.testing.assert_array_equal(predict(model, rows[0].reshape(28, 28)), expected[:1])
+    np.testing.assert_array_equal(predict(model, rows[::-1]), expected[::-1])  # a reversed view
+    assert evaluate(model, rows.reshape(5, 28, 28), expected)["accuracy"] == 1.0
+    with pytest.raises(ValueError, match=r"the model takes rows of 784 features, \(N, 784\); got an array of shape "
+                                         r"\(5, 27, 27\)"):
+        predict(model, rows[:, :729].reshape(5, 27, 27))
+
+
+def test_a_damaged_auto_cache_is_ignored_and_an_enormous_batch_is_not_probed(tmp_path, monkeypatch):
+    import json
+
+    import datasets
+    from core.training import MLP, auto, fit
+
+    monkeypatch.setenv("SOFTGRAD_CACHE", str(tmp_path))
+    probed = []
+    monkeypatch.setattr(auto, "probe", lambda name, widths, batch_size, dtype: probed.append(batch_size) or 1.0)
+    data = datasets.synthetic(n_train=50, n_test=10, num_features=4, num_classes=2, seed=0)
+    for damaged in ("[1, 2, 3]", "{not json", json.dumps({"anything": "else"})):
+        (tmp_path / "auto-backend.json").write_text(damaged)
+        fit(MLP([4, 2]), data, backend="auto", epochs=1, batch_size=10**9, progress=False, log=None)
+    assert probed and set(probed) == {50}
+    assert isinstance(json.loads((tmp_path / "auto-backend.json").read_text()), dict)

@@ -132,3 +132,17 @@ def test_a_damaged_run_json_is_named(tmp_path):
         result = train("--resume", str(out), "--epochs", "2")
         assert result.returncode == 2 and str(out / "run.json") in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_quiet_epochs_zero_and_extending_a_finished_cosine_run(tmp_path):
+    out = tmp_path / "run"
+    nothing = train("--model", "linear", "--dataset", "synthetic", "--epochs", "0", "--out", str(out))
+    assert nothing.returncode == 0, nothing.stderr
+    assert "checkpoint.npz" not in nothing.stdout.split("wrote")[1] and not (out / "checkpoint.npz").exists()
+    out = tmp_path / "run2"
+    quiet = train("--model", "linear", "--dataset", "synthetic", "--epochs", "1", "--out", str(out), "--quiet")
+    assert quiet.returncode == 0 and quiet.stdout.strip().splitlines() == [
+        quiet.stdout.strip().splitlines()[0]] and f"run folder: {out}" in quiet.stdout
+    extended = train("--resume", str(out), "--epochs", "2")
+    assert extended.returncode == 0, extended.stderr
+    assert "finished its cosine schedule at lr 0" in extended.stdout and "lr_schedule='constant'" in extended.stdout

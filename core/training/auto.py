@@ -21,6 +21,7 @@ from core.base.files import atomic_write_text
 from core.base.protocol import Backend
 from core.base.registry import available_backends, get_backend
 from core.training.models import MLP
+from core.training.step import TrainSettings, train_step
 
 PROBE_SECONDS = 0.15  # per backend, after warm-up
 
@@ -40,8 +41,6 @@ def _cache_key(widths: Sequence[int], batch_size: int, dtype: str, candidates: l
 
 def probe(name: str, widths: Sequence[int], batch_size: int, dtype: str, seconds: float = PROBE_SECONDS) -> float:
     """Training samples per second of ``name`` on random data shaped like the real run."""
-    from core.training.step import TrainSettings, train_step
-
     be = get_backend(name)
     model = MLP(widths, seed=0, dtype=dtype, backend=be)
     rng = np.random.default_rng(0)
@@ -73,8 +72,10 @@ def pick_backend(widths: Sequence[int], batch_size: int, dtype: str = "float32",
         cache = json.loads(path.read_text())
     except (OSError, ValueError):
         cache = {}
-    if key in cache:
-        choice = cache[key]
+    if not isinstance(cache, dict):
+        cache = {}  # a damaged cache is ignored, and rewritten after this probe
+    choice = cache.get(key)
+    if isinstance(choice, dict) and choice.get("backend") in candidates and isinstance(choice.get("reason"), str):
         if log:
             log(f"backend auto: {choice['backend']} ({choice['reason']}; cached in {path})")
         return choice["backend"]

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import zipfile
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -205,7 +203,7 @@ def load(path: str | os.PathLike, backend: Backend | str = "numpy") -> tuple[MLP
         config, history, settings = meta["model"], list(meta["history"]), dict(meta["settings"])
     except CheckpointError as error:
         raise CheckpointError(f"{path} is not a usable softgrad checkpoint: {error}") from None
-    except (ValueError, KeyError, TypeError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+    except Exception as error:  # whatever zipfile, zlib, NumPy or JSON raise on a damaged file: it is damaged
         raise CheckpointError(f"{path} is not a softgrad checkpoint or is damaged: {type(error).__name__}: "
                               f"{error}") from None
     settings.setdefault("optimizer", optimizer)

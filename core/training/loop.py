@@ -62,10 +62,35 @@ def check_data(data, model: MLP, loss: Loss | str = "cross_entropy") -> None:
             raise ValueError(f"{split} sample {int(rows[0])} holds NaN or inf features")
 
 
-def predict(model: MLP, x, batch_size: int = 4096) -> np.ndarray:
-    """Predicted class of each row of ``x`` (NumPy or backend array), as a NumPy array."""
-    be = model.be
+def as_rows(model: MLP, x, what: str = "predict"):
+    """``x`` as an ``(N, features)`` array of the model's backend and dtype.
+
+    Images ``(N, 28, 28)`` are flattened and a single sample ``(784,)`` or ``(28, 28)`` becomes one row,
+    where the sizes match the model's input width; anything else is a ValueError naming the shapes.
+    """
+    be, width = model.be, model.widths[0]
+    shape = tuple(x.shape) if hasattr(x, "shape") else np.shape(x)
+    if len(shape) >= 2 and math.prod(shape[1:]) == width:
+        shape = (shape[0], width)  # N samples, images flattened
+    elif len(shape) >= 1 and math.prod(shape) == width:
+        shape = (1, width)  # one sample: a (784,) vector or a (28, 28) image
+    else:
+        raise ValueError(f"{what}: the model takes rows of {width} features, (N, {width}); got an array of shape "
+                         f"{tuple(shape)}")
+    if not hasattr(x, "shape") or isinstance(x, np.ndarray):
+        x = np.ascontiguousarray(np.asarray(x)).reshape(shape)
+        return be.asarray(x, dtype=model.dtype)
     x = be.asarray(x, dtype=model.dtype)
+    return be.xp.reshape(x, shape) if tuple(x.shape) != shape else x
+
+
+def predict(model: MLP, x, batch_size: int = 4096) -> np.ndarray:
+    """Predicted class of each sample of ``x`` (NumPy or backend array), as a NumPy array.
+
+    ``x`` is ``(N, features)``, or images whose pixels number the features (``(N, 28, 28)``), or one sample.
+    """
+    be = model.be
+    x = as_rows(model, x)
     out = [be.to_numpy(be.argmax(model.logits(x[s, ...]), axis=1)) for s in _batches(x.shape[0], batch_size)]
     return np.concatenate(out).astype(np.int64) if out else np.zeros(0, dtype=np.int64)
 
@@ -75,7 +100,7 @@ def evaluate(model: MLP, x, y, batch_size: int = 4096, *, loss: Loss | str = "cr
     """Mean loss (cross-entropy unless told) and, for class targets, accuracy of ``model`` on ``(x, y)``."""
     be = model.be
     loss = get_loss(loss)
-    x, y = be.asarray(x, dtype=model.dtype), be.asarray(y)
+    x, y = as_rows(model, x, "evaluate"), be.asarray(y)
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"evaluate: {x.shape[0]} samples but {y.shape[0]} labels")
     if x.shape[0] == 0:
@@ -131,10 +156,18 @@ def _start(model: MLP, data, backend, given: dict[str, Any], resume, log) -> _Ru
         merged = {**asdict(saved_settings), **{k: v for k, v in given.items() if k != "hyperparameters"}}
         merged["hyperparameters"] = {**saved_settings.hyperparameters, **given.get("hyperparameters", {})}
         settings = TrainSettings.from_dict(merged)
+        if (log is not None and settings.lr_schedule == "cosine" and len(history) >= saved_settings.epochs
+                and settings.epochs > len(history)):
+            steps = math.ceil(len(data.y_train) / settings.batch_size)
+            log(f"resume: the run finished its cosine schedule at lr 0; stretched over {settings.epochs} epochs it "
+                f"continues at lr {settings.lr_at(len(history) + 1, 0, steps):.3g} and decays to 0 again "
+                f"(lr_schedule='constant' trains on at lr {settings.lr:g})")
         model.params, model.be = restored.params, restored.be
     settings.check()
     check_data(data, model, settings.loss_definition)
-    backend = resolve_backend(backend, model.widths, settings.batch_size, model.dtype.name, log=log)
+    # the probe's batch is what training will use: never more than the data holds
+    backend = resolve_backend(backend, model.widths, min(settings.batch_size, len(data.y_train)),
+                              model.dtype.name, log=log)
     if backend is not None:
         source = model.be
         model.to(backend)
