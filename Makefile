@@ -30,7 +30,7 @@ bench: $(STAMP)
 # pytest-benchmark: ops and training steps per backend, timed, saved as JSON.
 benchmark: $(STAMP)
 	$(PY) -m pytest tests/test_benchmarks.py --benchmark-enable --benchmark-only \
-		--benchmark-json=bench/results/pytest-benchmark-$$(date +%F).json
+		--benchmark-json=bench/results/pytest-benchmark-$$(date +%F-%H%M%S).json  # beside earlier runs, never over them
 
 # On a CUDA machine: the suite with the GPU cases and compute-sanitizer, then the bench and its
 # GPU targets (see .ci/gpu-check). `make gpu-check PART=tests` or `PART=bench` runs one half.

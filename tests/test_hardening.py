@@ -316,3 +316,22 @@ def test_a_damaged_auto_cache_is_ignored_and_an_enormous_batch_is_not_probed(tmp
         fit(MLP([4, 2]), data, backend="auto", epochs=1, batch_size=10**9, progress=False, log=None)
     assert probed and set(probed) == {50}
     assert isinstance(json.loads((tmp_path / "auto-backend.json").read_text()), dict)
+
+
+def test_losses_name_the_input_that_is_not_finite(be):
+    z = be.asarray(np.array([[1.0, 2.0, 0.5], [0.1, 0.2, 0.3]]))
+    y = be.asarray(np.array([0, 1]))
+    for bad in (np.nan, np.inf):
+        weight = be.asarray(np.array([1.0, bad, 1.0]))
+        for op in ("cross_entropy", "cross_entropy_grad", "cross_entropy_and_grad"):
+            with pytest.raises(ValueError, match=f"the class weight holds {bad} at 1; it must be finite"):
+                getattr(be, op)(z, y, weight=weight)
+        target = be.asarray(np.array([[0.5, bad, 0.5], [1.0, 0.0, 0.0]]))
+        with pytest.raises(ValueError, match=rf"the probability target holds {bad} at \(0, 1\)"):
+            be.cross_entropy(z, target)
+
+
+def test_logits_too_far_apart_for_float32_are_named(be):
+    z = be.asarray(np.array([[3e38, -3e38], [0.0, 1.0]], np.float32))
+    with pytest.raises(ValueError, match="row 0 of the logits spans more than float32 can hold"):
+        be.cross_entropy(z, be.asarray(np.array([1, 0])))

@@ -53,7 +53,7 @@ def nll_loss(be: Any, logp: Any, target: Any, *, weight: Any = None, ignore_inde
     weights = sample_weight(be, logp, labels, kept, weight)
     per_sample = -picked if weights is None else -times_unless_zero(be, weights, picked)
     denominator = mean_denominator(be, op, n, weights) if reduction == "mean" else 1
-    loss = finish_loss(be, op, per_sample, reduction, denominator)
+    loss = finish_loss(be, op, per_sample, reduction, denominator, inputs={"class weight": weight})
     if not want_grad:
         return loss, None
     row_factor = -xp.ones_like(picked) if weights is None else -weights
@@ -117,7 +117,8 @@ def cross_entropy(be: Any, logits: Any, target: Any, *, weight: Any = None, igno
         mass = xp.sum(q, axis=1)
         per_sample = mass * log_row_sum - xp.sum(times_unless_zero(be, q, shifted), axis=1)
         denominator = n
-    loss = finish_loss(be, op, per_sample, reduction, denominator, logits)
+    loss = finish_loss(be, op, per_sample, reduction, denominator, logits,
+                       inputs={"class weight": weight, "probability target": None if kind == "index" else target})
     if not want_grad:
         return loss, None
 

@@ -130,11 +130,15 @@ def mean_denominator(be: Any, op: str, n: int, weights: Any):
     return denominator
 
 
-def finish_loss(be: Any, op: str, per_sample: Any, reduction: str, denominator: Any, logits: Any = None):
+def finish_loss(be: Any, op: str, per_sample: Any, reduction: str, denominator: Any, logits: Any = None,
+                inputs: dict[str, Any] | None = None):
     """Reduce, after one finiteness check (of the total, or of every sample for "none").
 
     Non-finite logits always make the loss NaN, so they need no check of their
-    own on this path: they are diagnosed only once something is wrong.
+    own on this path: they are diagnosed only once something is wrong, and
+    then the cause is named: a row of ``logits`` with no softmax, a non-finite
+    entry of one of ``inputs`` (the class weights, a probability target),
+    logits too far apart for their dtype, else the sample whose loss is infinite.
     """
     import numpy as np
 
@@ -143,6 +147,23 @@ def finish_loss(be: Any, op: str, per_sample: Any, reduction: str, denominator: 
     if not bool(xp.all(xp.isfinite(per_sample if total is None else total))):
         if logits is not None:
             checked_max(be, op, logits, 1)  # raises for a row with no softmax
+        for name, array in (inputs or {}).items():
+            if array is not None:
+                values = be.to_numpy(array)
+                if not np.all(np.isfinite(values)):
+                    where = tuple(int(i) for i in np.argwhere(~np.isfinite(values))[0])
+                    raise ValueError(f"{op}: the {name} holds {values[where]} at {where if len(where) > 1 else where[0]}"
+                                     f"; it must be finite")
+        if logits is not None:
+            host_logits = be.to_numpy(logits)
+            finite = np.isfinite(host_logits)
+            with np.errstate(over="ignore", invalid="ignore"):
+                shifted = host_logits - host_logits.max(axis=1, keepdims=True)
+            overflow = np.argwhere(finite & ~np.isfinite(shifted))
+            if len(overflow):
+                row = int(overflow[0][0])
+                raise ValueError(f"{op}: row {row} of the logits spans more than {v.dtype_name(logits.dtype)} can "
+                                 "hold: z - max(z) overflows; rescale the logits (or use float64)")
         host = be.to_numpy(per_sample)
         bad = np.flatnonzero(~np.isfinite(host))
         if len(bad) == 0:
