@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -155,6 +156,8 @@ def check_arguments(settings: dict, given: dict, args: argparse.Namespace) -> No
                             ).check()
     if args.json:
         writable_target(args.json)
+    if args.out:
+        check_folder_can_be_made(Path(args.out))
     if args.out and not args.resume:
         out = Path(args.out)
         if (out / "checkpoint.npz").exists() or (out / "run.json").exists():
@@ -162,6 +165,20 @@ def check_arguments(settings: dict, given: dict, args: argparse.Namespace) -> No
                                   "--out a new folder")
         if out.exists() and not out.is_dir():
             raise FileExistsError(f"--out {out} is a file, not a folder")
+
+
+def check_folder_can_be_made(folder: Path) -> None:
+    """A clear error, before any work, for a run folder that could not be created or written."""
+    limit = os.pathconf("/", "PC_NAME_MAX") if hasattr(os, "pathconf") else 255
+    for part in folder.parts:
+        if len(part.encode()) > limit:
+            raise ValueError(f"--out: the name {part[:40]}... is {len(part.encode())} bytes long; this file "
+                             f"system allows {limit}")
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"--out {folder}: cannot create or write in {existing}")
 
 
 def build_model(settings: dict, num_features: int, num_classes: int, given: dict | None = None) -> MLP:

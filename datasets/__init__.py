@@ -262,13 +262,21 @@ def synthetic(n_train: int = 10_000, n_test: int = 2_000, num_features: int = 78
                    f"synthetic blobs (seed {seed}, {n_train:,}+{n_test:,} samples, {num_features} features)")
 
 
-def from_arrays(x_train, y_train, x_test, y_test, classes=None, name: str = "arrays") -> Dataset:
-    """Your own arrays as a Dataset: rows are samples (flattened to 2-D), labels integers."""
+def from_arrays(x_train, y_train, x_test, y_test, classes=None, name: str = "arrays", *,
+                image_shape: tuple[int, ...] | None = None, normalise: bool = False) -> Dataset:
+    """Your own arrays as a Dataset: rows are samples (flattened to 2-D), labels integers.
+
+    Labels may be ``(N,)`` or ``(N, 1)``. ``image_shape`` (``(28, 28)``, ``(32, 32, 3)``) lets the run
+    draw its test images. With ``normalise=True`` the features are scaled by the training set's
+    mean and standard deviation (per channel for images), which the Dataset records.
+    """
     parts = []
     for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
         x, y = np.asarray(x), np.asarray(y)
         if x.ndim < 2 or len(x) == 0:
             raise ValueError(f"from_arrays: x_{split} must have shape (N, ...) with N >= 1, got {x.shape}")
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]  # a column of labels
         if y.shape != (len(x),):
             raise ValueError(f"from_arrays: y_{split} must have shape ({len(x)},), got {y.shape}")
         if not np.issubdtype(y.dtype, np.integer):
@@ -284,7 +292,23 @@ def from_arrays(x_train, y_train, x_test, y_test, classes=None, name: str = "arr
         if y.min() < 0 or y.max() >= num_classes:
             raise ValueError(f"from_arrays: y_{split} holds labels outside [0, {num_classes - 1}]")
     classes = tuple(str(c) for c in (classes if classes is not None else range(num_classes)))
-    return Dataset(name, x_train, y_train, x_test, y_test, classes, f"arrays given to from_arrays ({name})")
+    mean, std = (0.0,), (1.0,)
+    if image_shape is not None:
+        image_shape = tuple(int(d) for d in image_shape)
+        if int(np.prod(image_shape)) != x_train.shape[1]:
+            raise ValueError(f"from_arrays: image_shape {image_shape} holds {int(np.prod(image_shape))} pixels, the "
+                             f"rows {x_train.shape[1]} features")
+    if normalise:
+        channels = image_shape[-1] if image_shape is not None and len(image_shape) == 3 else 1
+        per_channel = x_train.reshape(len(x_train), -1, channels)
+        mean = tuple(float(m) for m in per_channel.mean(axis=(0, 1)))
+        std = tuple(max(float(s), 1e-12) for s in per_channel.std(axis=(0, 1)))
+        x_train, x_test = ((x.reshape(len(x), -1, channels) - np.asarray(mean, np.float32))
+                           / np.asarray(std, np.float32) for x in (x_train, x_test))
+        x_train = np.ascontiguousarray(x_train.reshape(len(x_train), -1), dtype=np.float32)
+        x_test = np.ascontiguousarray(x_test.reshape(len(x_test), -1), dtype=np.float32)
+    return Dataset(name, x_train, y_train, x_test, y_test, classes, f"arrays given to from_arrays ({name})",
+                   image_shape, mean, std)
 
 
 __all__ = ["Dataset", "DatasetError", "NAMES", "from_arrays", "load", "synthetic"]

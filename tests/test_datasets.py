@@ -171,3 +171,19 @@ def test_the_shipped_subset_needs_no_torch():
                             cwd=Path(__file__).resolve().parents[1])
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "(20000, 784) False"
+
+
+def test_from_arrays_takes_column_labels_an_image_shape_and_normalises():
+    rng = np.random.default_rng(0)
+    x_train, x_test = rng.integers(0, 256, (40, 8, 8, 3)), rng.integers(0, 256, (10, 8, 8, 3))
+    y_train, y_test = rng.integers(0, 3, (40, 1)), rng.integers(0, 3, (10, 1))
+    data = datasets.from_arrays(x_train, y_train, x_test, y_test, image_shape=(8, 8, 3), normalise=True)
+    assert data.y_train.shape == (40,) and data.image_shape == (8, 8, 3) and len(data.mean) == 3
+    per_channel = data.x_train.reshape(40, -1, 3)
+    np.testing.assert_allclose(per_channel.mean(axis=(0, 1)), 0.0, atol=1e-5)
+    np.testing.assert_allclose(per_channel.std(axis=(0, 1)), 1.0, atol=1e-4)
+    expected = (x_test.reshape(10, -1, 3) - x_train.reshape(40, -1, 3).mean(axis=(0, 1))) / x_train.reshape(
+        40, -1, 3).std(axis=(0, 1))
+    np.testing.assert_allclose(data.x_test, expected.reshape(10, -1), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match=r"image_shape \(8, 8\) holds 64 pixels, the rows 192 features"):
+        datasets.from_arrays(x_train, y_train, x_test, y_test, image_shape=(8, 8))

@@ -148,3 +148,28 @@ def test_quiet_epochs_zero_and_extending_a_finished_cosine_run(tmp_path):
     extended = train("--resume", str(out), "--epochs", "2")
     assert extended.returncode == 0, extended.stderr
     assert "finished its cosine schedule at lr 0" in extended.stdout and "lr_schedule='constant'" in extended.stdout
+
+
+def test_an_unusable_out_folder_is_refused_before_training(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    for out, message in ((tmp_path / ("n" * 300), "bytes long; this file system allows"),
+                         (blocker / "run", "cannot create or write in")):
+        result = train("--dataset", "synthetic", "--out", str(out))
+        assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_curves_have_a_loss_axis_and_an_accuracy_axis(tmp_path):
+    import matplotlib.image
+
+    from core.training.reports import plot_curves
+
+    history = [{"epoch": e, "train_loss": 1 / e, "test_loss": 1.2 / e, "train_accuracy": 0.8 + e / 100,
+                "test_accuracy": 0.78 + e / 100} for e in (1, 2, 3)]
+    plot_curves(history, tmp_path / "curves.png")
+    height, width = matplotlib.image.imread(tmp_path / "curves.png").shape[:2]
+    assert width > 1.8 * height  # two panels side by side
+    plot_curves([{k: (None if "accuracy" in k else v) for k, v in r.items()} for r in history],
+                tmp_path / "loss-only.png")
+    height, width = matplotlib.image.imread(tmp_path / "loss-only.png").shape[:2]
+    assert width < 1.8 * height

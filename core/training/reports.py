@@ -26,20 +26,34 @@ def _save(fig, path: Path) -> None:
 
 
 def plot_curves(history: list[dict], path: str | Path, title: str = "") -> None:
-    """Train loss, train accuracy and test accuracy per epoch on one axis, as d2l's Animator draws them."""
+    """Train and test loss on one axis, train and test accuracy on another, per epoch.
+
+    Loss and accuracy have different scales (a loss of 2.3 would flatten accuracies near 1), so each
+    gets its own axis; the accuracy panel is left out for losses without class targets.
+    """
     plt = _pyplot()
     epochs = [r["epoch"] for r in history]
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot(epochs, [r["train_loss"] for r in history], "-", label="train loss")
-    ax.plot(epochs, [r["train_accuracy"] for r in history], "m--", label="train acc")
-    ax.plot(epochs, [r["test_accuracy"] for r in history], "g-.", label="test acc")
-    ax.set_xlabel("epoch")
-    ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.set_xlim(min(epochs, default=1), max(epochs, default=1))
-    ax.grid(True)
-    ax.legend()
+    accuracies = [r.get("train_accuracy") for r in history]
+    panels = 2 if any(a is not None for a in accuracies) else 1
+    fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.3), squeeze=False)
+    loss_ax = axes[0][0]
+    loss_ax.plot(epochs, [r["train_loss"] for r in history], "-", label="train loss")
+    loss_ax.plot(epochs, [r["test_loss"] for r in history], "--", label="test loss")
+    loss_ax.set_ylabel("loss")
+    if panels == 2:
+        accuracy_ax = axes[0][1]
+        accuracy_ax.plot(epochs, accuracies, "m-", label="train accuracy")
+        accuracy_ax.plot(epochs, [r["test_accuracy"] for r in history], "g--", label="test accuracy")
+        accuracy_ax.set_ylabel("accuracy")
+    for ax in axes[0]:
+        ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set_xlim(min(epochs, default=1), max(epochs, default=1) + (1 if len(epochs) == 1 else 0))
+        ax.grid(True)
+        ax.legend(fontsize=8)
     if title:
-        ax.set_title(title, fontsize=9)
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
     _save(fig, Path(path))
     plt.close(fig)
 
