@@ -79,3 +79,24 @@ def plot_predictions(images: np.ndarray, labels: np.ndarray, predictions: np.nda
     fig.suptitle("test images: true / predicted", fontsize=9)
     _save(fig, Path(path))
     plt.close(fig)
+
+
+def plot_confusion_matrix(cm: np.ndarray, classes, path: str | Path, title: str = "") -> None:
+    """The confusion matrix as a heat map: rows the true class, columns the predicted one, counts written in."""
+    plt = _pyplot()
+    size = max(4.0, 0.45 * len(classes) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(cm, cmap="Blues")
+    ax.set_xticks(range(len(classes)), labels=[str(c) for c in classes], rotation=90, fontsize=7)
+    ax.set_yticks(range(len(classes)), labels=[str(c) for c in classes], fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    threshold = cm.max() / 2 if cm.size else 0
+    for (i, j), count in np.ndenumerate(cm):
+        ax.text(j, i, str(count), ha="center", va="center", fontsize=6,
+                color="white" if count > threshold else "black")
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    _save(fig, Path(path))
+    plt.close(fig)
