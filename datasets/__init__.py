@@ -85,8 +85,10 @@ def load(name: str, root: str | os.PathLike | None = None, download: bool = Fals
 
     ``name``: ``"mnist"``, ``"fashion-mnist"``, ``"cifar10"`` or
     ``"synthetic"`` (``options`` go to :func:`synthetic`). ``root`` is the
-    folder torchvision reads (``<root>/MNIST/raw/...``); ``download=True``
-    fetches missing files there. For MNIST with neither the full files in
+    folder torchvision reads (``<root>/MNIST/raw/...``), or for MNIST and
+    Fashion-MNIST a folder that holds the four IDX files itself (such as a
+    copy of the small real samples); ``download=True`` fetches missing files
+    into the torchvision layout. For MNIST with neither the full files in
     ``root`` nor ``download``, the shipped subset is used.
     """
     if name == "synthetic":
@@ -96,6 +98,8 @@ def load(name: str, root: str | os.PathLike | None = None, download: bool = Fals
     if name not in _VISION:
         raise ValueError(f"unknown data set {name!r}; choose one of {', '.join(NAMES)}")
     folder = Path(root) if root is not None else default_root()
+    if name != "cifar10" and _has_all_idx(folder):  # the four IDX files right there, in no layout
+        return _load_idx(name, folder, source=f"{name} IDX files in {folder}")
     if name == "mnist" and not download and not _has_files(name, folder):
         if root is not None:
             raise _missing(name, folder)
@@ -178,6 +182,9 @@ def _load_vision(name: str, root: Path, download: bool, source: str) -> Dataset:
         except DatasetError:
             raise
         except Exception as error:  # torchvision: RuntimeError if missing, others if truncated
+            if download:  # the network's error, not the advice to download
+                raise DatasetError(f"{name}: downloading into {root} failed: {type(error).__name__}: "
+                                   f"{error}") from None
             if not _has_files(name, root) or "not found" in str(error).lower():
                 raise _missing(name, root) from None
             raise DatasetError(

@@ -187,3 +187,23 @@ def test_from_arrays_takes_column_labels_an_image_shape_and_normalises():
     np.testing.assert_allclose(data.x_test, expected.reshape(10, -1), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match=r"image_shape \(8, 8\) holds 64 pixels, the rows 192 features"):
         datasets.from_arrays(x_train, y_train, x_test, y_test, image_shape=(8, 8))
+
+
+@pytest.mark.skipif(not (SHARED / "fashion-mnist").is_dir(), reason="../shared/data is not here")
+def test_a_folder_holding_the_idx_files_is_a_root(tmp_path):
+    data = datasets.load("fashion-mnist", root=SHARED / "fashion-mnist")
+    assert data.x_train.shape == (100, 784) and data.x_test.shape == (2000, 784)
+    assert data.classes[0] == "T-shirt/top" and "IDX files in" in data.source
+
+
+def test_a_failed_download_names_the_network_error(tmp_path, monkeypatch):
+    import torchvision.datasets
+
+    def offline(*args, **kwargs):
+        raise OSError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torchvision.datasets.FashionMNIST, "__init__", offline)
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, "__init__", offline)
+    for name in ("fashion-mnist", "cifar10"):
+        with pytest.raises(DatasetError, match="downloading into .* failed: OSError: .*name resolution"):
+            datasets.load(name, root=tmp_path, download=True)
