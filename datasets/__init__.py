@@ -100,6 +100,8 @@ def load(name: str, root: str | os.PathLike | None = None, download: bool = Fals
     folder = Path(root) if root is not None else default_root()
     if name != "cifar10" and _has_all_idx(folder):  # the four IDX files right there, in no layout
         return _load_idx(name, folder, source=f"{name} IDX files in {folder}")
+    if name == "cifar10" and list(folder.glob("train-images*.npz")):  # arrays saved with np.savez
+        return _load_cifar_npz(folder)
     if name == "mnist" and not download and not _has_files(name, folder):
         if root is not None:
             raise _missing(name, folder)
@@ -220,6 +222,42 @@ def _normalise(name, images, labels, num_classes, mean, std, image_shape, train,
         x = ((x.reshape(len(x), -1, channels) - np.asarray(mean, np.float32))
              / np.asarray(std, np.float32)).reshape(len(x), -1)
     return np.ascontiguousarray(x, dtype=np.float32), labels
+
+
+def _npz_array(path: Path) -> np.ndarray:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if len(archive.files) != 1:
+                raise DatasetError(f"cifar10: {path} holds {len(archive.files)} arrays; expected one")
+            return archive[archive.files[0]]
+    except DatasetError:
+        raise
+    except Exception as error:  # zipfile, zlib, NumPy: a damaged file
+        raise DatasetError(f"cifar10: cannot read {path}: {type(error).__name__}: {error}") from None
+
+
+def _load_cifar_npz(folder: Path) -> Dataset:
+    """CIFAR-10 from ``train-images*.npz`` / ``train-labels*.npz`` (uint8 ``(N, 32, 32, 3)``, labels ``(N,)`` or
+    ``(N, 1)``) and the same for ``test-``; without test files the last fifth of the training images is the test set."""
+    _, _, classes, mean, std, image_shape = _VISION["cifar10"]
+    splits, notes = {}, []
+    for split in ("train", "test"):
+        images, labels = sorted(folder.glob(f"{split}-images*.npz")), sorted(folder.glob(f"{split}-labels*.npz"))
+        if images and labels:
+            splits[split] = (_npz_array(images[0]), _npz_array(labels[0]).reshape(-1).astype(np.int64))
+            notes.append(f"{images[0].name}, {labels[0].name}")
+    if "train" not in splits:
+        raise DatasetError(f"cifar10: {folder} has train-images*.npz but no train-labels*.npz")
+    if "test" not in splits:
+        images, labels = splits["train"]
+        cut = len(images) - max(1, len(images) // 5)
+        splits = {"train": (images[:cut], labels[:cut]), "test": (images[cut:], labels[cut:])}
+        notes.append(f"no test files: the last {len(images) - cut} training images are the test set")
+    parts = [_normalise("cifar10", images, labels, len(classes), mean, std, image_shape, split == "train", folder)
+             for split, (images, labels) in splits.items()]
+    (x_train, y_train), (x_test, y_test) = parts
+    return Dataset("cifar10", x_train, y_train, x_test, y_test, classes,
+                   f"CIFAR-10 arrays in {folder} ({'; '.join(notes)})", image_shape, mean, std)
 
 
 def _has_all_idx(raw: Path) -> bool:

@@ -207,3 +207,22 @@ def test_a_failed_download_names_the_network_error(tmp_path, monkeypatch):
     for name in ("fashion-mnist", "cifar10"):
         with pytest.raises(DatasetError, match="downloading into .* failed: OSError: .*name resolution"):
             datasets.load(name, root=tmp_path, download=True)
+
+
+@pytest.mark.skipif(not (SHARED / "cifar10").is_dir(), reason="../shared/data is not here")
+def test_cifar_npz_files_are_a_root():
+    data = datasets.load("cifar10", root=SHARED / "cifar10")
+    assert data.x_train.shape == (80, 32 * 32 * 3) and data.x_test.shape == (20, 32 * 32 * 3)
+    assert data.image_shape == (32, 32, 3) and "last 20 training images are the test set" in data.source
+
+
+def test_cifar_npz_with_a_test_split_and_a_damaged_file(tmp_path):
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 12), ("test", 4)):
+        np.savez(tmp_path / f"{split}-images.npz", rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8))
+        np.savez(tmp_path / f"{split}-labels.npz", rng.integers(0, 10, (n, 1)))
+    data = datasets.load("cifar10", root=tmp_path)
+    assert data.x_train.shape == (12, 3072) and data.x_test.shape == (4, 3072) and data.y_test.shape == (4,)
+    (tmp_path / "test-labels.npz").write_bytes(b"garbage")
+    with pytest.raises(DatasetError, match="cannot read .*test-labels.npz"):
+        datasets.load("cifar10", root=tmp_path)
