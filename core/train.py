@@ -198,6 +198,19 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else (resume_from.parent if resume_from else Path("runs") / (
         f"{settings['dataset']}-{settings['model']}-{settings['backend'].replace(':', '-')}-"
         f"{time.strftime('%Y%m%d-%H%M%S')}"))
+    try:
+        return _run(args, settings, resume_from, out)
+    except KeyboardInterrupt:
+        if (out / "checkpoint.npz").is_file():
+            print(f"train: interrupted; the last finished epoch is in {out / 'checkpoint.npz'} "
+                  f"(continue with --resume {out})", file=sys.stderr)
+        else:
+            print("train: interrupted before the first epoch finished; nothing was saved to resume",
+                  file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace, settings: dict, resume_from: Path | None, out: Path) -> int:
     say = (lambda _: None) if args.quiet else print
 
     check_arguments(settings, given_flags(args), args)  # before the data is read and anything is written
@@ -211,20 +224,10 @@ def run(args: argparse.Namespace) -> int:
     settings["backend"] = model.be.name  # the backend that runs, never "auto"
     atomic_write_text(out / "run.json", json.dumps({k: settings[k] for k in DEFAULTS}, indent=2))
 
-    try:
-        history = fit(model, data, loss=settings["loss"], optimizer=settings["optimizer"],
-                      epochs=settings["epochs"], batch_size=settings["batch_size"], lr=settings["lr"],
-                      lr_schedule=settings["lr_schedule"], seed=settings["seed"],
-                      checkpoint_path=out / "checkpoint.npz", resume=resume_from,
-                      progress=False if args.quiet else None, log=say, **hyperparameters(settings))
-    except KeyboardInterrupt:
-        if (out / "checkpoint.npz").is_file():
-            print(f"train: interrupted; the last finished epoch is in {out / 'checkpoint.npz'} "
-                  f"(continue with --resume {out})", file=sys.stderr)
-        else:
-            print("train: interrupted before the first epoch finished; nothing was saved to resume",
-                  file=sys.stderr)
-        return 130
+    history = fit(model, data, loss=settings["loss"], optimizer=settings["optimizer"], epochs=settings["epochs"],
+                  batch_size=settings["batch_size"], lr=settings["lr"], lr_schedule=settings["lr_schedule"],
+                  seed=settings["seed"], checkpoint_path=out / "checkpoint.npz", resume=resume_from,
+                  progress=False if args.quiet else None, log=say, **hyperparameters(settings))
 
     history_text = json.dumps(history, indent=2)
     atomic_write_text(out / "history.json", history_text)

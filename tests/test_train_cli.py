@@ -173,3 +173,31 @@ def test_curves_have_a_loss_axis_and_an_accuracy_axis(tmp_path):
                 tmp_path / "loss-only.png")
     height, width = matplotlib.image.imread(tmp_path / "loss-only.png").shape[:2]
     assert width < 1.8 * height
+
+
+def test_the_default_command_runs_without_torch(tmp_path):
+    # a base install (pip install -e . without extras): torch and torchvision absent
+    code = ("import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None\n"
+            "from core.train import main\n"
+            f"sys.exit(main(['--model', 'linear', '--epochs', '1', '--out', {str(tmp_path / 'run')!r}, '--quiet']))\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "test accuracy" in result.stdout
+
+
+def test_ctrl_c_before_the_first_epoch_says_nothing_was_saved(tmp_path):
+    import signal
+
+    out = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "core.train", "--epochs", "50", "--out", str(out)], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in process.stdout:
+        if line.startswith("model:"):
+            process.send_signal(signal.SIGINT)
+            break
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130
+    if (out / "checkpoint.npz").exists():  # the first epoch finished before the signal arrived
+        assert f"--resume {out}" in stderr
+    else:
+        assert "interrupted before the first epoch finished; nothing was saved to resume" in stderr
