@@ -168,7 +168,7 @@ def get_backend(name: str | Backend = "numpy") -> Backend:
     message says why and, where one exists, what to install.
     """
     if not isinstance(name, str):
-        if isinstance(name, Backend):
+        if isinstance(complete(name), Backend):  # a backend written before on_gpu, xp, peak_memory: defaults
             return name
         raise TypeError(f"get_backend: expected a backend name such as 'numpy', got {type(name).__name__}")
     if name == "auto":
