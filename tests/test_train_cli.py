@@ -189,8 +189,13 @@ def test_ctrl_c_before_the_first_epoch_says_nothing_was_saved(tmp_path):
     import signal
 
     out = tmp_path / "run"
-    process = subprocess.Popen([sys.executable, "-m", "core.train", "--epochs", "50", "--out", str(out)], cwd=ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a process started in the background inherits SIGINT ignored (as under nohup or `make &`): restore
+    # Python's own handler, as an interactive terminal would have it
+    code = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+            "from core.train import main\n"
+            f"sys.exit(main(['--epochs', '5', '--out', {str(out)!r}]))\n")
+    process = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
     for line in process.stdout:
         if line.startswith("model:"):
             process.send_signal(signal.SIGINT)
