@@ -10,10 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import datasets
 from backends.array_api import ArrayAPIBackend, shared_method
-from backends.conformance.checks import sgd_settings
-from backends.conformance.strategies import logits, loss_case
+from backends.conformance.strategies import logits, loss_case, sgd_settings
 from core.base import LOSSES, OPTIMIZERS
 from core.base.losses import Loss, register_loss
 from core.training import checkpoint
@@ -21,6 +19,7 @@ from core.training.loop import fit
 from core.training.models import MLP
 from core.training.step import TrainSettings, train_step
 from tests.conftest import assert_close
+from tests.test_training import small_data, train
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -112,17 +111,6 @@ def test_shared_method_names_the_registered_units():
 
 
 # ---- training on a namespace without in-place operations ---------------------------------------------
-
-
-def small_data():
-    return datasets.synthetic(n_train=640, n_test=200, num_features=20, num_classes=4, seed=0)
-
-
-def train(backend, dtype, data, **kwargs):
-    model = MLP([data.num_features, 32, 16, data.num_classes], seed=5, dtype=dtype)
-    settings = dict(epochs=2, batch_size=20, lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3,
-                    progress=False, log=None)
-    return model, fit(model, data, backend=backend, **{**settings, **kwargs})
 
 
 @pytest.mark.parametrize("backend", ["numpy-immutable", "array-api-strict"])

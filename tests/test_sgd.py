@@ -9,23 +9,11 @@ from hypothesis import strategies as st
 
 from backends import get_backend
 from backends.array_api import ArrayAPIBackend
+from backends.conformance.strategies import sgd_settings
 from core import SGDState
 from tests.conftest import AVAILABLE, assert_close
 
 torch = pytest.importorskip("torch")
-
-
-@st.composite
-def sgd_settings(draw):
-    momentum = draw(st.sampled_from([0.0, 0.5, 0.9]) | st.floats(0.0, 0.99))
-    nesterov = momentum > 0 and draw(st.booleans())
-    return dict(
-        lr=draw(st.sampled_from([0.1, 0.01]) | st.floats(1e-4, 1.0)),
-        momentum=momentum,
-        dampening=0.0 if nesterov else draw(st.sampled_from([0.0, 0.1]) | st.floats(0.0, 1.0)),
-        nesterov=nesterov,
-        weight_decay=draw(st.sampled_from([0.0, 1e-4]) | st.floats(0.0, 0.1)),
-    )
 
 
 @given(settings=sgd_settings(), steps=st.integers(1, 6), seed=st.integers(0, 2**32 - 1))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +23,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from backends.conformance import reference as ref
-from backends.conformance.strategies import logits, loss_case
+from backends.conformance.strategies import logits, loss_case, sgd_settings
 
 # Tolerances, per dtype, for comparing against a float64 reference computed
 # from the same (exactly representable) inputs.
@@ -248,8 +249,6 @@ def gradient_matches_finite_differences(be, dtype, data):
 
 
 def _raises(error: type, match: str, call: Callable[[], Any], what: str) -> None:
-    import re
-
     try:
         call()
     except error as caught:
@@ -301,15 +300,6 @@ def bad_input_is_named(be, dtype, data):
 
 
 # ---- SGD and training ----------------------------------------------------------------------
-
-
-@st.composite
-def sgd_settings(draw):
-    momentum = draw(st.sampled_from([0.0, 0.5, 0.9]))
-    nesterov = momentum > 0 and draw(st.booleans())
-    return dict(lr=draw(st.sampled_from([0.01, 0.1, 0.5])), momentum=momentum,
-                dampening=0.0 if nesterov else draw(st.sampled_from([0.0, 0.1])), nesterov=nesterov,
-                weight_decay=draw(st.sampled_from([0.0, 1e-2])))
 
 
 def sgd_matches_the_reference_update(be, dtype, data):

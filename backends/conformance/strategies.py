@@ -75,3 +75,17 @@ def masked_logits_and_labels(dtype, n: int, c: int, seed: int):
     masked[np.arange(n), y] = False
     z[masked] = -np.inf
     return z.astype(dtype), y
+
+
+@st.composite
+def sgd_settings(draw):
+    """torch.optim.SGD's hyperparameters: lr, momentum, dampening, nesterov (only where allowed), weight_decay."""
+    momentum = draw(st.sampled_from([0.0, 0.5, 0.9]) | st.floats(0.0, 0.99))
+    nesterov = momentum > 0 and draw(st.booleans())
+    return dict(
+        lr=draw(st.sampled_from([0.1, 0.01]) | st.floats(1e-4, 1.0)),
+        momentum=momentum,
+        dampening=0.0 if nesterov else draw(st.sampled_from([0.0, 0.1]) | st.floats(0.0, 1.0)),
+        nesterov=nesterov,
+        weight_decay=draw(st.sampled_from([0.0, 1e-4]) | st.floats(0.0, 0.1)),
+    )

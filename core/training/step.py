@@ -42,7 +42,7 @@ class TrainSettings:
         """Settings as saved by a checkpoint or run.json, in this format or the first one (flat SGD keys)."""
         saved = dict(saved)
         hyperparameters = dict(saved.pop("hyperparameters", None) or {})
-        for key in ("momentum", "nesterov", "weight_decay", "dampening"):  # the first format's SGD keys
+        for key in get_optimizer("sgd").defaults:  # the first format kept SGD's hyperparameters at the top
             if key in saved:
                 value = saved.pop(key)
                 if value is not None:
