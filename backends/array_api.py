@@ -18,9 +18,9 @@ from collections.abc import Callable
 from typing import Any
 
 from core.base import validation as v
-from core.base.losses import LOSSES, Loss
+from core.base.losses import binary as _binary
 from core.base.losses.support import checked_max, device_of
-from core.base.optim import OPTIMIZERS, Optimizer
+from core.base.methods import registered_method, unit_methods
 
 
 class ArrayAPIBackend:
@@ -42,7 +42,7 @@ class ArrayAPIBackend:
 
     def __getattr__(self, attribute: str):
         # losses and optimizers registered after this class was defined (plug-ins) are methods too
-        method = _registered_method(attribute)
+        method = registered_method(attribute)
         if method is None:
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {attribute!r}")
         return method.__get__(self, type(self))
@@ -81,6 +81,12 @@ class ArrayAPIBackend:
     def tanh(self, x):
         return self.xp.tanh(x)
 
+    def sigmoid(self, x):
+        return _binary.sigmoid(self, x)
+
+    def log_sigmoid(self, x):
+        return _binary.log_sigmoid(self, x)
+
     def argmax(self, x, axis=-1):
         return self.xp.argmax(x, axis=axis)
 
@@ -117,65 +123,15 @@ class ArrayAPIBackend:
 # ---- the registered losses and optimizers, as methods -------------------------------------
 
 
-def _loss_methods(loss: Loss) -> dict[str, Callable]:
-    name, compute = loss.name, loss.compute
-
-    def value(self, input, target, **options):
-        return compute(self, input, target, op=name, want_grad=False, **options)[0]
-
-    def grad(self, input, target, **options):
-        return compute(self, input, target, op=f"{name}_grad", want_grad=True, **options)[1]
-
-    def value_and_grad(self, input, target, **options):
-        return compute(self, input, target, op=f"{name}_and_grad", want_grad=True, **options)
-
-    value.__doc__ = compute.__doc__
-    grad.__doc__ = f"The gradient of :meth:`{name}` with respect to its input (see core.base.losses)."
-    value_and_grad.__doc__ = f"``({name}(...), {name}_grad(...))`` from one pass."
-    return {name: value, f"{name}_grad": grad, f"{name}_and_grad": value_and_grad}
-
-
-def _optimizer_methods(optimizer: Optimizer) -> dict[str, Callable]:
-    init, step = optimizer.init, optimizer.step
-
-    def init_method(self, params):
-        return init(self, params)
-
-    def step_method(self, params, grads, state, *, lr, **hyperparameters):
-        return step(self, params, grads, state, lr=lr, **hyperparameters)
-
-    init_method.__doc__ = f"The initial {optimizer.state_type.__name__} for ``params``."
-    step_method.__doc__ = step.__doc__
-    return {f"{optimizer.name}_init": init_method, f"{optimizer.name}_step": step_method}
-
-
-def _registered_method(attribute: str) -> Callable | None:
-    for loss in LOSSES.values():
-        if attribute.startswith(loss.name):
-            method = _loss_methods(loss).get(attribute)
-            if method is not None:
-                return method
-    for optimizer in OPTIMIZERS.values():
-        if attribute.startswith(optimizer.name):
-            method = _optimizer_methods(optimizer).get(attribute)
-            if method is not None:
-                return method
-    return None
-
-
 def shared_method(attribute: str) -> Callable:
     """The shared implementation of a registered loss or optimizer method (what overrides are checked against)."""
-    method = _registered_method(attribute)
+    method = registered_method(attribute)
     if method is None:
         raise AttributeError(f"no registered loss or optimizer provides {attribute!r}")
     return method
 
 
 # The losses and optimizers defined with softgrad are ordinary methods (visible to dir() and help()).
-for _loss in LOSSES.values():
-    for _name, _method in _loss_methods(_loss).items():
-        setattr(ArrayAPIBackend, _name, _method)
-for _optimizer in OPTIMIZERS.values():
-    for _name, _method in _optimizer_methods(_optimizer).items():
-        setattr(ArrayAPIBackend, _name, _method)
-del _loss, _optimizer, _name, _method
+for _name, _method in unit_methods().items():
+    setattr(ArrayAPIBackend, _name, _method)
+del _name, _method

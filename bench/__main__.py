@@ -25,6 +25,7 @@ from core.base.errors import BackendUnavailableError
 from core.training.models import MODELS
 
 BATCH_SIZES = [64, 256, 1024]
+ADAM_BATCH_SIZES = [256]  # one size: Adam's rows compare the optimizer step, the SGD rows cover the sizes
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -39,7 +40,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", choices=[*MODELS, "all"], default="all",
                         help="softmax regression, the 784-512-256-128-64-10 MLP, or both (default: all)")
     parser.add_argument("--batch-size", type=int, nargs="+", default=None, metavar="N",
-                        help=f"training batch sizes (default: {' '.join(map(str, BATCH_SIZES))})")
+                        help=f"training batch sizes (default: {' '.join(map(str, BATCH_SIZES))}; Adam: "
+                        f"{' '.join(map(str, ADAM_BATCH_SIZES))})")
+    parser.add_argument("--optimizer", nargs="+", choices=["sgd", "adam"], default=["sgd", "adam"],
+                        help="the optimizers to train with: SGD (Nesterov momentum, the recommendation's rows) "
+                        "and Adam (lr 1e-3; against torch.optim.Adam and scikit-learn's adam) (default: both)")
     parser.add_argument("--dataset", choices=list(datasets.NAMES), default="mnist",
                         help="training data (default: mnist, the subset shipped with softgrad)")
     parser.add_argument("--root", help="folder of the full data sets (default $SOFTGRAD_DATA or "
@@ -93,14 +98,16 @@ def render_ops(results: list[OpResult], console: Console) -> None:
 
 
 def render_training(records, chosen, anchors: list[str], console: Console) -> None:
-    for model, batch_size in sorted({(r.model, r.batch_size) for r in records}, key=lambda k: (k[0] != "mlp", k[1])):
+    cases = sorted({r.case for r in records}, key=lambda k: (k[2] != "sgd", k[0] != "mlp", k[1]))
+    for model, batch_size, optimizer in cases:
         label = "MLP 784-512-256-128-64-10" if model == "mlp" else "softmax regression"
-        table = Table(title=f"training throughput: {label}, batch {batch_size}")
+        trained = "" if optimizer == "sgd" else ", Adam (lr 1e-3)"
+        table = Table(title=f"training throughput: {label}, batch {batch_size}{trained}")
         columns = ["backend", "samples/s", "spread", *[f"× {a.removeprefix('anchor:')}" for a in anchors],
                    "% matmul peak", "60k-sample epoch", "accuracy (1 epoch)", "peak memory"]
         for column in columns:
             table.add_column(column, justify="left" if column == "backend" else "right")
-        case = [r for r in records if (r.model, r.batch_size) == (model, batch_size)]
+        case = [r for r in records if r.case == (model, batch_size, optimizer)]
         for r in sorted(case, key=lambda r: -r.samples_per_s):
             name = r.backend + (" ★" if chosen.get((model, batch_size)) is r else "")
             table.add_row(
@@ -228,8 +235,11 @@ def run_training(args, names: list[str], progress, matmul_rates: dict[str, float
             pass
     models = sorted(MODELS, key=lambda m: m != "mlp") if args.model == "all" else [args.model]  # the MLP first
     batch_sizes = args.batch_size or BATCH_SIZES
-    records = measure_training(contenders, models, batch_sizes, data, repeats=args.repeats, quick=args.quick,
-                               progress=progress)
+    records = []
+    for optimizer in args.optimizer:
+        sizes = batch_sizes if optimizer == "sgd" or args.batch_size else ADAM_BATCH_SIZES
+        records += measure_training(contenders, models, sizes, data, repeats=args.repeats, quick=args.quick,
+                                    optimizer=optimizer, progress=progress)
     add_ratios(records, matmul_rates)
     return records, recommend(records)
 

@@ -3,8 +3,8 @@
 Every contender prepares a (model, batch size) case once, then runs blocks of
 training steps on batches already in memory; the clock is read only after
 the device is synchronised. The anchors are what users compare us with:
-idiomatic PyTorch (``nn.Module``, autograd, ``torch.optim.SGD``) and
-scikit-learn's ``MLPClassifier(solver="sgd")``, both in float32.
+idiomatic PyTorch (``nn.Module``, autograd, ``torch.optim.SGD`` or ``Adam``) and
+scikit-learn's ``MLPClassifier(solver="sgd")`` or ``"adam"``, all in float32.
 """
 
 from __future__ import annotations
@@ -21,8 +21,15 @@ from core.training.models import MLP, MODELS
 from core.training.step import TrainSettings, train_step
 
 # One procedure for every contender's short accuracy run: an epoch of SGD at a
-# constant rate, Nesterov momentum 0.9, weight decay 2e-3.
+# constant rate, Nesterov momentum 0.9, weight decay 2e-3; or of Adam with torch's defaults (lr 1e-3).
 LR, MOMENTUM, WEIGHT_DECAY = 0.01, 0.9, 2e-3
+ADAM_LR = 1e-3
+OPTIMIZERS = ("sgd", "adam")
+
+
+def _check_optimizer(optimizer: str) -> None:
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"bench: optimizer {optimizer!r} is not benchmarked; choose one of {', '.join(OPTIMIZERS)}")
 
 
 def widths(model: str, data) -> list[int]:
@@ -44,11 +51,18 @@ class SoftgradContender:
         self.be = get_backend(backend_name)
         self.on_gpu = bool(self.be.on_gpu)
 
-    def prepare(self, model: str, batch_size: int, data) -> Case:
+    @staticmethod
+    def settings(optimizer: str) -> TrainSettings:
+        _check_optimizer(optimizer)
+        if optimizer == "adam":  # torch.optim.Adam's defaults
+            return TrainSettings(optimizer="adam", lr=ADAM_LR)
+        return TrainSettings(optimizer="sgd", lr=LR, hyperparameters={"momentum": MOMENTUM, "nesterov": True,
+                                                                       "weight_decay": WEIGHT_DECAY})
+
+    def prepare(self, model: str, batch_size: int, data, optimizer: str = "sgd") -> Case:
         be = self.be
         net = MLP(widths(model, data), seed=0, backend=be)
-        settings = TrainSettings(optimizer="sgd", hyperparameters={"momentum": MOMENTUM, "nesterov": True,
-                                                                     "weight_decay": WEIGHT_DECAY})
+        settings = self.settings(optimizer)
         x, y = be.asarray(data.x_train), be.asarray(data.y_train)
         batches = len(data.y_train) // batch_size
         state = [settings.optimizer_definition.init_on(be, net.params), 0]
@@ -57,7 +71,7 @@ class SoftgradContender:
             for _ in range(steps):
                 i = state[1] % batches
                 s = slice(i * batch_size, (i + 1) * batch_size)
-                _, _, state[0] = train_step(net, x[s, ...], y[s, ...], state[0], LR, settings)
+                _, _, state[0] = train_step(net, x[s, ...], y[s, ...], state[0], settings.lr, settings)
                 state[1] += 1
 
         return Case(run, be.synchronize, lambda: self._peak_memory(run))
@@ -66,10 +80,11 @@ class SoftgradContender:
         """Peak bytes allocated during a few steps, where the backend tracks them (NumPy, GPU pools)."""
         return self.be.peak_memory(lambda: run(3))
 
-    def accuracy(self, model: str, batch_size: int, data) -> float:
+    def accuracy(self, model: str, batch_size: int, data, optimizer: str = "sgd") -> float:
         net = MLP(widths(model, data), seed=0, backend=self.be)
-        history = fit(net, data, epochs=1, batch_size=batch_size, lr=LR, momentum=MOMENTUM, nesterov=True,
-                      weight_decay=WEIGHT_DECAY, lr_schedule="constant", progress=False, log=None)
+        settings = self.settings(optimizer)
+        history = fit(net, data, epochs=1, batch_size=batch_size, lr=settings.lr, optimizer=optimizer,
+                      lr_schedule="constant", progress=False, log=None, **settings.hyperparameters)
         return history[-1]["test_accuracy"]
 
 
@@ -84,7 +99,7 @@ class TorchAutogradContender:
         self.name = "anchor:torch-autograd" + ("" if device == "cpu" else f":{device}")
         self.on_gpu = self.device.type == "cuda"
 
-    def _network(self, model: str, data):
+    def _network(self, model: str, data, optimizer: str = "sgd"):
         torch = self.torch
         host = MLP(widths(model, data), seed=0)  # the same initial weights as softgrad's models
         layers = []
@@ -95,17 +110,19 @@ class TorchAutogradContender:
                 linear.bias.copy_(torch.from_numpy(host.params[2 * i + 1]))
             layers += [linear, torch.nn.ReLU()]
         net = torch.nn.Sequential(*layers[:-1]).to(self.device)
-        optimizer = torch.optim.SGD(net.parameters(), lr=LR, momentum=MOMENTUM, nesterov=True,
-                                    weight_decay=WEIGHT_DECAY)
-        return net, optimizer, torch.nn.CrossEntropyLoss()
+        _check_optimizer(optimizer)
+        if optimizer == "adam":  # as a user writes it: torch's defaults, its own choice of implementation
+            return net, torch.optim.Adam(net.parameters(), lr=ADAM_LR), torch.nn.CrossEntropyLoss()
+        return net, torch.optim.SGD(net.parameters(), lr=LR, momentum=MOMENTUM, nesterov=True,
+                                    weight_decay=WEIGHT_DECAY), torch.nn.CrossEntropyLoss()
 
     def _synchronize(self) -> None:
         if self.device.type == "cuda":
             self.torch.cuda.synchronize(self.device)
 
-    def prepare(self, model: str, batch_size: int, data) -> Case:
+    def prepare(self, model: str, batch_size: int, data, optimizer: str = "sgd") -> Case:
         torch = self.torch
-        net, optimizer, criterion = self._network(model, data)
+        net, optimizer, criterion = self._network(model, data, optimizer)
         x = torch.from_numpy(data.x_train).to(self.device)
         y = torch.from_numpy(data.y_train).to(self.device)
         batches = len(data.y_train) // batch_size
@@ -129,9 +146,9 @@ class TorchAutogradContender:
 
         return Case(run, self._synchronize, peak_memory)
 
-    def accuracy(self, model: str, batch_size: int, data) -> float:
+    def accuracy(self, model: str, batch_size: int, data, optimizer: str = "sgd") -> float:
         torch = self.torch
-        net, optimizer, criterion = self._network(model, data)
+        net, optimizer, criterion = self._network(model, data, optimizer)
         x = torch.from_numpy(data.x_train).to(self.device)
         y = torch.from_numpy(data.y_train).to(self.device)
         order = torch.from_numpy(np.random.default_rng([0, 1]).permutation(len(data.y_train))).to(self.device)
@@ -156,13 +173,15 @@ class SklearnContender:
 
         self.MLPClassifier = MLPClassifier
 
-    def _classifier(self, model: str, batch_size: int, shuffle: bool = True):
+    def _classifier(self, model: str, batch_size: int, shuffle: bool = True, optimizer: str = "sgd"):
+        _check_optimizer(optimizer)
+        common = dict(hidden_layer_sizes=MODELS[model], activation="relu", batch_size=batch_size, max_iter=1,
+                      shuffle=shuffle, random_state=0, tol=0.0, n_iter_no_change=10**9)
+        if optimizer == "adam":  # scikit-learn's Adam: torch's betas and eps; no weight decay, as the others
+            return self.MLPClassifier(solver="adam", alpha=0.0, learning_rate_init=ADAM_LR, **common)
         # scikit-learn adds alpha * W / batch_size to the gradient: the same decay as the others
-        return self.MLPClassifier(hidden_layer_sizes=MODELS[model], activation="relu", solver="sgd",
-                                  alpha=WEIGHT_DECAY * batch_size,
-                                  batch_size=batch_size, learning_rate_init=LR, momentum=MOMENTUM,
-                                  nesterovs_momentum=True, max_iter=1, shuffle=shuffle, random_state=0,
-                                  tol=0.0, n_iter_no_change=10**9)
+        return self.MLPClassifier(solver="sgd", alpha=WEIGHT_DECAY * batch_size, learning_rate_init=LR,
+                                  momentum=MOMENTUM, nesterovs_momentum=True, **common)
 
     def _fit(self, classifier, x, y) -> None:
         from sklearn.exceptions import ConvergenceWarning
@@ -171,9 +190,9 @@ class SklearnContender:
             warnings.simplefilter("ignore", ConvergenceWarning)
             classifier.fit(x, y)
 
-    def prepare(self, model: str, batch_size: int, data) -> Case:
+    def prepare(self, model: str, batch_size: int, data, optimizer: str = "sgd") -> Case:
         # no reshuffling inside the timed blocks, as for the other contenders
-        classifier = self._classifier(model, batch_size, shuffle=False)
+        classifier = self._classifier(model, batch_size, shuffle=False, optimizer=optimizer)
         x, y = data.x_train, data.y_train
         classes = np.arange(data.num_classes)
         batches = len(y) // batch_size
@@ -192,7 +211,7 @@ class SklearnContender:
 
         return Case(run, lambda: None, lambda: None)
 
-    def accuracy(self, model: str, batch_size: int, data) -> float:
-        classifier = self._classifier(model, batch_size)
+    def accuracy(self, model: str, batch_size: int, data, optimizer: str = "sgd") -> float:
+        classifier = self._classifier(model, batch_size, optimizer=optimizer)
         self._fit(classifier, data.x_train, data.y_train)
         return float(np.mean(classifier.predict(data.x_test) == data.y_test))

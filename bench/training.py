@@ -24,6 +24,12 @@ class TrainingRecord:
     peak_memory_bytes: int | None = None
     ratios: dict[str, float] = field(default_factory=dict)  # samples/s over each anchor's
     roofline_fraction: float | None = None  # achieved FLOP/s over the machine's matmul rate
+    optimizer: str = "sgd"  # "sgd" (the recommendation's rows) or "adam"
+
+    @property
+    def case(self) -> tuple[str, int, str]:
+        """What a ratio compares within: the same network, batch size and optimizer."""
+        return self.model, self.batch_size, self.optimizer
 
 
 # seconds between two contenders' blocks (see measure_training)
@@ -44,7 +50,7 @@ def steps_per_block(batch_size: int, quick: bool) -> int:
 
 
 def measure_training(contenders: list, models: list[str], batch_sizes: list[int], data, *, repeats: int,
-                     quick: bool, with_accuracy: bool = True,
+                     quick: bool, with_accuracy: bool = True, optimizer: str = "sgd",
                      progress: Callable[[str], None] = lambda _: None) -> list[TrainingRecord]:
     records = []
     for model in models:
@@ -54,8 +60,8 @@ def measure_training(contenders: list, models: list[str], batch_sizes: list[int]
                 continue
             cases = {}
             for contender in contenders:
-                progress(f"{model} batch {batch_size}: preparing {contender.name}")
-                case = contender.prepare(model, batch_size, data)
+                progress(f"{model} batch {batch_size} {optimizer}: preparing {contender.name}")
+                case = contender.prepare(model, batch_size, data, optimizer)
                 case.run(2)  # warm-up: first-call allocations, kernel selection
                 case.synchronize()
                 cases[contender.name] = case
@@ -76,12 +82,12 @@ def measure_training(contenders: list, models: list[str], batch_sizes: list[int]
                 name = contender.name
                 median = statistics.median(rates[name])
                 record = TrainingRecord(name, model, batch_size, median,
-                                        (max(rates[name]) - min(rates[name])) / median, flops)
+                                        (max(rates[name]) - min(rates[name])) / median, flops, optimizer=optimizer)
                 record.peak_memory_bytes = cases[name].peak_memory()
                 record.on_gpu = bool(getattr(contender, "on_gpu", False))
                 if with_accuracy:
                     progress(f"{model} batch {batch_size}: {name}: one epoch for the accuracy")
-                    record.accuracy = contender.accuracy(model, batch_size, data)
+                    record.accuracy = contender.accuracy(model, batch_size, data, optimizer)
                 records.append(record)
     return records
 
@@ -92,7 +98,7 @@ def add_ratios(records: list[TrainingRecord], matmul_gflops: dict[str, float]) -
 
     for record in records:
         for other in records:
-            if other.backend.startswith("anchor:") and (other.model, other.batch_size) == (record.model, record.batch_size):
+            if other.backend.startswith("anchor:") and other.case == record.case:
                 record.ratios[other.backend] = record.samples_per_s / other.samples_per_s
         peak = roofline_for(record.on_gpu, matmul_gflops)
         if peak:
@@ -101,8 +107,10 @@ def add_ratios(records: list[TrainingRecord], matmul_gflops: dict[str, float]) -
 
 def recommend(records: list[TrainingRecord], tolerance: float = 0.02) -> dict[tuple[str, int], TrainingRecord]:
     """For each (model, batch size): the fastest softgrad backend whose accuracy is within
-    ``tolerance`` of the best softgrad accuracy in that case (a fast wrong backend is never chosen)."""
+    ``tolerance`` of the best softgrad accuracy in that case (a fast wrong backend is never chosen).
+    Read from the SGD rows (fit's default optimizer); the Adam rows are there for their ratios."""
     chosen = {}
+    records = [r for r in records if r.optimizer == "sgd"]
     for key in {(r.model, r.batch_size) for r in records}:
         ours = [r for r in records if (r.model, r.batch_size) == key and not r.backend.startswith("anchor:")]
         if not ours:
@@ -139,7 +147,7 @@ def verdicts(records: list[TrainingRecord], chosen: dict[tuple[str, int], Traini
     """A :class:`Verdict` for each case :func:`recommend` chose in."""
     out = {}
     for key, winner in chosen.items():
-        others = [r for r in records if (r.model, r.batch_size) == key and not r.backend.startswith("anchor:")
+        others = [r for r in records if r.case == winner.case and not r.backend.startswith("anchor:")
                   and r is not winner]
         runner = max(others, key=lambda r: r.samples_per_s, default=None)
         if runner is None:

@@ -1,11 +1,13 @@
-"""``python -m core.evaluate RUN``: evaluate a trained run, or predict the classes of your own files.
+"""``python -m core.evaluate RUN``: evaluate a trained run, or predict for your own files.
 
     python -m core.evaluate runs/mnist-mlp-numpy-...            # test accuracy, per class, confusion matrix
     python -m core.evaluate runs/... --predict digits.npy 7.png  # predictions for arrays or images
 
 ``RUN`` is a run folder (``run.json`` names its data set) or a ``checkpoint.npz``.
-The evaluation prints the test accuracy and the per-class table and writes
-``confusion.png`` and ``confusion.csv`` into the run folder (or ``--out``).
+For a classifier (binary ones included) the evaluation prints the test accuracy
+and the per-class table and writes ``confusion.png`` and ``confusion.csv`` into
+the run folder (or ``--out``); for a regressor it prints the test RMSE, MAE and
+R² in the data's units and writes ``fit.png`` (predicted against true values).
 ``--predict`` takes ``.npy`` files of samples (``(N, features)``, ``(N, 28, 28)``
 or one sample) in the data set's raw pixel scale (0-255 or 0-1), and image
 files (PNG, JPEG) of the data set's image size; both are normalised like the
@@ -25,9 +27,10 @@ import numpy as np
 import datasets
 from core.base.errors import BackendUnavailableError
 from core.base.files import atomic_write_text
+from core.base.losses import LOSSES
 from core.base.registry import backend_names
 from core.training import checkpoint, reports
-from core.training.loop import as_rows, predict
+from core.training.loop import as_rows, check_data, evaluate, predict
 from core.training.metrics import confusion_matrix, per_class_accuracy
 
 
@@ -100,25 +103,42 @@ def _load_samples(path: Path, data: datasets.Dataset) -> np.ndarray:
 
 def run(args: argparse.Namespace) -> int:
     path, saved = _run_files(Path(args.run))
-    model, _, _, _ = checkpoint.load(path, args.backend)
+    model, _, _, trained = checkpoint.load(path, args.backend)
+    loss = LOSSES.lookup(trained.get("loss") or saved.get("loss") or "cross_entropy")
     name = args.dataset or saved.get("dataset", "mnist")
-    data = datasets.load(name, root=args.root if args.root is not None else saved.get("root"))
+    options = {"binary": saved["binary"]} if saved.get("binary") is not None and not args.dataset else {}
+    data = datasets.load(name, root=args.root if args.root is not None else saved.get("root"), **options)
     if data.num_features != model.widths[0]:
         raise ValueError(f"{name} has {data.num_features} features; the model in {path} takes {model.widths[0]}")
+    check_data(data, model, loss)
+    scale = {"target_mean": data.target_mean, "target_std": data.target_std}
     if args.predict:
         for file in map(Path, args.predict):
             samples = as_rows(model, _load_samples(file, data), f"{file}")
-            labels = predict(model, samples)
-            shown = ", ".join(data.classes[i] for i in labels[:20]) + (" ..." if len(labels) > 20 else "")
-            print(f"{file}: {shown}")
+            if loss.targets == "value":
+                values = predict(model, samples, loss=loss, **scale)
+                shown = ", ".join(" ".join(f"{v:.4g}" for v in row) for row in values[:20])
+            else:
+                labels = predict(model, samples, loss=loss)
+                shown = ", ".join(data.classes[i] for i in labels[:20])
+            print(f"{file}: {shown}{' ...' if len(samples) > 20 else ''}")
         return 0
-    predictions = predict(model, data.x_test)
+    out = Path(args.out) if args.out else path.parent
+    if loss.targets == "value":
+        figures = evaluate(model, data.x_test, data.y_test, loss=loss, **scale)
+        print(f"{model}; {data.source}")
+        print(f"test RMSE {figures['rmse']:.4g}  MAE {figures['mae']:.4g}  R² {figures['r2']:.4f}  "
+              f"({loss.name} {figures['loss']:.4g})")
+        reports.plot_regression(data, lambda x: predict(model, x, loss=loss, **scale), out / "fit.png",
+                                title=f"{data.name}: {model}")
+        print(f"wrote {out}/: fit.png")
+        return 0
+    predictions = predict(model, data.x_test, loss=loss)
     cm = confusion_matrix(data.y_test, predictions, data.num_classes)
     print(f"{model}; {data.source}")
     print(f"test accuracy {np.mean(predictions == data.y_test):.2%}; per class:")
     for label, value, total in zip(data.classes, per_class_accuracy(cm), cm.sum(axis=1)):
         print(f"  {label:>12}  {'n/a' if np.isnan(value) else f'{value:.2%}'}  ({total} images)")
-    out = Path(args.out) if args.out else path.parent
     buffer = io.StringIO()
     np.savetxt(buffer, cm, fmt="%d", delimiter=",", header="rows: true class, columns: predicted class; "
                + ",".join(data.classes))

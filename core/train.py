@@ -1,9 +1,12 @@
-"""``python -m core.train``: train a classifier on any backend and write a run folder.
+"""``python -m core.train``: train a classifier or a regressor on any backend and write a run folder.
 
     python -m core.train --backend numpy --model mlp --dataset mnist --epochs 10
+    python -m core.train --dataset mnist --binary 0 --optimizer adam --lr 1e-3     # "is it a 0?"
+    python -m core.train --dataset diabetes --model linear --optimizer adam --lr 0.01
 
-One line per epoch, then per-class accuracy. The run folder holds
-``checkpoint.npz``, ``history.json``, ``curves.png``, ``predictions.png`` and
+One line per epoch, then per-class accuracy (classification) or RMSE, MAE and
+R² (regression). The run folder holds ``checkpoint.npz``, ``history.json``,
+``curves.png``, ``predictions.png`` (images) or ``fit.png`` (regression) and
 ``run.json`` (the settings, which ``--resume`` reads back).
 """
 
@@ -22,61 +25,109 @@ import numpy as np
 import datasets
 from core.base.errors import BackendUnavailableError
 from core.base.files import atomic_write_text, writable_target
-from core.base.losses import LOSSES
+from core.base.losses import LOSSES, Loss
 from core.base.optim import OPTIMIZERS
 from core.base.registry import backend_names, get_backend
 from core.training import reports
 from core.training.auto import resolve_backend
 from core.training.layers import ACTIVATIONS
-from core.training.loop import TrainingDivergedError, fit, predict
-from core.training.metrics import confusion_matrix, per_class_accuracy
+from core.training.loop import TrainingDivergedError, check_data, fit, predict
+from core.training.metrics import confusion_matrix, per_class_accuracy, regression_metrics
 from core.training.models import CLASSIC_MLP_HIDDEN, MLP, MODELS
-from core.training.step import TRAINING_DEFAULTS, TrainSettings
+from core.training.step import TRAINING_DEFAULTS, TRAINING_LR, TrainSettings
 
 _TRAINING = TrainSettings()
+
+
+def _hyperparameter_flags() -> dict[str, dict[str, object]]:
+    """Every optimizer's hyperparameters (but lr), each with the optimizers that take it and their defaults."""
+    flags: dict[str, dict[str, object]] = {}
+    for optimizer in OPTIMIZERS.values():
+        for key, value in optimizer.defaults.items():
+            value = TRAINING_DEFAULTS.get(optimizer.name, {}).get(key, value)
+            flags.setdefault(key, {})[optimizer.name] = value
+    return flags
+
+
+HYPERPARAMETERS = _hyperparameter_flags()
 DEFAULTS = {
     "backend": "numpy", "model": "mlp", "hidden": ",".join(map(str, CLASSIC_MLP_HIDDEN)),
-    "activation": "relu", "dataset": "mnist", "root": None, "download": False, "dtype": "float32",
-    # fit's own defaults
-    "epochs": _TRAINING.epochs, "batch_size": _TRAINING.batch_size, "lr": _TRAINING.lr,
-    "lr_schedule": _TRAINING.lr_schedule, "seed": _TRAINING.seed, "loss": _TRAINING.loss,
+    "activation": "relu", "dataset": "mnist", "binary": None, "root": None, "download": False, "dtype": "float32",
+    # fit's own defaults; lr None: 0.05 for SGD, else the optimizer's (torch's); loss None: by the data
+    "epochs": _TRAINING.epochs, "batch_size": _TRAINING.batch_size, "lr": None,
+    "lr_schedule": _TRAINING.lr_schedule, "seed": _TRAINING.seed, "loss": None,
     "optimizer": _TRAINING.optimizer,
-    # the optimizer's hyperparameters: None takes fit's default for the optimizer (TRAINING_DEFAULTS)
-    "momentum": None, "nesterov": None, "weight_decay": None, "optimizer_options": {},
+    # the optimizer's hyperparameters: None takes fit's default for the optimizer (TRAINING_DEFAULTS, torch's)
+    **{key: None for key in HYPERPARAMETERS}, "optimizer_options": {},
 }
 SGD_DEFAULTS = TRAINING_DEFAULTS["sgd"]
 # what --resume takes from the run it continues: the model and the data must not change
-FROM_RUN = ("model", "hidden", "activation", "dataset", "root", "seed", "dtype")
+FROM_RUN = ("model", "hidden", "activation", "dataset", "binary", "root", "seed", "dtype")
+
+
+def _betas(text: str) -> tuple[float, float]:
+    try:
+        first, second = (float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected two numbers such as 0.9,0.999, got {text!r}") from None
+    return first, second
+
+
+def _show(value: object) -> str:
+    if isinstance(value, tuple):
+        return ",".join(f"{v:g}" for v in value)
+    return str(value).lower() if isinstance(value, bool) else f"{value:g}"
+
+
+def _optimizers_epilog() -> str:
+    lines = ["optimizers and their hyperparameters (defaults: torch.optim's, but fit's own for SGD):"]
+    for optimizer in OPTIMIZERS.values():
+        lr = TRAINING_LR.get(optimizer.name, optimizer.lr)
+        values = {**optimizer.defaults, **TRAINING_DEFAULTS.get(optimizer.name, {})}
+        settings = ", ".join(f"{key} {_show(value)}" for key, value in values.items())
+        lines.append(f"  {optimizer.name}: lr {lr:g}, {settings}")
+    lines.append("losses: " + ", ".join(LOSSES.names()) + " (default: cross_entropy for classes, mse for "
+                 "regression data, bce_with_logits with --binary)")
+    return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m core.train",
-        description="Train softmax regression or an MLP with hand-written backprop on any softgrad backend.",
-        argument_default=None,
+        description="Train softmax regression, linear regression or an MLP with hand-written backprop on any "
+                    "softgrad backend.",
+        argument_default=None, epilog=_optimizers_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     d = DEFAULTS
     p.add_argument("--backend", help=f"{', '.join(backend_names())}, or auto: the fastest here for this "
                    f"network and batch size, from a short cached probe (default {d['backend']})")
-    p.add_argument("--model", choices=list(MODELS), help=f"softmax regression or MLP (default {d['model']})")
+    p.add_argument("--model", choices=list(MODELS), help=f"linear (softmax regression for classes, linear "
+                   f"regression for values) or MLP (default {d['model']})")
     p.add_argument("--hidden", help=f"MLP hidden widths, comma-separated (default {d['hidden']})")
     p.add_argument("--activation", choices=list(ACTIVATIONS),
                    help=f"hidden activation (default {d['activation']})")
     p.add_argument("--dataset", choices=list(datasets.NAMES),
                    help=f"data set (default {d['dataset']}: the shipped subset unless --root holds the full one)")
+    p.add_argument("--binary", metavar="CLASSES", help="a binary task: these classes against the rest, e.g. 0, "
+                   "'0,6', even, odd or a class name (trains one output with bce_with_logits unless --loss says)")
     p.add_argument("--root", help="folder torchvision reads and downloads to (default $SOFTGRAD_DATA or ~/.cache/softgrad/data)")
     p.add_argument("--download", action="store_true", default=None, help="download missing data files with torchvision")
     p.add_argument("--epochs", type=int, help=f"epochs in all, counting resumed ones (default {d['epochs']})")
     p.add_argument("--batch-size", type=int, help=f"samples per SGD step (default {d['batch_size']})")
-    p.add_argument("--lr", type=float, help=f"peak learning rate (default {d['lr']})")
-    p.add_argument("--loss", choices=list(LOSSES), help=f"the loss (default {d['loss']})")
+    p.add_argument("--lr", type=float, help="peak learning rate (default 0.05 for sgd, else the optimizer's "
+                   "torch default: adam 0.001, rmsprop 0.01, ...)")
+    p.add_argument("--loss", choices=LOSSES.names(), help="the loss (default cross_entropy for classes, mse for "
+                   "regression data, bce_with_logits with --binary)")
     p.add_argument("--optimizer", choices=list(OPTIMIZERS), help=f"the optimizer (default {d['optimizer']})")
-    p.add_argument("--momentum", type=float, help=f"SGD momentum (default {SGD_DEFAULTS['momentum']})")
-    p.add_argument("--nesterov", action=argparse.BooleanOptionalAction, help="SGD's Nesterov momentum (default on)")
-    p.add_argument("--weight-decay", type=float,
-                   help=f"L2 weight decay (default for SGD {SGD_DEFAULTS['weight_decay']}; else the optimizer's)")
+    for key, takers in HYPERPARAMETERS.items():  # one flag per hyperparameter of any optimizer
+        sample = next(iter(takers.values()))
+        defaults = ", ".join(f"{name} {_show(value)}" for name, value in takers.items())
+        kwargs: dict = ({"action": argparse.BooleanOptionalAction} if isinstance(sample, bool)
+                        else {"type": _betas, "metavar": "B1,B2"} if isinstance(sample, tuple) else {"type": float})
+        p.add_argument(f"--{key.replace('_', '-')}", dest=key, help=f"default: {defaults}", **kwargs)
     p.add_argument("--optimizer-option", dest="optimizer_options", metavar="NAME=VALUE", action="append",
-                   type=_option, help="any other hyperparameter of the optimizer, e.g. dampening=0.1 (repeatable)")
+                   type=_option, help="any hyperparameter of the optimizer as NAME=VALUE, e.g. dampening=0.1 or "
+                   "betas=(0.9,0.99) (repeatable; for optimizers added as plugins)")
     p.add_argument("--lr-schedule", choices=["cosine", "constant"], help=f"learning-rate schedule (default {d['lr_schedule']})")
     p.add_argument("--seed", type=int, help=f"seeds the weights and the batch order (default {d['seed']})")
     p.add_argument("--dtype", choices=["float32", "float64"], help=f"parameter and data type (default {d['dtype']})")
@@ -154,6 +205,9 @@ def check_arguments(settings: dict, given: dict, args: argparse.Namespace) -> No
     TrainSettings.from_dict({k: settings[k] for k in ("epochs", "batch_size", "lr", "lr_schedule", "seed", "loss",
                                                       "optimizer")} | {"hyperparameters": hyperparameters(settings)}
                             ).check()
+    if settings["binary"] is not None and settings["loss"] is not None \
+            and LOSSES.lookup(settings["loss"]).targets == "value":
+        raise ValueError(f"--binary makes a classification task; --loss {settings['loss']} is a regression loss")
     if args.json:
         writable_target(args.json)
     if args.out:
@@ -181,16 +235,25 @@ def check_folder_can_be_made(folder: Path) -> None:
         raise PermissionError(f"--out {folder}: cannot create or write in {existing}")
 
 
-def build_model(settings: dict, num_features: int, num_classes: int, given: dict | None = None) -> MLP:
+def build_model(settings: dict, num_features: int, num_outputs: int, given: dict | None = None) -> MLP:
     hidden = hidden_widths(settings, given or {})
-    return MLP([num_features, *hidden, num_classes], settings["activation"], seed=settings["seed"],
+    return MLP([num_features, *hidden, num_outputs], settings["activation"], seed=settings["seed"],
                dtype=settings["dtype"])
 
 
 def hyperparameters(settings: dict) -> dict:
     """The optimizer's hyperparameters the run sets (the rest take fit's defaults)."""
-    chosen = {k: settings[k] for k in ("momentum", "nesterov", "weight_decay") if settings.get(k) is not None}
+    chosen = {k: settings[k] for k in HYPERPARAMETERS if settings.get(k) is not None}
     return {**chosen, **dict(settings.get("optimizer_options") or {})}
+
+
+def choose_loss(settings: dict, data: datasets.Dataset) -> Loss:
+    """--loss, else what suits the data: mse for regression, bce_with_logits for --binary, else cross-entropy."""
+    if settings["loss"] is not None:
+        return LOSSES.lookup(settings["loss"])
+    if data.task == "regression":
+        return LOSSES.lookup("mse_loss")
+    return LOSSES.lookup("binary_cross_entropy_with_logits" if settings["binary"] is not None else "cross_entropy")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -214,8 +277,12 @@ def _run(args: argparse.Namespace, settings: dict, resume_from: Path | None, out
     say = (lambda _: None) if args.quiet else print
 
     check_arguments(settings, given_flags(args), args)  # before the data is read and anything is written
-    data = datasets.load(settings["dataset"], root=settings["root"], download=bool(settings["download"]))
-    model = build_model(settings, data.num_features, data.num_classes)
+    options = {"binary": settings["binary"]} if settings["binary"] is not None else {}
+    data = datasets.load(settings["dataset"], root=settings["root"], download=bool(settings["download"]), **options)
+    loss = choose_loss(settings, data)
+    settings["loss"] = loss.name
+    model = build_model(settings, data.num_features, 1 if loss.targets == "binary" else data.num_outputs)
+    check_data(data, model, loss)  # the loss suits the data: checked before the run folder is made
     say(f"data: {data.source}: {len(data.y_train):,} train / {len(data.y_test):,} test")
     model.to(resolve_backend(settings["backend"], model.widths, min(settings["batch_size"], len(data.y_train)),
                              settings["dtype"], log=say))
@@ -233,25 +300,47 @@ def _run(args: argparse.Namespace, settings: dict, resume_from: Path | None, out
     atomic_write_text(out / "history.json", history_text)
     if args.json:
         atomic_write_text(args.json, history_text)
-    predictions = predict(model, data.x_test)
+    if history:
+        reports.plot_curves(history, out / "curves.png", title=f"{data.name} {model}")
+    if loss.targets == "value":
+        report_regression(model, data, loss, out, quiet=args.quiet)
+    else:
+        report_classification(model, data, loss, out, quiet=args.quiet)
+    written = [name for name in ("run.json", "checkpoint.npz", "history.json", "curves.png", "predictions.png",
+                                 "fit.png") if (out / name).is_file()]
+    say(f"wrote {out}/: {', '.join(written)}")
+    return 0
+
+
+def report_classification(model: MLP, data: datasets.Dataset, loss: Loss, out: Path, quiet: bool) -> None:
+    """The test accuracy and the accuracy of each class; the test images with their predictions."""
+    predictions = predict(model, data.x_test, loss=loss)
     cm = confusion_matrix(data.y_test, predictions, data.num_classes)
-    recall = per_class_accuracy(cm)
     accuracy = f"test accuracy {np.mean(predictions == data.y_test):.2%}"
-    if args.quiet:  # one line: the result and where the run is
+    if quiet:  # one line: the result and where the run is
         print(f"{accuracy}; run folder: {out}")
     else:
         print(f"{accuracy}; per class:")
-        for name, value, total in zip(data.classes, recall, cm.sum(axis=1)):
-            print(f"  {name:>12}  {'n/a' if np.isnan(value) else f'{value:.2%}'}  ({total} images)")
-    if history:
-        reports.plot_curves(history, out / "curves.png", title=f"{data.name} {model}")
+        for name, value, total in zip(data.classes, per_class_accuracy(cm), cm.sum(axis=1)):
+            print(f"  {name:>12}  {'n/a' if np.isnan(value) else f'{value:.2%}'}  ({total} samples)")
     if data.image_shape is not None:
         reports.plot_predictions(data.x_test, data.y_test, predictions, data.classes, data.image_shape,
                                  data.mean, data.std, out / "predictions.png")
-    written = [name for name in ("run.json", "checkpoint.npz", "history.json", "curves.png", "predictions.png")
-               if (out / name).is_file()]
-    say(f"wrote {out}/: {', '.join(written)}")
-    return 0
+
+
+def report_regression(model: MLP, data: datasets.Dataset, loss: Loss, out: Path, quiet: bool) -> None:
+    """RMSE, MAE and R² on the test set, in the data's units; fit.png: the fitted line over the points for
+    one feature and one target (as the tutorials draw it), else predicted against true values."""
+    def original(y):
+        return np.asarray(y, np.float64) * np.asarray(data.target_std) + np.asarray(data.target_mean)
+
+    predictions = predict(model, data.x_test, loss=loss, target_mean=data.target_mean, target_std=data.target_std)
+    figures = regression_metrics(original(data.y_test), predictions)
+    line = f"test RMSE {figures['rmse']:.4g}  MAE {figures['mae']:.4g}  R² {figures['r2']:.4f}"
+    print(f"{line}; run folder: {out}" if quiet else line)
+    reports.plot_regression(data, lambda x: predict(model, x, loss=loss, target_mean=data.target_mean,
+                                                    target_std=data.target_std), out / "fit.png",
+                            title=f"{data.name}: {model}")
 
 
 def main(argv: list[str] | None = None) -> int:

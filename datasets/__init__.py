@@ -1,4 +1,4 @@
-"""Data sets as plain NumPy arrays: MNIST, Fashion-MNIST, CIFAR-10, synthetic, your own.
+"""Data sets as plain NumPy arrays: MNIST, Fashion-MNIST, CIFAR-10, synthetic, regression sets, your own.
 
 ``load(name)`` returns a :class:`Dataset` whose images are flattened float32
 rows, normalised with the data set's usual mean and standard deviation, and
@@ -10,12 +10,20 @@ asked. Arrays are taken once, never through per-sample transforms.
 With no ``root``, MNIST comes from the real subset shipped in this package
 (the first 20,000 training images and the official 10,000-image test set);
 :attr:`Dataset.source` says which data was used.
+
+Regression (``Dataset.task == "regression"``): ``"toy-regression"`` (the
+15-point toy set of the PyTorch tutorial, raw) and ``"diabetes"`` (Efron et
+al. 2004, shipped in ``datasets/data/diabetes``, standardised); their targets
+are float32 ``(N, k)``. :func:`binary` turns any classification set into a
+one-class-against-the-rest task (``load(name, binary="0")``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +32,8 @@ import numpy as np
 from datasets.idx import IDXError, find_idx, read_idx
 
 SHIPPED_MNIST = Path(__file__).resolve().parent / "data" / "mnist"
+SHIPPED_DIABETES = Path(__file__).resolve().parent / "data" / "diabetes"
+TASKS = ("classification", "regression")
 PIP_VISION = "pip install 'softgrad[vision]'  (or: pip install torchvision)"
 
 
@@ -33,16 +43,35 @@ class DatasetError(RuntimeError):
 
 @dataclass(frozen=True)
 class Dataset:
+    """Train and test arrays with what is needed to read them.
+
+    Classification (the default ``task``): ``y_*`` are ``(N,)`` int64 class indices into ``classes``.
+    Regression: ``y_*`` are ``(N, k)`` float32 (always 2-D), ``classes`` is ``()``, ``target_names``
+    names the k targets, and the stored targets are ``(raw - target_mean) / target_std`` per target
+    (``(0.0,)`` / ``(1.0,)`` for raw targets), so ``raw = y * target_std + target_mean``.
+    """
+
     name: str
     x_train: np.ndarray  # (N, D) float32, normalised
-    y_train: np.ndarray  # (N,) int64
+    y_train: np.ndarray  # (N,) int64; regression: (N, k) float32
     x_test: np.ndarray
     y_test: np.ndarray
-    classes: tuple[str, ...]
+    classes: tuple[str, ...]  # () for regression
     source: str  # which files were read, for the run's log
     image_shape: tuple[int, ...] | None = None  # (28, 28) or (32, 32, 3); None for vectors
     mean: tuple[float, ...] = field(default=(0.0,))  # to undo the normalisation for pictures
     std: tuple[float, ...] = field(default=(1.0,))
+    # New fields come last, with defaults, so positional construction written before them still works
+    task: str = "classification"
+    target_names: tuple[str, ...] = ()  # regression: one name per target column
+    target_mean: tuple[float, ...] = field(default=(0.0,))  # regression: y_raw = y * target_std + target_mean
+    target_std: tuple[float, ...] = field(default=(1.0,))
+
+    def __post_init__(self) -> None:
+        # Only the label of the task is checked here: tests build Datasets with deliberately broken arrays
+        # to check that the training loop names them, so the arrays are left to the loaders and the loop.
+        if self.task not in TASKS:
+            raise ValueError(f"Dataset {self.name!r}: task must be one of {', '.join(TASKS)}, got {self.task!r}")
 
     @property
     def num_features(self) -> int:
@@ -52,9 +81,18 @@ class Dataset:
     def num_classes(self) -> int:
         return len(self.classes)
 
+    @property
+    def num_outputs(self) -> int:
+        """What a model predicts per sample: the class count, or the number of regression targets."""
+        if self.task == "classification":
+            return self.num_classes
+        return int(self.y_train.shape[1]) if np.ndim(self.y_train) == 2 else 1
+
     def __repr__(self) -> str:
+        what = (f"classes={self.num_classes}" if self.task == "classification"
+                else f"task='regression', targets={self.num_outputs}")
         return (f"Dataset({self.name!r}, train={self.x_train.shape}, test={self.x_test.shape}, "
-                f"classes={self.num_classes}, source={self.source!r})")
+                f"{what}, source={self.source!r})")
 
 
 # name -> (torchvision class, its folder under root, classes, mean, std, image shape)
@@ -72,7 +110,8 @@ _VISION = {
         (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), (32, 32, 3),
     ),
 }
-NAMES = (*_VISION, "synthetic")
+REGRESSION_NAMES = ("toy-regression", "diabetes")
+NAMES = (*_VISION, "synthetic", *REGRESSION_NAMES)
 
 
 def default_root() -> Path:
@@ -80,22 +119,42 @@ def default_root() -> Path:
     return Path(os.environ.get("SOFTGRAD_DATA", Path.home() / ".cache" / "softgrad" / "data"))
 
 
-def load(name: str, root: str | os.PathLike | None = None, download: bool = False, **options) -> Dataset:
+def load(name: str, root: str | os.PathLike | None = None, download: bool = False, *,
+         binary: str | int | Sequence[str | int] | None = None, **options) -> Dataset:
     """The train and test arrays of ``name`` and its class names.
 
-    ``name``: ``"mnist"``, ``"fashion-mnist"``, ``"cifar10"`` or
-    ``"synthetic"`` (``options`` go to :func:`synthetic`). ``root`` is the
+    ``name``: ``"mnist"``, ``"fashion-mnist"``, ``"cifar10"``,
+    ``"synthetic"`` (``options`` go to :func:`synthetic`), or one of the
+    regression sets ``"toy-regression"`` and ``"diabetes"`` (see
+    :func:`toy_regression` and :func:`diabetes`; both ship with softgrad, so
+    ``root`` and ``download`` are not used for them). ``root`` is the
     folder torchvision reads (``<root>/MNIST/raw/...``), or for MNIST and
     Fashion-MNIST a folder that holds the four IDX files itself (such as a
     copy of the small real samples); ``download=True`` fetches missing files
     into the torchvision layout. For MNIST with neither the full files in
     ``root`` nor ``download``, the shipped subset is used.
+
+    ``binary``: turn a classification set into a two-class task, as
+    :func:`binary` does (``"even"``, ``"odd"``, ``"0"``, ``"0,6"``,
+    ``[0, 6]``, ``"Sandal"``); a ``ValueError`` for regression sets.
     """
+    if binary is not None and name in REGRESSION_NAMES:
+        raise ValueError(f"load({name!r}, binary={binary!r}): {name} is a regression data set; a binary task "
+                         f"needs a classification one ({', '.join(n for n in NAMES if n not in REGRESSION_NAMES)})")
+    data = _load(name, root, download, options)
+    return data if binary is None else _binary(data, binary)
+
+
+def _load(name: str, root: str | os.PathLike | None, download: bool, options: dict) -> Dataset:
     if name == "synthetic":
         return synthetic(**options)
     if options:
         raise TypeError(f"load({name!r}): unexpected options {sorted(options)}")
     if name not in _VISION:
+        if name == "toy-regression":
+            return toy_regression()
+        if name == "diabetes":
+            return diabetes()
         raise ValueError(f"unknown data set {name!r}; choose one of {', '.join(NAMES)}")
     folder = Path(root) if root is not None else default_root()
     if name != "cifar10" and _has_all_idx(folder):  # the four IDX files right there, in no layout
@@ -282,6 +341,88 @@ def _load_shipped_mnist() -> Dataset:
     return dataclasses.replace(data, source=source)
 
 
+# The toy set of yunjey/pytorch-tutorial (tutorials/01-basics/linear_regression/main.py), kept here as
+# literals: 15 numbers each are shorter than any file, and users compare against the tutorial's output.
+_TOY_X = (3.3, 4.4, 5.5, 6.71, 6.93, 4.168, 9.779, 6.182, 7.59, 2.167, 7.042, 10.791, 5.313, 7.997, 3.1)
+_TOY_Y = (1.7, 2.76, 2.09, 3.19, 1.694, 1.573, 3.366, 2.596, 2.53, 1.221, 2.827, 3.465, 1.65, 2.904, 1.3)
+
+
+def toy_regression() -> Dataset:
+    """The PyTorch tutorial's 15-point linear-regression toy set, raw float32 ``(15, 1)`` arrays.
+
+    Nothing is scaled (``target_mean == (0.0,)``, ``target_std == (1.0,)``) so that a run reproduces
+    the tutorial's numbers. The tutorial has no held-out data: the test split is the same 15 points
+    (copies), which :attr:`Dataset.source` says.
+    """
+    x = np.asarray(_TOY_X, dtype=np.float32).reshape(-1, 1)
+    y = np.asarray(_TOY_Y, dtype=np.float32).reshape(-1, 1)
+    return Dataset("toy-regression", x, y, x.copy(), y.copy(), (),
+                   "toy regression set of yunjey/pytorch-tutorial (linear regression, 15 points, raw); "
+                   "no held-out data: the test split is the same 15 points",
+                   task="regression", target_names=("y",))
+
+
+DIABETES_FEATURES = ("age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6")
+DIABETES_SPLIT_SEED, DIABETES_N, DIABETES_N_TRAIN = 0, 442, 353
+
+
+def _read_diabetes_file(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    """One shipped diabetes file as float64, or a DatasetError naming it (missing, damaged, wrong shape)."""
+    try:
+        with gzip.open(path, "rt") as stream:
+            values = np.loadtxt(stream, dtype=np.float64, ndmin=len(shape))
+    except FileNotFoundError:
+        raise DatasetError(f"diabetes: {path} is missing; reinstall softgrad (the file ships with it)") from None
+    except Exception as error:  # gzip (BadGzipFile, EOFError), zlib, ValueError from loadtxt: a damaged file
+        raise DatasetError(f"diabetes: cannot read {path}: {type(error).__name__}: {error}; the file is damaged, "
+                           "reinstall softgrad") from None
+    if values.shape != shape:
+        raise DatasetError(f"diabetes: {path} holds an array of shape {values.shape}, expected {shape}; the file "
+                           "is damaged, reinstall softgrad")
+    if not np.isfinite(values).all():
+        row = int(np.flatnonzero(~np.isfinite(values.reshape(len(values), -1)).all(axis=1))[0])
+        raise DatasetError(f"diabetes: {path} row {row} is not finite; the file is damaged, reinstall softgrad")
+    return values
+
+
+def diabetes(folder: str | os.PathLike | None = None) -> Dataset:
+    """The diabetes data set of Efron, Hastie, Johnstone & Tibshirani (2004), "Least Angle Regression".
+
+    442 patients, 10 baseline features (``DIABETES_FEATURES``: age, sex, bmi, bp, s1..s6), one target:
+    disease progression one year after baseline. Read with NumPy from the two files shipped in
+    ``datasets/data/diabetes`` (or ``folder``; see its README.md for provenance and licence), so no
+    network and no scikit-learn are needed.
+
+    The split is fixed: ``np.random.default_rng(0).permutation(442)``, the first 353 indices train,
+    the last 89 test. Features and target are standardised with the training split's mean and
+    population standard deviation. The target's are recorded (``raw = y * target_std + target_mean``);
+    the features' are not (``mean``/``std`` stay ``(0.0,)``/``(1.0,)``: those fields undo picture
+    normalisation) - recompute them from the raw training rows to scale new patients.
+    """
+    root = Path(folder) if folder is not None else SHIPPED_DIABETES
+    features = _read_diabetes_file(root / "diabetes_data_raw.csv.gz", (DIABETES_N, len(DIABETES_FEATURES)))
+    target = _read_diabetes_file(root / "diabetes_target.csv.gz", (DIABETES_N,))
+    order = np.random.default_rng(DIABETES_SPLIT_SEED).permutation(DIABETES_N)
+    train, test = order[:DIABETES_N_TRAIN], order[DIABETES_N_TRAIN:]
+    # Statistics in float64 from the training rows only, so nothing about the test split leaks into them
+    x_mean, x_std = features[train].mean(axis=0), features[train].std(axis=0)
+    y_mean, y_std = float(target[train].mean()), float(target[train].std())
+
+    def scaled(rows):
+        x = (features[rows] - x_mean) / x_std
+        y = (target[rows] - y_mean) / y_std
+        return np.ascontiguousarray(x, dtype=np.float32), np.ascontiguousarray(y.reshape(-1, 1), dtype=np.float32)
+
+    (x_train, y_train), (x_test, y_test) = scaled(train), scaled(test)
+    where = "shipped with softgrad" if folder is None else f"from {root}"
+    return Dataset("diabetes", x_train, y_train, x_test, y_test, (),
+                   f"diabetes data of Efron et al. 2004 {where} ({DIABETES_N} patients, "
+                   f"split by default_rng({DIABETES_SPLIT_SEED}).permutation: {len(train)} train, {len(test)} test; "
+                   "features and target standardised with the training split's mean and std)",
+                   task="regression", target_names=("disease progression",),
+                   target_mean=(y_mean,), target_std=(y_std,))
+
+
 def synthetic(n_train: int = 10_000, n_test: int = 2_000, num_features: int = 784, num_classes: int = 10,
               seed: int = 0, separation: float = 3.0) -> Dataset:
     """A seeded Gaussian-blob data set of any size, dimension and class count.
@@ -308,35 +449,50 @@ def synthetic(n_train: int = 10_000, n_test: int = 2_000, num_features: int = 78
 
 
 def from_arrays(x_train, y_train, x_test, y_test, classes=None, name: str = "arrays", *,
-                image_shape: tuple[int, ...] | None = None, normalise: bool = False) -> Dataset:
+                image_shape: tuple[int, ...] | None = None, normalise: bool = False,
+                task: str = "classification", target_names: Sequence[str] | None = None,
+                standardise_targets: bool = False) -> Dataset:
     """Your own arrays as a Dataset: rows are samples (flattened to 2-D), labels integers.
 
     Labels may be ``(N,)`` or ``(N, 1)``. ``image_shape`` (``(28, 28)``, ``(32, 32, 3)``) lets the run
     draw its test images. With ``normalise=True`` the features are scaled by the training set's
     mean and standard deviation (per channel for images), which the Dataset records.
+
+    ``task="regression"``: targets are real numbers, ``(N,)`` or ``(N, k)`` (integers are converted),
+    stored as float32 ``(N, k)``; they must be finite. ``target_names`` names the k columns (default
+    ``("y",)`` for one, ``("y0", "y1", ...)`` for more). With ``standardise_targets=True`` each column
+    is scaled by the training set's mean and standard deviation, recorded in ``target_mean`` /
+    ``target_std``. ``classes`` is not used for regression.
     """
+    if task not in TASKS:
+        raise ValueError(f"from_arrays: task must be one of {', '.join(TASKS)}, got {task!r}")
+    regression = task == "regression"
+    if not regression and (target_names is not None or standardise_targets):
+        raise ValueError("from_arrays: target_names and standardise_targets are for task='regression'")
+    if regression and classes is not None:
+        raise ValueError("from_arrays: classes is for classification; name regression targets with target_names")
     parts = []
     for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
         x, y = np.asarray(x), np.asarray(y)
         if x.ndim < 2 or len(x) == 0:
             raise ValueError(f"from_arrays: x_{split} must have shape (N, ...) with N >= 1, got {x.shape}")
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = y[:, 0]  # a column of labels
-        if y.shape != (len(x),):
-            raise ValueError(f"from_arrays: y_{split} must have shape ({len(x)},), got {y.shape}")
-        if not np.issubdtype(y.dtype, np.integer):
-            raise TypeError(f"from_arrays: y_{split} must hold integer class indices, got {y.dtype}")
         if not np.issubdtype(x.dtype, np.number) or np.iscomplexobj(x):
             raise TypeError(f"from_arrays: x_{split} must be real numbers, got {x.dtype}")
-        parts.append((x.reshape(len(x), -1).astype(np.float32), y.astype(np.int64)))
+        y = _regression_targets(split, y, len(x)) if regression else _class_labels(split, y, len(x))
+        parts.append((x.reshape(len(x), -1).astype(np.float32), y))
     (x_train, y_train), (x_test, y_test) = parts
     if x_train.shape[1] != x_test.shape[1]:
         raise ValueError(f"from_arrays: train has {x_train.shape[1]} features, test {x_test.shape[1]}")
-    num_classes = int(max(y_train.max(), y_test.max())) + 1 if classes is None else len(classes)
-    for split, y in (("train", y_train), ("test", y_test)):
-        if y.min() < 0 or y.max() >= num_classes:
-            raise ValueError(f"from_arrays: y_{split} holds labels outside [0, {num_classes - 1}]")
-    classes = tuple(str(c) for c in (classes if classes is not None else range(num_classes)))
+    extra: dict = {}
+    if regression:
+        classes = ()
+        y_train, y_test, extra = _regression_fields(y_train, y_test, target_names, standardise_targets)
+    else:
+        num_classes = int(max(y_train.max(), y_test.max())) + 1 if classes is None else len(classes)
+        for split, y in (("train", y_train), ("test", y_test)):
+            if y.min() < 0 or y.max() >= num_classes:
+                raise ValueError(f"from_arrays: y_{split} holds labels outside [0, {num_classes - 1}]")
+        classes = tuple(str(c) for c in (classes if classes is not None else range(num_classes)))
     mean, std = (0.0,), (1.0,)
     if image_shape is not None:
         image_shape = tuple(int(d) for d in image_shape)
@@ -353,7 +509,150 @@ def from_arrays(x_train, y_train, x_test, y_test, classes=None, name: str = "arr
         x_train = np.ascontiguousarray(x_train.reshape(len(x_train), -1), dtype=np.float32)
         x_test = np.ascontiguousarray(x_test.reshape(len(x_test), -1), dtype=np.float32)
     return Dataset(name, x_train, y_train, x_test, y_test, classes, f"arrays given to from_arrays ({name})",
-                   image_shape, mean, std)
+                   image_shape, mean, std, task=task, **extra)
 
 
-__all__ = ["Dataset", "DatasetError", "NAMES", "from_arrays", "load", "synthetic"]
+def _class_labels(split: str, y: np.ndarray, n: int) -> np.ndarray:
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]  # a column of labels
+    if y.shape != (n,):
+        raise ValueError(f"from_arrays: y_{split} must have shape ({n},), got {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise TypeError(f"from_arrays: y_{split} must hold integer class indices, got {y.dtype}")
+    return y.astype(np.int64)
+
+
+def _regression_targets(split: str, y: np.ndarray, n: int) -> np.ndarray:
+    """``y`` as float64 ``(n, k)``: float64 so that standardising loses nothing before the cast to float32."""
+    if y.ndim == 1:
+        y = y.reshape(-1, 1)
+    if y.ndim != 2 or y.shape[0] != n or y.shape[1] == 0:
+        raise ValueError(f"from_arrays: y_{split} must have shape ({n},) or ({n}, k) with k >= 1, got {y.shape}")
+    # bool is not np.integer in NumPy, so True/False targets are refused along with strings and complex
+    if not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)):
+        raise TypeError(f"from_arrays: y_{split} must hold real-valued regression targets, got {y.dtype}")
+    y = y.astype(np.float64)
+    _check_finite(split, y)
+    return y
+
+
+def _check_finite(split: str, y: np.ndarray) -> None:
+    bad = ~np.isfinite(y)
+    if bad.any():
+        sample, column = (int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"from_arrays: y_{split} sample {sample} (target {column}) is {y[sample, column]}; "
+                         "regression targets must be finite")
+
+
+def _regression_fields(y_train: np.ndarray, y_test: np.ndarray, target_names: Sequence[str] | None,
+                       standardise: bool) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The float32 targets of both splits and the Dataset fields that describe them."""
+    k = y_train.shape[1]
+    if y_test.shape[1] != k:
+        raise ValueError(f"from_arrays: y_train has {k} target(s), y_test {y_test.shape[1]}")
+    if target_names is None:
+        names = ("y",) if k == 1 else tuple(f"y{i}" for i in range(k))
+    else:
+        names = (target_names,) if isinstance(target_names, str) else tuple(str(t) for t in target_names)
+        if len(names) != k:
+            raise ValueError(f"from_arrays: {len(names)} target_names {names} for {k} target column(s)")
+    mean, std = np.zeros(k), np.ones(k)
+    if standardise:
+        # the training split's statistics for both splits: the test split must not inform its own scaling
+        with np.errstate(over="ignore", invalid="ignore"):  # huge targets: the check below names them
+            mean, std = y_train.mean(axis=0), np.maximum(y_train.std(axis=0), 1e-12)
+        if not (np.isfinite(mean).all() and np.isfinite(std).all()):
+            raise ValueError(f"from_arrays: y_train is too large to standardise in float64 (mean {mean.tolist()}, "
+                             f"std {std.tolist()})")
+    stored = []
+    for split, y in (("train", y_train), ("test", y_test)):
+        scaled = (y - mean) / std
+        # checked before the cast, which would otherwise turn a too-large value into inf with only a warning
+        too_large = np.abs(scaled) > np.finfo(np.float32).max
+        if too_large.any():
+            sample, column = (int(i) for i in np.argwhere(too_large)[0])
+            raise ValueError(f"from_arrays: y_{split} sample {sample} (target {column}) is {scaled[sample, column]}"
+                             f"{' after standardising' if standardise else ''}, too large for float32")
+        stored.append(np.ascontiguousarray(scaled, dtype=np.float32))
+    fields = {"target_names": names, "target_mean": tuple(float(m) for m in mean),
+              "target_std": tuple(float(s) for s in std)}
+    return stored[0], stored[1], fields
+
+
+def _class_indices(data: Dataset, spec) -> list[int]:
+    """The positive class indices that ``spec`` names (see :func:`binary`), checked against ``data.classes``."""
+    classes = data.classes
+    choices = (f"'even', 'odd', a class index 0..{len(classes) - 1}, a class name "
+               f"({', '.join(repr(c) for c in classes)}), or a comma-separated list of them")
+
+    def one(token) -> list[int]:
+        if isinstance(token, (bool, np.bool_)):  # True is an int to Python, never meant as class 1
+            raise ValueError(f"binary: {token!r} is not a class; choose {choices}")
+        if isinstance(token, (int, np.integer)):
+            if not 0 <= int(token) < len(classes):
+                raise ValueError(f"binary: class index {int(token)} is out of range; choose {choices}")
+            return [int(token)]
+        if not isinstance(token, str):
+            raise ValueError(f"binary: {token!r} is not a class; choose {choices}")
+        word = token.strip()
+        if word.lower() in ("even", "odd"):  # by class index, which for the digit sets is the digit itself
+            return [i for i in range(len(classes)) if i % 2 == (word.lower() == "odd")]
+        if word in classes:  # a name before an index: a set may name its classes "3", "5", ...
+            return [classes.index(word)]
+        if word.lstrip("-").isdecimal():
+            return one(int(word))
+        raise ValueError(f"binary: unknown class {word!r}; choose {choices}")
+
+    if isinstance(spec, str):
+        tokens = [t for t in spec.split(",") if t.strip()] if "," in spec else [spec]
+    elif isinstance(spec, Sequence) or isinstance(spec, np.ndarray):
+        tokens = list(spec)
+    else:
+        tokens = [spec]
+    if not tokens or (len(tokens) == 1 and isinstance(tokens[0], str) and not tokens[0].strip()):
+        raise ValueError(f"binary: no positive class given; choose {choices}")
+    positive = sorted({i for token in tokens for i in one(token)})
+    if not positive:
+        raise ValueError(f"binary: {spec!r} names no class; choose {choices}")
+    if len(positive) == len(classes):
+        raise ValueError(f"binary: {spec!r} makes every class positive, which leaves no negative class; "
+                         f"choose {choices}")
+    return positive
+
+
+def _binary(data: Dataset, positive) -> Dataset:
+    if data.task != "classification":
+        raise ValueError(f"binary: {data.name} is a {data.task} data set; a binary task needs a classification one")
+    indices = _class_indices(data, positive)
+    if isinstance(positive, str) and positive.strip().lower() in ("even", "odd"):
+        label = positive.strip().lower()
+        classes = ("odd" if label == "even" else "even", label)
+        name = f"{data.name} ({classes[1]} vs {classes[0]})"
+    else:
+        label = " or ".join(data.classes[i] for i in indices)
+        classes = (f"not {label}" if len(indices) == 1 else f"not ({label})", label)
+        name = f"{data.name} ({label} vs rest)"
+    named = ", ".join(f"{i} ({data.classes[i]!r})" for i in indices)
+    source = (f"{data.source}; binary task: label 1 = class{'es' if len(indices) > 1 else ''} {named}, "
+              f"label 0 = the other {data.num_classes - len(indices)} of {data.num_classes}")
+    chosen = np.asarray(indices, dtype=np.int64)
+    return dataclasses.replace(
+        data, name=name, classes=classes, source=source,
+        y_train=np.isin(data.y_train, chosen).astype(np.int64), y_test=np.isin(data.y_test, chosen).astype(np.int64))
+
+
+def binary(data: Dataset, positive: str | int | Sequence[str | int]) -> Dataset:
+    """``data`` (a classification set) as a two-class task: label 1 for the ``positive`` classes, 0 for the rest.
+
+    ``positive``: ``"even"`` or ``"odd"`` (by class index, so for MNIST the digits), a class index
+    (``0``, ``"0"``), a class name (``"Sandal"``; a name is tried before an index), or several of them,
+    comma-separated (``"0,6"``) or as a sequence (``[0, 6]``). Labels are int64 0/1; ``classes`` becomes
+    ``("not 0", "0")`` (``("odd", "even")`` for ``"even"``); ``name`` and ``source`` say which classes
+    are positive. Images, their shape and normalisation are kept, so pictures still work. An unknown
+    name, an index out of range, no class or every class raises ``ValueError`` listing the choices.
+    """
+    return _binary(data, positive)
+
+
+__all__ = ["DIABETES_FEATURES", "Dataset", "DatasetError", "NAMES", "REGRESSION_NAMES", "SHIPPED_DIABETES",
+           "SHIPPED_MNIST", "TASKS", "binary", "diabetes", "from_arrays", "load", "synthetic", "toy_regression"]

@@ -29,7 +29,8 @@ def test_bench_prints_the_tables_and_writes_json(tmp_path):
                        "--batch-size", "256", "--json", str(out))
     assert result.returncode == 0, result.stderr
     for text in ("op throughput", "cross_entropy + grad", "sgd_step", "training throughput: softmax regression, "
-                 "batch 256", *ANCHORS, "recommendation", "matmul roofline"):
+                 "batch 256", "softmax regression, batch 256, Adam (lr 1e-3)", *ANCHORS, "recommendation",
+                 "matmul roofline"):
         assert text in result.stdout, text
     payload = json.loads(out.read_text())
     assert {"cpu", "cpu_count", "blas", "versions", "gpu"} <= set(payload["machine"])
@@ -40,8 +41,10 @@ def test_bench_prints_the_tables_and_writes_json(tmp_path):
     for record in payload["records"]:
         assert record["model"] == "linear" and record["batch_size"] == 256 and record["samples_per_s"] > 0
         assert 0.5 < record["accuracy"] <= 1.0  # a short run on real MNIST learns something
-    numpy_record = next(r for r in payload["records"] if r["backend"] == "numpy")
-    assert set(numpy_record["ratios"]) == ANCHORS
+    assert {(r["backend"], r["optimizer"]) for r in payload["records"]} == {
+        (b, o) for b in {"numpy"} | ANCHORS for o in ("sgd", "adam")}
+    for numpy_record in (r for r in payload["records"] if r["backend"] == "numpy"):
+        assert set(numpy_record["ratios"]) == ANCHORS  # each against the anchors with the same optimizer
     assert payload["recommendation"] == [{"model": "linear", "batch_size": 256, "backend": "numpy"}]
     assert not list(out.parent.glob(".*.tmp"))  # written atomically
 

@@ -1,9 +1,11 @@
-"""Data sets: the shipped MNIST subset, real files from ../shared/data, and broken files."""
+"""Data sets: the shipped MNIST subset, real files from ../shared/data, broken files, the regression sets
+(toy, diabetes), binary tasks, and from_arrays."""
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import importlib.util
 import shutil
 import struct
 from pathlib import Path
@@ -15,7 +17,10 @@ import datasets
 from datasets import DatasetError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-pytest.importorskip("torchvision")
+# Only the tests that reach torchvision itself need it: the shipped and IDX data are read with NumPy, and a
+# module-wide skip would hide those tests on exactly the installs (no torch) they are meant for.
+needs_torchvision = pytest.mark.skipif(importlib.util.find_spec("torchvision") is None,
+                                       reason="torchvision is not installed")
 
 
 def write_idx(folder: Path, prefix: str, images: np.ndarray, labels: np.ndarray, compress: bool = False) -> None:
@@ -77,6 +82,7 @@ def test_full_mnist_in_root_is_preferred(tmp_path):
     assert data.x_train.shape == (30, 784) and "torchvision MNIST" in data.source
 
 
+@needs_torchvision
 def test_missing_files_name_the_folder_and_the_flag(tmp_path):
     for name in ("mnist", "fashion-mnist", "cifar10"):
         with pytest.raises(DatasetError, match=f"{name}: the data files are missing .* {tmp_path}.*download=True"):
@@ -196,6 +202,7 @@ def test_a_folder_holding_the_idx_files_is_a_root(tmp_path):
     assert data.classes[0] == "T-shirt/top" and "IDX files in" in data.source
 
 
+@needs_torchvision
 def test_a_failed_download_names_the_network_error(tmp_path, monkeypatch):
     import torchvision.datasets
 
@@ -226,3 +233,264 @@ def test_cifar_npz_with_a_test_split_and_a_damaged_file(tmp_path):
     (tmp_path / "test-labels.npz").write_bytes(b"garbage")
     with pytest.raises(DatasetError, match="cannot read .*test-labels.npz"):
         datasets.load("cifar10", root=tmp_path)
+
+
+# --- regression data sets ---------------------------------------------------------------------------------
+
+TOY_X = [3.3, 4.4, 5.5, 6.71, 6.93, 4.168, 9.779, 6.182, 7.59, 2.167, 7.042, 10.791, 5.313, 7.997, 3.1]
+TOY_Y = [1.7, 2.76, 2.09, 3.19, 1.694, 1.573, 3.366, 2.596, 2.53, 1.221, 2.827, 3.465, 1.65, 2.904, 1.3]
+
+
+def raw_diabetes() -> tuple[np.ndarray, np.ndarray]:
+    """The shipped files read independently of the loader (plain text lines, not np.loadtxt)."""
+    with gzip.open(datasets.SHIPPED_DIABETES / "diabetes_data_raw.csv.gz", "rt") as f:
+        x = np.array([[float(v) for v in line.split()] for line in f if line.strip()])
+    with gzip.open(datasets.SHIPPED_DIABETES / "diabetes_target.csv.gz", "rt") as f:
+        y = np.array([float(line) for line in f if line.strip()])
+    return x, y
+
+
+def test_toy_regression_is_the_tutorials_raw_points():
+    data = datasets.load("toy-regression")
+    assert data.task == "regression" and data.classes == () and data.num_classes == 0
+    assert data.x_train.shape == (15, 1) and data.y_train.shape == (15, 1)
+    assert data.x_train.dtype == np.float32 and data.y_train.dtype == np.float32
+    np.testing.assert_array_equal(data.x_train[:, 0], np.asarray(TOY_X, np.float32))
+    np.testing.assert_array_equal(data.y_train[:, 0], np.asarray(TOY_Y, np.float32))
+    # no held-out data in the tutorial: the test split is the same points, and the source says so
+    np.testing.assert_array_equal(data.x_test, data.x_train)
+    np.testing.assert_array_equal(data.y_test, data.y_train)
+    assert data.x_test is not data.x_train and "test split is the same 15 points" in data.source
+    assert data.target_mean == (0.0,) and data.target_std == (1.0,) and data.num_outputs == 1
+    assert data.num_features == 1 and data.image_shape is None and data.target_names == ("y",)
+    assert "task='regression', targets=1" in repr(data)
+
+
+def test_diabetes_split_and_standardisation():
+    data = datasets.load("diabetes")
+    assert data.task == "regression" and data.name == "diabetes" and data.classes == ()
+    assert data.x_train.shape == (353, 10) and data.x_test.shape == (89, 10)
+    assert data.y_train.shape == (353, 1) and data.y_test.shape == (89, 1)
+    assert {a.dtype for a in (data.x_train, data.y_train, data.x_test, data.y_test)} == {np.dtype(np.float32)}
+    assert data.num_outputs == 1 and data.num_features == 10 and data.mean == (0.0,) and data.std == (1.0,)
+    assert "shipped with softgrad" in data.source and "353 train, 89 test" in data.source
+    x, y = raw_diabetes()
+    assert x.shape == (442, 10) and y.shape == (442,)
+    # the documented split, and the first raw row as the CSV has it
+    order = np.random.default_rng(0).permutation(442)
+    train, test = order[:353], order[353:]
+    assert sorted(np.concatenate([train, test]).tolist()) == list(range(442))
+    np.testing.assert_array_equal(x[0], [59, 2, 32.1, 101.0, 157, 93.2, 38.0, 4.0, 4.8598, 87])
+    assert y[0] == 151.0
+    # features: standardised with the training split's statistics
+    np.testing.assert_allclose(data.x_train.mean(axis=0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(data.x_train.std(axis=0), 1.0, atol=1e-5)
+    x_mean, x_std = x[train].mean(axis=0), x[train].std(axis=0)
+    np.testing.assert_allclose(data.x_test, (x[test] - x_mean) / x_std, rtol=1e-5, atol=1e-5)
+    # target: the same, recorded so that y * std + mean is the raw target of each split
+    assert abs(float(data.y_train.mean())) < 1e-5 and abs(float(data.y_train.std()) - 1.0) < 1e-5
+    assert data.target_mean == pytest.approx((y[train].mean(),)) and data.target_std == pytest.approx((y[train].std(),))
+    for stored, rows in ((data.y_train, train), (data.y_test, test)):
+        raw = stored[:, 0] * data.target_std[0] + data.target_mean[0]
+        np.testing.assert_allclose(raw, y[rows], rtol=1e-5)
+    assert datasets.DIABETES_FEATURES == ("age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6")
+    assert data.target_names == ("disease progression",)
+
+
+def test_diabetes_equals_scikit_learns():
+    sklearn_datasets = pytest.importorskip("sklearn.datasets")
+    x_sk, y_sk = sklearn_datasets.load_diabetes(return_X_y=True, scaled=False)
+    x, y = raw_diabetes()
+    np.testing.assert_array_equal(x, x_sk)
+    np.testing.assert_array_equal(y, y_sk)
+    data = datasets.load("diabetes")
+    train = np.random.default_rng(0).permutation(442)[:353]
+    np.testing.assert_allclose(data.y_train[:, 0] * data.target_std[0] + data.target_mean[0], y_sk[train], rtol=1e-5)
+
+
+def test_diabetes_needs_neither_sklearn_nor_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, datasets; d = datasets.load('diabetes'); "
+            "print(d.x_train.shape, 'sklearn' in sys.modules, 'torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "(353, 10) False False"
+
+
+def test_shipped_diabetes_files_are_documented():
+    readme = (datasets.SHIPPED_DIABETES / "README.md").read_text()
+    for path in datasets.SHIPPED_DIABETES.glob("*.gz"):
+        assert f"{hashlib.sha256(path.read_bytes()).hexdigest()}  {path.name}" in readme
+    assert "BSD 3-Clause" in readme and "Efron" in readme
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated", "short", "text"])
+def test_damaged_diabetes_files_are_named(tmp_path, damage):
+    for path in datasets.SHIPPED_DIABETES.glob("*.gz"):
+        shutil.copyfile(path, tmp_path / path.name)
+    bad = tmp_path / ("diabetes_target.csv.gz" if damage == "short" else "diabetes_data_raw.csv.gz")
+    if damage == "missing":
+        bad.unlink()
+    elif damage == "truncated":
+        bad.write_bytes(bad.read_bytes()[:300])
+    elif damage == "short":  # a row lost: 441 targets for 442 patients
+        lines = gzip.decompress(bad.read_bytes()).splitlines(keepends=True)
+        bad.write_bytes(gzip.compress(b"".join(lines[:-1])))
+    else:
+        bad.write_bytes(gzip.compress(b"59 2 not-a-number\n"))
+    with pytest.raises(DatasetError, match=f"diabetes: .*{bad.name}"):
+        datasets.diabetes(tmp_path)
+
+
+def test_regression_sets_take_no_options_and_no_binary_task():
+    with pytest.raises(TypeError, match="unexpected options"):
+        datasets.load("diabetes", n_train=5)
+    with pytest.raises(ValueError, match="diabetes is a regression data set"):
+        datasets.load("diabetes", binary="0")
+    with pytest.raises(ValueError, match="regression data set"):
+        datasets.binary(datasets.load("toy-regression"), 0)
+    assert {"toy-regression", "diabetes"} <= set(datasets.NAMES)
+
+
+# --- binary tasks -----------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def mnist():
+    return datasets.load("mnist")
+
+
+@pytest.mark.parametrize("spec, chosen", [("0", [0]), (0, [0]), ("0,6", [0, 6]), ([0, 6], [0, 6]),
+                                          (" 3 , 9 ", [3, 9]), (("7",), [7]), (np.int64(5), [5])])
+def test_binary_counts_are_the_chosen_classes(mnist, spec, chosen):
+    data = datasets.binary(mnist, spec)
+    for new, old in ((data.y_train, mnist.y_train), (data.y_test, mnist.y_test)):
+        assert new.dtype == np.int64 and set(np.unique(new)) == {0, 1}
+        assert int(new.sum()) == int(np.isin(old, chosen).sum())
+        np.testing.assert_array_equal(new, np.isin(old, chosen))
+    label = " or ".join(str(c) for c in chosen)
+    assert data.classes == ((f"not {label}" if len(chosen) == 1 else f"not ({label})"), label)
+    assert data.name == f"mnist ({label} vs rest)" and data.num_classes == 2 and data.num_outputs == 2
+    assert data.source.startswith(mnist.source) and "label 1 = class" in data.source
+    # the pictures survive: the same images, shape and normalisation
+    assert data.x_train is mnist.x_train and data.image_shape == (28, 28) and data.mean == mnist.mean
+
+
+def test_binary_even_and_odd(mnist):
+    even = datasets.load("mnist", binary="even")
+    assert even.classes == ("odd", "even") and even.name == "mnist (even vs odd)"
+    np.testing.assert_array_equal(even.y_test, mnist.y_test % 2 == 0)
+    test_counts = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]  # the official test set's
+    assert int(even.y_test.sum()) == sum(test_counts[0::2])
+    odd = datasets.binary(mnist, "Odd")
+    assert odd.classes == ("even", "odd") and odd.name == "mnist (odd vs even)"
+    np.testing.assert_array_equal(odd.y_train, mnist.y_train % 2)
+    assert "classes 1 ('1'), 3 ('3'), 5 ('5'), 7 ('7'), 9 ('9')" in odd.source
+
+
+def test_binary_by_class_name_and_of_other_sets():
+    x = np.zeros((6, 2))
+    shoes = datasets.from_arrays(x, [5, 7, 9, 0, 5, 1], x[:3], [5, 2, 3],
+                                 classes=["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
+                                          "Shirt", "Sneaker", "Bag", "Ankle boot"])
+    data = datasets.binary(shoes, "Sandal")
+    assert data.classes == ("not Sandal", "Sandal") and data.y_train.tolist() == [1, 0, 0, 0, 1, 0]
+    data = datasets.binary(shoes, ["Sandal", "Sneaker", 9])
+    assert data.y_train.tolist() == [1, 1, 1, 0, 1, 0] and data.y_test.tolist() == [1, 0, 0]
+    # a class name wins over an index of the same spelling
+    named = datasets.from_arrays(x, [0, 1, 1, 0, 1, 0], x[:2], [0, 1], classes=["1", "0"])
+    assert datasets.binary(named, "0").y_train.tolist() == [0, 1, 1, 0, 1, 0]
+    blobs = datasets.load("synthetic", n_train=50, n_test=10, num_features=3, num_classes=3, binary="class 2")
+    assert blobs.classes == ("not class 2", "class 2") and blobs.name == "synthetic (class 2 vs rest)"
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("seven", r"unknown class 'seven'; choose 'even', 'odd', a class index 0\.\.9, a class name \('0', '1'"),
+    ("10", "class index 10 is out of range"),
+    (-1, "class index -1 is out of range"),
+    ("", "no positive class"),
+    (",", "no positive class"),
+    ([], "no positive class"),
+    (True, "True is not a class"),
+    (2.0, "2.0 is not a class"),
+    ("0,1,2,3,4,5,6,7,8,9", "every class positive"),
+    (["even", "odd"], "every class positive"),
+])
+def test_bad_binary_specs_name_the_choices(mnist, spec, message):
+    with pytest.raises(ValueError, match=message):
+        datasets.binary(mnist, spec)
+
+
+# --- from_arrays for regression ---------------------------------------------------------------------------
+
+def test_from_arrays_regression_shapes_and_dtypes():
+    x = np.arange(12.0).reshape(6, 2)
+    data = datasets.from_arrays(x, [1.5, 2.5, 3.5, 4.5, 5.5, 6.5], x[:2], np.array([1, 2]), task="regression")
+    assert data.task == "regression" and data.classes == () and data.num_classes == 0
+    assert data.y_train.shape == (6, 1) and data.y_test.shape == (2, 1)
+    assert data.y_train.dtype == np.float32 and data.y_test.dtype == np.float32
+    assert data.y_test[:, 0].tolist() == [1.0, 2.0]  # integers become floats
+    assert data.target_names == ("y",) and data.target_mean == (0.0,) and data.target_std == (1.0,)
+    wide = datasets.from_arrays(x, x * 2, x[:3], x[:3], task="regression", target_names=["a", "b"])
+    assert wide.y_train.shape == (6, 2) and wide.num_outputs == 2 and wide.target_names == ("a", "b")
+    np.testing.assert_array_equal(wide.y_train, (x * 2).astype(np.float32))
+    assert "targets=2" in repr(wide)
+
+
+def test_from_arrays_standardises_targets_with_the_training_statistics():
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((50, 3)), rng.normal([10.0, -3.0], [4.0, 0.5], (50, 2))
+    x_test, y_test = rng.standard_normal((7, 3)), rng.normal([10.0, -3.0], [4.0, 0.5], (7, 2))
+    data = datasets.from_arrays(x, y, x_test, y_test, task="regression", standardise_targets=True)
+    np.testing.assert_allclose(data.y_train.mean(axis=0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(data.y_train.std(axis=0), 1.0, atol=1e-5)
+    np.testing.assert_allclose(data.target_mean, y.mean(axis=0))
+    np.testing.assert_allclose(data.target_std, y.std(axis=0))
+    for stored, raw in ((data.y_train, y), (data.y_test, y_test)):
+        np.testing.assert_allclose(stored * np.asarray(data.target_std) + np.asarray(data.target_mean), raw,
+                                   rtol=1e-5, atol=1e-5)
+    assert data.target_names == ("y0", "y1")
+
+
+def test_from_arrays_regression_errors():
+    x = np.zeros((4, 2))
+    with pytest.raises(ValueError, match=r"y_test sample 1 \(target 0\) is nan; regression targets must be finite"):
+        datasets.from_arrays(x, [0.0, 1, 2, 3], x[:2], [0.5, np.nan], task="regression")
+    with pytest.raises(ValueError, match=r"y_train sample 2 \(target 1\) is inf"):
+        datasets.from_arrays(x, [[0, 0], [0, 0], [0, np.inf], [0, 0]], x, np.zeros((4, 2)), task="regression")
+    with pytest.raises(ValueError, match=r"y_train sample 0 \(target 0\) is 1e\+300, too large for float32"):
+        datasets.from_arrays(x, [1e300, 0, 0, 0], x, np.zeros(4), task="regression")
+    with pytest.raises(ValueError, match="too large to standardise"):
+        datasets.from_arrays(x, [1e300, -1e300, 0, 0], x, np.zeros(4), task="regression", standardise_targets=True)
+    with pytest.raises(ValueError, match=r"y_train must have shape \(4,\) or \(4, k\)"):
+        datasets.from_arrays(x, [0.0, 1.0], x, np.zeros(4), task="regression")
+    with pytest.raises(ValueError, match=r"y_train must have shape"):
+        datasets.from_arrays(x, np.zeros((4, 1, 1)), x, np.zeros(4), task="regression")
+    with pytest.raises(ValueError, match="y_train has 1 target"):
+        datasets.from_arrays(x, np.zeros(4), x, np.zeros((4, 2)), task="regression")
+    with pytest.raises(TypeError, match="real-valued regression targets"):
+        datasets.from_arrays(x, ["a", "b", "c", "d"], x, np.zeros(4), task="regression")
+    with pytest.raises(TypeError, match="real-valued regression targets"):
+        datasets.from_arrays(x, [True, False, True, True], x, np.zeros(4), task="regression")
+    with pytest.raises(ValueError, match=r"1 target_names \('a',\) for 2 target"):
+        datasets.from_arrays(x, np.zeros((4, 2)), x, np.zeros((4, 2)), task="regression", target_names=["a"])
+    with pytest.raises(ValueError, match="task must be one of classification, regression"):
+        datasets.from_arrays(x, [0, 1, 0, 1], x, [0, 1, 0, 1], task="ranking")
+    with pytest.raises(ValueError, match="standardise_targets are for task='regression'"):
+        datasets.from_arrays(x, [0, 1, 0, 1], x, [0, 1, 0, 1], standardise_targets=True)
+    with pytest.raises(ValueError, match="classes is for classification"):
+        datasets.from_arrays(x, [0.0, 1, 0, 1], x, [0.0, 1, 0, 1], classes=["a", "b"], task="regression")
+    # classification is as before: float labels are refused with the same TypeError
+    with pytest.raises(TypeError, match="integer class indices"):
+        datasets.from_arrays(x, [0.0, 1.0, 0.0, 1.0], x, [0, 1, 0, 1], task="classification")
+
+
+def test_dataset_stays_backward_compatible(mnist):
+    old_style = datasets.Dataset("d", mnist.x_test, mnist.y_test, mnist.x_test, mnist.y_test, mnist.classes, "s",
+                                 (28, 28), (0.1307,), (0.3081,))
+    assert old_style.task == "classification" and old_style.num_outputs == 10 and old_style.target_names == ()
+    assert repr(old_style) == "Dataset('d', train=(10000, 784), test=(10000, 784), classes=10, source='s')"
+    with pytest.raises(ValueError, match="task must be one of"):
+        datasets.Dataset("d", mnist.x_test, mnist.y_test, mnist.x_test, mnist.y_test, (), "s", task="ranking")

@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from backends.array_api import ArrayAPIBackend, shared_method
+from backends.conformance.elementwise_checks import ELEMENTWISE_LOSSES, elementwise_case
 from backends.conformance.strategies import logits, loss_case, sgd_settings
 from core.base import LOSSES, OPTIMIZERS
 from core.base.losses import Loss, register_loss
@@ -25,7 +26,8 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def _on(be, kwargs):
-    return {k: be.asarray(v) if k == "weight" and v is not None else v for k, v in kwargs.items()}
+    """The options with their arrays (weight, pos_weight) moved to the backend."""
+    return {k: be.asarray(v) if isinstance(v, np.ndarray) else v for k, v in kwargs.items()}
 
 
 # The inputs each registered loss is checked on: a new loss adds its own line here.
@@ -46,7 +48,17 @@ def _nll_case(draw, dtype):
     return logp, target, kwargs, scale
 
 
-LOSS_CASES = {"cross_entropy": _cross_entropy_case, "nll_loss": _nll_case}
+def _elementwise_case(loss):
+    @st.composite
+    def case(draw, dtype):
+        _, x, target, options, scale = draw(elementwise_case(dtype, loss, max_n=64))
+        return x, target, options, scale * scale if loss == "mse_loss" else scale
+
+    return case
+
+
+LOSS_CASES = {"cross_entropy": _cross_entropy_case, "nll_loss": _nll_case,
+              **{loss: _elementwise_case(loss) for loss in ELEMENTWISE_LOSSES}}
 
 
 def test_every_registered_loss_has_test_inputs():
@@ -106,8 +118,10 @@ def test_softmax_and_layer_overrides_agree_with_the_shared_code(be, dtype, data)
 def test_shared_method_names_the_registered_units():
     assert shared_method("cross_entropy_and_grad").__name__ == "value_and_grad"
     assert shared_method("sgd_step").__name__ == "step_method"
-    with pytest.raises(AttributeError, match="no registered loss or optimizer provides 'adam_step'"):
-        shared_method("adam_step")
+    assert shared_method("adam_step").__name__ == "step_method"
+    assert shared_method("mse_loss_grad").__name__ == "grad"
+    with pytest.raises(AttributeError, match="no registered loss or optimizer provides 'lion_step'"):
+        shared_method("lion_step")
 
 
 # ---- training on a namespace without in-place operations ---------------------------------------------

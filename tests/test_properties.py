@@ -1,6 +1,6 @@
 """Property tests: every backend, float32 and float64, generated shapes and scales.
 
-The checks themselves live in ``backends/conformance/checks.py``: the conformance kit
+The checks themselves live in ``backends/conformance/`` (``all_checks()``): the conformance kit
 (``python -m backends.conformance NAME``) runs the very same functions on any registered
 backend. References: the float64 NumPy functions in ``backends/conformance/reference.py``,
 PyTorch's ``torch.nn.functional`` and autograd, central finite differences, the NumPy
@@ -16,7 +16,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from backends import get_backend
-from backends.conformance.checks import CHECKS, Check
+from backends.conformance import all_checks
+from backends.conformance.checks import Check
 from backends.conformance.strategies import loss_case
 from tests.conftest import AVAILABLE, assert_close
 
@@ -48,7 +49,7 @@ def _test_for(check: Check):
     return test
 
 
-for _check in CHECKS:
+for _check in all_checks():
     globals()[f"test_{_check.name}"] = _test_for(_check)
 
 

@@ -206,3 +206,75 @@ def test_ctrl_c_before_the_first_epoch_says_nothing_was_saved(tmp_path):
         assert f"--resume {out}" in stderr
     else:
         assert "interrupted before the first epoch finished; nothing was saved to resume" in stderr
+
+
+def test_regression_runs_write_the_fit_and_resume(tmp_path):
+    """The tutorial's linear regression from the command line: fit.png, RMSE/MAE/R² in the history, resume."""
+    out = tmp_path / "toy"
+    result = train("--dataset", "toy-regression", "--model", "linear", "--loss", "mse", "--optimizer", "sgd",
+                   "--lr", "0.001", "--momentum", "0", "--weight-decay", "0", "--lr-schedule", "constant",
+                   "--batch-size", "15", "--epochs", "30", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "test RMSE" in result.stdout and "fit.png" in result.stdout and "per class" not in result.stdout
+    assert (out / "fit.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    history = json.loads((out / "history.json").read_text())
+    assert {"test_rmse", "test_mae", "test_r2"} <= set(history[-1]) and "test_accuracy" not in history[-1]
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert json.loads((out / "run.json").read_text())["loss"] == "mse_loss"
+    resumed = train("--resume", str(out), "--epochs", "35", "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    assert [r["epoch"] for r in json.loads((out / "history.json").read_text())] == list(range(1, 36))
+    # the default loss for regression data is mse; a classification loss is refused before anything is written
+    refused = train("--dataset", "toy-regression", "--loss", "cross_entropy", "--out", str(tmp_path / "no"))
+    assert refused.returncode == 2 and "cross_entropy is a classification loss" in refused.stderr
+    assert not (tmp_path / "no").exists()
+
+
+def test_a_binary_task_from_the_command_line(tmp_path):
+    out = tmp_path / "zero"
+    result = train("--dataset", "mnist", "--binary", "0", "--model", "linear", "--optimizer", "adam", "--epochs",
+                   "1", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "not 0" in result.stdout and "per class" in result.stdout
+    saved = json.loads((out / "run.json").read_text())
+    assert saved["binary"] == "0" and saved["loss"] == "binary_cross_entropy_with_logits"
+    history = json.loads((out / "history.json").read_text())
+    assert history[-1]["test_accuracy"] > 0.98
+    from core.training import checkpoint
+
+    model, state, _, settings = checkpoint.load(out / "checkpoint.npz")
+    assert model.widths == [784, 1] and settings["optimizer"] == "adam" and settings["lr"] == 1e-3
+    evaluated = subprocess.run([sys.executable, "-m", "core.evaluate", str(out)], cwd=ROOT, capture_output=True,
+                               text=True, timeout=600)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert f"test accuracy {history[-1]['test_accuracy']:.2%}" in evaluated.stdout
+    refused = train("--dataset", "mnist", "--loss", "bce_with_logits", "--out", str(tmp_path / "no"))
+    assert refused.returncode == 2 and "--binary" in refused.stderr and not (tmp_path / "no").exists()
+
+
+def test_every_hyperparameter_of_every_optimizer_is_a_flag():
+    from core.base import OPTIMIZERS
+
+    result = train("--help")
+    assert result.returncode == 0
+    for optimizer in OPTIMIZERS.values():
+        assert f"  {optimizer.name}: lr " in result.stdout  # the epilog lists each with its defaults
+        for key in optimizer.defaults:
+            assert f"--{key.replace('_', '-')}" in result.stdout, key
+    assert "--binary" in result.stdout and "bce_with_logits" in result.stdout
+
+
+def test_adam_hyperparameters_from_flags_reach_the_checkpoint(tmp_path):
+    out = tmp_path / "adam"
+    result = train("--dataset", "synthetic", "--model", "linear", "--epochs", "1", "--optimizer", "adamw",
+                   "--betas", "0.8,0.99", "--eps", "1e-6", "--amsgrad", "--out", str(out), "--quiet")
+    assert result.returncode == 0, result.stderr
+    from core.training import checkpoint
+
+    settings = checkpoint.load(out / "checkpoint.npz")[3]
+    assert settings["hyperparameters"]["betas"] in ([0.8, 0.99], (0.8, 0.99))
+    assert settings["hyperparameters"]["eps"] == 1e-6 and settings["hyperparameters"]["amsgrad"] is True
+    assert settings["hyperparameters"]["weight_decay"] == 0.01  # AdamW's default
+    refused = train("--dataset", "synthetic", "--optimizer", "adam", "--momentum", "0.9", "--out",
+                    str(tmp_path / "no"))
+    assert refused.returncode == 2 and "adam has no hyperparameter 'momentum'" in refused.stderr

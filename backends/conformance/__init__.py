@@ -2,8 +2,10 @@
 
     python -m backends.conformance NAME [--examples N] [--json PATH]
 
-runs every check in :data:`backends.conformance.checks.CHECKS` (the same
-checks softgrad's own suite runs on its backends) on the backend registered as
+runs every check of :func:`all_checks` (the same checks softgrad's own suite
+runs on its backends: softmax and cross-entropy in ``checks.py``, the
+elementwise losses in ``elementwise_checks.py``, the optimizers in
+``optimizer_checks.py``) on the backend registered as
 ``NAME``, in float32 and float64, prints a table (operation x dtype: pass or
 fail, the largest error against the references) and exits 0 only when
 everything passes. A plugin author installs ``softgrad[conformance]`` and runs
@@ -48,10 +50,10 @@ def run_checks(be: Any, *, examples: int = 30, checks: tuple | None = None, seed
         from hypothesis import strategies as st
     except ImportError:
         raise ImportError(f"the conformance kit needs Hypothesis: {PIP_CONFORMANCE}") from None
-    from backends.conformance.checks import CHECKS, recording_errors
+    from backends.conformance.checks import recording_errors
 
     results = []
-    for check in checks or CHECKS:
+    for check in checks or all_checks():
         for dtype in check.dtypes:
             name = np.dtype(dtype).name
             progress(f"{check.name} ({name})")
@@ -74,6 +76,15 @@ def run_checks(be: Any, *, examples: int = 30, checks: tuple | None = None, seed
     return results
 
 
+def all_checks() -> tuple:
+    """Every check of the kit, in the order of its table."""
+    from backends.conformance.checks import CHECKS
+    from backends.conformance.elementwise_checks import ELEMENTWISE_CHECKS
+    from backends.conformance.optimizer_checks import OPTIMIZER_CHECKS
+
+    return (*CHECKS, *ELEMENTWISE_CHECKS, *OPTIMIZER_CHECKS)
+
+
 def _property(check, be, dtype, given, settings, st):
     @settings
     @given(data=st.data())
@@ -83,4 +94,4 @@ def _property(check, be, dtype, given, settings, st):
     return run
 
 
-__all__ = ["PIP_CONFORMANCE", "Result", "run_checks"]
+__all__ = ["PIP_CONFORMANCE", "Result", "all_checks", "run_checks"]

@@ -89,3 +89,84 @@ def sgd_settings(draw):
         nesterov=nesterov,
         weight_decay=draw(st.sampled_from([0.0, 1e-4]) | st.floats(0.0, 0.1)),
     )
+
+
+LEARNING_RATES = st.sampled_from([1e-3, 1e-2, 0.1]) | st.floats(1e-4, 1.0)
+# eps = 0 is allowed by torch and changes nothing as long as no second moment is exactly 0 (the gradients
+# drawn are never exactly 0); eps = 1 makes its placement (after the bias correction, outside the root) visible
+EPSILONS = st.sampled_from([0.0, 1e-10, 1e-8, 1e-6, 1e-3, 1.0])
+WEIGHT_DECAYS = st.sampled_from([0.0, 1e-4, 0.01]) | st.floats(0.0, 0.1)
+
+
+@st.composite
+def adam_settings(draw, decoupled_weight_decay=None):
+    """torch.optim.Adam's hyperparameters (AdamW's with ``decoupled_weight_decay=True``): lr, betas (from 0 to
+    near 1), eps, weight_decay, amsgrad, maximize, decoupled_weight_decay (drawn unless given)."""
+    if decoupled_weight_decay is None:
+        decoupled_weight_decay = draw(st.booleans())
+    return dict(
+        lr=draw(LEARNING_RATES),
+        betas=(draw(st.sampled_from([0.0, 0.5, 0.9, 0.99]) | st.floats(0.0, 0.999)),
+               draw(st.sampled_from([0.0, 0.9, 0.99, 0.999]) | st.floats(0.0, 0.9999))),
+        eps=draw(EPSILONS),
+        weight_decay=draw(WEIGHT_DECAYS),
+        amsgrad=draw(st.booleans()),
+        maximize=draw(st.booleans()),
+        decoupled_weight_decay=decoupled_weight_decay,
+    )
+
+
+@st.composite
+def rmsprop_settings(draw):
+    """torch.optim.RMSprop's hyperparameters: lr, alpha, eps, weight_decay, momentum, centered, maximize.
+
+    Centered, alpha stays >= 0.5: ``sqrt(v - a^2)`` then loses about ``log10(1 / alpha)``
+    digits to cancellation (at step 1, ``v - a^2 = alpha (1 - alpha) g^2`` against
+    ``v = (1 - alpha) g^2``), which turns torch's fused multiply-adds (one rounding
+    where NumPy has two) into differences far above the float64 tolerance for a
+    small alpha, a setting no one trains with.
+    """
+    centered = draw(st.booleans())
+    alphas = st.sampled_from([0.5, 0.9, 0.99]) | st.floats(0.5, 0.999) if centered else (
+        st.sampled_from([0.0, 0.5, 0.9, 0.99]) | st.floats(0.0, 0.999))
+    return dict(
+        lr=draw(LEARNING_RATES),
+        alpha=draw(alphas),
+        eps=draw(EPSILONS),
+        weight_decay=draw(WEIGHT_DECAYS),
+        momentum=draw(st.sampled_from([0.0, 0.9]) | st.floats(0.0, 0.99)),
+        centered=centered,
+        maximize=draw(st.booleans()),
+    )
+
+
+@st.composite
+def adagrad_settings(draw):
+    """torch.optim.Adagrad's hyperparameters: lr, lr_decay, weight_decay, initial_accumulator_value, eps, maximize."""
+    return dict(
+        lr=draw(LEARNING_RATES),
+        lr_decay=draw(st.sampled_from([0.0, 0.01]) | st.floats(0.0, 1.0)),
+        weight_decay=draw(WEIGHT_DECAYS),
+        initial_accumulator_value=draw(st.sampled_from([0.0, 0.1, 1.0]) | st.floats(0.0, 10.0)),
+        eps=draw(EPSILONS),
+        maximize=draw(st.booleans()),
+    )
+
+
+GRADIENT_SCALES = (1e-3, 1.0, 1e3)
+
+
+@st.composite
+def with_gradient_scale(draw, settings_strategy):
+    """``(settings, grad_scale)``: optimizer settings and a scale for standard normal gradients.
+
+    Weight decay added to the gradient feeds a parameter's error back through
+    an adaptive (normalised) update with a gain of about
+    ``lr * weight_decay / |g|``; above 2 the trajectory is chaotic, so that
+    rounding differences grow geometrically in any precision (torch's float32
+    and float64 runs part too). The scales drawn keep that gain below 0.1:
+    ``lr * weight_decay <= 0.1 * grad_scale`` unless the decay is decoupled.
+    """
+    settings = draw(settings_strategy)
+    coupled = 0.0 if settings.get("decoupled_weight_decay") else settings["lr"] * settings.get("weight_decay", 0.0)
+    return settings, draw(st.sampled_from([s for s in GRADIENT_SCALES if coupled <= 0.1 * s]))

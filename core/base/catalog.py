@@ -14,6 +14,19 @@ class Catalog(dict, Generic[Unit]):
         super().__init__()
         self.kind = kind
         self.unit_type = unit_type
+        self.aliases: dict[str, str] = {}
+
+    def alias(self, short: str, name: str) -> None:
+        """Let ``short`` name the unit ``name`` too (``"mse"`` for ``"mse_loss"``), in lookups and on the command line."""
+        if name not in self:
+            raise ValueError(f"{self.kind} alias {short!r}: no {self.kind} named {name!r}")
+        if short in self:
+            raise ValueError(f"{self.kind} alias {short!r}: a {self.kind} has that name")
+        self.aliases[short] = name
+
+    def names(self) -> list[str]:
+        """Every name a lookup accepts: the units', then the aliases."""
+        return [*self, *self.aliases]
 
     def register(self, unit: Unit, *, replace: bool = False) -> Unit:
         """Add ``unit`` under its ``name``; a name taken raises ``ValueError`` unless ``replace=True``."""
@@ -29,6 +42,10 @@ class Catalog(dict, Generic[Unit]):
         """The unit called ``unit`` (a unit is returned as it is); ``ValueError`` naming the choices otherwise."""
         if isinstance(unit, self.unit_type):
             return unit
+        if isinstance(unit, str) and unit in self.aliases:
+            unit = self.aliases[unit]
         if not isinstance(unit, str) or unit not in self:
-            raise ValueError(f"unknown {self.kind} {unit!r}; choose one of {', '.join(self)}")
+            aliases = ", ".join(f"{short} ({name})" for short, name in self.aliases.items())
+            raise ValueError(f"unknown {self.kind} {unit!r}; choose one of {', '.join(self)}"
+                             + (f", or an alias: {aliases}" if aliases else ""))
         return self[unit]

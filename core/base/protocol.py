@@ -149,6 +149,19 @@ class Backend(Protocol):
         """Elementwise hyperbolic tangent (also gives a stable sigmoid: ``(1 + tanh(x/2)) / 2``)."""
         ...
 
+    def sigmoid(self, x: Array) -> Array:
+        """Elementwise ``1 / (1 + exp(-x))``, from ``exp(-|x|)``: no overflow and full relative
+        precision for any float (float32 inputs of magnitude 1e4 included); exactly 0 and 1 at
+        ``-inf`` and ``+inf``. Raises ``ValueError`` for a NaN input.
+        """
+        ...
+
+    def log_sigmoid(self, x: Array) -> Array:
+        """Elementwise ``log(sigmoid(x)) = min(x, 0) - log1p(exp(-|x|))``, never the log of an underflowed
+        sigmoid: finite for every finite ``x`` (``-1e4`` gives ``-1e4``). Raises ``ValueError`` for NaN.
+        """
+        ...
+
     def argmax(self, x: Array, axis: int = -1) -> Array:
         """Index of the largest entry along ``axis`` (the first one on ties), as integers."""
         ...
@@ -329,9 +342,14 @@ def complete(backend: Any) -> Any:
 
     ``on_gpu``: whether ``device`` names a CUDA device; ``peak_memory``: runs and
     reports ``None``; ``xp``: the array API namespace of the backend's arrays
-    (through array-api-compat), where it can be found. Returns ``backend``.
+    (through array-api-compat), where it can be found; ``sigmoid``,
+    ``log_sigmoid`` and every registered loss's and optimizer's methods
+    (``mse_loss``, ``adam_step``, ...): the shared definitions, computed with
+    ``xp``. Returns ``backend``.
     """
     defaults: dict[str, Callable[[], Any]] = {
+        "sigmoid": lambda: _shared(backend, "sigmoid"),
+        "log_sigmoid": lambda: _shared(backend, "log_sigmoid"),
         "on_gpu": lambda: str(getattr(backend, "device", "")).startswith("cuda"),
         "peak_memory": lambda: lambda run: _run_untracked(run),
         "xp": lambda: _namespace_of(backend),
@@ -344,7 +362,26 @@ def complete(backend: Any) -> Any:
                     setattr(backend, name, value)
             except Exception:  # a backend that refuses attributes keeps what it has; missing_members says so
                 pass
+    if getattr(backend, "xp", None) is not None:
+        import types
+
+        from core.base.methods import unit_methods
+
+        for name, method in unit_methods().items():  # losses and optimizers it does not define itself
+            if not hasattr(backend, name):
+                try:
+                    setattr(backend, name, types.MethodType(method, backend))
+                except Exception:
+                    pass
     return backend
+
+
+def _shared(backend: Any, name: str) -> Callable[[Any], Any]:
+    """The shared definition of ``name`` bound to ``backend`` (it needs only ``xp`` and ``to_numpy``)."""
+    from core.base.losses import binary
+
+    function = getattr(binary, name)
+    return lambda x: function(backend, x, op=name)
 
 
 def _namespace_of(backend: Any) -> Any:

@@ -169,23 +169,30 @@ def _read(path: Path) -> tuple[dict, list[np.ndarray], Any, str]:
             def __getitem__(self, key):
                 return _float_array(_member(archive, key, total), key)
 
-        state = _decode_state(state_type, optimizer["state"], Bounded())
-        if name == "sgd":
-            _check_sgd_state(state, shapes)
+        fields = optimizer["state"]
+        if not isinstance(fields, dict) or set(fields) != set(state_type._fields) or not all(
+                isinstance(f, dict) for f in fields.values()):
+            raise CheckpointError(f"its {name} state has fields {sorted(fields)}, not {list(state_type._fields)}")
+        state = _decode_state(state_type, fields, Bounded())
+        _check_state(name, state, shapes)
         return meta, params, state, name
 
 
-def _check_sgd_state(state: SGDState, shapes: list[tuple[int, ...]]) -> None:
-    if not isinstance(state.step, int) or isinstance(state.step, bool) or state.step < 0:
-        raise CheckpointError(f"its step {state.step!r} is not an int >= 0")
-    buffers = state.momentum_buffers
-    if buffers is None:
-        return
-    if len(buffers) != len(shapes) or any(b is None for b in buffers):
-        raise CheckpointError(f"it holds {len(buffers)} momentum buffers for {len(shapes)} parameters")
-    for i, (b, shape) in enumerate(zip(buffers, shapes)):
-        if b.shape != shape:
-            raise CheckpointError(f"momentum buffer {i} has shape {b.shape}, its parameter {shape}")
+def _check_state(name: str, state: Any, shapes: list[tuple[int, ...]]) -> None:
+    """A state of softgrad's optimizers (and of any other that keeps one array per parameter): a step count
+    ``>= 0``, and per-parameter arrays of their parameters' shapes, one for each."""
+    step = getattr(state, "step", 0)
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise CheckpointError(f"its step {step!r} is not an int >= 0")
+    for field_name, value in zip(type(state)._fields, state):
+        if not isinstance(value, tuple):
+            continue
+        if len(value) != len(shapes) or (name == "sgd" and any(b is None for b in value)):
+            raise CheckpointError(f"its {name} state holds {len(value)} {field_name} for {len(shapes)} parameters")
+        for i, (b, shape) in enumerate(zip(value, shapes)):
+            if b is not None and b.shape != shape:
+                raise CheckpointError(f"{field_name} {i} of its {name} state has shape {b.shape}, its parameter "
+                                      f"{shape}")
 
 
 def load(path: str | os.PathLike, backend: Backend | str = "numpy") -> tuple[MLP, Any, list[dict], dict]:

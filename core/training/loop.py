@@ -25,6 +25,7 @@ from core.base.optim import Optimizer, get_optimizer
 from core.base.protocol import Backend
 from core.training import checkpoint
 from core.training.auto import resolve_backend
+from core.training.metrics import regression_metrics
 from core.training.models import MLP
 from core.training.step import TRAINING_DEFAULTS, TrainSettings, train_step
 
@@ -39,27 +40,68 @@ def _batches(n: int, batch_size: int):
         yield slice(start, min(start + batch_size, n))
 
 
+REGRESSION_HINT = "mse (or l1, smooth_l1, huber)"
+
+
 def check_data(data, model: MLP, loss: Loss | str = "cross_entropy") -> None:
-    """Once, before training: the data fit the model, labels are in range, features are finite.
+    """Once, before training: the data fit the model and the loss, labels are in range, values are finite.
 
     After this, an error from the loss can only mean that training diverged.
     """
-    classes = get_loss(loss).targets == "class"
-    if data.num_features != model.widths[0] or (classes and data.num_classes > model.num_classes):
+    loss = get_loss(loss)
+    task, outputs = getattr(data, "task", "classification"), model.widths[-1]
+    if loss.targets == "value":
+        if task != "regression":
+            raise ValueError(f"{loss.name} is a regression loss, but {data.name} has class labels; use cross_entropy "
+                             "(or bce_with_logits for a binary task)")
+        if data.num_features != model.widths[0] or data.num_outputs != outputs:
+            raise ValueError(f"the data has {data.num_features} features and {data.num_outputs} targets; "
+                             f"the model expects {model.widths[0]} and {outputs}")
+    elif task == "regression":
+        raise ValueError(f"{loss.name} is a classification loss, but {data.name} has real-valued targets; use "
+                         f"{REGRESSION_HINT}")
+    elif loss.targets == "binary":
+        if data.num_classes != 2 or outputs != 1 or data.num_features != model.widths[0]:
+            raise ValueError(f"{loss.name} trains one output on two classes: {data.name} has {data.num_classes} "
+                             f"classes and {data.num_features} features, the model {model.widths[0]} inputs and "
+                             f"{outputs} outputs (pick the positive classes with datasets.binary, --binary on "
+                             "the command line)")
+    elif data.num_features != model.widths[0] or data.num_classes > model.num_classes:
         raise ValueError(f"the data has {data.num_features} features and {data.num_classes} classes; "
                          f"the model expects {model.widths[0]} and {model.num_classes}")
     for split, x, y in (("training", data.x_train, data.y_train), ("test", data.x_test, data.y_test)):
         if len(x) == 0 or len(x) != len(y):
             raise ValueError(f"the {split} set has {len(x)} samples and {len(y)} labels; it needs as many "
                              "of each, at least one")
-        if classes:
-            bad = np.flatnonzero((np.asarray(y) < 0) | (np.asarray(y) >= model.num_classes))
+        if loss.targets != "value":
+            classes = 2 if loss.targets == "binary" else model.num_classes
+            bad = np.flatnonzero((np.asarray(y) < 0) | (np.asarray(y) >= classes))
             if len(bad):
                 raise ValueError(f"{split} label {int(y[bad[0]])} (sample {int(bad[0])}) is out of range for "
-                                 f"{model.num_classes} classes")
+                                 f"{classes} classes")
+        else:
+            rows = np.flatnonzero(~np.isfinite(np.asarray(y, dtype=np.float64)).reshape(len(y), -1).all(axis=1))
+            if len(rows):
+                raise ValueError(f"{split} sample {int(rows[0])} has a NaN or inf target")
         rows = np.flatnonzero(~np.isfinite(np.asarray(x)).reshape(len(x), -1).all(axis=1))
         if len(rows):
             raise ValueError(f"{split} sample {int(rows[0])} holds NaN or inf features")
+
+
+def targets_on(be: Backend, y, loss: Loss, dtype) -> Any:
+    """The targets as ``loss`` takes them on ``be``: labels as they are; for binary cross-entropy 0/1 as
+    probabilities, one column; for regression real values ``(N, k)``, in the model's dtype."""
+    if loss.targets == "class":
+        return be.asarray(y)
+    host = np.asarray(y if isinstance(y, np.ndarray) else be.to_numpy(be.asarray(y)), dtype=dtype)
+    return be.asarray(np.ascontiguousarray(host.reshape(len(host), -1)))
+
+
+def _correct(be: Backend, loss: Loss, logits, y):
+    """How many predictions are right (a backend scalar): argmax for classes, probability > 0.5 for binary."""
+    if loss.targets == "class":
+        return be.sum(be.argmax(logits, axis=1) == y)
+    return be.sum((logits > 0) == (y > 0.5))
 
 
 def as_rows(model: MLP, x, what: str = "predict"):
@@ -84,36 +126,60 @@ def as_rows(model: MLP, x, what: str = "predict"):
     return be.xp.reshape(x, shape) if tuple(x.shape) != shape else x
 
 
-def predict(model: MLP, x, batch_size: int = 4096) -> np.ndarray:
-    """Predicted class of each sample of ``x`` (NumPy or backend array), as a NumPy array.
+def predict(model: MLP, x, batch_size: int = 4096, *, loss: Loss | str = "cross_entropy",
+            target_mean=None, target_std=None) -> np.ndarray:
+    """The model's predictions for ``x`` (NumPy or backend array), as a NumPy array.
 
     ``x`` is ``(N, features)``, or images whose pixels number the features (``(N, 28, 28)``), or one sample.
+    What is predicted follows the loss the model was trained with: the class (int64, ``(N,)``) for
+    cross-entropy; 1 where the probability exceeds 0.5, else 0, for binary cross-entropy; the values
+    ``(N, k)`` for a regression loss, mapped back to the data's units with ``y * target_std + target_mean``
+    (a :class:`datasets.Dataset`'s fields) when given.
     """
-    be = model.be
+    be, loss = model.be, get_loss(loss)
     x = as_rows(model, x)
-    out = [be.to_numpy(be.argmax(model.logits(x[s, ...]), axis=1)) for s in _batches(x.shape[0], batch_size)]
-    return np.concatenate(out).astype(np.int64) if out else np.zeros(0, dtype=np.int64)
+    outputs = [be.to_numpy(model.logits(x[s, ...])) if loss.targets != "class"
+               else be.to_numpy(be.argmax(model.logits(x[s, ...]), axis=1)) for s in _batches(x.shape[0], batch_size)]
+    if loss.targets == "class":
+        return np.concatenate(outputs).astype(np.int64) if outputs else np.zeros(0, dtype=np.int64)
+    values = np.concatenate(outputs) if outputs else np.zeros((0, model.widths[-1]), dtype=model.dtype)
+    if loss.targets == "binary":
+        return (values[:, 0] > 0).astype(np.int64)
+    return values * np.asarray(target_std if target_std is not None else 1.0, dtype=values.dtype) + np.asarray(
+        target_mean if target_mean is not None else 0.0, dtype=values.dtype)
 
 
 def evaluate(model: MLP, x, y, batch_size: int = 4096, *, loss: Loss | str = "cross_entropy",
-             loss_options: Mapping[str, Any] | None = None) -> dict[str, float]:
-    """Mean loss (cross-entropy unless told) and, for class targets, accuracy of ``model`` on ``(x, y)``."""
+             loss_options: Mapping[str, Any] | None = None, target_mean=None, target_std=None) -> dict[str, float]:
+    """The mean loss (cross-entropy unless told) of ``model`` on ``(x, y)``, and the task's figures.
+
+    Classification (cross-entropy, binary cross-entropy): ``accuracy``. Regression: ``rmse``, ``mae``
+    and ``r2`` (the coefficient of determination, averaged over the targets as scikit-learn does), in the
+    data's units when ``target_mean`` and ``target_std`` (a Dataset's) are given.
+    """
     be = model.be
     loss = get_loss(loss)
-    x, y = as_rows(model, x, "evaluate"), be.asarray(y)
+    x, y = as_rows(model, x, "evaluate"), targets_on(be, y, loss, model.dtype)
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"evaluate: {x.shape[0]} samples but {y.shape[0]} labels")
     if x.shape[0] == 0:
         raise ValueError("evaluate: no samples to evaluate")
     options = {**(loss_options or {}), "reduction": "sum"}
-    total_loss, correct = 0.0, 0
+    total_loss, correct, values = 0.0, 0, []
     for s in _batches(x.shape[0], batch_size):
         logits = model.logits(x[s, ...])
         total_loss += float(be.to_numpy(loss.value_on(be, logits, y[s, ...], **options)))
-        if loss.targets == "class":
-            correct += int(be.to_numpy(be.sum(be.argmax(logits, axis=1) == y[s, ...])))
+        if loss.targets == "value":
+            values.append(be.to_numpy(logits))
+        else:
+            correct += int(be.to_numpy(_correct(be, loss, logits, y[s, ...])))
     result = {"loss": total_loss / x.shape[0]}
-    if loss.targets == "class":
+    if loss.targets == "value":
+        mean = np.asarray(target_mean if target_mean is not None else 0.0, dtype=np.float64)
+        std = np.asarray(target_std if target_std is not None else 1.0, dtype=np.float64)
+        truth = np.asarray(be.to_numpy(y), dtype=np.float64) * std + mean
+        result.update(regression_metrics(truth, np.concatenate(values).astype(np.float64) * std + mean))
+    else:
         result["accuracy"] = correct / x.shape[0]
     return result
 
@@ -175,11 +241,12 @@ def _start(model: MLP, data, backend, given: dict[str, Any], resume, log) -> _Ru
             state = checkpoint.move_state(state, source, model.be)
     be = model.be
     if state is None:
-        state = settings.optimizer_definition.init_on(be, model.params)
+        state = settings.optimizer_definition.init_on(be, model.params, **settings.resolved_hyperparameters)
     run = _Run(settings, be, state, history)
     # the data goes to the device once, the test set too (evaluated after every epoch)
-    run.x_train, run.y_train = be.asarray(data.x_train, dtype=model.dtype), be.asarray(data.y_train)
-    run.x_test, run.y_test = be.asarray(data.x_test, dtype=model.dtype), be.asarray(data.y_test)
+    loss = settings.loss_definition
+    run.x_train, run.y_train = be.asarray(data.x_train, dtype=model.dtype), targets_on(be, data.y_train, loss, model.dtype)
+    run.x_test, run.y_test = be.asarray(data.x_test, dtype=model.dtype), targets_on(be, data.y_test, loss, model.dtype)
     return run
 
 
@@ -188,7 +255,8 @@ def _train_epoch(model: MLP, run: _Run, epoch: int, show: bool, checkpoint_path)
     settings, be = run.settings, run.be
     n = run.x_train.shape[0]
     steps_per_epoch = math.ceil(n / settings.batch_size)
-    classes = settings.loss_definition.targets == "class"
+    loss_definition = settings.loss_definition
+    classes = loss_definition.targets != "value"
     order = be.asarray(np.random.default_rng([settings.seed, epoch]).permutation(n))
     be.synchronize()
     start = time.perf_counter()
@@ -209,7 +277,7 @@ def _train_epoch(model: MLP, run: _Run, epoch: int, show: bool, checkpoint_path)
                     f"(now {step_lr:g}).{where}") from None
             total_loss = total_loss + loss * (s.stop - s.start)
             if classes:
-                correct = correct + be.sum(be.argmax(logits, axis=1) == ys[s, ...])
+                correct = correct + _correct(be, loss_definition, logits, ys[s, ...])
             if show and (step % 20 == 0 or step == steps_per_epoch):
                 bar.update(task, completed=step, loss=f"{float(be.to_numpy(loss)):.4f}")
     train_loss = float(be.to_numpy(total_loss)) / n
@@ -218,6 +286,16 @@ def _train_epoch(model: MLP, run: _Run, epoch: int, show: bool, checkpoint_path)
     seconds = time.perf_counter() - start
     return {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_accuracy, "seconds": seconds,
             "samples_per_s": n / seconds, "lr": settings.lr_at(epoch, steps_per_epoch, steps_per_epoch)}
+
+
+def default_loss(data, model: MLP) -> str:
+    """The loss fit trains with when none is named: mean squared error for regression data, binary
+    cross-entropy for a one-output model on two classes, else cross-entropy."""
+    if getattr(data, "task", "classification") == "regression":
+        return "mse_loss"
+    if model.widths[-1] == 1 and data.num_classes == 2:
+        return "binary_cross_entropy_with_logits"
+    return "cross_entropy"
 
 
 def fit(model: MLP, data, backend: Backend | str | None = None, *, loss: Loss | str | None = None,
@@ -256,6 +334,8 @@ def fit(model: MLP, data, backend: Backend | str | None = None, *, loss: Loss | 
     if loss is not None:
         given["loss"] = loss.name if isinstance(loss, Loss) else loss
         get_loss(loss)
+    elif resume is None:
+        given["loss"] = default_loss(data, model)
     if optimizer is not None:
         given["optimizer"] = optimizer.name if isinstance(optimizer, Optimizer) else optimizer
         get_optimizer(optimizer)
@@ -270,21 +350,25 @@ def fit(model: MLP, data, backend: Backend | str | None = None, *, loss: Loss | 
     for epoch in range(len(run.history) + 1, settings.epochs + 1):
         record = _train_epoch(model, run, epoch, show, checkpoint_path)
         test = evaluate(model, run.x_test, run.y_test, loss=settings.loss_definition,
-                        loss_options=settings.loss_options)
-        record = {**record, "test_loss": test["loss"], "test_accuracy": test.get("accuracy")}
-        record = {key: record[key] for key in ("epoch", "train_loss", "train_accuracy", "test_loss",
-                                               "test_accuracy", "seconds", "samples_per_s", "lr")}
+                        loss_options=settings.loss_options, target_mean=getattr(data, "target_mean", None),
+                        target_std=getattr(data, "target_std", None))
+        record = {**record, **{f"test_{key}": value for key, value in test.items()}}
+        figures = (("train_loss", "train_accuracy", "test_loss", "test_accuracy") if "accuracy" in test
+                   else ("train_loss", "test_loss", "test_rmse", "test_mae", "test_r2"))
+        record = {key: record[key] for key in ("epoch", *figures, "seconds", "samples_per_s", "lr")}
         run.history.append(record)
         if checkpoint_path is not None:
             checkpoint.save(checkpoint_path, model, run.state, run.history, settings.to_dict(),
                             optimizer=settings.optimizer)
         if log is not None:
             accuracy = (f"train {record['train_accuracy']:.2%}  test {record['test_accuracy']:.2%}  "
-                        if record["train_accuracy"] is not None else f"test loss {record['test_loss']:.4f}  ")
+                        if "train_accuracy" in record else
+                        f"test loss {record['test_loss']:.4f}  rmse {record['test_rmse']:.4g}  "
+                        f"r2 {record['test_r2']:.3f}  ")
             log(f"epoch {epoch:>3}/{settings.epochs}  loss {record['train_loss']:.4f}  {accuracy}"
                 f"{record['samples_per_s']:,.0f} samples/s  ({record['seconds']:.1f} s)")
     return run.history
 
 
-__all__ = ["TRAINING_DEFAULTS", "TrainSettings", "TrainingDivergedError", "check_data", "evaluate", "fit",
-           "predict", "train_step"]
+__all__ = ["TRAINING_DEFAULTS", "TrainSettings", "TrainingDivergedError", "check_data", "default_loss", "evaluate",
+           "fit", "predict", "targets_on", "train_step"]

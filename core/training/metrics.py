@@ -1,4 +1,4 @@
-"""Classification metrics on host (NumPy) labels and predictions."""
+"""Metrics on host (NumPy) arrays: accuracy and the confusion matrix for classes; RMSE, MAE and R² for values."""
 
 from __future__ import annotations
 
@@ -28,3 +28,24 @@ def per_class_accuracy(cm: np.ndarray) -> np.ndarray:
     totals = cm.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(totals > 0, np.diag(cm) / np.maximum(totals, 1), np.nan)
+
+
+def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """``rmse``, ``mae`` (over every target value) and ``r2``: per target ``1 - SS_res / SS_tot``,
+    averaged over the targets as scikit-learn's ``r2_score`` does (a constant target scores 1 when
+    predicted exactly, else 0, also as scikit-learn does)."""
+    y_true, y_pred = np.asarray(y_true, np.float64), np.asarray(y_pred, np.float64)
+    if y_true.ndim == 1:
+        y_true = y_true[:, None]
+    if y_pred.ndim == 1:
+        y_pred = y_pred[:, None]
+    if y_true.shape != y_pred.shape or len(y_true) == 0:
+        raise ValueError(f"regression_metrics: targets {y_true.shape} and predictions {y_pred.shape} must be "
+                         "equal non-empty shapes")
+    residual = y_true - y_pred
+    ss_res = np.sum(residual**2, axis=0)
+    ss_tot = np.sum((y_true - y_true.mean(axis=0)) ** 2, axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r2 = np.where(ss_tot > 0, 1.0 - ss_res / np.where(ss_tot > 0, ss_tot, 1.0), np.where(ss_res == 0, 1.0, 0.0))
+    return {"rmse": float(np.sqrt(np.mean(residual**2))), "mae": float(np.mean(np.abs(residual))),
+            "r2": float(np.mean(r2))}

@@ -89,7 +89,8 @@ class MLP:
 
     def __repr__(self) -> str:
         shape = "-".join(map(str, self.widths))
-        kind = f"softmax regression {shape}" if len(self.widths) == 2 else f"MLP {shape} {self.activation_name}"
+        # one layer is softmax regression under cross-entropy and linear regression under MSE: the model can't tell
+        kind = f"linear model {shape}" if len(self.widths) == 2 else f"MLP {shape} {self.activation_name}"
         return f"{kind} on {self.be.name} ({self.num_parameters:,} parameters, {self.dtype.name})"
 
     # ---- forward and backward -------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Pictures of a run: training curves and a grid of test images with predictions (PNG)."""
+"""Pictures of a run (PNG): training curves, test images with predictions, the confusion matrix, the fit."""
 
 from __future__ import annotations
 
@@ -29,18 +29,23 @@ def plot_curves(history: list[dict], path: str | Path, title: str = "") -> None:
     """Train and test loss on one axis, train and test accuracy on another, per epoch.
 
     Loss and accuracy have different scales (a loss of 2.3 would flatten accuracies near 1), so each
-    gets its own axis; the accuracy panel is left out for losses without class targets.
+    gets its own axis; for regression the second panel is the test RMSE in the data's units.
     """
     plt = _pyplot()
     epochs = [r["epoch"] for r in history]
     accuracies = [r.get("train_accuracy") for r in history]
-    panels = 2 if any(a is not None for a in accuracies) else 1
+    rmse = [r.get("test_rmse") for r in history]
+    panels = 2 if any(a is not None for a in accuracies + rmse) else 1
     fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.3), squeeze=False)
     loss_ax = axes[0][0]
     loss_ax.plot(epochs, [r["train_loss"] for r in history], "-", label="train loss")
     loss_ax.plot(epochs, [r["test_loss"] for r in history], "--", label="test loss")
     loss_ax.set_ylabel("loss")
-    if panels == 2:
+    if panels == 2 and any(r is not None for r in rmse):  # regression: the test error in the data's units
+        rmse_ax = axes[0][1]
+        rmse_ax.plot(epochs, rmse, "g--", label="test RMSE")
+        rmse_ax.set_ylabel("RMSE")
+    elif panels == 2:
         accuracy_ax = axes[0][1]
         accuracy_ax.plot(epochs, accuracies, "m-", label="train accuracy")
         accuracy_ax.plot(epochs, [r["test_accuracy"] for r in history], "g--", label="test accuracy")
@@ -100,3 +105,63 @@ def plot_confusion_matrix(cm: np.ndarray, classes, path: str | Path, title: str 
     fig.tight_layout()
     _save(fig, Path(path))
     plt.close(fig)
+
+
+def plot_fit(x: np.ndarray, y: np.ndarray, line_x: np.ndarray, line_y: np.ndarray, path: str | Path,
+             title: str = "") -> None:
+    """The data points and the fitted line through them (one feature, one target), as the tutorials draw it."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.6, 3.4))
+    ax.plot(x, y, "ro", label="data")
+    ax.plot(line_x, line_y, "b-", label="fitted line")
+    ax.set_xlabel("x")
+    ax.set_ylabel("y")
+    ax.grid(True)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    _save(fig, Path(path))
+    plt.close(fig)
+
+
+def plot_predicted_against_true(y_true: np.ndarray, y_pred: np.ndarray, names, path: str | Path,
+                                title: str = "") -> None:
+    """Predicted against true values, one panel per target, with the diagonal a perfect model lies on."""
+    plt = _pyplot()
+    targets = y_true.shape[1]
+    fig, axes = plt.subplots(1, targets, figsize=(3.8 * targets, 3.6), squeeze=False)
+    for k, ax in enumerate(axes[0]):
+        ax.plot(y_true[:, k], y_pred[:, k], "o", markersize=3, alpha=0.7)
+        low, high = float(min(y_true[:, k].min(), y_pred[:, k].min())), float(max(y_true[:, k].max(),
+                                                                                   y_pred[:, k].max()))
+        ax.plot([low, high], [low, high], "k--", linewidth=1, label="predicted = true")
+        name = names[k] if k < len(names) else f"target {k}"
+        ax.set_xlabel(f"true {name}")
+        ax.set_ylabel(f"predicted {name}")
+        ax.grid(True)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    _save(fig, Path(path))
+    plt.close(fig)
+
+
+def plot_regression(data, predict_values, path: str | Path, title: str = "") -> None:
+    """``fit.png`` of a regression run: for one feature and one target the fitted line over the training
+    points, as the tutorials draw it; else the test set's predicted against true values.
+
+    ``data`` is a regression :class:`datasets.Dataset`; ``predict_values(x)`` gives the model's
+    predictions for rows ``x`` in the data's units.
+    """
+    def original(y):
+        return np.asarray(y, np.float64) * np.asarray(data.target_std) + np.asarray(data.target_mean)
+
+    if data.num_features == 1 and data.num_outputs == 1:
+        line_x = np.linspace(float(data.x_train.min()), float(data.x_train.max()), 100)[:, None]
+        plot_fit(data.x_train[:, 0], original(data.y_train)[:, 0], line_x[:, 0], predict_values(line_x)[:, 0], path,
+                 title=title)
+    else:
+        plot_predicted_against_true(original(data.y_test), predict_values(data.x_test), data.target_names, path,
+                                    title=f"test set: {title}")

@@ -15,6 +15,8 @@ from core.training.models import MLP
 #: fit's own hyperparameters per optimizer where they differ from torch's defaults: SGD with Nesterov
 #: momentum 0.9 and weight decay 2e-3 reaches 97.5-97.8% on the shipped MNIST subset in 10 epochs
 TRAINING_DEFAULTS: dict[str, dict[str, Any]] = {"sgd": {"momentum": 0.9, "nesterov": True, "weight_decay": 2e-3}}
+#: fit's learning rate per optimizer where it differs from torch's default (the optimizer's ``lr``)
+TRAINING_LR: dict[str, float] = {"sgd": 0.05}
 
 
 @dataclass(frozen=True)
@@ -24,18 +26,24 @@ class TrainSettings:
     ``hyperparameters`` are the optimizer's besides ``lr`` (for SGD: momentum,
     dampening, nesterov, weight_decay); those not given take
     :data:`TRAINING_DEFAULTS`, then the optimizer's own (torch's) defaults.
+    ``lr`` not given is 0.05 for SGD and torch's default for the others.
     ``loss_options`` are the loss's keyword arguments (``label_smoothing=0.1``).
     """
 
     epochs: int = 10
     batch_size: int = 64
-    lr: float = 0.05
+    lr: float | None = None  # None: TRAINING_LR's for the optimizer, else torch's default (Adam 1e-3)
     lr_schedule: str = "cosine"  # "cosine" (to 0 over the epochs) or "constant"
     seed: int = 0
     loss: str = "cross_entropy"
     loss_options: Mapping[str, Any] = field(default_factory=dict)
     optimizer: str = "sgd"
     hyperparameters: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.lr is None:
+            optimizer = get_optimizer(self.optimizer)
+            object.__setattr__(self, "lr", TRAINING_LR.get(optimizer.name, optimizer.lr))
 
     @classmethod
     def from_dict(cls, saved: Mapping[str, Any]) -> TrainSettings:

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.base.catalog import Catalog
+from core.base.losses import binary as _binary
 from core.base.losses import cross_entropy as _cross_entropy
+from core.base.losses import regression as _regression
 
 
 @dataclass(frozen=True)
@@ -28,7 +30,9 @@ class Loss:
     its gradient with respect to ``input``: for ``reduction="none"`` the
     gradient of ``sum(loss)``. ``op`` is the name errors start with.
     ``targets`` says what the training loop feeds it: ``"class"`` (integer
-    labels; accuracy is reported) or ``"value"`` (targets shaped like the input).
+    labels; accuracy is reported), ``"binary"`` (one logit per sample against
+    0/1 labels as probabilities; accuracy at probability 0.5) or ``"value"``
+    (real targets shaped like the input: regression).
     """
 
     name: str
@@ -38,8 +42,9 @@ class Loss:
     def __post_init__(self) -> None:
         if not self.name.isidentifier():
             raise ValueError(f"loss name {self.name!r} must be a Python identifier (it names be.{self.name})")
-        if self.targets not in ("class", "value"):
-            raise ValueError(f"loss {self.name!r}: targets must be 'class' or 'value', got {self.targets!r}")
+        if self.targets not in ("class", "binary", "value"):
+            raise ValueError(f"loss {self.name!r}: targets must be 'class', 'binary' or 'value', "
+                             f"got {self.targets!r}")
 
     def value_and_grad_on(self, be: Any, input: Any, target: Any, **options: Any) -> tuple[Any, Any]:
         """The loss and its gradient, through ``be.X_and_grad`` where the backend has it."""
@@ -63,5 +68,15 @@ get_loss = LOSSES.lookup
 
 register_loss(Loss("cross_entropy", _cross_entropy.cross_entropy))
 register_loss(Loss("nll_loss", _cross_entropy.nll_loss))
+register_loss(Loss("mse_loss", _regression.mse_loss, "value"))
+register_loss(Loss("l1_loss", _regression.l1_loss, "value"))
+register_loss(Loss("smooth_l1_loss", _regression.smooth_l1_loss, "value"))
+register_loss(Loss("huber_loss", _regression.huber_loss, "value"))
+register_loss(Loss("binary_cross_entropy_with_logits", _binary.binary_cross_entropy_with_logits, "binary"))
+# the short names the command line and fit take (torch's function names work too)
+for _short, _name in (("mse", "mse_loss"), ("l1", "l1_loss"), ("smooth_l1", "smooth_l1_loss"),
+                      ("huber", "huber_loss"), ("bce_with_logits", "binary_cross_entropy_with_logits")):
+    LOSSES.alias(_short, _name)
+del _short, _name
 
 __all__ = ["LOSSES", "Loss", "get_loss", "register_loss"]

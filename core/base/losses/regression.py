@@ -1,0 +1,82 @@
+"""The regression losses, value and analytic gradient, against ``be.xp``: torch's semantics.
+
+With ``d = input - target`` elementwise:
+
+======================  ==========================================  ===============================
+loss                    value                                       d value / d input
+======================  ==========================================  ===============================
+``mse_loss``            ``d**2``                                    ``2 d``
+``l1_loss``             ``|d|``                                     ``sign(d)`` (0 at d = 0)
+``smooth_l1_loss``      ``0.5 d**2 / beta`` if ``|d| < beta``,      ``d / beta``, else ``sign(d)``
+                        else ``|d| - 0.5 beta``
+``huber_loss``          ``0.5 d**2`` if ``|d| < delta``,            ``d``, else ``delta sign(d)``
+                        else ``delta (|d| - 0.5 delta)``
+======================  ==========================================  ===============================
+
+``reduction="mean"`` averages over every element; the gradient is then
+divided by the element count too. The subgradient of ``|d|`` at 0 is 0, as
+torch's autograd gives; ``smooth_l1_loss`` with ``beta=0`` is ``l1_loss``.
+(``huber_loss`` is ``delta * smooth_l1_loss`` with ``beta = delta``.)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from core.base.losses.elementwise import check_pair, check_positive, finish_elementwise, scale_gradient
+from core.base.losses.support import quiet_floating_point
+
+
+def _finish(be, op, input, target, per_element, grad, reduction, want_grad):
+    loss = finish_elementwise(be, op, per_element, reduction, {"input": input, "target": target})
+    return loss, (scale_gradient(grad(), reduction) if want_grad else None)
+
+
+@quiet_floating_point
+def mse_loss(be: Any, input: Any, target: Any, *, reduction: str = "mean", op: str = "mse_loss",
+             want_grad: bool = False):
+    """Mean squared error, ``(input - target)**2`` reduced; gradient ``2 (input - target)``."""
+    check_pair(be, op, input, target, reduction)
+    d = input - target
+    return _finish(be, op, input, target, d * d, lambda: 2.0 * d, reduction, want_grad)
+
+
+@quiet_floating_point
+def l1_loss(be: Any, input: Any, target: Any, *, reduction: str = "mean", op: str = "l1_loss",
+            want_grad: bool = False):
+    """Mean absolute error, ``|input - target|`` reduced; gradient ``sign(input - target)``, 0 at 0."""
+    check_pair(be, op, input, target, reduction)
+    d = input - target
+    return _finish(be, op, input, target, be.xp.abs(d), lambda: be.xp.sign(d), reduction, want_grad)
+
+
+@quiet_floating_point
+def smooth_l1_loss(be: Any, input: Any, target: Any, *, reduction: str = "mean", beta: float = 1.0,
+                   op: str = "smooth_l1_loss", want_grad: bool = False):
+    """Quadratic below ``beta``, linear above: ``0.5 d**2 / beta`` or ``|d| - 0.5 beta``."""
+    check_pair(be, op, input, target, reduction)
+    beta = check_positive(op, "beta", beta, allow_zero=True)
+    xp = be.xp
+    d = input - target
+    magnitude = xp.abs(d)
+    if beta == 0.0:  # the quadratic piece vanishes: L1, as in torch
+        return _finish(be, op, input, target, magnitude, lambda: xp.sign(d), reduction, want_grad)
+    small = magnitude < beta
+    per_element = xp.where(small, 0.5 * magnitude * magnitude / beta, magnitude - 0.5 * beta)
+    return _finish(be, op, input, target, per_element, lambda: xp.where(small, d / beta, xp.sign(d)),
+                   reduction, want_grad)
+
+
+@quiet_floating_point
+def huber_loss(be: Any, input: Any, target: Any, *, reduction: str = "mean", delta: float = 1.0,
+               op: str = "huber_loss", want_grad: bool = False):
+    """Quadratic below ``delta``, linear above: ``0.5 d**2`` or ``delta (|d| - 0.5 delta)``."""
+    check_pair(be, op, input, target, reduction)
+    delta = check_positive(op, "delta", delta, allow_zero=False)
+    xp = be.xp
+    d = input - target
+    magnitude = xp.abs(d)
+    small = magnitude < delta
+    per_element = xp.where(small, 0.5 * magnitude * magnitude, delta * (magnitude - 0.5 * delta))
+    return _finish(be, op, input, target, per_element, lambda: xp.where(small, d, delta * xp.sign(d)),
+                   reduction, want_grad)

@@ -1,0 +1,73 @@
+"""The registered losses and optimizers as backend methods: ``X``, ``X_grad``, ``X_and_grad``; ``X_init``, ``X_step``.
+
+The shared implementation (``backends/array_api.py``) has them as methods, and
+:func:`core.base.protocol.complete` binds them to a backend written without
+them (a plugin that implements only the protocol's minimum), so every
+registered loss and optimizer works on every backend that has ``xp``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from core.base.losses import LOSSES, Loss
+from core.base.optim import OPTIMIZERS, Optimizer
+
+
+def loss_methods(loss: Loss) -> dict[str, Callable]:
+    name, compute = loss.name, loss.compute
+
+    def value(self, input, target, **options):
+        return compute(self, input, target, op=name, want_grad=False, **options)[0]
+
+    def grad(self, input, target, **options):
+        return compute(self, input, target, op=f"{name}_grad", want_grad=True, **options)[1]
+
+    def value_and_grad(self, input, target, **options):
+        return compute(self, input, target, op=f"{name}_and_grad", want_grad=True, **options)
+
+    value.__doc__ = compute.__doc__
+    grad.__doc__ = f"The gradient of :meth:`{name}` with respect to its input (see core.base.losses)."
+    value_and_grad.__doc__ = f"``({name}(...), {name}_grad(...))`` from one pass."
+    return {name: value, f"{name}_grad": grad, f"{name}_and_grad": value_and_grad}
+
+
+def optimizer_methods(optimizer: Optimizer) -> dict[str, Callable]:
+    step = optimizer.step
+
+    def init_method(self, params, **hyperparameters):
+        # hyperparameters reach an init that takes them (Adagrad's initial_accumulator_value); be.sgd_init(params)
+        # is unchanged
+        return optimizer.initial_state(self, params, **hyperparameters)
+
+    def step_method(self, params, grads, state, *, lr, **hyperparameters):
+        return step(self, params, grads, state, lr=lr, **hyperparameters)
+
+    init_method.__doc__ = (f"The initial {optimizer.state_type.__name__} for ``params`` (given the "
+                           f"hyperparameters {optimizer.name}'s init takes, such as Adagrad's initial_accumulator_value).")
+    step_method.__doc__ = step.__doc__
+    return {f"{optimizer.name}_init": init_method, f"{optimizer.name}_step": step_method}
+
+
+def registered_method(attribute: str) -> Callable | None:
+    for loss in LOSSES.values():
+        if attribute.startswith(loss.name):
+            method = loss_methods(loss).get(attribute)
+            if method is not None:
+                return method
+    for optimizer in OPTIMIZERS.values():
+        if attribute.startswith(optimizer.name):
+            method = optimizer_methods(optimizer).get(attribute)
+            if method is not None:
+                return method
+    return None
+
+
+def unit_methods() -> dict[str, Callable]:
+    """Every registered loss's and optimizer's methods, by name (functions taking the backend first)."""
+    methods: dict[str, Callable] = {}
+    for loss in LOSSES.values():
+        methods.update(loss_methods(loss))
+    for optimizer in OPTIMIZERS.values():
+        methods.update(optimizer_methods(optimizer))
+    return methods
