@@ -48,6 +48,9 @@ def elementwise_case(draw, dtype, loss=None, max_n=256):
     target = (x.astype(np.float64) + noise).astype(dtype)
     equal = rng.random(shape) < draw(st.sampled_from([0.0, 0.1]))
     target = np.where(equal, x, target).astype(dtype)
+    if name != "smooth_l1_loss" and draw(st.booleans()):  # torch's per-element weight
+        options["weight"] = rng.uniform(0.0, 2.0, shape).astype(dtype)
+        options["weight"].flat[0] = 1.0  # never all zero
     if name == "smooth_l1_loss":
         options["beta"] = draw(st.sampled_from([0.0, 1.0]) | st.floats(1e-3, 10.0)) * scale
     if name == "huber_loss":
@@ -191,6 +194,14 @@ def elementwise_bad_input_is_named(be, dtype, data):
             x, column, pos_weight=be.asarray(np.ones(3, dtype=dtype))), f"{BCE}{suffix}: pos_weight (3,) for (3, 1)")
         _raises(ValueError, "weight has shape", lambda c=call: c(
             x, column, weight=be.asarray(np.ones((2, 1), dtype=dtype))), f"{BCE}{suffix}: weight (2, 1) for (3, 1)")
+    for name in ("mse_loss", "l1_loss", "huber_loss"):
+        _raises(ValueError, "the weight has shape", lambda n=name: getattr(be, n)(
+            x, column, weight=be.asarray(np.ones(3, dtype=dtype))), f"{name}: a weight of another shape")
+        _raises(ValueError, "the weight holds nan", lambda n=name: getattr(be, n)(
+            x, column, weight=be.asarray(np.array([[1.0], [np.nan], [1.0]], dtype=dtype))), f"{name}: NaN weight")
+    for name in ("mse_loss", "l1_loss"):
+        _raises(ValueError, "sum of the weights, which is 0", lambda n=name: getattr(be, n)(
+            x, column, weight=be.asarray(np.zeros((3, 1), dtype=dtype))), f"{name}: weights summing to 0")
     for name, key in (("smooth_l1_loss", "beta"), ("huber_loss", "delta")):
         for bad in (-1.0, float("nan"), float("inf")):
             _raises(ValueError, f"{key} must be finite", lambda n=name, k=key, b=bad: getattr(be, n)(x, column, **{k: b}),

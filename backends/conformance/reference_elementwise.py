@@ -60,14 +60,23 @@ def pieces(name, d, beta=1.0, delta=1.0):
     raise ValueError(name)
 
 
-def regression_loss(name, input, target, reduction="mean", **options):
-    input, target = _f64(input, target)
-    return _reduce(pieces(name, input - target, **options)[0], reduction)
+def _weighted_mean_denominator(name, weight, size):
+    # torch: the weighted mean of mse_loss and l1_loss divides by the sum of the weights, huber_loss's by numel
+    return size if weight is None or name == "huber_loss" else weight.sum()
 
 
-def regression_grad(name, input, target, reduction="mean", **options):
-    input, target = _f64(input, target)
-    return _scale(pieces(name, input - target, **options)[1], reduction)
+def regression_loss(name, input, target, reduction="mean", weight=None, **options):
+    input, target, weight = _f64(input, target, weight)
+    per_element = pieces(name, input - target, **options)[0] * (1.0 if weight is None else weight)
+    if reduction == "mean":
+        return per_element.sum() / _weighted_mean_denominator(name, weight, per_element.size)
+    return _reduce(per_element, reduction)
+
+
+def regression_grad(name, input, target, reduction="mean", weight=None, **options):
+    input, target, weight = _f64(input, target, weight)
+    grad = pieces(name, input - target, **options)[1] * (1.0 if weight is None else weight)
+    return grad / _weighted_mean_denominator(name, weight, grad.size) if reduction == "mean" else grad
 
 
 def bce_with_logits(z, y, weight=None, pos_weight=None, reduction="mean"):

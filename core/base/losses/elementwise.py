@@ -71,12 +71,25 @@ def _where(position: tuple[int, ...]) -> str:
     return str(position[0]) if len(position) == 1 else str(position)
 
 
-def finish_elementwise(be: Any, op: str, per_element: Any, reduction: str, inputs: dict[str, Any]) -> Any:
+def check_same_shape_weight(be: Any, op: str, weight: Any, input: Any) -> None:
+    """A per-element ``weight`` (torch's ``mse_loss``, ``l1_loss``, ``huber_loss``): the input's shape and dtype."""
+    v.check_backend_array(be, op, "weight", weight)
+    if v.dtype_name(weight.dtype) != v.dtype_name(input.dtype):
+        raise TypeError(f"{op}: the weight is {v.dtype_name(weight.dtype)} but the input is "
+                        f"{v.dtype_name(input.dtype)}; use one dtype for both")
+    if tuple(weight.shape) != tuple(input.shape):
+        raise ValueError(f"{op}: the weight has shape {tuple(weight.shape)}; it must have the input's, "
+                         f"{tuple(input.shape)} (one weight per element, as in torch)")
+
+
+def finish_elementwise(be: Any, op: str, per_element: Any, reduction: str, inputs: dict[str, Any],
+                       denominator: Any = None) -> Any:
     """Reduce, after one finiteness check; a non-finite result names its cause.
 
     ``inputs`` maps names (``"input"``, ``"target"``, ``"weight"``) to arrays;
     the first non-finite entry of one of them is the cause, else the loss
-    overflowed its dtype.
+    overflowed its dtype. ``"mean"`` divides by ``denominator`` (a backend
+    scalar: a sum of weights), else by the element count.
     """
     xp = be.xp
     total = None if reduction == "none" else xp.sum(per_element)
@@ -97,9 +110,20 @@ def finish_elementwise(be: Any, op: str, per_element: Any, reduction: str, input
         return per_element
     if reduction == "sum":
         return total
-    return total / math.prod(per_element.shape)
+    return total / (math.prod(per_element.shape) if denominator is None else denominator)
 
 
-def scale_gradient(grad: Any, reduction: str) -> Any:
-    """``grad`` of the sum, divided by the element count for ``"mean"``."""
-    return grad / math.prod(grad.shape) if reduction == "mean" else grad
+def weight_sum(be: Any, op: str, weight: Any) -> Any:
+    """What a weighted mean divides by: the sum of the weights, which must not be 0."""
+    total = be.xp.sum(weight)
+    if float(be.to_numpy(total)) == 0.0:
+        raise ValueError(f"{op}: reduction='mean' divides by the sum of the weights, which is 0; use "
+                         "reduction='sum' or 'none'")
+    return total
+
+
+def scale_gradient(grad: Any, reduction: str, denominator: Any = None) -> Any:
+    """``grad`` of the sum, divided as the ``"mean"`` loss is (by the element count unless told)."""
+    if reduction != "mean":
+        return grad
+    return grad / (math.prod(grad.shape) if denominator is None else denominator)

@@ -17,37 +17,65 @@ loss                    value                                       d value / d 
 divided by the element count too. The subgradient of ``|d|`` at 0 is 0, as
 torch's autograd gives; ``smooth_l1_loss`` with ``beta=0`` is ``l1_loss``.
 (``huber_loss`` is ``delta * smooth_l1_loss`` with ``beta = delta``.)
+
+``mse_loss``, ``l1_loss`` and ``huber_loss`` take torch's per-element
+``weight`` (the input's shape), which multiplies each element's loss and
+gradient. Its ``"mean"`` follows torch, which is not uniform: the weighted
+sum over the sum of the weights for ``mse_loss`` and ``l1_loss``, over the
+element count for ``huber_loss``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from core.base.losses.elementwise import check_pair, check_positive, finish_elementwise, scale_gradient
+from core.base.losses.elementwise import (
+    check_pair,
+    check_positive,
+    check_same_shape_weight,
+    finish_elementwise,
+    scale_gradient,
+    weight_sum,
+)
 from core.base.losses.support import quiet_floating_point
 
 
-def _finish(be, op, input, target, per_element, grad, reduction, want_grad):
-    loss = finish_elementwise(be, op, per_element, reduction, {"input": input, "target": target})
-    return loss, (scale_gradient(grad(), reduction) if want_grad else None)
+def _finish(be, op, input, target, per_element, grad, reduction, want_grad, weight=None, mean_by_weight=True):
+    denominator = None
+    if weight is not None:
+        per_element = per_element * weight
+        if reduction == "mean" and mean_by_weight:
+            denominator = weight_sum(be, op, weight)
+    loss = finish_elementwise(be, op, per_element, reduction, {"input": input, "target": target, "weight": weight},
+                              denominator)
+    if not want_grad:
+        return loss, None
+    gradient = grad() if weight is None else grad() * weight
+    return loss, scale_gradient(gradient, reduction, denominator)
+
+
+def _check(be, op, input, target, reduction, weight):
+    check_pair(be, op, input, target, reduction)
+    if weight is not None:
+        check_same_shape_weight(be, op, weight, input)
 
 
 @quiet_floating_point
-def mse_loss(be: Any, input: Any, target: Any, *, reduction: str = "mean", op: str = "mse_loss",
-             want_grad: bool = False):
+def mse_loss(be: Any, input: Any, target: Any, *, reduction: str = "mean", weight: Any = None,
+             op: str = "mse_loss", want_grad: bool = False):
     """Mean squared error, ``(input - target)**2`` reduced; gradient ``2 (input - target)``."""
-    check_pair(be, op, input, target, reduction)
+    _check(be, op, input, target, reduction, weight)
     d = input - target
-    return _finish(be, op, input, target, d * d, lambda: 2.0 * d, reduction, want_grad)
+    return _finish(be, op, input, target, d * d, lambda: 2.0 * d, reduction, want_grad, weight)
 
 
 @quiet_floating_point
-def l1_loss(be: Any, input: Any, target: Any, *, reduction: str = "mean", op: str = "l1_loss",
-            want_grad: bool = False):
+def l1_loss(be: Any, input: Any, target: Any, *, reduction: str = "mean", weight: Any = None,
+            op: str = "l1_loss", want_grad: bool = False):
     """Mean absolute error, ``|input - target|`` reduced; gradient ``sign(input - target)``, 0 at 0."""
-    check_pair(be, op, input, target, reduction)
+    _check(be, op, input, target, reduction, weight)
     d = input - target
-    return _finish(be, op, input, target, be.xp.abs(d), lambda: be.xp.sign(d), reduction, want_grad)
+    return _finish(be, op, input, target, be.xp.abs(d), lambda: be.xp.sign(d), reduction, want_grad, weight)
 
 
 @quiet_floating_point
@@ -69,9 +97,9 @@ def smooth_l1_loss(be: Any, input: Any, target: Any, *, reduction: str = "mean",
 
 @quiet_floating_point
 def huber_loss(be: Any, input: Any, target: Any, *, reduction: str = "mean", delta: float = 1.0,
-               op: str = "huber_loss", want_grad: bool = False):
+               weight: Any = None, op: str = "huber_loss", want_grad: bool = False):
     """Quadratic below ``delta``, linear above: ``0.5 d**2`` or ``delta (|d| - 0.5 delta)``."""
-    check_pair(be, op, input, target, reduction)
+    _check(be, op, input, target, reduction, weight)
     delta = check_positive(op, "delta", delta, allow_zero=False)
     xp = be.xp
     d = input - target
@@ -79,4 +107,4 @@ def huber_loss(be: Any, input: Any, target: Any, *, reduction: str = "mean", del
     small = magnitude < delta
     per_element = xp.where(small, 0.5 * magnitude * magnitude, delta * (magnitude - 0.5 * delta))
     return _finish(be, op, input, target, per_element, lambda: xp.where(small, d, delta * xp.sign(d)),
-                   reduction, want_grad)
+                   reduction, want_grad, weight, mean_by_weight=False)  # torch's weighted Huber mean: / numel
