@@ -43,7 +43,7 @@ class StrictBackend(ArrayAPIBackend):
         if host.dtype.kind == "f" and host.dtype.itemsize < 4:
             raise TypeError(f"{self.name}.asarray: floating arrays must be float32 or float64, got {host.dtype} "
                             "(the array API standard has no half precision)")
-        return self.xp.asarray(np.ascontiguousarray(host))
+        return self.xp.asarray(np.require(host, requirements="C"))  # ascontiguousarray would make 0-d arrays 1-d
 
     def to_numpy(self, x: Any) -> np.ndarray:
         if isinstance(x, self.array_type):

@@ -31,7 +31,14 @@ from core.base.registry import backend_names, get_backend
 from core.training import reports
 from core.training.auto import resolve_backend
 from core.training.layers import ACTIVATIONS
-from core.training.loop import TrainingDivergedError, check_data, fit, predict
+from core.training.loop import (
+    TrainingDivergedError,
+    check_data,
+    check_loss_options,
+    check_resume,
+    fit,
+    predict,
+)
 from core.training.metrics import confusion_matrix, per_class_accuracy, regression_metrics
 from core.training.models import CLASSIC_MLP_HIDDEN, MLP, MODELS
 from core.training.step import TRAINING_DEFAULTS, TRAINING_LR, TrainSettings
@@ -58,7 +65,7 @@ DEFAULTS = {
     "lr_schedule": _TRAINING.lr_schedule, "seed": _TRAINING.seed, "loss": None,
     "optimizer": _TRAINING.optimizer,
     # the optimizer's hyperparameters: None takes fit's default for the optimizer (TRAINING_DEFAULTS, torch's)
-    **{key: None for key in HYPERPARAMETERS}, "optimizer_options": {},
+    **{key: None for key in HYPERPARAMETERS}, "optimizer_options": {}, "loss_options": {},
 }
 SGD_DEFAULTS = TRAINING_DEFAULTS["sgd"]
 # what --resume takes from the run it continues: the model and the data must not change
@@ -118,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "torch default: adam 0.001, rmsprop 0.01, ...)")
     p.add_argument("--loss", choices=LOSSES.names(), help="the loss (default cross_entropy for classes, mse for "
                    "regression data, bce_with_logits with --binary)")
+    p.add_argument("--loss-option", dest="loss_options", metavar="NAME=VALUE", action="append", type=_option,
+                   help="an option of the loss, e.g. delta=0.5 (huber), beta=0.5 (smooth_l1), pos_weight=3.0 "
+                   "(bce_with_logits), label_smoothing=0.1 or weight=[1,2,...] (cross_entropy) (repeatable)")
     p.add_argument("--optimizer", choices=list(OPTIMIZERS), help=f"the optimizer (default {d['optimizer']})")
     for key, takers in HYPERPARAMETERS.items():  # one flag per hyperparameter of any optimizer
         sample = next(iter(takers.values()))
@@ -155,8 +165,9 @@ def given_flags(args: argparse.Namespace) -> dict:
 def resolve_settings(args: argparse.Namespace) -> tuple[dict, Path | None]:
     """The run's settings: flags given, else the resumed run's, else the defaults."""
     given = given_flags(args)
-    if "optimizer_options" in given:
-        given["optimizer_options"] = dict(given["optimizer_options"])
+    for key in ("optimizer_options", "loss_options"):
+        if key in given:
+            given[key] = dict(given[key])
     settings = dict(DEFAULTS)
     resume_from = None
     if args.resume:
@@ -283,6 +294,9 @@ def _run(args: argparse.Namespace, settings: dict, resume_from: Path | None, out
     settings["loss"] = loss.name
     model = build_model(settings, data.num_features, 1 if loss.targets == "binary" else data.num_outputs)
     check_data(data, model, loss)  # the loss suits the data: checked before the run folder is made
+    check_loss_options(model, data, loss, dict(settings["loss_options"] or {}))
+    if resume_from is not None:  # and the checkpoint continues this model and optimizer, before run.json changes
+        check_resume(model, resume_from, settings["optimizer"])
     say(f"data: {data.source}: {len(data.y_train):,} train / {len(data.y_test):,} test")
     model.to(resolve_backend(settings["backend"], model.widths, min(settings["batch_size"], len(data.y_train)),
                              settings["dtype"], log=say))
@@ -291,7 +305,8 @@ def _run(args: argparse.Namespace, settings: dict, resume_from: Path | None, out
     settings["backend"] = model.be.name  # the backend that runs, never "auto"
     atomic_write_text(out / "run.json", json.dumps({k: settings[k] for k in DEFAULTS}, indent=2))
 
-    history = fit(model, data, loss=settings["loss"], optimizer=settings["optimizer"], epochs=settings["epochs"],
+    history = fit(model, data, loss=settings["loss"], loss_options=dict(settings["loss_options"] or {}),
+                  optimizer=settings["optimizer"], epochs=settings["epochs"],
                   batch_size=settings["batch_size"], lr=settings["lr"], lr_schedule=settings["lr_schedule"],
                   seed=settings["seed"], checkpoint_path=out / "checkpoint.npz", resume=resume_from,
                   progress=False if args.quiet else None, log=say, **hyperparameters(settings))

@@ -11,6 +11,7 @@ from core.base import OPTIMIZERS
 from core.training import checkpoint, evaluate, fit, predict
 from core.training.metrics import regression_metrics
 from core.training.models import MLP
+from core.training.step import TrainSettings
 from tests.conftest import AVAILABLE
 
 torch = pytest.importorskip("torch")
@@ -171,3 +172,77 @@ def test_every_optimizer_resumes_exactly(optimizer, backend, tmp_path):
         fit(moved, data, backend=other, epochs=3, resume=path, progress=False, log=None)
         for a, b in zip(straight.params, moved.params):
             np.testing.assert_allclose(moved.be.to_numpy(b), straight.be.to_numpy(a), rtol=1e-10, atol=1e-12)
+
+
+# ---- what the review of this work found ---------------------------------------------------------------------
+
+
+def test_predict_and_evaluate_answer_in_the_terms_the_model_was_trained_in(tmp_path):
+    data = datasets.load("diabetes")
+    model = MLP([data.num_features, 1], seed=0)
+    fit(model, data, optimizer="adam", lr=0.05, epochs=20, checkpoint_path=tmp_path / "c.npz", progress=False,
+        log=None)
+    explicit = predict(model, data.x_test, loss="mse", target_mean=data.target_mean, target_std=data.target_std)
+    np.testing.assert_array_equal(predict(model, data.x_test), explicit)  # the data's units, not class 0
+    assert evaluate(model, data.x_test, data.y_test) == evaluate(
+        model, data.x_test, data.y_test, loss="mse", target_mean=data.target_mean, target_std=data.target_std)
+    loaded = checkpoint.load(tmp_path / "c.npz")[0]
+    assert loaded.loss == "mse_loss" and loaded.target_std == pytest.approx(data.target_std)
+    np.testing.assert_allclose(predict(loaded, data.x_test), explicit, rtol=1e-6)
+    with pytest.raises(ValueError, match="one output is no softmax classifier"):
+        predict(MLP([10, 1]), data.x_test)  # never trained: no silent argmax over one column
+
+
+def test_loss_options_arrays_numbers_and_mistakes():
+    data = datasets.load("mnist", binary="even")
+    for backend in [name for name in ("numpy", "torch") if name in AVAILABLE]:
+        for pos_weight in (np.array([2.0], np.float32), [2.0], 2.0):  # an array, a list, a number
+            model = MLP([784, 1], seed=0)
+            history = fit(model, data, backend=backend, loss="bce_with_logits", loss_options={"pos_weight": pos_weight},
+                          optimizer="adam", epochs=1, batch_size=256, progress=False, log=None)
+            assert history[-1]["test_accuracy"] > 0.8
+    regression = datasets.load("toy-regression")
+    with pytest.raises(ValueError, match=r"loss_options \{'delta': -0.5\}: huber_loss.*delta must be finite and > 0"):
+        fit(MLP([1, 1]), regression, loss="huber", loss_options={"delta": -0.5}, epochs=1, log=None)
+    with pytest.raises(ValueError, match="'reduction' is not an option of training"):
+        fit(MLP([1, 1]), regression, loss="mse", loss_options={"reduction": "none"}, epochs=1, log=None)
+
+
+def test_a_checkpoint_keeps_array_loss_options_and_resumes_with_them(tmp_path):
+    data = datasets.load("mnist", binary="0")
+    path = tmp_path / "c.npz"
+    settings = dict(loss="bce_with_logits", loss_options={"pos_weight": np.array([3.0], np.float32)},
+                    optimizer="adam", batch_size=256, lr_schedule="constant", progress=False, log=None)
+    straight = MLP([784, 1], seed=0)
+    fit(straight, data, epochs=2, **settings)
+    fit(MLP([784, 1], seed=0), data, epochs=1, checkpoint_path=path, **settings)
+    assert checkpoint.load(path)[3]["loss_options"] == {"pos_weight": [3.0]}
+    resumed = MLP([784, 1], seed=0)
+    fit(resumed, data, epochs=2, resume=path, progress=False, log=None)
+    for a, b in zip(straight.params, resumed.params):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_clear_errors_for_optimizer_calls():
+    from core.base.registry import get_backend
+
+    be = get_backend("numpy")
+    params, grads = [be.asarray(np.ones(3))], [be.asarray(np.ones(3))]
+    new, state = be.adam_step(params, grads, be.adam_init(params))  # lr defaults to torch's, 1e-3
+    np.testing.assert_allclose(new[0], 1 - 1e-3)
+    with pytest.raises(TypeError, match="adam_step: adam has no hyperparameter 'momentum'; it takes lr, betas"):
+        be.adam_step(params, grads, be.adam_init(params), momentum=0.9)
+    with pytest.raises(TypeError, match=r"mse_loss: takes the input and the target, then options by keyword"):
+        be.mse_loss(params[0], grads[0], "sum")
+    with pytest.raises(ValueError, match=r"alpha must lie in \[0, 1\]"):
+        be.rmsprop_step(params, grads, be.rmsprop_init(params), lr=0.01, alpha=1.5)
+    with pytest.raises(TypeError, match="lr is a setting of its own"):  # --optimizer-option lr=5
+        TrainSettings(optimizer="adam", hyperparameters={"lr": 5}).check()
+
+
+def test_zero_dimensional_arrays_stay_zero_dimensional(be):
+    x, t = be.asarray(np.array(1.5)), be.asarray(np.array(0.5))
+    assert tuple(x.shape) == ()
+    assert tuple(be.mse_loss(x, t, reduction="none").shape) == ()
+    assert float(be.to_numpy(be.mse_loss_grad(x, t))) == pytest.approx(2.0)
+    assert tuple(be.sigmoid(x).shape) == ()

@@ -278,3 +278,36 @@ def test_adam_hyperparameters_from_flags_reach_the_checkpoint(tmp_path):
     refused = train("--dataset", "synthetic", "--optimizer", "adam", "--momentum", "0.9", "--out",
                     str(tmp_path / "no"))
     assert refused.returncode == 2 and "adam has no hyperparameter 'momentum'" in refused.stderr
+
+
+def test_a_refused_resume_leaves_the_run_as_it_was(tmp_path):
+    out = tmp_path / "run"
+    first = train("--dataset", "toy-regression", "--model", "linear", "--optimizer", "adam", "--epochs", "2",
+                  "--out", str(out), "--quiet")
+    assert first.returncode == 0, first.stderr
+    before = (out / "run.json").read_text()
+    for args, message in ((["--optimizer", "adamw"], "cannot switch to 'adamw'"),
+                          (["--loss-option", "delta=-1", "--loss", "huber"], "delta must be finite and > 0")):
+        refused = train("--resume", str(out), "--epochs", "4", *args)
+        assert refused.returncode == 2 and message in refused.stderr, (args, refused.stderr)
+        assert (out / "run.json").read_text() == before  # still resumable as it was
+    resumed = train("--resume", str(out), "--epochs", "3", "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+
+
+def test_loss_options_from_the_command_line(tmp_path):
+    out = tmp_path / "huber"
+    result = train("--dataset", "diabetes", "--model", "linear", "--loss", "huber", "--loss-option", "delta=0.5",
+                   "--optimizer", "adam", "--epochs", "2", "--out", str(out), "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((out / "run.json").read_text())["loss_options"] == {"delta": 0.5}
+    from core.training import checkpoint
+
+    assert checkpoint.load(out / "checkpoint.npz")[3]["loss_options"] == {"delta": 0.5}
+    weighted = train("--dataset", "mnist", "--binary", "0", "--model", "linear", "--loss-option", "pos_weight=2.0",
+                     "--epochs", "1", "--out", str(tmp_path / "pw"), "--quiet")
+    assert weighted.returncode == 0, weighted.stderr
+    refused = train("--dataset", "diabetes", "--loss", "mse", "--loss-option", "reduction='sum'", "--out",
+                    str(tmp_path / "no"))
+    assert refused.returncode == 2 and "'reduction' is not an option of training" in refused.stderr
+    assert not (tmp_path / "no").exists()

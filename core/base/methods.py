@@ -17,13 +17,16 @@ from core.base.optim import OPTIMIZERS, Optimizer
 def loss_methods(loss: Loss) -> dict[str, Callable]:
     name, compute = loss.name, loss.compute
 
-    def value(self, input, target, **options):
+    def value(self, input, target, *positional, **options):
+        _keywords_only(name, positional)
         return compute(self, input, target, op=name, want_grad=False, **options)[0]
 
-    def grad(self, input, target, **options):
+    def grad(self, input, target, *positional, **options):
+        _keywords_only(f"{name}_grad", positional)
         return compute(self, input, target, op=f"{name}_grad", want_grad=True, **options)[1]
 
-    def value_and_grad(self, input, target, **options):
+    def value_and_grad(self, input, target, *positional, **options):
+        _keywords_only(f"{name}_and_grad", positional)
         return compute(self, input, target, op=f"{name}_and_grad", want_grad=True, **options)
 
     value.__doc__ = compute.__doc__
@@ -40,7 +43,11 @@ def optimizer_methods(optimizer: Optimizer) -> dict[str, Callable]:
         # is unchanged
         return optimizer.initial_state(self, params, **hyperparameters)
 
-    def step_method(self, params, grads, state, *, lr, **hyperparameters):
+    def step_method(self, params, grads, state, *, lr=optimizer.lr, **hyperparameters):
+        unknown = sorted(set(hyperparameters) - set(optimizer.defaults))
+        if unknown:
+            raise TypeError(f"{optimizer.name}_step: {optimizer.name} has no hyperparameter "
+                            f"{', '.join(map(repr, unknown))}; it takes lr{''.join(', ' + k for k in optimizer.defaults)}")
         return step(self, params, grads, state, lr=lr, **hyperparameters)
 
     init_method.__doc__ = (f"The initial {optimizer.state_type.__name__} for ``params`` (given the "
@@ -61,6 +68,12 @@ def registered_method(attribute: str) -> Callable | None:
             if method is not None:
                 return method
     return None
+
+
+def _keywords_only(op: str, positional: tuple) -> None:
+    if positional:
+        raise TypeError(f"{op}: takes the input and the target, then options by keyword only, such as "
+                        f"{op}(input, target, reduction='sum'); got {len(positional)} more positional argument(s)")
 
 
 def unit_methods() -> dict[str, Callable]:

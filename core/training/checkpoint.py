@@ -85,6 +85,7 @@ def save(path: str | os.PathLike, model: MLP, state: Any, history: list[dict], s
     arrays: dict[str, np.ndarray] = {f"param_{i}": be.to_numpy(p) for i, p in enumerate(model.params)}
     meta = {"format": FORMAT, "model": model.config(), "history": history, "settings": settings,
             "backend": be.name,
+            "task": {"loss": model.loss, "target_mean": model.target_mean, "target_std": model.target_std},
             "optimizer": {"name": optimizer, "state": _encode_state(be, state, arrays)}}
     arrays["meta"] = np.array(json.dumps(meta))
     atomic_write(path, lambda handle: np.savez(handle, **arrays))
@@ -215,7 +216,24 @@ def load(path: str | os.PathLike, backend: Backend | str = "numpy") -> tuple[MLP
                               f"{error}") from None
     settings.setdefault("optimizer", optimizer)
     model = MLP.from_config(config, params, backend)
+    _restore_task(model, meta.get("task"), settings, path)
     return model, _state_to(model.be, state), history, settings
+
+
+def _restore_task(model: MLP, task: Any, settings: dict, path: Path) -> None:
+    """The loss and target scale the model was trained with (checkpoints before them: the settings' loss)."""
+    task = task if isinstance(task, dict) else {}
+    loss = task.get("loss", settings.get("loss"))
+    model.loss = loss if isinstance(loss, str) else None
+    for name in ("target_mean", "target_std"):
+        value = task.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, list) or not all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                  for x in value):
+            raise CheckpointError(f"{path} is not a usable softgrad checkpoint: its {name} {value!r} is not a list "
+                                  "of numbers")
+        setattr(model, name, tuple(float(x) for x in value))
 
 
 def move_state(state: Any, source: Backend, target: Backend) -> Any:

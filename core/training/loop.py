@@ -9,6 +9,7 @@ what an uninterrupted one would have done.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import time
@@ -126,7 +127,20 @@ def as_rows(model: MLP, x, what: str = "predict"):
     return be.xp.reshape(x, shape) if tuple(x.shape) != shape else x
 
 
-def predict(model: MLP, x, batch_size: int = 4096, *, loss: Loss | str = "cross_entropy",
+def _task_of(model: MLP, loss, target_mean, target_std, what: str):
+    """The loss (given, else the one the model was trained with, else cross-entropy) and the target scale
+    (given, else the model's): what predict and evaluate answer in terms of."""
+    loss = get_loss(loss if loss is not None else (getattr(model, "loss", None) or "cross_entropy"))
+    if loss.targets == "class" and model.widths[-1] == 1:
+        raise ValueError(f"{what}: a model with one output is no softmax classifier; say what it was trained "
+                         "with: loss='bce_with_logits' (binary) or a regression loss such as 'mse'")
+    if loss.targets == "value":
+        target_mean = getattr(model, "target_mean", None) if target_mean is None else target_mean
+        target_std = getattr(model, "target_std", None) if target_std is None else target_std
+    return loss, target_mean, target_std
+
+
+def predict(model: MLP, x, batch_size: int = 4096, *, loss: Loss | str | None = None,
             target_mean=None, target_std=None) -> np.ndarray:
     """The model's predictions for ``x`` (NumPy or backend array), as a NumPy array.
 
@@ -134,9 +148,11 @@ def predict(model: MLP, x, batch_size: int = 4096, *, loss: Loss | str = "cross_
     What is predicted follows the loss the model was trained with: the class (int64, ``(N,)``) for
     cross-entropy; 1 where the probability exceeds 0.5, else 0, for binary cross-entropy; the values
     ``(N, k)`` for a regression loss, mapped back to the data's units with ``y * target_std + target_mean``
-    (a :class:`datasets.Dataset`'s fields) when given.
+    (a :class:`datasets.Dataset`'s fields). ``loss`` and the target scale default to what :func:`fit` trained
+    the model with (it records them on the model, and checkpoints keep them).
     """
-    be, loss = model.be, get_loss(loss)
+    be = model.be
+    loss, target_mean, target_std = _task_of(model, loss, target_mean, target_std, "predict")
     x = as_rows(model, x)
     outputs = [be.to_numpy(model.logits(x[s, ...])) if loss.targets != "class"
                else be.to_numpy(be.argmax(model.logits(x[s, ...]), axis=1)) for s in _batches(x.shape[0], batch_size)]
@@ -149,16 +165,17 @@ def predict(model: MLP, x, batch_size: int = 4096, *, loss: Loss | str = "cross_
         target_mean if target_mean is not None else 0.0, dtype=values.dtype)
 
 
-def evaluate(model: MLP, x, y, batch_size: int = 4096, *, loss: Loss | str = "cross_entropy",
+def evaluate(model: MLP, x, y, batch_size: int = 4096, *, loss: Loss | str | None = None,
              loss_options: Mapping[str, Any] | None = None, target_mean=None, target_std=None) -> dict[str, float]:
     """The mean loss (cross-entropy unless told) of ``model`` on ``(x, y)``, and the task's figures.
 
     Classification (cross-entropy, binary cross-entropy): ``accuracy``. Regression: ``rmse``, ``mae``
     and ``r2`` (the coefficient of determination, averaged over the targets as scikit-learn does), in the
-    data's units when ``target_mean`` and ``target_std`` (a Dataset's) are given.
+    data's units when ``target_mean`` and ``target_std`` (a Dataset's) are given. ``loss`` and the scale
+    default to what :func:`fit` trained the model with.
     """
     be = model.be
-    loss = get_loss(loss)
+    loss, target_mean, target_std = _task_of(model, loss, target_mean, target_std, "evaluate")
     x, y = as_rows(model, x, "evaluate"), targets_on(be, y, loss, model.dtype)
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"evaluate: {x.shape[0]} samples but {y.shape[0]} labels")
@@ -200,6 +217,7 @@ class _Run:
     be: Backend
     state: Any
     history: list[dict]
+    saved_settings: dict | None = None  # the settings as checkpoints store them (arrays as lists)
     x_train: Any = None
     y_train: Any = None
     x_test: Any = None
@@ -212,13 +230,8 @@ def _start(model: MLP, data, backend, given: dict[str, Any], resume, log) -> _Ru
     if resume is not None:
         if backend is None:
             backend = model.be  # a resumed run stays on the model's backend
-        restored, state, history, saved = checkpoint.load(resume, "numpy")  # moved below, with the model
-        if restored.config() != model.config():
-            raise ValueError(f"resume: the checkpoint holds {restored.config()}, not this model {model.config()}")
+        restored, state, history, saved = check_resume(model, resume, given.get("optimizer"))
         saved_settings = TrainSettings.from_dict(saved)
-        if "optimizer" in given and given["optimizer"] != saved_settings.optimizer:
-            raise ValueError(f"resume: the checkpoint's optimizer is {saved_settings.optimizer!r}; "
-                             f"a resumed run cannot switch to {given['optimizer']!r}")
         merged = {**asdict(saved_settings), **{k: v for k, v in given.items() if k != "hyperparameters"}}
         merged["hyperparameters"] = {**saved_settings.hyperparameters, **given.get("hyperparameters", {})}
         settings = TrainSettings.from_dict(merged)
@@ -242,12 +255,77 @@ def _start(model: MLP, data, backend, given: dict[str, Any], resume, log) -> _Ru
     be = model.be
     if state is None:
         state = settings.optimizer_definition.init_on(be, model.params, **settings.resolved_hyperparameters)
+    # the settings as saved (host values) and as trained with (array options on the backend)
+    saved_settings = settings.to_dict()
+    settings = dataclasses.replace(settings, loss_options=options_on(be, settings.loss_options, model.dtype))
     run = _Run(settings, be, state, history)
+    run.saved_settings = saved_settings
     # the data goes to the device once, the test set too (evaluated after every epoch)
     loss = settings.loss_definition
     run.x_train, run.y_train = be.asarray(data.x_train, dtype=model.dtype), targets_on(be, data.y_train, loss, model.dtype)
     run.x_test, run.y_test = be.asarray(data.x_test, dtype=model.dtype), targets_on(be, data.y_test, loss, model.dtype)
+    check_loss_options(model, data, loss, settings.loss_options)
+    # what predict and evaluate need to answer in the task's terms without being told
+    model.loss = loss.name
+    if loss.targets == "value":
+        model.target_mean = tuple(float(m) for m in getattr(data, "target_mean", (0.0,)))
+        model.target_std = tuple(float(s) for s in getattr(data, "target_std", (1.0,)))
     return run
+
+
+def check_resume(model: MLP, path, optimizer: str | None = None):
+    """``checkpoint.load(path)`` after checking that it continues ``model`` (same network) with the same
+    optimizer (when ``optimizer`` names one); a ValueError naming the difference otherwise."""
+    restored, state, history, saved = checkpoint.load(path, "numpy")
+    if restored.config() != model.config():
+        raise ValueError(f"resume: the checkpoint holds {restored.config()}, not this model {model.config()}")
+    saved_optimizer = saved.get("optimizer", "sgd")
+    if optimizer is not None and get_optimizer(optimizer).name != saved_optimizer:
+        raise ValueError(f"resume: the checkpoint's optimizer is {saved_optimizer!r}; a resumed run cannot switch to "
+                         f"{optimizer!r}")
+    return restored, state, history, saved
+
+
+ARRAY_OPTIONS = ("weight", "pos_weight")  # the loss options that are arrays (a number is one too)
+
+
+def host_options(be: Backend, options: Mapping[str, Any]) -> dict[str, Any]:
+    """Loss options with their arrays (NumPy, lists, arrays of ``be``) as plain lists, as settings are saved."""
+    out = {}
+    for key, value in options.items():
+        if isinstance(value, (list, tuple)) or hasattr(value, "shape"):
+            value = np.asarray(value if isinstance(value, (list, tuple, np.ndarray)) else be.to_numpy(value)).tolist()
+        out[key] = value
+    return out
+
+
+def options_on(be: Backend, options: Mapping[str, Any], dtype) -> dict[str, Any]:
+    """Loss options as the loss takes them on ``be``: lists and numbers of the array options as arrays."""
+    out = dict(options)
+    for key, value in options.items():
+        if isinstance(value, (list, tuple)) or (key in ARRAY_OPTIONS and isinstance(value, (int, float))
+                                                and not isinstance(value, bool)):
+            out[key] = be.asarray(np.asarray(value, dtype=dtype))
+    return out
+
+
+def check_loss_options(model: MLP, data, loss: Loss | str, options: Mapping[str, Any]) -> None:
+    """The loss's options, tried once on two training samples on the model's backend: a bad option is
+    named before training (and before a run folder is made), not reported as a divergence later."""
+    loss = get_loss(loss)
+    if "reduction" in options:
+        raise ValueError(f"loss_options: fit takes the mean loss of each batch; 'reduction' is not an option of "
+                         f"training (it is {options['reduction']!r})")
+    if not options:
+        return
+    be = model.be
+    x = be.asarray(np.asarray(data.x_train[:2]), dtype=model.dtype)
+    y = targets_on(be, np.asarray(data.y_train[:2]), loss, model.dtype)
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            loss.value_and_grad_on(be, model.logits(x), y, **options_on(be, options, model.dtype))
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"loss_options {dict(host_options(be, options))}: {error}") from None
 
 
 def _train_epoch(model: MLP, run: _Run, epoch: int, show: bool, checkpoint_path) -> dict[str, Any]:
@@ -340,7 +418,7 @@ def fit(model: MLP, data, backend: Backend | str | None = None, *, loss: Loss | 
         given["optimizer"] = optimizer.name if isinstance(optimizer, Optimizer) else optimizer
         get_optimizer(optimizer)
     if loss_options is not None:
-        given["loss_options"] = dict(loss_options)
+        given["loss_options"] = host_options(model.be, loss_options)
     given["hyperparameters"] = {k: v for k, v in hyperparameters.items() if v is not None}
     if checkpoint_path is not None:  # what a run killed while writing its checkpoint left behind
         remove_stale_temporaries(Path(checkpoint_path).parent)
@@ -358,7 +436,7 @@ def fit(model: MLP, data, backend: Backend | str | None = None, *, loss: Loss | 
         record = {key: record[key] for key in ("epoch", *figures, "seconds", "samples_per_s", "lr")}
         run.history.append(record)
         if checkpoint_path is not None:
-            checkpoint.save(checkpoint_path, model, run.state, run.history, settings.to_dict(),
+            checkpoint.save(checkpoint_path, model, run.state, run.history, run.saved_settings,
                             optimizer=settings.optimizer)
         if log is not None:
             accuracy = (f"train {record['train_accuracy']:.2%}  test {record['test_accuracy']:.2%}  "
@@ -370,5 +448,5 @@ def fit(model: MLP, data, backend: Backend | str | None = None, *, loss: Loss | 
     return run.history
 
 
-__all__ = ["TRAINING_DEFAULTS", "TrainSettings", "TrainingDivergedError", "check_data", "default_loss", "evaluate",
-           "fit", "predict", "targets_on", "train_step"]
+__all__ = ["TRAINING_DEFAULTS", "TrainSettings", "TrainingDivergedError", "check_data", "check_loss_options",
+           "check_resume", "default_loss", "evaluate", "fit", "predict", "targets_on", "train_step"]

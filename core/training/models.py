@@ -51,6 +51,10 @@ class MLP:
             host += init_dense(rng, fan_in, fan_out, scheme, self.dtype)
         self.be = get_backend("numpy")
         self.params: list[Array] = host
+        # what fit trained it with, so predict and evaluate answer in the task's terms (checkpoints keep them)
+        self.loss: str | None = None
+        self.target_mean: tuple[float, ...] | None = None  # a regressor's outputs * target_std + target_mean
+        self.target_std: tuple[float, ...] | None = None
         self.to(get_backend(backend))
 
     # ---- placement and persistence --------------------------------------------------------

@@ -77,6 +77,9 @@ class TrainSettings:
     @cached_property
     def resolved_hyperparameters(self) -> dict[str, Any]:
         optimizer = self.optimizer_definition
+        if "lr" in self.hyperparameters:
+            raise TypeError("lr is a setting of its own, not one of the optimizer's other hyperparameters: pass lr= "
+                            "(--lr on the command line)")
         unknown = sorted(set(self.hyperparameters) - set(optimizer.defaults))
         if unknown:
             raise TypeError(f"{optimizer.name} has no hyperparameter {', '.join(map(repr, unknown))}; its "

@@ -53,6 +53,8 @@ def _check(lr: Any, alpha: Any, eps: Any, weight_decay: Any, momentum: Any, cent
     momentum = check_real(op, "momentum", momentum)
     weight_decay = check_real(op, "weight_decay", weight_decay)
     alpha = check_real(op, "alpha", alpha)
+    if alpha > 1.0:  # torch accepts it; v <- alpha v + (1 - alpha) g^2 then goes negative and sqrt(v) NaN
+        raise ValueError(f"{op}: alpha must lie in [0, 1] (the decay of the squared-gradient average), got {alpha!r}")
     return {"lr": lr, "alpha": alpha, "eps": eps, "weight_decay": weight_decay, "momentum": momentum,
             "centered": check_flag(op, "centered", centered), "maximize": check_flag(op, "maximize", maximize)}
 
