@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
@@ -73,6 +74,19 @@ def be(request):
 
         return cpu_cupy_backend()
     return get_backend(request.param)
+
+
+@pytest.fixture(autouse=True)
+def _backend_scope(request):
+    """A test of the ``be`` fixture runs inside the backend's scope where it has one (JAX's 64-bit mode):
+    the test's own arithmetic on float64 arrays needs it, as a JAX user's does (the backend's methods
+    enter it themselves)."""
+    if "be" not in request.fixturenames:
+        yield
+        return
+    scope = getattr(request.getfixturevalue("be"), "scope", None)
+    with scope() if scope is not None else contextlib.nullcontext():
+        yield
 
 
 @pytest.fixture(scope="session", params=DTYPES, ids=["float32", "float64"])

@@ -28,7 +28,7 @@ from core.training import checkpoint
 from core.training.auto import resolve_backend
 from core.training.metrics import regression_metrics
 from core.training.models import MLP
-from core.training.step import TRAINING_DEFAULTS, TrainSettings, train_step
+from core.training.step import TRAINING_DEFAULTS, TrainSettings, backend_scope, train_step
 
 
 class TrainingDivergedError(RuntimeError):
@@ -153,6 +153,12 @@ def predict(model: MLP, x, batch_size: int = 4096, *, loss: Loss | str | None = 
     """
     be = model.be
     loss, target_mean, target_std = _task_of(model, loss, target_mean, target_std, "predict")
+    with backend_scope(be):
+        return _predict(model, x, batch_size, loss, target_mean, target_std)
+
+
+def _predict(model: MLP, x, batch_size: int, loss: Loss, target_mean, target_std) -> np.ndarray:
+    be = model.be
     x = as_rows(model, x)
     outputs = [be.to_numpy(model.logits(x[s, ...])) if loss.targets != "class"
                else be.to_numpy(be.argmax(model.logits(x[s, ...]), axis=1)) for s in _batches(x.shape[0], batch_size)]
@@ -174,8 +180,13 @@ def evaluate(model: MLP, x, y, batch_size: int = 4096, *, loss: Loss | str | Non
     data's units when ``target_mean`` and ``target_std`` (a Dataset's) are given. ``loss`` and the scale
     default to what :func:`fit` trained the model with.
     """
-    be = model.be
     loss, target_mean, target_std = _task_of(model, loss, target_mean, target_std, "evaluate")
+    with backend_scope(model.be):
+        return _evaluate(model, x, y, batch_size, loss, loss_options, target_mean, target_std)
+
+
+def _evaluate(model: MLP, x, y, batch_size: int, loss: Loss, loss_options, target_mean, target_std) -> dict:
+    be = model.be
     x, y = as_rows(model, x, "evaluate"), targets_on(be, y, loss, model.dtype)
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"evaluate: {x.shape[0]} samples but {y.shape[0]} labels")
@@ -426,7 +437,8 @@ def fit(model: MLP, data, backend: Backend | str | None = None, *, loss: Loss | 
     settings = run.settings
     show = sys.stderr.isatty() if progress is None else progress
     for epoch in range(len(run.history) + 1, settings.epochs + 1):
-        record = _train_epoch(model, run, epoch, show, checkpoint_path)
+        with backend_scope(run.be):
+            record = _train_epoch(model, run, epoch, show, checkpoint_path)
         test = evaluate(model, run.x_test, run.y_test, loss=settings.loss_definition,
                         loss_options=settings.loss_options, target_mean=getattr(data, "target_mean", None),
                         target_std=getattr(data, "target_std", None))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -126,11 +127,18 @@ def train_step(model: MLP, x, y, state, lr: float, settings: TrainSettings | Non
         hyperparameters = (settings.resolved_hyperparameters if optimizer.name == settings.optimizer
                            else optimizer.check(lr=lr, **optimizer.defaults))
     be = model.be
-    logits, cache = model.forward(x)
-    value, dlogits = loss.value_and_grad_on(be, logits, y, **settings.loss_options)
-    model.params, state = optimizer.step_on(be, model.params, model.backward(cache, dlogits), state, lr=lr,
-                                            **hyperparameters)
+    with backend_scope(be):
+        logits, cache = model.forward(x)
+        value, dlogits = loss.value_and_grad_on(be, logits, y, **settings.loss_options)
+        model.params, state = optimizer.step_on(be, model.params, model.backward(cache, dlogits), state, lr=lr,
+                                                **hyperparameters)
     return value, logits, state
+
+
+def backend_scope(be: Any):
+    """The context a backend computes in (``be.scope()``: JAX's 64-bit mode), or none."""
+    scope = getattr(be, "scope", None)
+    return scope() if scope is not None else contextlib.nullcontext()
 
 
 _DEFAULT_SETTINGS = TrainSettings()

@@ -219,12 +219,14 @@ def init_adamw(be: Any, params: Sequence[Any], **hyperparameters: Any) -> AdamSt
     return _zeros_state(be, "adamw_init", params)
 
 
-def _step(op: str, init_name: str, be: Any, params: Sequence[Any], grads: Sequence[Any], state: AdamState,
-          lr: Any, betas: Any, eps: Any, weight_decay: Any, amsgrad: Any, maximize: Any,
-          decoupled_weight_decay: Any) -> tuple[list[Any], AdamState]:
+def plan_step(op: str, init_name: str, be: Any, params: Sequence[Any], grads: Sequence[Any], state: AdamState, *,
+              lr: Any, betas: Any, eps: Any, weight_decay: Any, amsgrad: Any, maximize: Any,
+              decoupled_weight_decay: Any) -> tuple[dict[str, Any], tuple[float, ...], int]:
+    """Everything checked (raising a clear error), then what :func:`update_one` takes: the hyperparameters a
+    compiled update may branch on (``static``), the numbers that change every step (``traced``: lr, eps, the
+    step size and the square root of the second bias correction) and the new step count."""
     h = _check(op, lr, betas, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay)
     lr, (beta1, beta2), eps, weight_decay = h["lr"], h["betas"], h["eps"], h["weight_decay"]
-    amsgrad, maximize, decoupled = h["amsgrad"], h["maximize"], h["decoupled_weight_decay"]
     step = check_step_arguments(be, op, params, grads, state, AdamState, init_name, {
         "exp_avg": state.exp_avg if isinstance(state, AdamState) else None,
         "exp_avg_sq": state.exp_avg_sq if isinstance(state, AdamState) else None,
@@ -233,34 +235,53 @@ def _step(op: str, init_name: str, be: Any, params: Sequence[Any], grads: Sequen
     if state.exp_avg is None or state.exp_avg_sq is None:
         raise TypeError(f"{op}: the state's exp_avg and exp_avg_sq must be one array per parameter; "
                         f"was it made by {init_name}?")
-    xp = be.xp
     # Python floats, as torch computes them from its step count
     bias_correction1 = 1 - beta1**step
     bias_correction2 = 1 - beta2**step
-    step_size = lr / bias_correction1
-    bias_correction2_sqrt = bias_correction2**0.5
-    maxima = None
+    static = {"beta1": beta1, "beta2": beta2, "weight_decay": weight_decay, "amsgrad": h["amsgrad"],
+              "maximize": h["maximize"], "decoupled": h["decoupled_weight_decay"]}
+    return static, (lr, eps, lr / bias_correction1, bias_correction2**0.5), step
+
+
+def update_one(xp: Any, p: Any, g: Any, exp_avg: Any, exp_avg_sq: Any, max_exp_avg_sq: Any, *, lr: Any, eps: Any,
+               step_size: Any, bias_correction2_sqrt: Any, beta1: float, beta2: float, weight_decay: float,
+               amsgrad: bool, maximize: bool, decoupled: bool) -> tuple[Any, Any, Any, Any]:
+    """One parameter's update, in torch's order: ``(p, exp_avg, exp_avg_sq, max_exp_avg_sq)`` (the last None
+    without amsgrad). Pure arithmetic on ``xp``: a backend may compile it (JAX does)."""
+    if maximize:
+        g = -g
+    if weight_decay != 0:
+        if decoupled:
+            p = p * (1 - lr * weight_decay)
+        else:
+            g = g + weight_decay * p
+    m = lerp(exp_avg, g, 1 - beta1, p.dtype)
+    s = exp_avg_sq * beta2 + ((1 - beta2) * g) * g
+    top = None
     if amsgrad:
+        # None: the first amsgrad step, max(zeros, s) = s; a copy, so that the state never aliases itself
+        top = xp.asarray(s, copy=True) if max_exp_avg_sq is None else xp.maximum(max_exp_avg_sq, s)
+    denom = xp.sqrt(s if top is None else top) / bias_correction2_sqrt + eps
+    return p + ((-step_size) * m) / denom, m, s, top
+
+
+def _step(op: str, init_name: str, be: Any, params: Sequence[Any], grads: Sequence[Any], state: AdamState,
+          lr: Any, betas: Any, eps: Any, weight_decay: Any, amsgrad: Any, maximize: Any,
+          decoupled_weight_decay: Any) -> tuple[list[Any], AdamState]:
+    static, (lr, eps, step_size, bias_correction2_sqrt), step = plan_step(
+        op, init_name, be, params, grads, state, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+        amsgrad=amsgrad, maximize=maximize, decoupled_weight_decay=decoupled_weight_decay)
+    maxima = None
+    if static["amsgrad"]:
         maxima = list(state.max_exp_avg_sq) if state.max_exp_avg_sq is not None else [None] * len(params)
     new_params, exp_avgs, exp_avg_sqs = [], [], []
     for i, (p, g) in enumerate(zip(params, grads)):
-        if maximize:
-            g = -g
-        if weight_decay != 0:
-            if decoupled:
-                p = p * (1 - lr * weight_decay)
-            else:
-                g = g + weight_decay * p
-        m = lerp(state.exp_avg[i], g, 1 - beta1, p.dtype)
-        s = state.exp_avg_sq[i] * beta2 + ((1 - beta2) * g) * g
+        p, m, s, top = update_one(be.xp, p, g, state.exp_avg[i], state.exp_avg_sq[i],
+                                  None if maxima is None else maxima[i], lr=lr, eps=eps, step_size=step_size,
+                                  bias_correction2_sqrt=bias_correction2_sqrt, **static)
         if maxima is not None:
-            # None: the first amsgrad step, max(zeros, s) = s; a copy, so that the state never aliases itself
-            maxima[i] = xp.asarray(s, copy=True) if maxima[i] is None else xp.maximum(maxima[i], s)
-            second = maxima[i]
-        else:
-            second = s
-        denom = xp.sqrt(second) / bias_correction2_sqrt + eps
-        new_params.append(p + ((-step_size) * m) / denom)
+            maxima[i] = top
+        new_params.append(p)
         exp_avgs.append(m)
         exp_avg_sqs.append(s)
     return new_params, AdamState(step=step, exp_avg=tuple(exp_avgs), exp_avg_sq=tuple(exp_avg_sqs),

@@ -1,0 +1,303 @@
+"""The JAX backend: the shared array-API implementation on ``jax.numpy``, its hot paths compiled by XLA.
+
+JAX arrays are immutable, which the shared implementation is written for. What a
+training step calls repeatedly is compiled with ``jax.jit`` (cached by shape and
+dtype, so the last, partial batch compiles once, not every epoch): the fused
+cross-entropy value and gradient, and the SGD and Adam updates.
+
+Float64: JAX computes in 32 bits unless ``jax_enable_x64`` is on, and turning it
+on globally would change a user's other JAX code (``jnp.arange`` would give int64,
+``jnp.array(1.0)`` float64). The narrowest switch is the ``jax.enable_x64``
+context: every method of this backend, every function of ``be.xp`` and the
+training loop's own arithmetic (through :meth:`JaxBackend.scope`) run inside it,
+and nothing outside does. float32 stays float32 inside it (Python numbers are
+weakly typed).
+
+Errors inside compiled code: the compiled cross-entropy also returns whether
+every label is in range and the loss is finite; the host reads that one flag
+per step (the one read-back of a step, as the CuPy path does), and only when it
+is false runs the shared, uncompiled definition, which raises the protocol's
+error naming the row or label.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy as np
+
+from backends.array_api import ArrayAPIBackend
+from backends.numpy_backend import as_host_array
+from core.base.errors import BackendUnavailableError
+from core.base.losses.support import validate_class_loss
+from core.base.methods import registered_method
+from core.base.optim import adam, sgd
+from core.base.optim.sgd import SGDState
+
+PIP_JAX = "pip install 'softgrad[jax]'  (or: pip install 'jax[cpu]')"
+
+
+def _in_x64(function):
+    """``function`` run inside ``jax.enable_x64(True)`` (the backend's 64-bit scope)."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        with _jax().enable_x64(True):
+            return function(*args, **kwargs)
+
+    return wrapper
+
+
+@functools.cache
+def _jax():
+    import jax
+
+    return jax
+
+
+class _Namespace:
+    """``jax.numpy`` with each function run in the backend's 64-bit scope (dtypes and constants as they are)."""
+
+    def __init__(self, jnp: Any) -> None:
+        self._jnp = jnp
+        self.__name__ = jnp.__name__
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._jnp, name)
+        if callable(value) and not isinstance(value, type):
+            value = _in_x64(value)
+        setattr(self, name, value)  # once per name
+        return value
+
+
+class JaxBackend(ArrayAPIBackend):
+    def __init__(self, platform: str = "cpu") -> None:
+        try:
+            import jax
+            import jax.numpy as jnp
+        except ImportError:
+            raise BackendUnavailableError(f"backend 'jax' needs JAX, which is not installed: {PIP_JAX}") from None
+        name = "jax" if platform == "cpu" else f"jax:{platform}"
+        try:
+            devices = jax.devices(platform)
+        except RuntimeError as error:
+            found = ", ".join(sorted({d.platform for d in jax.devices()}))
+            raise BackendUnavailableError(f"backend {name!r}: no {platform.upper()} device (JAX {jax.__version__} "
+                                          f"finds only {found}: {str(error).splitlines()[0]}); use 'jax' for the "
+                                          "CPU") from None
+        self.name, self.jax, self._jnp = name, jax, jnp
+        self._device = devices[0]
+        self.device = str(self._device)
+        self.on_gpu = platform in ("gpu", "cuda", "rocm")
+        self.xp = _Namespace(jnp)
+        self.array_type = jax.Array
+        self._last = None  # the newest result, which synchronize waits for
+
+    # ---- plumbing ----------------------------------------------------------------------------
+
+    def scope(self):
+        """The context the training loop runs a step in: JAX's 64-bit mode, so float64 stays float64."""
+        return self.jax.enable_x64(True)
+
+    def asarray(self, x: Any, dtype: Any = None):
+        jax = self.jax
+        if isinstance(x, jax.Array):
+            out = x if dtype is None else x.astype(np.dtype(dtype))
+        elif not isinstance(x, np.ndarray) and hasattr(x, "__dlpack__"):
+            try:  # torch and CuPy arrays, shared without a copy where JAX can
+                out = jax.dlpack.from_dlpack(x)
+            except Exception:  # a device JAX cannot read (or a layout it refuses): through the host
+                out = jax.numpy.asarray(as_host_array(_host(x), None, self.name))
+            if dtype is not None:
+                out = out.astype(np.dtype(dtype))
+        else:
+            host = as_host_array(x, dtype, self.name)
+            if host.dtype.kind == "f" and host.dtype.itemsize < 4:
+                raise TypeError(f"{self.name}.asarray: floating arrays must be float32 or float64, got {host.dtype}")
+            out = jax.device_put(host, self._device)
+        if out.dtype == np.float16 or str(out.dtype) == "bfloat16":
+            raise TypeError(f"{self.name}.asarray: floating arrays must be float32 or float64, got {out.dtype}")
+        return out
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        return np.array(x, copy=True) if isinstance(x, self.jax.Array) else np.asarray(x)
+
+    def synchronize(self) -> None:
+        if self._last is not None:
+            self._last.block_until_ready()
+
+    def _device_of(self, x: Any):
+        return self._device
+
+    def _label_range(self, labels) -> tuple[int, int]:
+        low, high = np.asarray(self._jnp.stack([self._jnp.min(labels), self._jnp.max(labels)]))
+        return int(low), int(high)
+
+    # ---- compiled: the fused cross-entropy and the optimizer updates -----------------------------
+
+    def cross_entropy_and_grad(self, logits, target, **options):
+        fast = self._fused_cross_entropy("cross_entropy_and_grad", logits, target, options)
+        if fast is not None:
+            return fast
+        return registered_method("cross_entropy_and_grad")(self, logits, target, **options)
+
+    def cross_entropy(self, logits, target, **options):
+        fast = self._fused_cross_entropy("cross_entropy", logits, target, options)
+        if fast is not None:
+            return fast[0]
+        return registered_method("cross_entropy")(self, logits, target, **options)
+
+    def cross_entropy_grad(self, logits, target, **options):
+        fast = self._fused_cross_entropy("cross_entropy_grad", logits, target, options)
+        if fast is not None:
+            return fast[1]
+        return registered_method("cross_entropy_grad")(self, logits, target, **options)
+
+    def _fused_cross_entropy(self, op, logits, target, options):
+        """The compiled loss and gradient for class-index targets and no other option but ``reduction``;
+        None where the shared definition must run (other options, or something to diagnose)."""
+        reduction = options.get("reduction", "mean")
+        if set(options) - {"reduction"} or reduction not in ("mean", "sum", "none"):
+            return None
+        kind = validate_class_loss(self, op, logits, target, None, -100, reduction, 0.0)
+        if kind != "index":
+            return None
+        loss, grad, ok = _compiled_cross_entropy(logits, target, reduction)
+        if not bool(ok):  # the step's one read-back; the shared definition names what is wrong
+            return None
+        self._last = grad
+        return loss, grad
+
+    def sgd_step(self, params, grads, state, *, lr, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0):
+        lr, momentum, dampening, weight_decay = sgd.check_step(self, params, grads, state, lr, momentum, dampening,
+                                                               nesterov, weight_decay)
+        first = momentum != 0.0 and state.momentum_buffers is None
+        buffers = None if momentum == 0.0 or first else list(state.momentum_buffers)
+        new_params, new_buffers = _compiled_sgd(list(params), list(grads), buffers, lr, momentum, dampening,
+                                                weight_decay, momentum=momentum != 0.0, nesterov=bool(nesterov),
+                                                decay=weight_decay != 0.0)
+        self._last = new_params[-1]
+        return new_params, SGDState(state.step + 1, state.momentum_buffers if momentum == 0.0 else tuple(new_buffers))
+
+    def adam_step(self, params, grads, state, *, lr=1e-3, **hyperparameters):
+        return self._adam("adam_step", "adam_init", params, grads, state, lr, hyperparameters, adam.DEFAULTS)
+
+    def adamw_step(self, params, grads, state, *, lr=1e-3, **hyperparameters):
+        adam._adamw_decoupled(hyperparameters.get("decoupled_weight_decay", True))
+        return self._adam("adamw_step", "adamw_init", params, grads, state, lr, hyperparameters, adam.ADAMW_DEFAULTS)
+
+    def _adam(self, op, init_name, params, grads, state, lr, given, defaults):
+        unknown = sorted(set(given) - set(defaults))
+        if unknown:
+            name = op.removesuffix("_step")
+            raise TypeError(f"{op}: {name} has no hyperparameter {', '.join(map(repr, unknown))}; it takes lr"
+                            f"{''.join(', ' + k for k in defaults)}")
+        values = {**defaults, **given}
+        static, traced, step = adam.plan_step(op, init_name, self, params, grads, state, lr=lr, **values)
+        maxima = None if state.max_exp_avg_sq is None else list(state.max_exp_avg_sq)
+        new_params, exp_avgs, exp_avg_sqs, new_maxima = _compiled_adam(
+            list(params), list(grads), list(state.exp_avg), list(state.exp_avg_sq), maxima, *traced, **static)
+        self._last = new_params[-1]
+        return new_params, adam.AdamState(step=step, exp_avg=tuple(exp_avgs), exp_avg_sq=tuple(exp_avg_sqs),
+                                          max_exp_avg_sq=state.max_exp_avg_sq if new_maxima is None
+                                          else tuple(new_maxima))
+
+    def __getattr__(self, attribute: str):
+        method = super().__getattr__(attribute)  # a loss or optimizer registered after this class
+        return _in_x64(method)
+
+
+def _host(x: Any) -> np.ndarray:
+    if hasattr(x, "cpu") and hasattr(x, "numpy"):  # a torch tensor
+        return x.detach().cpu().numpy()
+    if hasattr(x, "get"):  # a CuPy array
+        return x.get()
+    return np.asarray(x)
+
+
+# ---- the compiled kernels: pure functions of arrays, static where Python branches on a value --------------
+
+
+@functools.cache
+def _jit(function, static: tuple[str, ...] = ()):
+    return _jax().jit(function, static_argnames=static)
+
+
+def _compiled_cross_entropy(logits, labels, reduction):
+    return _jit(_cross_entropy_kernel, ("reduction",))(logits, labels, reduction=reduction)
+
+
+def _cross_entropy_kernel(logits, labels, *, reduction):
+    jnp = _jax().numpy
+    n, num_classes = logits.shape
+    labels = labels.astype(jnp.int32)
+    in_range = jnp.all((labels >= 0) & (labels < num_classes))
+    safe = jnp.clip(labels, 0, num_classes - 1)
+    shifted = logits - jnp.max(logits, axis=1, keepdims=True)
+    exp_shifted = jnp.exp(shifted)
+    row_sum = jnp.sum(exp_shifted, axis=1, keepdims=True)
+    per_sample = jnp.log(row_sum)[:, 0] - jnp.take_along_axis(shifted, safe[:, None], axis=1)[:, 0]
+    grad = exp_shifted / row_sum - (safe[:, None] == jnp.arange(num_classes)[None, :]).astype(logits.dtype)
+    if reduction == "none":
+        loss, finite = per_sample, jnp.all(jnp.isfinite(per_sample))
+    else:
+        loss = jnp.sum(per_sample)
+        finite = jnp.isfinite(loss)
+        if reduction == "mean":
+            loss, grad = loss / n, grad / n
+    return loss, grad, in_range & finite & jnp.all(jnp.isfinite(grad))
+
+
+def _compiled_sgd(params, grads, buffers, lr, momentum_value, dampening, weight_decay, *, momentum, nesterov, decay):
+    return _jit(_sgd_kernel, ("momentum", "nesterov", "decay"))(
+        params, grads, buffers, lr, momentum_value, dampening, weight_decay, momentum=momentum, nesterov=nesterov,
+        decay=decay)
+
+
+def _sgd_kernel(params, grads, buffers, lr, momentum_value, dampening, weight_decay, *, momentum, nesterov, decay):
+    """``core.base.optim.sgd.step``'s arithmetic, in its order (checked against it by the suite)."""
+    new_params, new_buffers = [], []
+    for i, (p, g) in enumerate(zip(params, grads)):
+        if decay:
+            g = g + weight_decay * p
+        if momentum:
+            b = g if buffers is None else momentum_value * buffers[i] + (1.0 - dampening) * g
+            new_buffers.append(b)
+            g = g + momentum_value * b if nesterov else b
+        new_params.append(p - lr * g)
+    return new_params, new_buffers
+
+
+def _compiled_adam(params, grads, exp_avgs, exp_avg_sqs, maxima, lr, eps, step_size, bias_correction2_sqrt,
+                   **static):
+    return _jit(_adam_kernel, tuple(static))(params, grads, exp_avgs, exp_avg_sqs, maxima, lr, eps, step_size,
+                                             bias_correction2_sqrt, **static)
+
+
+def _adam_kernel(params, grads, exp_avgs, exp_avg_sqs, maxima, lr, eps, step_size, bias_correction2_sqrt, **static):
+    jnp = _jax().numpy
+    out = [[], [], [], [] if static["amsgrad"] else None]
+    for i, (p, g) in enumerate(zip(params, grads)):
+        p, m, s, top = adam.update_one(jnp, p, g, exp_avgs[i], exp_avg_sqs[i],
+                                       None if maxima is None else maxima[i], lr=lr, eps=eps, step_size=step_size,
+                                       bias_correction2_sqrt=bias_correction2_sqrt, **static)
+        out[0].append(p)
+        out[1].append(m)
+        out[2].append(s)
+        if out[3] is not None:
+            out[3].append(top)
+    return tuple(out)
+
+
+def gpu_backend(platform: str = "gpu") -> JaxBackend:
+    """The ``jax:gpu`` entry point: JAX on its first GPU."""
+    return JaxBackend(platform)
+
+
+# Every method (the shared ones, the losses and optimizers registered with softgrad) runs in the 64-bit scope.
+for _name in dir(JaxBackend):
+    _value = getattr(JaxBackend, _name)
+    if not _name.startswith("__") and callable(_value) and _name not in ("scope",):
+        setattr(JaxBackend, _name, _in_x64(_value))
+del _name, _value
