@@ -73,12 +73,12 @@ class _Namespace:
 
 class JaxBackend(ArrayAPIBackend):
     def __init__(self, platform: str = "cpu") -> None:
+        name = "jax" if platform == "cpu" else f"jax:{platform}"
         try:
             import jax
             import jax.numpy as jnp
         except ImportError:
-            raise BackendUnavailableError(f"backend 'jax' needs JAX, which is not installed: {PIP_JAX}") from None
-        name = "jax" if platform == "cpu" else f"jax:{platform}"
+            raise BackendUnavailableError(f"backend {name!r} needs JAX, which is not installed: {PIP_JAX}") from None
         try:
             devices = jax.devices(platform)
         except RuntimeError as error:
@@ -177,7 +177,7 @@ class JaxBackend(ArrayAPIBackend):
         new_params, new_buffers = _compiled_sgd(list(params), list(grads), buffers, lr, momentum, dampening,
                                                 weight_decay, momentum=momentum != 0.0, nesterov=bool(nesterov),
                                                 decay=weight_decay != 0.0)
-        self._last = new_params[-1]
+        self._last = new_params[-1] if new_params else self._last
         return new_params, SGDState(state.step + 1, state.momentum_buffers if momentum == 0.0 else tuple(new_buffers))
 
     def adam_step(self, params, grads, state, *, lr=1e-3, **hyperparameters):
@@ -198,7 +198,7 @@ class JaxBackend(ArrayAPIBackend):
         maxima = None if state.max_exp_avg_sq is None else list(state.max_exp_avg_sq)
         new_params, exp_avgs, exp_avg_sqs, new_maxima = _compiled_adam(
             list(params), list(grads), list(state.exp_avg), list(state.exp_avg_sq), maxima, *traced, **static)
-        self._last = new_params[-1]
+        self._last = new_params[-1] if new_params else self._last
         return new_params, adam.AdamState(step=step, exp_avg=tuple(exp_avgs), exp_avg_sq=tuple(exp_avg_sqs),
                                           max_exp_avg_sq=state.max_exp_avg_sq if new_maxima is None
                                           else tuple(new_maxima))

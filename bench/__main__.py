@@ -104,7 +104,7 @@ def render_training(records, chosen, anchors: list[str], console: Console) -> No
         trained = "" if optimizer == "sgd" else ", Adam (lr 1e-3)"
         table = Table(title=f"training throughput: {label}, batch {batch_size}{trained}")
         columns = ["backend", "samples/s", "spread", *[f"× {a.removeprefix('anchor:')}" for a in anchors],
-                   "% matmul peak", "60k-sample epoch", "accuracy (1 epoch)", "peak memory"]
+                   "% matmul peak", "60k-sample epoch", "accuracy (1 epoch)", "peak memory", "first 2 steps"]
         for column in columns:
             table.add_column(column, justify="left" if column == "backend" else "right")
         case = [r for r in records if r.case == (model, batch_size, optimizer)]
@@ -118,6 +118,7 @@ def render_training(records, chosen, anchors: list[str], console: Console) -> No
                 f"{60_000 / r.samples_per_s:.2f} s",
                 "-" if r.accuracy is None else f"{r.accuracy:.2%}",
                 "-" if r.peak_memory_bytes is None else f"{r.peak_memory_bytes / 2**20:,.1f} MiB",
+                "-" if r.warmup_s is None else f"{r.warmup_s * 1e3:,.0f} ms",
             )
         console.print(table)
 

@@ -25,6 +25,7 @@ class TrainingRecord:
     ratios: dict[str, float] = field(default_factory=dict)  # samples/s over each anchor's
     roofline_fraction: float | None = None  # achieved FLOP/s over the machine's matmul rate
     optimizer: str = "sgd"  # "sgd" (the recommendation's rows) or "adam"
+    warmup_s: float | None = None  # the first two steps: compilation (JAX's XLA) and first-call allocations
 
     @property
     def case(self) -> tuple[str, int, str]:
@@ -58,12 +59,14 @@ def measure_training(contenders: list, models: list[str], batch_sizes: list[int]
         for batch_size in batch_sizes:
             if batch_size > len(data.y_train):
                 continue
-            cases = {}
+            cases, warmups = {}, {}
             for contender in contenders:
                 progress(f"{model} batch {batch_size} {optimizer}: preparing {contender.name}")
                 case = contender.prepare(model, batch_size, data, optimizer)
-                case.run(2)  # warm-up: first-call allocations, kernel selection
+                start = time.perf_counter()
+                case.run(2)  # warm-up: compilation, first-call allocations, kernel selection
                 case.synchronize()
+                warmups[contender.name] = time.perf_counter() - start
                 cases[contender.name] = case
             steps = steps_per_block(batch_size, quick)
             rates: dict[str, list[float]] = {name: [] for name in cases}
@@ -84,6 +87,7 @@ def measure_training(contenders: list, models: list[str], batch_sizes: list[int]
                 record = TrainingRecord(name, model, batch_size, median,
                                         (max(rates[name]) - min(rates[name])) / median, flops, optimizer=optimizer)
                 record.peak_memory_bytes = cases[name].peak_memory()
+                record.warmup_s = warmups[name]
                 record.on_gpu = bool(getattr(contender, "on_gpu", False))
                 if with_accuracy:
                     progress(f"{model} batch {batch_size}: {name}: one epoch for the accuracy")

@@ -84,9 +84,31 @@ def _backend_scope(request):
     if "be" not in request.fixturenames:
         yield
         return
-    scope = getattr(request.getfixturevalue("be"), "scope", None)
-    with scope() if scope is not None else contextlib.nullcontext():
+    be = request.getfixturevalue("be")
+    scope = getattr(be, "scope", None)
+    with scope() if scope is not None else contextlib.nullcontext(), _fewer_examples(request.function, be.name):
         yield
+
+
+# XLA compiles every operation anew for each new shape, and Hypothesis draws a new shape for nearly every
+# example: on these backends a property test runs a fraction of the profile's examples (ci: 5 of 30; long:
+# 166 of 1000), so the suite stays within its time. The kit (python -m backends.conformance jax) runs them all.
+EXAMPLES_DIVISOR = {"jax": 6, "jax:gpu": 6}
+
+
+@contextlib.contextmanager
+def _fewer_examples(test, backend: str):
+    divisor = EXAMPLES_DIVISOR.get(backend)
+    current = getattr(test, "_hypothesis_internal_use_settings", None)  # read by Hypothesis when the test runs
+    if divisor is None or current is None:
+        yield
+        return
+    test._hypothesis_internal_use_settings = settings(parent=current,
+                                                      max_examples=max(5, current.max_examples // divisor))
+    try:
+        yield
+    finally:
+        test._hypothesis_internal_use_settings = current
 
 
 @pytest.fixture(scope="session", params=DTYPES, ids=["float32", "float64"])

@@ -19,7 +19,7 @@ from core.training import checkpoint
 from core.training.loop import fit
 from core.training.models import MLP
 from core.training.step import TrainSettings, train_step
-from tests.conftest import assert_close
+from tests.conftest import AVAILABLE, assert_close
 from tests.test_training import small_data, train
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -127,7 +127,9 @@ def test_shared_method_names_the_registered_units():
 # ---- training on a namespace without in-place operations ---------------------------------------------
 
 
-@pytest.mark.parametrize("backend", ["numpy-immutable", "array-api-strict"])
+@pytest.mark.parametrize("backend", [pytest.param(name, marks=pytest.mark.skipif(
+    name not in AVAILABLE, reason=f"{name} is not available here")) for name in ("numpy-immutable", "array-api-strict",
+                                                                                "jax")])
 @pytest.mark.parametrize("dtype, rtol, atol", [(np.float64, 1e-10, 1e-12), (np.float32, 2e-4, 2e-5)])
 def test_training_on_arrays_without_in_place_updates_follows_numpy(backend, dtype, rtol, atol):
     """64 steps of fit on the shared, functional code: the same trajectory as NumPy's in-place overrides."""

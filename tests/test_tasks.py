@@ -137,7 +137,7 @@ def test_a_loss_that_does_not_fit_the_data_is_named():
 # ---- every optimizer: checkpoints resume exactly, on a backend and across them ----------------------------
 
 
-RESUMABLE = [name for name in AVAILABLE if name in ("numpy", "torch", "array-api-strict", "numpy-immutable")]
+RESUMABLE = [name for name in AVAILABLE if name in ("numpy", "torch", "array-api-strict", "numpy-immutable", "jax")]
 
 
 @pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))

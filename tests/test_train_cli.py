@@ -52,7 +52,7 @@ def test_errors_are_one_line(tmp_path):
     for args, message in (
         # where CuPy is not installed (pip install without the [cupy] extra) the reason is that instead
         (["--backend", "cupy"], "no CUDA device" if importlib.util.find_spec("cupy") else "needs CuPy"),
-        (["--backend", "jax"], "unknown backend 'jax'"),
+        (["--backend", "mlx"], "unknown backend 'mlx'"),
         (["--dataset", "cifar10", "--root", str(tmp_path)], "--download"),
         (["--resume", str(tmp_path / "nothing")], "no checkpoint.npz and run.json"),
     ):
