@@ -5,8 +5,8 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 # torch and torchvision are pinned to the releases this machine has on disk
-# (a CUDA build that also runs on the CPU).
-PINS   := torch==2.14.1 torchvision==0.29.1
+# (a CUDA build that also runs on the CPU); JAX to the release its backend is tested with.
+PINS   := torch==2.14.1 torchvision==0.29.1 jax==0.10.2 jaxlib==0.10.2
 STAMP  := $(VENV)/.installed
 
 .PHONY: test test-long bench benchmark gpu-check gpu-wheels lint clean
@@ -14,7 +14,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet $(PINS) -e '.[torch,vision,cupy,test,anchors]'
+	$(PY) -m pip install --quiet $(PINS) -e '.[torch,vision,cupy,jax,test,anchors]'
 	touch $@
 
 test: $(STAMP)
