@@ -91,9 +91,9 @@ def _backend_scope(request):
 
 
 # XLA compiles every operation anew for each new shape, and Hypothesis draws a new shape for nearly every
-# example: on these backends a property test runs a fraction of the profile's examples (ci: 5 of 30; long:
-# 166 of 1000), so the suite stays within its time. The kit (python -m backends.conformance jax) runs them all.
-EXAMPLES_DIVISOR = {"jax": 6, "jax:gpu": 6}
+# example: on these backends a property test runs a tenth of the profile's examples (ci: 3 of 30; long:
+# 100 of 1000), so the suite stays within its time. The kit (python -m backends.conformance jax) runs them all.
+EXAMPLES_DIVISOR = {"jax": 10, "jax:gpu": 10}
 
 
 @contextlib.contextmanager
@@ -104,7 +104,7 @@ def _fewer_examples(test, backend: str):
         yield
         return
     test._hypothesis_internal_use_settings = settings(parent=current,
-                                                      max_examples=max(5, current.max_examples // divisor))
+                                                      max_examples=max(3, current.max_examples // divisor))
     try:
         yield
     finally:
