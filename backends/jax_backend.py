@@ -32,7 +32,7 @@ from backends.numpy_backend import as_host_array
 from core.base.errors import BackendUnavailableError
 from core.base.losses.support import validate_class_loss
 from core.base.methods import registered_method
-from core.base.optim import adam, sgd
+from core.base.optim import adam, get_optimizer, sgd
 from core.base.optim.sgd import SGDState
 
 PIP_JAX = "pip install 'softgrad[jax]'  (or: pip install 'jax[cpu]')"
@@ -188,11 +188,7 @@ class JaxBackend(ArrayAPIBackend):
         return self._adam("adamw_step", "adamw_init", params, grads, state, lr, hyperparameters, adam.ADAMW_DEFAULTS)
 
     def _adam(self, op, init_name, params, grads, state, lr, given, defaults):
-        unknown = sorted(set(given) - set(defaults))
-        if unknown:
-            name = op.removesuffix("_step")
-            raise TypeError(f"{op}: {name} has no hyperparameter {', '.join(map(repr, unknown))}; it takes lr"
-                            f"{''.join(', ' + k for k in defaults)}")
+        get_optimizer(op.removesuffix("_step")).check_names(given, op)
         values = {**defaults, **given}
         static, traced, step = adam.plan_step(op, init_name, self, params, grads, state, lr=lr, **values)
         maxima = None if state.max_exp_avg_sq is None else list(state.max_exp_avg_sq)

@@ -44,10 +44,7 @@ def optimizer_methods(optimizer: Optimizer) -> dict[str, Callable]:
         return optimizer.initial_state(self, params, **hyperparameters)
 
     def step_method(self, params, grads, state, *, lr=optimizer.lr, **hyperparameters):
-        unknown = sorted(set(hyperparameters) - set(optimizer.defaults))
-        if unknown:
-            raise TypeError(f"{optimizer.name}_step: {optimizer.name} has no hyperparameter "
-                            f"{', '.join(map(repr, unknown))}; it takes lr{''.join(', ' + k for k in optimizer.defaults)}")
+        optimizer.check_names(hyperparameters, f"{optimizer.name}_step")
         return step(self, params, grads, state, lr=lr, **hyperparameters)
 
     init_method.__doc__ = (f"The initial {optimizer.state_type.__name__} for ``params`` (given the "

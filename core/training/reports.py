@@ -25,6 +25,18 @@ def _save(fig, path: Path) -> None:
     atomic_write(path, lambda handle: handle.write(buffer.getvalue()))
 
 
+def _finish(plt, fig, axes, path: str | Path, title: str) -> None:
+    """What every line plot ends with: grids, legends, the title, then the PNG written atomically."""
+    for ax in axes:
+        ax.grid(True)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    _save(fig, Path(path))
+    plt.close(fig)
+
+
 def plot_curves(history: list[dict], path: str | Path, title: str = "") -> None:
     """Train and test loss on one axis, train and test accuracy on another, per epoch.
 
@@ -54,13 +66,7 @@ def plot_curves(history: list[dict], path: str | Path, title: str = "") -> None:
         ax.set_xlabel("epoch")
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_xlim(min(epochs, default=1), max(epochs, default=1) + (1 if len(epochs) == 1 else 0))
-        ax.grid(True)
-        ax.legend(fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    _save(fig, Path(path))
-    plt.close(fig)
+    _finish(plt, fig, axes[0], path, title)
 
 
 def plot_predictions(images: np.ndarray, labels: np.ndarray, predictions: np.ndarray, classes, image_shape,
@@ -116,13 +122,7 @@ def plot_fit(x: np.ndarray, y: np.ndarray, line_x: np.ndarray, line_y: np.ndarra
     ax.plot(line_x, line_y, "b-", label="fitted line")
     ax.set_xlabel("x")
     ax.set_ylabel("y")
-    ax.grid(True)
-    ax.legend(fontsize=8)
-    if title:
-        ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    _save(fig, Path(path))
-    plt.close(fig)
+    _finish(plt, fig, [ax], path, title)
 
 
 def plot_predicted_against_true(y_true: np.ndarray, y_pred: np.ndarray, names, path: str | Path,
@@ -139,13 +139,7 @@ def plot_predicted_against_true(y_true: np.ndarray, y_pred: np.ndarray, names, p
         name = names[k] if k < len(names) else f"target {k}"
         ax.set_xlabel(f"true {name}")
         ax.set_ylabel(f"predicted {name}")
-        ax.grid(True)
-        ax.legend(fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    _save(fig, Path(path))
-    plt.close(fig)
+    _finish(plt, fig, axes[0], path, title)
 
 
 def plot_regression(data, predict_values, path: str | Path, title: str = "") -> None:

@@ -81,10 +81,7 @@ class TrainSettings:
         if "lr" in self.hyperparameters:
             raise TypeError("lr is a setting of its own, not one of the optimizer's other hyperparameters: pass lr= "
                             "(--lr on the command line)")
-        unknown = sorted(set(self.hyperparameters) - set(optimizer.defaults))
-        if unknown:
-            raise TypeError(f"{optimizer.name} has no hyperparameter {', '.join(map(repr, unknown))}; its "
-                            f"hyperparameters are lr, {', '.join(optimizer.defaults)}")
+        optimizer.check_names(self.hyperparameters)
         values = {**optimizer.defaults, **TRAINING_DEFAULTS.get(optimizer.name, {}), **self.hyperparameters}
         if optimizer.name == "sgd" and values["momentum"] == 0:
             values["nesterov"] = False  # Nesterov needs momentum: for fit, momentum=0 is plain SGD

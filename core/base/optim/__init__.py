@@ -67,10 +67,7 @@ class Optimizer:
         So a training loop can give every init the whole set (``lr`` included),
         and an init written as ``init(be, params)`` still works.
         """
-        unknown = sorted(set(hyperparameters) - {"lr", *self.defaults})
-        if unknown:
-            raise TypeError(f"{self.name}_init: {self.name} has no hyperparameter {', '.join(map(repr, unknown))}; "
-                            f"its hyperparameters are lr{''.join(', ' + k for k in self.defaults)}")
+        self.check_names({k: v for k, v in hyperparameters.items() if k != "lr"}, f"{self.name}_init")
         if not hyperparameters:
             return {}
         try:
@@ -81,6 +78,14 @@ class Optimizer:
             return dict(hyperparameters)
         named = {p.name for p in parameters if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
         return {k: value for k, value in hyperparameters.items() if k in named}
+
+    def check_names(self, hyperparameters: Mapping[str, Any], op: str | None = None) -> None:
+        """A TypeError naming any of ``hyperparameters`` this optimizer does not have (``lr`` aside), and those it has."""
+        unknown = sorted(set(hyperparameters) - set(self.defaults))
+        if unknown:
+            raise TypeError(f"{op + ': ' if op else ''}{self.name} has no hyperparameter "
+                            f"{', '.join(map(repr, unknown))}; it takes lr"
+                            f"{''.join(', ' + k for k in self.defaults)}")
 
     def initial_state(self, be: Any, params: Sequence[Any], **hyperparameters: Any) -> Any:
         """``self.init(be, params, ...)`` with the hyperparameters it takes (what ``be.X_init`` runs)."""
