@@ -73,6 +73,42 @@ def _keywords_only(op: str, positional: tuple) -> None:
                         f"{op}(input, target, reduction='sum'); got {len(positional)} more positional argument(s)")
 
 
+def linear_cross_entropy_methods() -> dict[str, Callable]:
+    """``linear_cross_entropy`` and ``linear_cross_entropy_and_grad``, chunked (core.base.losses.linear_cross_entropy)."""
+    from core.base.losses import linear_cross_entropy as chunked
+
+    def value(self, input, linear_weight, target, *positional, **options):
+        _linear_keywords_only("linear_cross_entropy", positional)
+        _known_options("linear_cross_entropy", options, exclude=("grad_output",))
+        return chunked.linear_cross_entropy(self, input, linear_weight, target, op="linear_cross_entropy",
+                                            want_grad=False, **options)[0]
+
+    def value_and_grad(self, input, linear_weight, target, *positional, **options):
+        _linear_keywords_only("linear_cross_entropy_and_grad", positional)
+        _known_options("linear_cross_entropy_and_grad", options)
+        return chunked.linear_cross_entropy(self, input, linear_weight, target,
+                                            op="linear_cross_entropy_and_grad", want_grad=True, **options)
+
+    value.__doc__ = chunked.linear_cross_entropy.__doc__
+    value_and_grad.__doc__ = "``(loss, (d_input, d_linear_weight, d_linear_bias))`` in one chunked pass."
+    return {"linear_cross_entropy": value, "linear_cross_entropy_and_grad": value_and_grad}
+
+
+def _linear_keywords_only(op: str, positional: tuple) -> None:
+    if positional:
+        raise TypeError(f"{op}: takes input, linear_weight and target, then options by keyword only, such as "
+                        f"{op}(x, w, y, linear_bias=b); got {len(positional)} more positional argument(s)")
+
+
+def _known_options(op: str, options: dict, exclude: tuple = ()) -> None:
+    from core.base.losses.linear_cross_entropy import OPTIONS
+
+    known = [name for name in OPTIONS if name not in exclude]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise TypeError(f"{op}: unknown option(s) {', '.join(unknown)}; it takes {', '.join(known)}")
+
+
 def unit_methods() -> dict[str, Callable]:
     """Every registered loss's and optimizer's methods, by name (functions taking the backend first)."""
     methods: dict[str, Callable] = {}
@@ -80,4 +116,5 @@ def unit_methods() -> dict[str, Callable]:
         methods.update(loss_methods(loss))
     for optimizer in OPTIMIZERS.values():
         methods.update(optimizer_methods(optimizer))
+    methods.update(linear_cross_entropy_methods())
     return methods

@@ -289,6 +289,89 @@ class Backend(Protocol):
         """
         ...
 
+    # ---- cross-entropy of a linear layer, chunked ------------------------
+
+    def linear_cross_entropy(
+        self,
+        input: Array,
+        linear_weight: Array,
+        target: Array,
+        *,
+        linear_bias: Array | None = None,
+        weight: Array | None = None,
+        reduction: Reduction = "mean",
+        ignore_index: int = -100,
+        label_smoothing: float = 0.0,
+        z_loss: float = 0.0,
+        softcap: float | None = None,
+        chunk_size: int | None = None,
+        memory_budget: int | None = None,
+    ) -> Array:
+        """``cross_entropy(input @ linear_weight.T + linear_bias, target, ...)`` without the N x V logits.
+
+        PyTorch 2.14's ``torch.nn.functional.linear_cross_entropy``: ``input``
+        ``(N, d)``, ``linear_weight`` ``(V, d)``, ``linear_bias`` ``(V,)``;
+        ``target``, ``weight``, ``reduction``, ``ignore_index`` and
+        ``label_smoothing`` as in :meth:`cross_entropy`, with its non-finite
+        rules (a ``-inf`` bias masks a class). Two terms of large-vocabulary
+        training, both off by default:
+
+        - ``z_loss``: adds ``z_loss * lse_i ** 2`` per token not ignored
+          (``lse_i`` the log-sum-exp of its logits; PaLM, Liger's
+          ``lse_square_scale``); not scaled by ``weight``; ``"mean"``
+          divides it by the number of tokens not ignored.
+        - ``softcap``: the logits are ``softcap * tanh(z / softcap)`` (Gemma 2).
+
+        The tokens are processed ``chunk_size`` rows at a time; by default as
+        many rows as fit ``memory_budget`` bytes (32 MiB) of ``(rows, V)``
+        working arrays. At most one chunk of logits exists at a time, so the
+        peak extra memory is ``O(chunk_size * V)`` plus the gradients, never
+        ``O(N * V)``. Tokens equal to ``ignore_index`` are dropped before
+        chunking (they cost nothing). float16 and bfloat16 inputs, where a
+        backend holds them, compute and accumulate in float32 and return
+        their own dtype. Returns a 0-d array, or ``(N,)`` for ``"none"``.
+
+        Raises ``ValueError``/``TypeError`` for shapes that do not fit
+        (``linear_weight`` not ``(V, d)``, a bias not ``(V,)``), mixed
+        dtypes, labels out of range, an infinite loss, a row of logits with
+        no softmax (NaN or ``inf`` in ``input`` or ``linear_weight``, named by
+        row), and negative ``z_loss``, non-positive ``softcap``, ``chunk_size``
+        or ``memory_budget``.
+        """
+        ...
+
+    def linear_cross_entropy_and_grad(
+        self,
+        input: Array,
+        linear_weight: Array,
+        target: Array,
+        *,
+        linear_bias: Array | None = None,
+        weight: Array | None = None,
+        reduction: Reduction = "mean",
+        ignore_index: int = -100,
+        label_smoothing: float = 0.0,
+        z_loss: float = 0.0,
+        softcap: float | None = None,
+        chunk_size: int | None = None,
+        memory_budget: int | None = None,
+        grad_output: Array | float | None = None,
+    ) -> tuple[Array, tuple[Array, Array, Array | None]]:
+        """``(loss, (d_input, d_linear_weight, d_linear_bias))`` in one chunked pass.
+
+        The gradients are computed during the forward pass, chunk by chunk,
+        as Liger Kernel does: ``d_input`` has the shape of ``input`` (zero
+        rows for ignored tokens), ``d_linear_weight`` of ``linear_weight``,
+        ``d_linear_bias`` of ``linear_bias`` (``None`` without a bias). They
+        are the gradients of what the loss returns, for every reduction:
+        for ``"none"``, of ``sum(loss)``, or, given ``grad_output`` (shape
+        ``(N,)``: the upstream gradient of each token's loss), of
+        ``sum(grad_output * loss)``; for ``"mean"`` and ``"sum"`` a scalar
+        ``grad_output`` scales them. Same arguments and errors as
+        :meth:`linear_cross_entropy`.
+        """
+        ...
+
     # ---- optimizer -------------------------------------------------------
 
     def sgd_init(self, params: Sequence[Array]) -> SGDState:
@@ -343,12 +426,14 @@ def complete(backend: Any) -> Any:
     ``on_gpu``: whether ``device`` names a CUDA device; ``peak_memory``: runs and
     reports ``None``; ``xp``: the array API namespace of the backend's arrays
     (through array-api-compat), where it can be found; ``sigmoid``,
-    ``log_sigmoid`` and every registered loss's and optimizer's methods
+    ``log_sigmoid``, ``linear_cross_entropy[_and_grad]`` and every registered loss's and optimizer's methods
     (``mse_loss``, ``adam_step``, ...): the shared definitions, computed with
     ``xp``. Returns ``backend``.
     """
     defaults: dict[str, Callable[[], Any]] = {
         "sigmoid": lambda: _shared(backend, "sigmoid"),
+        "linear_cross_entropy": lambda: _shared_linear(backend, want_grad=False),
+        "linear_cross_entropy_and_grad": lambda: _shared_linear(backend, want_grad=True),
         "log_sigmoid": lambda: _shared(backend, "log_sigmoid"),
         "on_gpu": lambda: str(getattr(backend, "device", "")).startswith("cuda"),
         "peak_memory": lambda: lambda run: _run_untracked(run),
@@ -382,6 +467,16 @@ def _shared(backend: Any, name: str) -> Callable[[Any], Any]:
 
     function = getattr(binary, name)
     return lambda x: function(backend, x, op=name)
+
+
+def _shared_linear(backend: Any, want_grad: bool) -> Callable[..., Any] | None:
+    """The shared, chunked ``linear_cross_entropy`` (or ``_and_grad``) bound to ``backend``."""
+    if getattr(backend, "xp", None) is None and _namespace_of(backend) is None:
+        return None
+    from core.base.methods import linear_cross_entropy_methods
+
+    method = linear_cross_entropy_methods()["linear_cross_entropy_and_grad" if want_grad else "linear_cross_entropy"]
+    return method.__get__(backend, type(backend))
 
 
 def _namespace_of(backend: Any) -> Any:
