@@ -91,6 +91,11 @@ class NumPyBackend(ArrayAPIBackend):
         e /= e.sum(axis=axis, keepdims=True)
         return e
 
+    def _linear_ce_ops(self):
+        from backends.inplace_linear_ce import NumPyChunkOps
+
+        return NumPyChunkOps(self)
+
     # ---- SGD without temporaries --------------------------------------------------------
 
     def _scratch(self, shape: tuple, dtype, which: int) -> np.ndarray:

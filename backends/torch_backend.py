@@ -150,6 +150,11 @@ class TorchBackend(ArrayAPIBackend):
         self._checked_max("log_softmax", z, axis)
         return self.torch.log_softmax(z, dim=axis)
 
+    def _linear_ce_ops(self):
+        from backends.inplace_linear_ce import TorchChunkOps
+
+        return TorchChunkOps(self)
+
     def _label_range(self, labels) -> tuple[int, int]:
         low, high = self.torch.aminmax(labels)
         return int(low), int(high)

@@ -66,6 +66,7 @@ DEFAULTS = {
     "optimizer": _TRAINING.optimizer,
     # the optimizer's hyperparameters: None takes fit's default for the optimizer (TRAINING_DEFAULTS, torch's)
     **{key: None for key in HYPERPARAMETERS}, "optimizer_options": {}, "loss_options": {},
+    "chunked_head": False,
 }
 SGD_DEFAULTS = TRAINING_DEFAULTS["sgd"]
 # what --resume takes from the run it continues: the model and the data must not change
@@ -128,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loss-option", dest="loss_options", metavar="NAME=VALUE", action="append", type=_option,
                    help="an option of the loss, e.g. delta=0.5 (huber), beta=0.5 (smooth_l1), pos_weight=3.0 "
                    "(bce_with_logits), label_smoothing=0.1 or weight=[1,2,...] (cross_entropy) (repeatable)")
+    p.add_argument("--chunked-head", action="store_true", default=None,
+                   help="fuse the last layer with cross-entropy, chunk by chunk (linear_cross_entropy): the batch's "
+                   "logits are never held, for many classes; same results, no train accuracy")
     p.add_argument("--optimizer", choices=list(OPTIMIZERS), help=f"the optimizer (default {d['optimizer']})")
     for key, takers in HYPERPARAMETERS.items():  # one flag per hyperparameter of any optimizer
         sample = next(iter(takers.values()))
@@ -216,6 +220,8 @@ def check_arguments(settings: dict, given: dict, args: argparse.Namespace) -> No
     TrainSettings.from_dict({k: settings[k] for k in ("epochs", "batch_size", "lr", "lr_schedule", "seed", "loss",
                                                       "optimizer")} | {"hyperparameters": hyperparameters(settings)}
                             ).check()
+    if settings.get("chunked_head") and settings["loss"] not in (None, "cross_entropy"):
+        raise ValueError(f"--chunked-head fuses the last layer with cross_entropy; --loss is {settings['loss']}")
     if settings["binary"] is not None and settings["loss"] is not None \
             and LOSSES.lookup(settings["loss"]).targets == "value":
         raise ValueError(f"--binary makes a classification task; --loss {settings['loss']} is a regression loss")
@@ -309,7 +315,8 @@ def _run(args: argparse.Namespace, settings: dict, resume_from: Path | None, out
                   optimizer=settings["optimizer"], epochs=settings["epochs"],
                   batch_size=settings["batch_size"], lr=settings["lr"], lr_schedule=settings["lr_schedule"],
                   seed=settings["seed"], checkpoint_path=out / "checkpoint.npz", resume=resume_from,
-                  progress=False if args.quiet else None, log=say, **hyperparameters(settings))
+                  progress=False if args.quiet else None, log=say,
+                  chunked_head=bool(settings.get("chunked_head")), **hyperparameters(settings))
 
     history_text = json.dumps(history, indent=2)
     atomic_write_text(out / "history.json", history_text)

@@ -345,7 +345,7 @@ def _train_epoch(model: MLP, run: _Run, epoch: int, show: bool, checkpoint_path)
     n = run.x_train.shape[0]
     steps_per_epoch = math.ceil(n / settings.batch_size)
     loss_definition = settings.loss_definition
-    classes = loss_definition.targets != "value"
+    classes = loss_definition.targets != "value" and not settings.chunked_head  # a fused head has no logits
     order = be.asarray(np.random.default_rng([settings.seed, epoch]).permutation(n))
     be.synchronize()
     start = time.perf_counter()
@@ -392,7 +392,8 @@ def fit(model: MLP, data, backend: Backend | str | None = None, *, loss: Loss | 
         lr: float | None = None, lr_schedule: str | None = None, seed: int | None = None,
         loss_options: Mapping[str, Any] | None = None, checkpoint_path: str | Path | None = None,
         resume: str | Path | None = None, progress: bool | None = None,
-        log: Callable[[str], None] | None = print, **hyperparameters: Any) -> list[dict]:
+        log: Callable[[str], None] | None = print, chunked_head: bool | None = None,
+        **hyperparameters: Any) -> list[dict]:
     """Train ``model`` on ``data`` (a :class:`datasets.Dataset`); returns the history.
 
     ``backend``: a name, a Backend, ``"auto"`` (the fastest available for this
@@ -415,7 +416,10 @@ def fit(model: MLP, data, backend: Backend | str | None = None, *, loss: Loss | 
     the model, optimizer state and history are saved atomically after every
     epoch; ``resume`` continues from such a checkpoint up to ``epochs``,
     exactly as the uninterrupted run would have. ``progress`` shows a bar per
-    epoch (default: when stderr is a terminal). A NaN or infinite loss raises
+    epoch (default: when stderr is a terminal). ``chunked_head=True`` fuses the
+    last layer with cross-entropy (``be.linear_cross_entropy_and_grad``): the
+    batch's logits are never held, for a large number of classes; the loss and
+    gradients are the dense path's, and ``train_accuracy`` is None. A NaN or infinite loss raises
     :class:`TrainingDivergedError` and leaves the last good checkpoint.
     """
     given = {k: v for k, v in dict(epochs=epochs, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule,
@@ -430,6 +434,8 @@ def fit(model: MLP, data, backend: Backend | str | None = None, *, loss: Loss | 
         get_optimizer(optimizer)
     if loss_options is not None:
         given["loss_options"] = host_options(model.be, loss_options)
+    if chunked_head is not None:
+        given["chunked_head"] = chunked_head
     given["hyperparameters"] = {k: v for k, v in hyperparameters.items() if v is not None}
     if checkpoint_path is not None:  # what a run killed while writing its checkpoint left behind
         remove_stale_temporaries(Path(checkpoint_path).parent)
@@ -451,7 +457,8 @@ def fit(model: MLP, data, backend: Backend | str | None = None, *, loss: Loss | 
             checkpoint.save(checkpoint_path, model, run.state, run.history, run.saved_settings,
                             optimizer=settings.optimizer)
         if log is not None:
-            accuracy = (f"train {record['train_accuracy']:.2%}  test {record['test_accuracy']:.2%}  "
+            train = "-" if record.get("train_accuracy") is None else f"{record['train_accuracy']:.2%}"
+            accuracy = (f"train {train}  test {record['test_accuracy']:.2%}  "
                         if "train_accuracy" in record else
                         f"test loss {record['test_loss']:.4f}  rmse {record['test_rmse']:.4g}  "
                         f"r2 {record['test_r2']:.3f}  ")

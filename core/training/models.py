@@ -125,6 +125,29 @@ class MLP:
     def logits(self, x: Array) -> Array:
         return self.forward(x)[0]
 
+    def chunked_head_loss_and_grads(self, x: Array, y: Array, **options) -> tuple[Array, list[Array]]:
+        """The cross-entropy of the batch and the gradients ``[dW1, db1, ...]``, with the last layer
+        and the loss fused: ``be.linear_cross_entropy_and_grad`` never holds the batch's logits (for a
+        large number of classes). The same loss and gradients as ``forward``, ``cross_entropy_and_grad``
+        and ``backward``; ``options`` are cross-entropy's and linear_cross_entropy's (``chunk_size``)."""
+        be, layers = self.be, len(self.widths) - 1
+        inputs = []
+        h = x
+        for i in range(layers - 1):
+            inputs.append(h)
+            h = self.activation.forward(be, dense_forward(be, h, self.params[2 * i], self.params[2 * i + 1]))
+        w, b = self.params[-2], self.params[-1]  # w is (in, out); linear_cross_entropy takes (out, in)
+        loss, (dh, dw_t, db) = be.linear_cross_entropy_and_grad(h, w.T, y, linear_bias=b, **options)
+        grads: list[Array] = [None] * len(self.params)
+        grads[-2] = dw_t.T  # the parameter's (in, out) layout: a transposed view, as every optimizer takes
+        grads[-1] = db
+        dy = dh
+        for i in reversed(range(layers - 1)):
+            dy = self.activation.backward(be, h if i == layers - 2 else inputs[i + 1], dy)
+            dx, grads[2 * i], grads[2 * i + 1] = dense_backward(be, inputs[i], self.params[2 * i], dy, need_dx=i > 0)
+            dy = dx
+        return loss, grads
+
 
 def softmax_regression(num_features: int, num_classes: int, **kwargs) -> MLP:
     """One linear layer: logits = x W + b."""

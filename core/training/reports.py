@@ -46,8 +46,9 @@ def plot_curves(history: list[dict], path: str | Path, title: str = "") -> None:
     plt = _pyplot()
     epochs = [r["epoch"] for r in history]
     accuracies = [r.get("train_accuracy") for r in history]
+    test_accuracies = [r.get("test_accuracy") for r in history]
     rmse = [r.get("test_rmse") for r in history]
-    panels = 2 if any(a is not None for a in accuracies + rmse) else 1
+    panels = 2 if any(a is not None for a in accuracies + test_accuracies + rmse) else 1
     fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.3), squeeze=False)
     loss_ax = axes[0][0]
     loss_ax.plot(epochs, [r["train_loss"] for r in history], "-", label="train loss")
@@ -59,8 +60,9 @@ def plot_curves(history: list[dict], path: str | Path, title: str = "") -> None:
         rmse_ax.set_ylabel("RMSE")
     elif panels == 2:
         accuracy_ax = axes[0][1]
-        accuracy_ax.plot(epochs, accuracies, "m-", label="train accuracy")
-        accuracy_ax.plot(epochs, [r["test_accuracy"] for r in history], "g--", label="test accuracy")
+        if any(a is not None for a in accuracies):  # None with a chunked head, which keeps no logits
+            accuracy_ax.plot(epochs, accuracies, "m-", label="train accuracy")
+        accuracy_ax.plot(epochs, test_accuracies, "g--", label="test accuracy")
         accuracy_ax.set_ylabel("accuracy")
     for ax in axes[0]:
         ax.set_xlabel("epoch")

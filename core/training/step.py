@@ -40,6 +40,9 @@ class TrainSettings:
     loss_options: Mapping[str, Any] = field(default_factory=dict)
     optimizer: str = "sgd"
     hyperparameters: Mapping[str, Any] = field(default_factory=dict)
+    #: fuse the last layer with cross-entropy (be.linear_cross_entropy_and_grad): the batch's logits are never
+    #: held, for a large number of classes; the same loss and gradients, but no training accuracy
+    chunked_head: bool = False
 
     def __post_init__(self) -> None:
         if self.lr is None:
@@ -95,6 +98,10 @@ class TrainSettings:
         if self.lr_schedule not in ("cosine", "constant"):
             raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}")
         self.loss_definition  # noqa: B018  (raises for an unknown loss)
+        if not isinstance(self.chunked_head, bool):
+            raise TypeError(f"chunked_head must be True or False, got {self.chunked_head!r}")
+        if self.chunked_head and self.loss_definition.name != "cross_entropy":
+            raise ValueError(f"chunked_head fuses the last layer with cross_entropy; the loss is {self.loss!r}")
         self.resolved_hyperparameters  # noqa: B018  (raises for an unknown optimizer or a bad hyperparameter)
 
     def lr_at(self, epoch: int, step: int, steps_per_epoch: int) -> float:
@@ -125,6 +132,10 @@ def train_step(model: MLP, x, y, state, lr: float, settings: TrainSettings | Non
                            else optimizer.check(lr=lr, **optimizer.defaults))
     be = model.be
     with backend_scope(be):
+        if settings.chunked_head and loss.name == "cross_entropy":
+            value, grads = model.chunked_head_loss_and_grads(x, y, **settings.loss_options)
+            model.params, state = optimizer.step_on(be, model.params, grads, state, lr=lr, **hyperparameters)
+            return value, None, state
         logits, cache = model.forward(x)
         value, dlogits = loss.value_and_grad_on(be, logits, y, **settings.loss_options)
         model.params, state = optimizer.step_on(be, model.params, model.backward(cache, dlogits), state, lr=lr,

@@ -108,21 +108,32 @@ class ChunkOps:
     def cast(self, x: Any, dtype: Any) -> Any:
         return x if x.dtype == dtype else self.xp.astype(x, dtype)
 
-    def logits(self, xc: Any, w: Any, b: Any, dtype: Any) -> Any:
-        """The chunk's logits ``xc @ w.T + b`` in ``dtype`` (float32 for 16-bit inputs)."""
-        z = self.cast(xc, dtype) @ self.cast(w, dtype).T
-        return z if b is None else z + self.cast(b, dtype)
+    def logits(self, xc: Any, w: Any, b: Any) -> Any:
+        """The chunk's logits ``xc @ w.T + b`` (``w`` and ``b`` already in the compute dtype)."""
+        z = self.cast(xc, w.dtype) @ w.T
+        return z if b is None else z + b
 
     def zero_grads(self, d: int, num_classes: int, has_bias: bool, dtype: Any, device: Any) -> tuple[Any, Any]:
         xp = self.xp
         dw = xp.zeros((num_classes, d), dtype=dtype, device=device)
         return dw, xp.zeros((num_classes,), dtype=dtype, device=device) if has_bias else None
 
-    def input_grad(self, g: Any, w: Any) -> Any:
-        return g @ self.cast(w, g.dtype)
+    def input_grad_store(self, n_rows: int, d: int, dtype: Any, device: Any) -> Any:
+        """Where the chunks' ``d input`` rows go (a list here; a preallocated array where arrays are mutable)."""
+        return []
+
+    def input_grad(self, store: Any, g: Any, w: Any, start: int, stop: int) -> None:
+        """Put ``g @ w``, the chunk's rows of ``d input``, in ``store``."""
+        store.append(g @ w)
+
+    def input_grad_result(self, store: Any, n_rows: int, d: int, dtype: Any, device: Any) -> Any:
+        if not store:
+            return self.xp.zeros((n_rows, d), dtype=dtype, device=device)
+        return store[0] if len(store) == 1 else self.xp.concat(store, axis=0)
 
     def accumulate(self, dw: Any, db: Any, g: Any, xc: Any) -> tuple[Any, Any]:
-        dw = dw + g.T @ self.cast(xc, g.dtype)
+        """``dw + g.T @ xc`` and ``db + sum(g)`` (``xc`` in the compute dtype)."""
+        dw = dw + g.T @ xc
         return dw, None if db is None else db + self.xp.sum(g, axis=0)
 
     def head(self, plan: Plan, z: Any, target: Any, row_scale: Any) -> tuple[Any, Any, Any]:
@@ -356,9 +367,13 @@ def linear_cross_entropy(be: Any, input: Any, linear_weight: Any, target: Any, *
     device = device_of(input)
     rows = plan.rows
     rows_device = None if rows is None else xp.asarray(rows, device=device)
+    # 16-bit inputs: the weights in float32 once (a copy of W), each chunk of input as it comes
+    w_c = ops.cast(linear_weight, cdtype)
+    b_c = None if linear_bias is None else ops.cast(linear_bias, cdtype)
     if want_grad:
         dw, db = ops.zero_grads(d, num_classes, linear_bias is not None, cdtype, device)
-    dx_parts, loss_parts, ce_total, z_total = [], [], 0.0, 0.0
+        dx_store = ops.input_grad_store(plan.n_rows, d, cdtype, device)
+    loss_parts, ce_total, z_total = [], 0.0, 0.0
     inputs = {"input": input, "linear_weight": linear_weight, "linear_bias": linear_bias,
               "class weight": weight, "probability target": target if kind == "prob" else None}
     for start in range(0, plan.n_rows, plan.chunk):
@@ -371,7 +386,8 @@ def linear_cross_entropy(be: Any, input: Any, linear_weight: Any, target: Any, *
         if kind == "prob" and v.dtype_name(tc.dtype) != v.dtype_name(cdtype):
             tc = xp.astype(tc, cdtype)
         scale = None if plan.row_scale is None else plan.row_scale[start:stop]
-        z = ops.logits(xc, linear_weight, linear_bias, cdtype)
+        xc = ops.cast(xc, cdtype)
+        z = ops.logits(xc, w_c, b_c)
         ce_row, lse, row_max, g = ops.head(plan, z, tc, scale if want_grad else None)
         z_row = None if plan.z_loss == 0.0 else plan.z_loss * lse * lse
         row_loss = ce_row if z_row is None else ce_row + z_row
@@ -387,7 +403,7 @@ def linear_cross_entropy(be: Any, input: Any, linear_weight: Any, target: Any, *
             ce_total = ce_total + ce_sum
             z_total = z_total if z_sum is None else z_total + z_sum
         if want_grad:
-            dx_parts.append(ops.input_grad(g, linear_weight))
+            ops.input_grad(dx_store, g, w_c, start, stop)
             dw, db = ops.accumulate(dw, db, g, xc)
         del z, g
     if reduction == "none":
@@ -405,7 +421,8 @@ def linear_cross_entropy(be: Any, input: Any, linear_weight: Any, target: Any, *
     loss = ops.cast(loss, input.dtype)
     if not want_grad:
         return loss, None
-    dx = _assemble_rows(be, dx_parts, rows, n, d, cdtype, device)
+    dx_kept = ops.input_grad_result(dx_store, plan.n_rows, d, cdtype, device)
+    dx = _assemble_rows(be, [dx_kept], rows, n, d, cdtype, device)
     out_dtype = input.dtype
     grads = (ops.cast(dx, out_dtype), ops.cast(dw, out_dtype), None if db is None else ops.cast(db, out_dtype))
     return loss, grads
