@@ -13,6 +13,17 @@ same source with NVRTC at first use (``cupy.RawModule``).
 - ``sgd_*``: ``torch.optim.SGD``'s update of one tensor in one elementwise
   pass: weight decay, momentum (``buf = g`` on the first step), dampening,
   Nesterov.
+- ``linear_ce_head_*``: one chunk of ``linear_cross_entropy``
+  (``core/base/losses/linear_cross_entropy.py``, ``ChunkOps.head``) for class
+  labels, one block per row of the chunk's logits: the same online max /
+  sum-of-exponentials (a NaN logit makes the row's max NaN, as ``max`` does),
+  then in one more pass over the row the logit gradient written over the
+  logits, ``G = (p_factor softmax - q_factor q) (1 - tanh^2 if softcap)``,
+  and the row's cross-entropy, log-sum-exp and maximum. Class weights, label
+  smoothing (``q = (1 - eps) w_t onehot + eps/V w``), z-loss (in
+  ``p_factor``), softcap and a per-row scale (``grad_output``) are arguments;
+  a class weight of 0 makes its term 0 even against a ``-inf`` logit. The
+  target's logit is read before any thread of the block writes the row.
 """
 
 SOURCE = r"""
@@ -126,9 +137,159 @@ extern "C" __global__ void sgd_f64(double *param, const double *grad, double *bu
                                    int nesterov, int first) {
     sgd<double>(param, grad, buf, n, lr, momentum, dampening, weight_decay, use_momentum, nesterov, first);
 }
+
+// ---- linear_cross_entropy's chunk head --------------------------------------------------------
+
+template <typename T> __device__ __forceinline__ T tanh_of(T x);
+template <> __device__ __forceinline__ float tanh_of<float>(float x) { return tanhf(x); }
+template <> __device__ __forceinline__ double tanh_of<double>(double x) { return tanh(x); }
+
+// `combine`, except that a NaN on either side makes the pair NaN (the row's max is then NaN, as
+// the shared code's `max` gives, and the caller names the row)
+template <typename T>
+__device__ __forceinline__ void combine_or_nan(T &m, T &s, T other_m, T other_s) {
+    if (m != m) return;
+    if (other_m != other_m) { m = other_m; s = other_m; return; }
+    combine(m, s, other_m, other_s);
+}
+
+// The block's (max, sum of exp(x - max)) in every thread (blockDim.x whole warps).
+template <typename T>
+__device__ __forceinline__ void block_max_sum(T &m, T &s, T *slot_max, T *slot_sum) {
+    for (int offset = 16; offset > 0; offset /= 2) {
+        T other_m = __shfl_down_sync(0xffffffff, m, offset);
+        T other_s = __shfl_down_sync(0xffffffff, s, offset);
+        combine_or_nan(m, s, other_m, other_s);
+    }
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    if (lane == 0) { slot_max[warp] = m; slot_sum[warp] = s; }
+    __syncthreads();
+    if (warp == 0) {
+        const int warps = (blockDim.x + 31) / 32;
+        const bool written = lane < warps;
+        m = written ? slot_max[lane] : neg_inf<T>();
+        s = written ? slot_sum[lane] : (T)0;
+        for (int offset = 16; offset > 0; offset /= 2) {
+            T other_m = __shfl_down_sync(0xffffffff, m, offset);
+            T other_s = __shfl_down_sync(0xffffffff, s, offset);
+            combine_or_nan(m, s, other_m, other_s);
+        }
+        if (lane == 0) { slot_max[0] = m; slot_sum[0] = s; }
+    }
+    __syncthreads();
+    m = slot_max[0];
+    s = slot_sum[0];
+}
+
+// The block's sum in every thread (blockDim.x whole warps).
+template <typename T>
+__device__ __forceinline__ T block_sum(T x, T *slot) {
+    for (int offset = 16; offset > 0; offset /= 2) x += __shfl_down_sync(0xffffffff, x, offset);
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    if (lane == 0) slot[warp] = x;
+    __syncthreads();
+    if (warp == 0) {
+        const int warps = (blockDim.x + 31) / 32;
+        x = lane < warps ? slot[lane] : (T)0;
+        for (int offset = 16; offset > 0; offset /= 2) x += __shfl_down_sync(0xffffffff, x, offset);
+        if (lane == 0) slot[0] = x;
+    }
+    __syncthreads();
+    return slot[0];
+}
+
+// The logit through the cap (`cap * tanh(z / cap)`, its tanh in `t`), or the logit itself when cap is 0.
+template <typename T>
+__device__ __forceinline__ T capped(T z, T cap, T &t) {
+    if (cap > (T)0) {
+        t = tanh_of<T>(z / cap);
+        return cap * t;
+    }
+    t = (T)0;
+    return z;
+}
+
+// One block per row of `z` (rows x classes, overwritten with G). `class_weight` and `row_scale`
+// are read only with `has_weight` / `has_row_scale`; `uniform_mass` is (eps / V) * sum(weight).
+template <typename T>
+__device__ void linear_ce_head(T *z, const long long *targets, const T *class_weight, const T *row_scale,
+                               T *ce, T *lse_out, T *max_out, long long rows, long long classes,
+                               T one_minus_eps, T eps_over_v, T uniform_mass, T ce_scale, T z_coef, T softcap,
+                               int has_weight, int has_row_scale, int smoothing) {
+    __shared__ T head_max[32];
+    __shared__ T head_sum[32];
+    __shared__ T head_smooth[32];
+    const long long row = blockIdx.x;
+    if (row >= rows) return;
+    T *zr = z + row * classes;
+    const long long t = targets[row];
+    const bool valid = t >= 0 && t < classes;
+    T tanh_j;
+    // the target's (capped) logit, read before the first barrier: no thread has written the row yet
+    const T z_t = valid ? capped(zr[t], softcap, tanh_j) : quiet_nan<T>();
+
+    T m = neg_inf<T>(), s = 0;
+    for (long long j = threadIdx.x; j < classes; j += blockDim.x) {
+        combine_or_nan(m, s, capped(zr[j], softcap, tanh_j), (T)1);
+    }
+    block_max_sum(m, s, head_max, head_sum);
+    const bool finite = m == m && m != neg_inf<T>() && m != -neg_inf<T>();
+    const T m_safe = finite ? m : (T)0;
+    const T lse = finite ? m + log(s) : m;  // a row with no softmax: the caller names it from `max_out`
+
+    const T w_t = !valid ? (T)0 : has_weight ? class_weight[t] : (T)1;
+    T p_factor = ce_scale * (one_minus_eps * w_t + uniform_mass);
+    if (z_coef != (T)0) p_factor += z_coef * lse;
+    T q_factor = ce_scale;
+    if (has_row_scale) {
+        p_factor *= row_scale[row];
+        q_factor *= row_scale[row];
+    }
+    const T inv_s = (T)1 / s;
+    T smooth = 0;  // sum_c w_c (lse - z_c), a zero weight giving 0 even against a -inf logit
+    for (long long j = threadIdx.x; j < classes; j += blockDim.x) {
+        const T zj = capped(zr[j], softcap, tanh_j);
+        const T wj = has_weight ? class_weight[j] : (T)1;
+        T q = eps_over_v * wj;
+        if (j == t) q += one_minus_eps * w_t;
+        T g = exp(zj - m_safe) * inv_s * p_factor - q_factor * q;
+        if (softcap > (T)0) g *= (T)1 - tanh_j * tanh_j;
+        zr[j] = g;
+        if (smoothing) smooth += !has_weight ? lse - zj : wj != (T)0 ? wj * (lse - zj) : (T)0;
+    }
+    if (smoothing) smooth = block_sum(smooth, head_smooth);  // the same branch in every thread
+    if (threadIdx.x == 0) {
+        const T nll = lse - z_t;
+        T loss = !has_weight ? nll : w_t != (T)0 ? w_t * nll : (T)0;
+        if (smoothing) loss = one_minus_eps * loss + eps_over_v * smooth;
+        ce[row] = valid ? loss : quiet_nan<T>();  // a label out of range (the host checks them first)
+        lse_out[row] = lse;
+        max_out[row] = m;
+    }
+}
+
+extern "C" __global__ void linear_ce_head_f32(float *z, const long long *targets, const float *class_weight,
+                                              const float *row_scale, float *ce, float *lse, float *row_max,
+                                              long long rows, long long classes, float one_minus_eps,
+                                              float eps_over_v, float uniform_mass, float ce_scale, float z_coef,
+                                              float softcap, int has_weight, int has_row_scale, int smoothing) {
+    linear_ce_head<float>(z, targets, class_weight, row_scale, ce, lse, row_max, rows, classes, one_minus_eps,
+                          eps_over_v, uniform_mass, ce_scale, z_coef, softcap, has_weight, has_row_scale, smoothing);
+}
+
+extern "C" __global__ void linear_ce_head_f64(double *z, const long long *targets, const double *class_weight,
+                                              const double *row_scale, double *ce, double *lse, double *row_max,
+                                              long long rows, long long classes, double one_minus_eps,
+                                              double eps_over_v, double uniform_mass, double ce_scale, double z_coef,
+                                              double softcap, int has_weight, int has_row_scale, int smoothing) {
+    linear_ce_head<double>(z, targets, class_weight, row_scale, ce, lse, row_max, rows, classes, one_minus_eps,
+                           eps_over_v, uniform_mass, ce_scale, z_coef, softcap, has_weight, has_row_scale,
+                           smoothing);
+}
 """
 
-KERNEL_NAMES = ("softmax_xent_f32", "softmax_xent_f64", "sgd_f32", "sgd_f64")
+KERNEL_NAMES = ("softmax_xent_f32", "softmax_xent_f64", "sgd_f32", "sgd_f64", "linear_ce_head_f32",
+                "linear_ce_head_f64")
 
 
 def softmax_xent_launch(rows: int, classes: int) -> tuple[tuple[int], tuple[int]]:
@@ -142,3 +303,9 @@ def sgd_launch(size: int) -> tuple[tuple[int], tuple[int]]:
     """(grid, block) for ``sgd_*``: 256 threads a block, at most 4096 blocks (a grid-stride loop
     covers the rest)."""
     return (min(4096, max(1, -(-size // 256))),), (256,)
+
+
+def linear_ce_head_launch(rows: int, classes: int) -> tuple[tuple[int], tuple[int]]:
+    """(grid, block) for ``linear_ce_head_*``: one block per row of the chunk, whole warps, one
+    thread per class up to 256 (as ``softmax_xent_launch``)."""
+    return softmax_xent_launch(rows, classes)

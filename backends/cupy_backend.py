@@ -8,11 +8,12 @@ from typing import Any
 import numpy as np
 
 from backends.array_api import ArrayAPIBackend
-from backends.cuda_kernels import SOURCE, sgd_launch, softmax_xent_launch
+from backends.cuda_kernels import SOURCE, linear_ce_head_launch, sgd_launch, softmax_xent_launch
 from backends.numpy_backend import as_host_array
 from core.base import validation as v
 from core.base.errors import BackendUnavailableError
 from core.base.losses import cross_entropy as shared_cross_entropy
+from core.base.losses.linear_cross_entropy import ChunkOps, Plan
 from core.base.losses.support import validate_class_loss
 from core.base.optim import sgd
 from core.base.optim.sgd import SGDState
@@ -138,6 +139,10 @@ class CuPyBackend(ArrayAPIBackend):
     def cross_entropy_grad(self, logits, target, **options):
         return self._fused_cross_entropy("cross_entropy_grad", logits, target, options)[1]
 
+    def _linear_ce_ops(self):
+        """``linear_cross_entropy``'s chunks with the fused ``linear_ce_head_*`` kernel (CuPyChunkOps)."""
+        return CuPyChunkOps(self)
+
     def sgd_step(self, params, grads, state, *, lr, momentum=0.0, dampening=0.0, nesterov=False,
                  weight_decay=0.0):
         """The whole update of each tensor in one elementwise kernel (see cuda_kernels.sgd)."""
@@ -161,6 +166,104 @@ class CuPyBackend(ArrayAPIBackend):
                                       real(momentum), real(dampening), real(weight_decay),
                                       np.int32(momentum != 0.0), np.int32(nesterov), np.int32(first)))
         return params, SGDState(step=state.step + 1, momentum_buffers=buffers)
+
+
+class CuPyChunkOps(ChunkOps):
+    """``linear_cross_entropy``'s chunk operations on the GPU (see core/base/losses/linear_cross_entropy.py).
+
+    One ``(rows, V)`` buffer, reused from chunk to chunk: the logits are
+    multiplied into it, and the kernel ``linear_ce_head_*`` turns it into the
+    logit gradient ``G`` in place while it computes the rows' losses (one
+    read and one write of the logits). ``d input`` rows go straight into one
+    preallocated array, and cuBLAS accumulates ``d W += G.T @ x`` with
+    ``beta = 1`` (no ``(V, d)`` temporary a chunk). Probability targets (and
+    a softcap that the compute dtype cannot hold) take the shared ``head``.
+
+    Bound to NumPy (tests/cuda_on_cpu.py) there is no ``cupy.cublas``: the
+    accumulation is then ``dw += g.T @ xc``, the same product.
+    """
+
+    buffers = 1
+
+    def __init__(self, be: Any) -> None:
+        super().__init__(be)
+        self.cupy = be.cupy
+        self._buffer = None
+        self._placeholders: dict = {}
+        self._cublas = _cublas(be)
+
+    def logits(self, xc, w, b):
+        cupy = self.cupy
+        rows, classes = int(xc.shape[0]), int(w.shape[0])
+        buffer = self._buffer
+        if buffer is None or buffer.shape[0] < rows or buffer.shape[1] != classes or buffer.dtype != w.dtype:
+            buffer = self._buffer = cupy.empty((rows, classes), dtype=w.dtype)
+        z = buffer[:rows]
+        cupy.matmul(self.cast(xc, w.dtype), w.T, out=z)
+        if b is not None:
+            z += b
+        return z
+
+    def input_grad_store(self, n_rows, d, dtype, device):
+        return self.cupy.empty((n_rows, d), dtype=dtype)
+
+    def input_grad(self, store, g, w, start, stop):
+        self.cupy.matmul(g, w, out=store[start:stop])
+
+    def input_grad_result(self, store, n_rows, d, dtype, device):
+        return store
+
+    def accumulate(self, dw, db, g, xc):
+        if self._cublas is not None:
+            self._cublas.gemm("T", "N", g, xc, out=dw, beta=1.0)  # dw = g.T @ xc + 1 * dw, in place
+        else:
+            dw += g.T @ xc
+        if db is not None:
+            db += g.sum(axis=0)
+        return dw, db
+
+    def _operand(self, x, dtype):
+        """``x`` as the kernel reads it (C-contiguous, ``dtype``), or a 1-element placeholder for None."""
+        cupy = self.cupy
+        if x is None:
+            key = np.dtype(dtype).str
+            if key not in self._placeholders:
+                self._placeholders[key] = cupy.zeros(1, dtype=dtype)
+            return self._placeholders[key]
+        return cupy.ascontiguousarray(x.astype(dtype, copy=False))
+
+    def head(self, plan: Plan, z, target, row_scale):
+        cupy = self.cupy
+        dtype = z.dtype
+        double = dtype == cupy.float64
+        if plan.kind != "index" or not (double or dtype == cupy.float32):
+            return super().head(plan, z, target, row_scale)
+        real = dtype.type
+        softcap = 0.0 if plan.softcap is None else plan.softcap
+        if plan.softcap is not None and not 0.0 < float(real(softcap)) < math.inf:
+            return super().head(plan, z, target, row_scale)  # a cap that float32 rounds to 0 or inf
+        z = cupy.ascontiguousarray(z)
+        rows, classes = (int(s) for s in z.shape)
+        labels = self._operand(target, cupy.int64)
+        ce, lse, row_max = (cupy.empty(rows, dtype=dtype) for _ in range(3))
+        eps = plan.eps
+        self.be._kernel("linear_ce_head_f64" if double else "linear_ce_head_f32")(
+            *linear_ce_head_launch(rows, classes),
+            (z, labels, self._operand(plan.weight, dtype), self._operand(row_scale, dtype), ce, lse, row_max,
+             np.int64(rows), np.int64(classes), real(1.0 - eps), real(eps / classes),
+             real((eps / classes) * plan.weight_sum), real(plan.ce_scale),
+             real(plan.z_scale * (2.0 * plan.z_loss)), real(softcap), np.int32(plan.weight is not None),
+             np.int32(row_scale is not None), np.int32(eps != 0.0)))
+        return ce, lse, row_max, z
+
+
+def _cublas(be: Any):
+    """CuPy's cuBLAS wrappers (a submodule, imported here), or None where ``be.cupy`` has none (the emulator)."""
+    if be.on_gpu:
+        import cupy.cublas
+
+        return cupy.cublas
+    return getattr(be.cupy, "cublas", None)
 
 
 def _on_cuda(x: Any) -> bool:
