@@ -185,6 +185,9 @@ class CuPyChunkOps(ChunkOps):
 
     buffers = 1
 
+    def buffers_for(self, kind, eps, has_weight, softcap):
+        return self.buffers if kind == "index" else ChunkOps.buffers  # probability targets: the shared head
+
     def __init__(self, be: Any) -> None:
         super().__init__(be)
         self.cupy = be.cupy

@@ -33,6 +33,11 @@ class InPlaceChunkOps(ChunkOps):
         self._tanh = None
         self._transposed = None
 
+    def buffers_for(self, kind, eps, has_weight, softcap):
+        if kind != "index" or (eps != 0.0 and has_weight):
+            return ChunkOps.buffers  # the shared head's
+        return 1 if softcap is None else 2
+
     def _rows(self, which: str, rows: int, columns: int, like: Any) -> Any:
         """A ``(rows, columns)`` view of this call's buffer ``which``, grown as needed (C-contiguous)."""
         buffer = getattr(self, which)

@@ -105,6 +105,10 @@ class ChunkOps:
         self.be = be
         self.xp = be.xp
 
+    def buffers_for(self, kind: str, eps: float, has_weight: bool, softcap: Any) -> int:
+        """How many ``(rows, V)`` arrays a chunk holds with these options (sizes the chunk)."""
+        return self.buffers
+
     def cast(self, x: Any, dtype: Any) -> Any:
         return x if x.dtype == dtype else self.xp.astype(x, dtype)
 
@@ -360,7 +364,7 @@ def linear_cross_entropy(be: Any, input: Any, linear_weight: Any, target: Any, *
     xp = be.xp
     plan, labels = make_plan(be, op, kind, input, linear_weight, target, weight, reduction, ignore_index,
                              label_smoothing, z_loss, softcap, chunk_size, memory_budget, grad_output,
-                             ops.buffers)
+                             ops.buffers_for(kind, float(label_smoothing), weight is not None, softcap))
     n, d = (int(s) for s in input.shape)
     num_classes = plan.num_classes
     cdtype = plan.compute_dtype
