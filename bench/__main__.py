@@ -58,8 +58,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="skip the PyTorch and scikit-learn anchors")
     parser.add_argument("--no-ops", dest="ops", action="store_false", help="skip the op benchmarks")
     parser.add_argument("--no-training", dest="training", action="store_false", help="skip the training benchmarks")
+    parser.add_argument("--large-vocab", action="store_true",
+                        help="also the large-vocabulary table (python -m bench.large_vocab): linear_cross_entropy"
+                        "_and_grad per backend (numpy, torch, jax with --backend all) beside torch's "
+                        "linear_cross_entropy, dense and chunked; a few minutes, seconds with --quick")
     parser.add_argument("--json", metavar="PATH", help="also write every figure to PATH as JSON")
+    from bench.large_vocab import add_shape_arguments, check_shape_arguments
+
+    add_shape_arguments(parser)
     args = parser.parse_args(argv)
+    check_shape_arguments(parser, args)
     if args.repeats is None:
         args.repeats = 3 if args.quick else 5
     if args.repeats < 1:
@@ -165,9 +173,10 @@ def _main(argv: list[str] | None = None) -> int:
     op_results: list[OpResult] = []
     training_records = []
     chosen: dict = {}
+    large_vocab_rows = []
     with console.status("measuring...") as status:
         progress = status.update
-        if args.training:
+        if args.training or args.large_vocab:
             progress("matmul roofline")
             rates = matmul_gflops(1024 if args.quick else 2048)
             payload["matmul_gflops"] = rates
@@ -178,6 +187,13 @@ def _main(argv: list[str] | None = None) -> int:
                                           repeats=args.repeats, progress=progress)
         if args.training:
             training_records, chosen = run_training(args, names, progress, rates)
+        if args.large_vocab:
+            from bench.large_vocab import REPEATS, run_section
+
+            # "all": the large-vocabulary table's own default set (numpy, torch, jax), each with its reason
+            large_vocab_rows, payload["large_vocab"] = run_section(
+                args, None if args.backend == "all" else [args.backend], 2 if args.quick else REPEATS, rates,
+                progress)
     if op_results:
         render_ops(op_results, console)
     if training_records:
@@ -194,6 +210,10 @@ def _main(argv: list[str] | None = None) -> int:
             console.print(f"[bold]recommendation[/bold] (★) for {model}: " + "; ".join(
                 f"batch {batch}: {escape(v.describe())}" for (m, batch), v in sorted(decided.items()) if m == model),
                 highlight=False)
+    if large_vocab_rows:
+        from bench.large_vocab import render as render_large_vocab
+
+        render_large_vocab(large_vocab_rows, console, rates)
     for name, reason in unavailable.items():
         console.print(f"[dim]{escape(name)}: unavailable: {escape(reason)}[/dim]")
     if args.json:

@@ -149,3 +149,43 @@ def test_install_hints_keep_their_brackets():
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "pip install 'softgrad[cupy]'" in " ".join(result.stdout.split())
+
+
+def test_large_vocab_table_at_tiny_shapes(tmp_path):
+    import math
+
+    from bench.large_vocab import dense_bytes
+
+    out = tmp_path / "large-vocab.json"
+    # a cap between the two shapes' dense logits: the torch reference path runs at V 2048, is skipped at 8192
+    cap_gib = (dense_bytes(512, 2048) + dense_bytes(512, 8192)) / 2 / 2**30
+    result = run_bench("--no-ops", "--no-training", "--large-vocab", "--quick", "--backend", "numpy",
+                       "--vocab", "2048", "8192", "--memory-cap", f"{cap_gib:.6f}", "--json", str(out))
+    assert result.returncode == 0, result.stderr
+    for text in ("large vocabulary", "V = 2,048", "V = 8,192", "softgrad numpy", "torch chunked", "torch dense",
+                 "t ÷ chunked", "memory cap"):
+        assert text in result.stdout, text
+    rows = json.loads(out.read_text())["large_vocab"]["rows"]
+    assert [(r["contender"], r["vocab"]) for r in rows] == [
+        (c, v) for v in (2048, 8192) for c in ("softgrad numpy", "torch chunked", "torch dense")]
+    has_torch = importlib.util.find_spec("torch") is not None
+    for r in rows:
+        expected = "ok" if r["kind"] == "softgrad" or (has_torch and not (r["kind"] == "torch-dense"
+                                                                           and r["vocab"] == 8192)) else "skipped"
+        assert r["status"] == expected, r
+        if r["status"] == "skipped":
+            assert r["reason"]
+            continue
+        assert r["tokens"] == 512 and r["hidden"] == 64 and r["flops"] == 6 * 512 * 64 * r["vocab"]
+        assert r["median_s"] > 0 and r["gflops"] > 0 and len(r["times_s"]) >= 1
+        assert r["peak_extra_bytes"] > 0 and math.isfinite(r["loss"])
+        assert r["threads"]["threadpoolctl"] is not None
+    numpy_rows = [r for r in rows if r["contender"] == "softgrad numpy"]
+    assert all(r["tracemalloc_peak_bytes"] > 0 for r in numpy_rows)
+    if has_torch:
+        small, large = numpy_rows
+        assert set(small["ratios"]) == {"time_vs_chunked", "time_vs_dense", "memory_vs_chunked"}
+        assert set(large["ratios"]) == {"time_vs_chunked", "memory_vs_chunked"}  # no dense row at V 8192
+        for r in numpy_rows:
+            assert all(math.isfinite(x) and x > 0 for x in r["ratios"].values()), r["ratios"]
+            assert r["agrees"] is True  # the same loss and gradients as torch's
