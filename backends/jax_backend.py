@@ -18,11 +18,23 @@ every label is in range and the loss is finite; the host reads that one flag
 per step (the one read-back of a step, as the CuPy path does), and only when it
 is false runs the shared, uncompiled definition, which raises the protocol's
 error naming the row or label.
+
+``linear_cross_entropy[_and_grad]``: the shared chunked definition's arguments,
+checks and plan (``check_arguments``, ``make_plan``), then its chunk loop as one
+compiled XLA loop (``lax.fori_loop`` over chunks of the rows kept, the chunk's
+logits, losses and logit gradient, ``dW``/``db`` accumulated in the loop carry).
+The compiled function's shapes depend on ``N``, ``d`` and ``V`` only: the rows
+kept are gathered by index, the last chunk is padded with masked rows, and the
+number of chunks run is a traced loop bound, so a batch with another count of
+ignored tokens reuses it while ignored tokens still cost nothing. It returns
+the same one ok flag (every chunk's loss and the total finite); when it is
+false the shared definition runs and raises its error.
 """
 
 from __future__ import annotations
 
 import functools
+import numbers
 from typing import Any
 
 import numpy as np
@@ -30,8 +42,9 @@ import numpy as np
 from backends.array_api import ArrayAPIBackend
 from backends.numpy_backend import as_host_array
 from core.base.errors import BackendUnavailableError
-from core.base.losses.support import validate_class_loss
-from core.base.methods import registered_method
+from core.base.losses import linear_cross_entropy as lce
+from core.base.losses.support import quiet_floating_point, validate_class_loss
+from core.base.methods import linear_cross_entropy_methods, registered_method
 from core.base.optim import adam, get_optimizer, sgd
 from core.base.optim.sgd import SGDState
 
@@ -169,6 +182,66 @@ class JaxBackend(ArrayAPIBackend):
         self._last = grad
         return loss, grad
 
+    # ---- compiled: the chunked cross-entropy of a linear layer ---------------------------------------
+
+    def linear_cross_entropy(self, input, linear_weight, target, *positional, **options):
+        return self._linear_cross_entropy("linear_cross_entropy", input, linear_weight, target, positional,
+                                          options)
+
+    def linear_cross_entropy_and_grad(self, input, linear_weight, target, *positional, **options):
+        return self._linear_cross_entropy("linear_cross_entropy_and_grad", input, linear_weight, target,
+                                          positional, options)
+
+    def _linear_cross_entropy(self, op, input, linear_weight, target, positional, options):
+        """The compiled chunk loop; the shared definition for what it does not take (positional options,
+        unknown names: the shared errors) and to diagnose a non-finite loss (the shared errors)."""
+        shared = linear_cross_entropy_methods()[op]
+        want_grad = op.endswith("_and_grad")
+        known = set(lce.OPTIONS) if want_grad else set(lce.OPTIONS) - {"grad_output"}
+        if positional or set(options) - known:
+            return shared(self, input, linear_weight, target, *positional, **options)
+        fast = self._compiled_linear_ce(op, want_grad, input, linear_weight, target, **options)
+        if fast is None:  # something is not finite: the shared loop names the row (or returns what it computes)
+            return shared(self, input, linear_weight, target, **options)
+        return fast
+
+    @quiet_floating_point
+    def _compiled_linear_ce(self, op, want_grad, input, linear_weight, target, *, linear_bias=None, weight=None,
+                            reduction="mean", ignore_index=-100, label_smoothing=0.0, z_loss=0.0, softcap=None,
+                            chunk_size=None, memory_budget=None, grad_output=None):
+        kind = lce.check_arguments(self, op, input, linear_weight, target, linear_bias, weight, reduction,
+                                   ignore_index, label_smoothing, z_loss, softcap, chunk_size, memory_budget,
+                                   grad_output)
+        # grad_output is applied here (the plan's copy per kept row would be an array whose shape varies)
+        plan, _ = lce.make_plan(self, op, kind, input, linear_weight, target, weight, reduction, ignore_index,
+                                label_smoothing, z_loss, softcap, chunk_size, memory_budget, None,
+                                lce.ChunkOps.buffers)
+        n = int(input.shape[0])
+        chunk = _linear_ce_chunk(plan, n, chunk_size, memory_budget)
+        slots = -(-n // chunk)
+        idx = None
+        if plan.rows is not None:  # the rows kept, then the padding index n (masked, gathers 0, writes nothing)
+            host = np.full(slots * chunk, n, dtype=np.int32)
+            host[:plan.n_rows] = plan.rows
+            idx = self.jax.device_put(host, self._device)
+        scale = None
+        if want_grad and grad_output is not None:
+            if isinstance(grad_output, numbers.Real) or grad_output.ndim == 0:
+                value = float(grad_output) if isinstance(grad_output, numbers.Real) else \
+                    float(np.asarray(grad_output))
+                scale = None if value == 1.0 else value
+            else:
+                scale = grad_output
+        loss, grads, ok = _compiled_linear_cross_entropy(
+            input, linear_weight, linear_bias, target, plan.weight, idx, scale, -(-plan.n_rows // chunk),
+            float(plan.ce_scale), float(plan.z_scale), float(plan.z_loss), float(plan.weight_sum),
+            float(plan.denominator), float(plan.z_denominator), reduction=reduction, kind=kind, eps=plan.eps,
+            softcap=plan.softcap, has_z=plan.z_loss != 0.0, chunk=chunk, want_grad=want_grad)
+        if not bool(ok):  # the call's one read-back
+            return None
+        self._last = loss
+        return (loss, grads) if want_grad else loss
+
     def sgd_step(self, params, grads, state, *, lr, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0):
         lr, momentum, dampening, weight_decay = sgd.check_step(self, params, grads, state, lr, momentum, dampening,
                                                                nesterov, weight_decay)
@@ -243,6 +316,160 @@ def _cross_entropy_kernel(logits, labels, *, reduction):
         if reduction == "mean":
             loss, grad = loss / n, grad / n
     return loss, grad, in_range & finite & jnp.all(jnp.isfinite(grad))
+
+
+def _linear_ce_chunk(plan, n: int, chunk_size, memory_budget) -> int:
+    """The compiled loop's rows per chunk: the plan's, which groups the kept rows exactly as the shared loop
+    does; where the plan's chunk is all the kept rows (fewer than a chunk), the chunk they would have with
+    none ignored, so that the compiled function does not change with the number of ignored rows."""
+    if plan.n_rows > plan.chunk:
+        return int(plan.chunk)
+    if chunk_size is not None:
+        base = int(chunk_size)
+    else:
+        itemsize = 8 if np.dtype(plan.compute_dtype) == np.float64 else 4
+        base = lce.chunk_rows(plan.num_classes, itemsize, lce.ChunkOps.buffers,
+                              int(memory_budget or lce.DEFAULT_MEMORY_BUDGET), n)
+    return max(1, min(base, n))
+
+
+LINEAR_CE_STATIC = ("reduction", "kind", "eps", "softcap", "has_z", "chunk", "want_grad")
+
+
+def _compiled_linear_cross_entropy(*args, **static):
+    return _jit(_linear_ce_kernel, LINEAR_CE_STATIC)(*args, **static)
+
+
+def _linear_ce_kernel(x, w, b, target, weight, idx, scale, n_chunks, ce_scale, z_scale, z_loss, weight_sum,
+                      denominator, z_denominator, *, reduction, kind, eps, softcap, has_z, chunk, want_grad):
+    """``core.base.losses.linear_cross_entropy``'s loop and ``ChunkOps.head``'s arithmetic, in their order.
+
+    ``x`` (N, d), ``w`` (V, d), ``b`` (V,) or None, ``target`` (N,) labels or (N, V) probabilities, ``weight``
+    the plan's class weights or None, ``idx`` the kept rows padded with N to whole chunks (None: every row),
+    ``scale`` grad_output (a number, an (N,) array, or None); ``n_chunks`` chunks run (traced). Returns
+    ``(loss, (dx, dw, db) or None, ok)``.
+    """
+    jax = _jax()
+    jnp, lax = jax.numpy, jax.lax
+    n, d = x.shape
+    num_classes = w.shape[0]
+    cd = jnp.float32 if x.dtype in (jnp.float16, jnp.bfloat16) else x.dtype
+    padded = -(-n // chunk) * chunk
+    wc = w.astype(cd)
+    bc = None if b is None else b.astype(cd)
+    columns = jnp.arange(num_classes)
+    vector_scale = scale is not None and jnp.ndim(scale) == 1
+
+    def head(start):
+        rows = start + jnp.arange(chunk) if idx is None else lax.dynamic_slice_in_dim(idx, start, chunk)
+        valid = rows < n
+        xc = x.at[rows].get(mode="fill", fill_value=0).astype(cd)
+        tc = target.at[rows].get(mode="fill", fill_value=0)
+        z = lax.dot_general(xc, wc, (((1,), (1,)), ((), ())))  # xc @ w.T, the transpose folded into the product
+        if bc is not None:
+            z = z + bc
+        tanh = None
+        if softcap is not None:
+            tanh = jnp.tanh(z / softcap)
+            z = softcap * tanh
+        m = jnp.max(z, axis=1)
+        m_safe = jnp.where(jnp.isfinite(m), m, jnp.zeros_like(m))
+        e = jnp.exp(z - m_safe[:, None])
+        s = jnp.sum(e, axis=1)
+        lse = m_safe + jnp.log(s)
+        p = e / s[:, None]
+        if kind == "index":
+            tc = tc.astype(jnp.int32)
+            is_target = tc[:, None] == columns[None, :]
+            z_t = jnp.take_along_axis(z, tc[:, None], axis=1)[:, 0]
+            w_t = None if weight is None else jnp.take(weight, tc)
+            nll = lse - z_t
+            ce = nll if w_t is None else _times_unless_zero(w_t, nll)
+            if eps != 0.0:
+                ce = (1.0 - eps) * ce
+                neg_logp = lse[:, None] - z
+                if weight is not None:
+                    neg_logp = _times_unless_zero(weight[None, :], neg_logp)
+                ce = ce + (eps / num_classes) * jnp.sum(neg_logp, axis=1)
+            mass = (1.0 - eps) * (1.0 if w_t is None else w_t) + (eps / num_classes) * weight_sum
+            onehot = is_target.astype(cd) * ((1.0 - eps) * (1.0 if w_t is None else w_t[:, None]))
+            q = onehot if eps == 0.0 else onehot + (eps / num_classes) * (1.0 if weight is None else weight[None, :])
+        else:
+            tc = tc.astype(cd)
+            q = tc if eps == 0.0 else (1.0 - eps) * tc + eps / num_classes
+            if weight is not None:
+                q = q * weight[None, :]
+            mass = jnp.sum(q, axis=1)
+            ce = mass * lse - jnp.sum(_times_unless_zero(q, z), axis=1)
+        z_row = z_loss * lse * lse if has_z else None
+        row_loss = ce if z_row is None else ce + z_row
+        ce_sum = jnp.sum(jnp.where(valid, ce, jnp.zeros_like(ce)))
+        z_sum = None if z_row is None else jnp.sum(jnp.where(valid, z_row, jnp.zeros_like(z_row)))
+        g = None
+        if want_grad:
+            mass = jnp.broadcast_to(jnp.asarray(mass, dtype=cd), lse.shape)
+            p_factor = ce_scale * mass
+            if has_z:
+                p_factor = p_factor + z_scale * (2.0 * z_loss) * lse
+            q_factor = ce_scale
+            if scale is not None:
+                rs = scale.at[rows].get(mode="fill", fill_value=0).astype(cd) if vector_scale else scale
+                p_factor = p_factor * rs
+                q_factor = q_factor * (rs[:, None] if vector_scale else rs)
+            g = p * p_factor[:, None] - q_factor * q
+            if tanh is not None:
+                g = g * (1.0 - tanh * tanh)
+            g = jnp.where(valid[:, None], g, jnp.zeros_like(g))  # the padding rows count for nothing
+        return row_loss, ce_sum, z_sum, g, xc
+
+    def body(i, carry):
+        dw, db, dx, rows_loss, ce_total, z_total, ok = carry
+        start = i * chunk
+        row_loss, ce_sum, z_sum, g, xc = head(start)
+        ok = ok & jnp.isfinite(ce_sum if z_sum is None else ce_sum + z_sum)
+        if reduction == "none":
+            rows_loss = lax.dynamic_update_slice_in_dim(rows_loss, row_loss, start, 0)
+        else:
+            ce_total = ce_total + ce_sum
+            z_total = z_total if z_sum is None else z_total + z_sum
+        if want_grad:
+            dx = lax.dynamic_update_slice_in_dim(dx, g @ wc, start, 0)
+            dw = dw + lax.dot_general(g, xc, (((0,), (0,)), ((), ())))  # g.T @ xc (a third faster on the CPU)
+            db = None if db is None else db + jnp.sum(g, axis=0)
+        return dw, db, dx, rows_loss, ce_total, z_total, ok
+
+    zero = jnp.zeros((), cd)
+    init = (jnp.zeros((num_classes, d), cd) if want_grad else None,
+            jnp.zeros((num_classes,), cd) if want_grad and b is not None else None,
+            jnp.zeros((padded, d), cd) if want_grad else None,
+            jnp.zeros((padded,), cd) if reduction == "none" else None,
+            zero, zero, jnp.asarray(True))
+    dw, db, dx, rows_loss, ce_total, z_total, ok = lax.fori_loop(0, n_chunks, body, init)
+
+    def assemble(kept):  # the processed rows back in their places, 0 at the rows left out
+        if idx is None:
+            return kept[:n]
+        return jnp.zeros((n,) + kept.shape[1:], kept.dtype).at[idx].set(kept, mode="drop")
+
+    if reduction == "none":
+        loss = assemble(rows_loss)
+    else:
+        if reduction == "mean":
+            ce_total = ce_total / denominator
+            z_total = z_total / z_denominator if has_z else z_total
+        loss = ce_total + z_total if has_z else ce_total
+        ok = ok & jnp.isfinite(loss)
+    loss = loss.astype(x.dtype)
+    if not want_grad:
+        return loss, None, ok
+    grads = (assemble(dx).astype(x.dtype), dw.astype(x.dtype), None if db is None else db.astype(x.dtype))
+    return loss, grads, ok
+
+
+def _times_unless_zero(factor, values):
+    """``factor * values`` where a zero factor gives 0 even against -inf (``support.times_unless_zero``)."""
+    jnp = _jax().numpy
+    return jnp.where(factor != 0, factor * values, jnp.zeros_like(values))
 
 
 def _compiled_sgd(params, grads, buffers, lr, momentum_value, dampening, weight_decay, *, momentum, nesterov, decay):

@@ -5,7 +5,7 @@
 runs every check of :func:`all_checks` (the same checks softgrad's own suite
 runs on its backends: softmax and cross-entropy in ``checks.py``, the
 elementwise losses in ``elementwise_checks.py``, the optimizers in
-``optimizer_checks.py``) on the backend registered as
+``optimizer_checks.py``, ``linear_cross_entropy`` in ``linear_checks.py``) on the backend registered as
 ``NAME``, in float32 and float64, prints a table (operation x dtype: pass or
 fail, the largest error against the references) and exits 0 only when
 everything passes. A plugin author installs ``softgrad[conformance]`` and runs
@@ -80,9 +80,10 @@ def all_checks() -> tuple:
     """Every check of the kit, in the order of its table."""
     from backends.conformance.checks import CHECKS
     from backends.conformance.elementwise_checks import ELEMENTWISE_CHECKS
+    from backends.conformance.linear_checks import LINEAR_CHECKS
     from backends.conformance.optimizer_checks import OPTIMIZER_CHECKS
 
-    return (*CHECKS, *ELEMENTWISE_CHECKS, *OPTIMIZER_CHECKS)
+    return (*CHECKS, *ELEMENTWISE_CHECKS, *OPTIMIZER_CHECKS, *LINEAR_CHECKS)
 
 
 def _property(check, be, dtype, given, settings, st):

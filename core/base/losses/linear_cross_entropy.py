@@ -278,8 +278,10 @@ def _bad_input(be: Any, op: str, plan: Plan, rows: Any, row_max: Any, row_loss: 
     for name, array in inputs.items():
         if array is not None:
             values = _host(be, array).astype(np.float64)
-            if not np.all(np.isfinite(values)):
-                where = tuple(int(i) for i in np.argwhere(~np.isfinite(values))[0])
+            # a -inf bias masks a class (its probability is 0): only NaN and +inf are wrong there
+            bad_values = ~np.isfinite(values) if name != "linear_bias" else (np.isnan(values) | (values == np.inf))
+            if np.any(bad_values):
+                where = tuple(int(i) for i in np.argwhere(bad_values)[0])
                 return ValueError(f"{op}: the {name} holds {values[where]} at "
                                   f"{where if len(where) > 1 else where[0]}; it must be finite")
     host_loss = _host(be, row_loss).astype(np.float64)
@@ -383,10 +385,10 @@ def linear_cross_entropy(be: Any, input: Any, linear_weight: Any, target: Any, *
     for start in range(0, plan.n_rows, plan.chunk):
         stop = min(plan.n_rows, start + plan.chunk)
         if rows is None:
-            xc = input[start:stop]
+            xc = input[start:stop, ...]
         else:
             xc = xp.take(input, rows_device[start:stop], axis=0)
-        tc = labels[start:stop]
+        tc = labels[start:stop, ...]
         if kind == "prob" and v.dtype_name(tc.dtype) != v.dtype_name(cdtype):
             tc = xp.astype(tc, cdtype)
         scale = None if plan.row_scale is None else plan.row_scale[start:stop]
@@ -411,7 +413,8 @@ def linear_cross_entropy(be: Any, input: Any, linear_weight: Any, target: Any, *
             dw, db = ops.accumulate(dw, db, g, xc)
         del z, g
     if reduction == "none":
-        per_row = loss_parts[0] if len(loss_parts) == 1 else xp.concat(loss_parts)
+        per_row = (loss_parts[0] if len(loss_parts) == 1 else xp.concat(loss_parts) if loss_parts
+                   else xp.zeros((0,), dtype=cdtype, device=device))
         loss = _assemble_rows(be, [per_row[:, None]], rows, n, 1, cdtype, device)[:, 0]
     else:
         if reduction == "mean":
