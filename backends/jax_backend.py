@@ -217,7 +217,7 @@ class JaxBackend(ArrayAPIBackend):
                                 label_smoothing, z_loss, softcap, chunk_size, memory_budget, None,
                                 lce.ChunkOps.buffers)
         n = int(input.shape[0])
-        chunk = _linear_ce_chunk(plan, n, chunk_size, memory_budget)
+        chunk = _linear_ce_chunk(plan, n, int(input.shape[1]), chunk_size, memory_budget)
         slots = -(-n // chunk)
         idx = None
         if plan.rows is not None:  # the rows kept, then the padding index n (masked, gathers 0, writes nothing)
@@ -318,7 +318,7 @@ def _cross_entropy_kernel(logits, labels, *, reduction):
     return loss, grad, in_range & finite & jnp.all(jnp.isfinite(grad))
 
 
-def _linear_ce_chunk(plan, n: int, chunk_size, memory_budget) -> int:
+def _linear_ce_chunk(plan, n: int, d: int, chunk_size, memory_budget) -> int:
     """The compiled loop's rows per chunk: the plan's, which groups the kept rows exactly as the shared loop
     does; where the plan's chunk is all the kept rows (fewer than a chunk), the chunk they would have with
     none ignored, so that the compiled function does not change with the number of ignored rows."""
@@ -328,8 +328,7 @@ def _linear_ce_chunk(plan, n: int, chunk_size, memory_budget) -> int:
         base = int(chunk_size)
     else:
         itemsize = 8 if np.dtype(plan.compute_dtype) == np.float64 else 4
-        base = lce.chunk_rows(plan.num_classes, itemsize, lce.ChunkOps.buffers,
-                              int(memory_budget or lce.DEFAULT_MEMORY_BUDGET), n)
+        base = lce.plan_chunk(plan.num_classes, d, itemsize, lce.ChunkOps.buffers, n, None, memory_budget)
     return max(1, min(base, n))
 
 

@@ -163,7 +163,7 @@ def _norm(a) -> float | None:
 
 def _softgrad_call(backend: str, x, w, b, t):
     """A function doing one forward plus backward, and one giving (loss, norms, chunk rows) of the last."""
-    from core.base.losses.linear_cross_entropy import DEFAULT_MEMORY_BUDGET, chunk_rows
+    from core.base.losses.linear_cross_entropy import ChunkOps, plan_chunk
     from core.base.registry import get_backend
 
     be = get_backend(backend)
@@ -186,9 +186,9 @@ def _softgrad_call(backend: str, x, w, b, t):
 
     def result():
         loss, grads = last
-        ops = be._linear_ce_ops() if hasattr(be, "_linear_ce_ops") else None
-        buffers = getattr(ops, "buffers", 4)
-        rows = chunk_rows(w.shape[0], 4, buffers, DEFAULT_MEMORY_BUDGET, x.shape[0])
+        ops = be._linear_ce_ops() if hasattr(be, "_linear_ce_ops") else ChunkOps(be)
+        buffers = ops.buffers_for("index", 0.0, False, None)
+        rows = plan_chunk(w.shape[0], w.shape[1], 4, buffers, x.shape[0])
         return float(be.to_numpy(loss)), [_norm(None if g is None else be.to_numpy(g)) for g in grads], rows
 
     return call, result

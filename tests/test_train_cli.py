@@ -106,6 +106,7 @@ def test_bad_arguments_are_refused_before_the_data_is_read_and_leave_no_folder(t
         (["--hidden", "64,0"], "--hidden must be positive widths"),
         (["--model", "linear", "--hidden", "64"], "--hidden shapes the MLP; --model linear has no hidden layers"),
         (["--seed", "-1"], "--seed must be an integer >= 0"),
+        (["--chunked-head", "--loss", "mse"], "--chunked-head fuses the last layer with cross_entropy"),
         (["--json", str(tmp_path / "folder")], "is a directory"),
         (["--json", "/dev/null"], "not a regular file"),
     ):

@@ -187,3 +187,25 @@ def test_predict_on_no_rows_and_model_copies():
     restored = MLP.from_config(model.config(), mine)
     restored.params[0] += 1.0
     assert not np.shares_memory(restored.params[0], mine[0]) and np.array_equal(mine[0], model.params[0])
+
+
+@pytest.mark.parametrize("backend", [b for b in ("numpy", "torch", "jax") if b in AVAILABLE])
+def test_a_chunked_head_trains_as_the_dense_path(backend):
+    """fit(chunked_head=True) fuses the last layer with cross-entropy (linear_cross_entropy, no logits kept
+    for the batch): the same losses and parameters as the dense forward, cross_entropy_and_grad and backward, whose
+    gradients the suite holds to torch's autograd; label smoothing passes through."""
+    data = small_data(n_train=200, n_test=60, num_classes=30)
+    options = {"loss_options": {"label_smoothing": 0.1}}
+    dense_model, dense_history = train(backend, np.float64, data, **options)
+    chunked_model, chunked_history = train(backend, np.float64, data, chunked_head=True, **options)
+    for a, b in zip(dense_model.params, chunked_model.params):
+        np.testing.assert_allclose(chunked_model.be.to_numpy(b), dense_model.be.to_numpy(a), rtol=1e-9, atol=1e-12)
+    for a, b in zip(dense_history, chunked_history):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-10)
+        assert b["test_accuracy"] == a["test_accuracy"] and b["train_accuracy"] is None
+
+
+def test_a_chunked_head_needs_cross_entropy():
+    data = small_data(n_train=40, n_test=20)
+    with pytest.raises(ValueError, match="chunked_head fuses the last layer with cross_entropy"):
+        train("numpy", np.float32, data, loss="nll_loss", chunked_head=True)

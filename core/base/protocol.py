@@ -323,8 +323,9 @@ class Backend(Protocol):
         - ``softcap``: the logits are ``softcap * tanh(z / softcap)`` (Gemma 2).
 
         The tokens are processed ``chunk_size`` rows at a time; by default as
-        many rows as fit ``memory_budget`` bytes (32 MiB) of ``(rows, V)``
-        working arrays. At most one chunk of logits exists at a time, so the
+        many rows as fit ``memory_budget`` bytes of ``(rows, V)`` working
+        arrays (default: 32 MiB, or half the size of ``linear_weight`` where
+        that is more, so that a chunk keeps ``d / 2`` rows at any V). At most one chunk of logits exists at a time, so the
         peak extra memory is ``O(chunk_size * V)`` plus the gradients, never
         ``O(N * V)``. Tokens equal to ``ignore_index`` are dropped before
         chunking (they cost nothing). float16 and bfloat16 inputs, where a

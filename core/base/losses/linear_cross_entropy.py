@@ -89,6 +89,24 @@ def chunk_rows(num_classes: int, itemsize: int, buffers: int, memory_budget: int
     return int(max(1, min(n_rows, memory_budget // per_row)))
 
 
+def default_budget(num_classes: int, d: int, itemsize: int) -> int:
+    """The chunk's memory when the caller does not say: 32 MiB, or half of ``d linear_weight`` where that
+    is more. The weight gradient exists anyway, so the peak stays within 1.5x of it, and a chunk keeps
+    ``d / 2`` rows at any V: each chunk reads and writes all of ``d linear_weight`` (``8 V d`` bytes) for
+    ``6 rows V d`` flops, so at a large V a 32 MiB chunk (64 rows at V = 131,072) would leave the
+    matmuls waiting on memory."""
+    return max(DEFAULT_MEMORY_BUDGET, num_classes * d * itemsize // 2)
+
+
+def plan_chunk(num_classes: int, d: int, itemsize: int, buffers: int, n_rows: int, chunk_size: int | None = None,
+               memory_budget: int | None = None) -> int:
+    """The rows per chunk: ``chunk_size`` if given, else what fits ``memory_budget`` (default: :func:`default_budget`)."""
+    if chunk_size is not None:
+        return max(1, min(int(chunk_size), max(1, n_rows)))
+    budget = int(memory_budget) if memory_budget is not None else default_budget(num_classes, d, itemsize)
+    return chunk_rows(num_classes, itemsize, buffers, budget, max(1, n_rows))
+
+
 class ChunkOps:
     """The per-chunk operations, written against ``be.xp``, functional (no array is modified).
 
@@ -335,8 +353,7 @@ def make_plan(be: Any, op: str, kind: str, input: Any, linear_weight: Any, targe
             if rows is not None:
                 row_scale = xp.take(row_scale, xp.asarray(rows, device=device_of(row_scale)), axis=0)
     itemsize = 8 if compute_dtype == xp.float64 else 4
-    chunk = int(chunk_size) if chunk_size is not None else chunk_rows(
-        num_classes, itemsize, buffers, int(memory_budget or DEFAULT_MEMORY_BUDGET), max(1, n_rows))
+    chunk = plan_chunk(num_classes, int(input.shape[1]), itemsize, buffers, n_rows, chunk_size, memory_budget)
     plan = Plan(kind=kind, rows=rows, n_rows=n_rows, num_classes=num_classes, eps=float(label_smoothing),
                 weight=cast_weight,
                 weight_sum=float(num_classes) if weight is None else float(_host(be, xp.sum(cast_weight))),
