@@ -209,6 +209,8 @@ class JaxBackend(ArrayAPIBackend):
     def _compiled_linear_ce(self, op, want_grad, input, linear_weight, target, *, linear_bias=None, weight=None,
                             reduction="mean", ignore_index=-100, label_smoothing=0.0, z_loss=0.0, softcap=None,
                             chunk_size=None, memory_budget=None, grad_output=None):
+        if ignore_index is None:  # torch's linear_cross_entropy default: -100 for class indices
+            ignore_index = -100
         kind = lce.check_arguments(self, op, input, linear_weight, target, linear_bias, weight, reduction,
                                    ignore_index, label_smoothing, z_loss, softcap, chunk_size, memory_budget,
                                    grad_output)

@@ -205,6 +205,9 @@ def test_torch_defaults_map_to_ours(be):
     loss, dx, dw, _ = _torch_linear(x, w, y, {}, None, None)
     ours, (odx, odw, odb) = be.linear_cross_entropy_and_grad(be.asarray(x), be.asarray(w), be.asarray(y))
     assert odb is None
+    # torch's default spelled out: ignore_index=None is -100 here too
+    explicit = be.linear_cross_entropy(be.asarray(x), be.asarray(w), be.asarray(y), ignore_index=None)
+    assert_close(be.to_numpy(explicit), loss, np.float64, what="loss with ignore_index=None")
     assert_close(be.to_numpy(ours), loss, np.float64, what="loss")
     assert_close(be.to_numpy(odx), dx, np.float64, what="d_input")
     assert_close(be.to_numpy(odw), dw, np.float64, what="d_linear_weight")

@@ -312,8 +312,9 @@ class Backend(Protocol):
         PyTorch 2.14's ``torch.nn.functional.linear_cross_entropy``: ``input``
         ``(N, d)``, ``linear_weight`` ``(V, d)``, ``linear_bias`` ``(V,)``;
         ``target``, ``weight``, ``reduction``, ``ignore_index`` and
-        ``label_smoothing`` as in :meth:`cross_entropy`, with its non-finite
-        rules (a ``-inf`` bias masks a class). Two terms of large-vocabulary
+        ``label_smoothing`` as in :meth:`cross_entropy` (``ignore_index=None``,
+        torch's default here, is -100), with its non-finite rules (a ``-inf``
+        bias masks a class). Two terms of large-vocabulary
         training, both off by default:
 
         - ``z_loss``: adds ``z_loss * lse_i ** 2`` per token not ignored

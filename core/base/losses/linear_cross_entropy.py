@@ -375,6 +375,9 @@ def linear_cross_entropy(be: Any, input: Any, linear_weight: Any, target: Any, *
     """The loss and, with ``want_grad``, ``(d input, d linear_weight, d linear_bias)``; see the module."""
     import numpy as np
 
+    if ignore_index is None:  # torch's linear_cross_entropy default: -100 for class indices
+        ignore_index = -100
+
     kind = check_arguments(be, op, input, linear_weight, target, linear_bias, weight, reduction, ignore_index,
                            label_smoothing, z_loss, softcap, chunk_size, memory_budget, grad_output)
     if ops is None:
