@@ -39,6 +39,18 @@ rate (``bench.roofline``). The torch reference path is skipped where its
 ``3 N V`` floats of logits (the logits, their log-softmax, their gradient)
 would pass the memory cap (60% of the memory available at the start, or
 ``--memory-cap``).
+
+``--device cuda``: the softgrad backends are the GPU ones (``torch:cuda``,
+``cupy``, ``jax:gpu``; one that cannot run is listed with its reason), torch's
+two paths run on CUDA tensors, each call is synchronised, and the roofline is
+the GPU's matmul rate. Peak extra memory is then the device allocator's: for
+torch's paths and ``torch:cuda``, ``torch.cuda.max_memory_allocated()`` after
+``reset_peak_memory_stats()``, minus ``memory_allocated()`` once the inputs
+exist; for the other backends, ``be.peak_memory(call)`` as the backend reports
+it (CuPy: its pool's bytes, inputs included; None where the backend keeps no
+count). The table's notes say which method each row used, and the memory
+ratio is only taken between rows measured the same way. The memory cap on
+the dense path is then 60% of the GPU's free memory.
 """
 
 from __future__ import annotations
@@ -58,6 +70,9 @@ ROOT = Path(__file__).resolve().parents[1]
 TOKENS, HIDDEN, VOCABS = 4096, 512, [32_768, 131_072]
 QUICK_TOKENS, QUICK_HIDDEN, QUICK_VOCABS = 512, 64, [4096, 16_384]
 DEFAULT_BACKENDS = ("numpy", "torch", "jax")
+GPU_BACKENDS = ("torch:cuda", "cupy", "jax:gpu")  # --device cuda
+DEVICES = ("cpu", "cuda")
+CUDA_ALLOCATOR = "torch.cuda.max_memory_allocated() minus memory_allocated() once the inputs exist"
 TORCH_CHUNK = 512  # LinearCrossEntropyOptions(batch_chunk_size=...)
 REPEATS, BUDGET_S = 3, 12.0
 MEMORY_SHARE = 0.6  # of MemAvailable: the cap on the torch reference path's logits
@@ -78,6 +93,7 @@ class LargeVocabRow:
     tokens: int
     hidden: int
     vocab: int
+    device: str = "cpu"  # "cpu" or "cuda": where every contender of the table ran
     status: str = "ok"  # "ok", "skipped" or "failed"
     reason: str | None = None
     median_s: float | None = None
@@ -89,6 +105,7 @@ class LargeVocabRow:
     later_peak_extra_bytes: int | None = None  # a later call, against the same baseline
     tracemalloc_peak_bytes: int | None = None  # numpy: tracemalloc's peak during the first call
     baseline_rss_bytes: int | None = None
+    baseline_device_bytes: int | None = None  # cuda, torch's allocator: memory_allocated() once the inputs exist
     memory_method: str | None = None
     chunk_rows: int | None = None
     loss: float | None = None
@@ -161,14 +178,14 @@ def _norm(a) -> float | None:
     return None if a is None else float(np.linalg.norm(np.asarray(a, dtype=np.float64)))
 
 
-def _softgrad_call(backend: str, x, w, b, t):
+def _softgrad_call(backend: str, x, w, b, t, device: str = "cpu"):
     """A function doing one forward plus backward, and one giving (loss, norms, chunk rows) of the last."""
     from core.base.losses.linear_cross_entropy import ChunkOps, plan_chunk
     from core.base.registry import get_backend
 
     be = get_backend(backend)
-    if be.on_gpu:
-        raise RuntimeError(f"{backend} runs on a GPU: this table measures host memory (RSS)")
+    if be.on_gpu != (device == "cuda"):
+        raise RuntimeError(f"{backend} runs on {'a GPU' if be.on_gpu else 'the CPU'}, not on --device {device}")
     args = (be.asarray(x), be.asarray(w), be.asarray(t))
     bias = be.asarray(b)
     be.synchronize()
@@ -194,14 +211,14 @@ def _softgrad_call(backend: str, x, w, b, t):
     return call, result
 
 
-def _torch_call(chunked: bool, x, w, b, t):
+def _torch_call(chunked: bool, x, w, b, t, device: str = "cpu"):
     import torch
 
     if not hasattr(torch.nn.functional, "linear_cross_entropy"):
         raise RuntimeError(f"torch {torch.__version__} has no torch.nn.functional.linear_cross_entropy "
                            "(PyTorch 2.14 added it)")
-    tensors = [torch.from_numpy(a).requires_grad_() for a in (x, w, b)]
-    target = torch.from_numpy(t)
+    tensors = [torch.from_numpy(a).to(device).requires_grad_() for a in (x, w, b)]
+    target = torch.from_numpy(t).to(device)
     options = torch.nn.LinearCrossEntropyOptions(batch_chunk_size=TORCH_CHUNK) if chunked else None
     last = []
 
@@ -212,11 +229,13 @@ def _torch_call(chunked: bool, x, w, b, t):
         loss = torch.nn.functional.linear_cross_entropy(tensors[0], tensors[1], target, linear_bias=tensors[2],
                                                         options=options)
         loss.backward()
+        if device == "cuda":
+            torch.cuda.synchronize()
         loss.detach().item()
         last[:] = [loss]
 
     def result():
-        return (float(last[0].detach()), [_norm(p.grad.numpy()) for p in tensors],
+        return (float(last[0].detach()), [_norm(p.grad.cpu().numpy()) for p in tensors],
                 TORCH_CHUNK if chunked else None)
 
     return call, result
@@ -229,11 +248,13 @@ def measure_child(spec: dict) -> dict:
 
     from core.base.machine import blas_info
 
+    device = spec.get("device", "cpu")
+
     def contender(tokens: int, vocab: int):
         x, w, b, t = _inputs(tokens, spec["hidden"], vocab)
         if spec["kind"] == "softgrad":
-            return _softgrad_call(spec["backend"], x, w, b, t)
-        return _torch_call(spec["kind"] == "torch-chunked", x, w, b, t)
+            return _softgrad_call(spec["backend"], x, w, b, t, device)
+        return _torch_call(spec["kind"] == "torch-chunked", x, w, b, t, device)
 
     # one call at a small shape first: what the first call imports or starts lazily (torch's chunked
     # path imports some 900 modules, ~160 MiB) is in the baseline, not in the figure; its own arrays are small
@@ -242,6 +263,8 @@ def measure_child(spec: dict) -> dict:
     del warm
     call, result = contender(spec["tokens"], spec["vocab"])
     gc.collect()
+    if device == "cuda":
+        return _measure_cuda(spec, call, result)
     baseline = _current_rss()
     resettable = _reset_high_water()
     high_before = _peak_rss()  # where the mark cannot be reset, what was reached before this call
@@ -273,10 +296,67 @@ def measure_child(spec: dict) -> dict:
             out["later_peak_extra_bytes"] = max(0, _peak_rss() - baseline)
     out["cold"] = not times
     out["times_s"] = times or [first]
+    out["threads"] = _threads(blas_info())
+    return out
+
+
+def _threads(blas) -> dict:
     torch = sys.modules.get("torch")  # not imported where the contender does not need it
     torch_threads = None if torch is None else torch.get_num_threads()
-    out["threads"] = {"torch": torch_threads, "threadpoolctl": blas_info(),
-                      "env": {k: v for k, v in os.environ.items() if k.startswith(("OPENBLAS_", "OMP_", "MKL_"))}}
+    return {"torch": torch_threads, "threadpoolctl": blas,
+            "env": {k: v for k, v in os.environ.items() if k.startswith(("OPENBLAS_", "OMP_", "MKL_"))}}
+
+
+def _timed_calls(call, first: float, spec: dict) -> list[float]:
+    budget = spec["budget_s"]
+    calls = spec["repeats"] if budget is None else min(spec["repeats"], int(budget // max(first, 1e-9)))
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        call()  # synchronises the device and reads the loss back
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _measure_cuda(spec: dict, call, result) -> dict:
+    """``measure_child`` on a GPU: the device allocator's peak (torch's, or the backend's own count)."""
+    from core.base.machine import blas_info
+
+    torch_allocator = spec["kind"] != "softgrad" or spec["backend"].startswith("torch")
+    out: dict = {}
+    if torch_allocator:
+        import torch
+
+        torch.cuda.synchronize()
+        baseline = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        call()
+        first = time.perf_counter() - start
+        out.update(memory_method=CUDA_ALLOCATOR, baseline_device_bytes=baseline,
+                   peak_extra_bytes=max(0, torch.cuda.max_memory_allocated() - baseline))
+    else:
+        from core.base.registry import get_backend
+
+        be = get_backend(spec["backend"])
+        start = time.perf_counter()
+        peak = be.peak_memory(call)
+        first = time.perf_counter() - start
+        out.update(memory_method=f"{spec['backend']}'s be.peak_memory(), as reported" + (
+            "" if peak is not None else ": no count (None)") + (
+            " (CuPy's memory pool after the call, inputs included)" if spec["backend"] == "cupy" else ""),
+                   peak_extra_bytes=peak)
+    out["first_call_s"] = first
+    loss, norms, rows = result()
+    out.update(loss=loss, grad_norms=norms, chunk_rows=rows)
+    if torch_allocator:
+        torch.cuda.reset_peak_memory_stats()
+    times = _timed_calls(call, first, spec)
+    if torch_allocator and times:
+        out["later_peak_extra_bytes"] = max(0, torch.cuda.max_memory_allocated() - baseline)
+    out["cold"] = not times
+    out["times_s"] = times or [first]
+    out["threads"] = _threads(blas_info())
     return out
 
 
@@ -294,10 +374,15 @@ def memory_available() -> int | None:
     return None
 
 
-def memory_cap(cap_gib: float | None) -> tuple[int | None, str]:
+def memory_cap(cap_gib: float | None, device: str = "cpu") -> tuple[int | None, str]:
     """The bytes the torch reference path's logits may take, and where the figure comes from."""
     if cap_gib is not None:
         return int(cap_gib * GiB), f"--memory-cap {cap_gib:g} GiB"
+    if device == "cuda":
+        import torch
+
+        free = torch.cuda.mem_get_info()[0]
+        return int(free * MEMORY_SHARE), f"{MEMORY_SHARE:.0%} of the {free / GiB:.1f} GiB free on the GPU"
     available = memory_available()
     if available is None:
         return None, "no cap (MemAvailable unreadable)"
@@ -308,8 +393,8 @@ def dense_bytes(tokens: int, vocab: int, itemsize: int = 4) -> int:
     return DENSE_COPIES * tokens * vocab * itemsize
 
 
-def backend_status(names: list[str]) -> dict[str, str | None]:
-    """Each backend asked for: None where it runs here, else why not."""
+def backend_status(names: list[str], device: str = "cpu") -> dict[str, str | None]:
+    """Each backend asked for: None where it runs here, on ``device``, else why not."""
     from core.base.errors import BackendUnavailableError
     from core.base.registry import get_backend
 
@@ -320,16 +405,35 @@ def backend_status(names: list[str]) -> dict[str, str | None]:
         except BackendUnavailableError as error:
             reasons[name] = str(error)
             continue
-        reasons[name] = (f"{name} runs on a GPU; this table measures host memory (RSS) on the CPU"
-                         if on_gpu else None)
+        if device == "cuda":
+            reasons[name] = None if on_gpu else f"{name} runs on the CPU; --device cuda measures GPU backends"
+        else:
+            reasons[name] = (f"{name} runs on a GPU; this table measures host memory (RSS) on the CPU"
+                             if on_gpu else None)
     return reasons
 
 
-def torch_reason() -> str | None:
+def torch_reason(device: str = "cpu") -> str | None:
     import importlib.util
 
     if importlib.util.find_spec("torch") is None:
         return "torch is not installed"
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            return "torch sees no CUDA device"
+    return None
+
+
+def cuda_missing() -> str | None:
+    """None where torch sees a CUDA device, else why ``--device cuda`` cannot run."""
+    try:
+        import torch
+    except ImportError:
+        return "no CUDA device (torch, which finds it, is not installed)"
+    if not torch.cuda.is_available():
+        return "no CUDA device (torch.cuda.is_available() is False)"
     return None
 
 
@@ -349,11 +453,12 @@ def run_child(spec: dict) -> dict:
 
 def measure(tokens: int, hidden: int, vocabs: list[int], backends: list[str] | None = None, *,
             repeats: int = REPEATS, budget_s: float | None = BUDGET_S, cap_bytes: int | None = None,
-            cap_source: str = "", dense: bool = True, progress=lambda message: None) -> list[LargeVocabRow]:
+            cap_source: str = "", dense: bool = True, progress=lambda message: None,
+            device: str = "cpu") -> list[LargeVocabRow]:
     """Every contender at every vocabulary size, each in its own subprocess."""
-    names = list(DEFAULT_BACKENDS if backends is None else backends)
-    reasons = backend_status(names)
-    no_torch = torch_reason()
+    names = list((GPU_BACKENDS if device == "cuda" else DEFAULT_BACKENDS) if backends is None else backends)
+    reasons = backend_status(names, device)
+    no_torch = torch_reason(device)
     rows: list[LargeVocabRow] = []
     for vocab in vocabs:
         contenders = [(f"softgrad {n}", "softgrad", n, reasons[n]) for n in names]
@@ -367,14 +472,14 @@ def measure(tokens: int, hidden: int, vocabs: list[int], backends: list[str] | N
                             f"the memory cap ({cap_bytes / GiB:.1f} GiB, {cap_source})")
         contenders += [("torch dense", "torch-dense", None, dense_reason)]
         for label, kind, backend, reason in contenders:
-            row = LargeVocabRow(label, kind, backend, tokens, hidden, vocab)
+            row = LargeVocabRow(label, kind, backend, tokens, hidden, vocab, device=device)
             rows.append(row)
             if reason is not None:
                 row.status, row.reason = "skipped", reason
                 continue
             progress(f"large vocabulary: {label}, V = {vocab:,}")
             spec = dict(kind=kind, backend=backend, tokens=tokens, hidden=hidden, vocab=vocab, repeats=repeats,
-                        budget_s=budget_s)
+                        budget_s=budget_s, device=device)
             got = run_child(spec)
             if "error" in got:
                 row.status, row.reason = "failed", got["error"]
@@ -390,7 +495,7 @@ def add_ratios(rows: list[LargeVocabRow], matmul_gflops: dict[str, float]) -> No
     """Per shape: time and memory over the torch paths', the FLOP rate, agreement with torch's loss."""
     from bench.roofline import roofline_for
 
-    peak = roofline_for(False, matmul_gflops)
+    peak = roofline_for(bool(rows) and rows[0].device == "cuda", matmul_gflops)
     for vocab in {r.vocab for r in rows}:
         shape = [r for r in rows if r.vocab == vocab and r.status == "ok"]
         chunked = next((r for r in shape if r.kind == "torch-chunked"), None)
@@ -401,7 +506,8 @@ def add_ratios(rows: list[LargeVocabRow], matmul_gflops: dict[str, float]) -> No
             r.roofline_fraction = None if not peak else r.gflops / peak
             if chunked is not None:
                 r.ratios["time_vs_chunked"] = r.median_s / chunked.median_s
-                if chunked.peak_extra_bytes and r.peak_extra_bytes is not None:
+                if (chunked.peak_extra_bytes and r.peak_extra_bytes is not None
+                        and r.memory_method == chunked.memory_method):  # like with like only
                     r.ratios["memory_vs_chunked"] = r.peak_extra_bytes / chunked.peak_extra_bytes
             if dense is not None:
                 r.ratios["time_vs_dense"] = r.median_s / dense.median_s
@@ -425,12 +531,13 @@ def render(rows: list[LargeVocabRow], console, matmul_gflops: dict[str, float] |
 
     from bench.roofline import roofline_for
 
-    peak = roofline_for(False, matmul_gflops or {})
+    on_gpu = bool(rows) and rows[0].device == "cuda"
+    peak = roofline_for(on_gpu, matmul_gflops or {})
     for vocab in dict.fromkeys(r.vocab for r in rows):
         shape = [r for r in rows if r.vocab == vocab]
         n, d = shape[0].tokens, shape[0].hidden
         table = Table(title=f"large vocabulary: loss + d input, d W, d b; N = {n:,} tokens, d = {d:,}, "
-                      f"V = {vocab:,}, float32, class-index targets ({shape[0].flops / 1e9:,.0f} GFLOP a call)")
+                      f"V = {vocab:,}, float32{' on CUDA' if on_gpu else ''}, class-index targets ({shape[0].flops / 1e9:,.0f} GFLOP a call)")
         columns = ["contender", "time / call", "spread", "calls", "GFLOP/s", "% peak", "peak extra", "later call",
                    "tracemalloc", "t ÷ chunked", "t ÷ dense", "mem ÷ chunked", "chunk rows"]
         for column in columns:
@@ -444,7 +551,7 @@ def render(rows: list[LargeVocabRow], console, matmul_gflops: dict[str, float] |
             if r.cold:
                 notes.append(f"{r.contender}: cold: the first call's time (it took {r.first_call_s:.1f} s, so no "
                              "timed call fit the --budget)")
-            if r.memory_method and not r.memory_method.startswith("VmHWM"):
+            if r.memory_method and (on_gpu or not r.memory_method.startswith("VmHWM")):
                 notes.append(f"{r.contender}: memory by {r.memory_method}")
             table.add_row(
                 r.contender, f"{r.median_s:,.3f} s",
@@ -465,12 +572,18 @@ def render(rows: list[LargeVocabRow], console, matmul_gflops: dict[str, float] |
         for note in notes:
             console.print(f"  [dim]{escape(note)}[/dim]", highlight=False)
     console.print(
-        "peak extra: the RSS high-water mark of the first forward+backward at this shape, in a fresh process, "
-        "minus the RSS once the inputs exist (the gradients count: d W alone is V x d x 4 bytes); later call: the "
-        "same for the first timed call; tracemalloc: NumPy's own peak in that first call. t ÷ chunked, "
-        "t ÷ dense: time per call over torch chunked's, torch dense's; mem ÷ chunked: peak extra over torch "
+        ("peak extra: the GPU memory of the first forward+backward at this shape, in a fresh process, by the "
+         "method each row's note names (" + CUDA_ALLOCATOR + " for torch's paths and torch:cuda; the backend's "
+         "own be.peak_memory() for the others, as it reports it); later call: the same for the first timed call "
+         "(torch's allocator only); mem ÷ chunked is only taken between rows measured the same way. t ÷ chunked, "
+         if on_gpu else
+         "peak extra: the RSS high-water mark of the first forward+backward at this shape, in a fresh process, "
+         "minus the RSS once the inputs exist (the gradients count: d W alone is V x d x 4 bytes); later call: the "
+         "same for the first timed call; tracemalloc: NumPy's own peak in that first call. t ÷ chunked, ")
+        + "t ÷ dense: time per call over torch chunked's, torch dense's; mem ÷ chunked: peak extra over torch "
         "chunked's. % peak: 6 N V d flops per call over the "
-        + ("machine's float32 matmul rate" if peak is None else f"{peak:,.1f} GFLOP/s float32 matmul roofline")
+        + (("GPU's" if on_gpu else "machine's") + " float32 matmul rate" + (" (not measured: no %)" if on_gpu else "") if peak is None
+           else f"{peak:,.1f} GFLOP/s float32 matmul roofline" + (" of the GPU" if on_gpu else ""))
         + f". torch chunked: F.linear_cross_entropy(..., options=LinearCrossEntropyOptions(batch_chunk_size="
         f"{TORCH_CHUNK})); torch dense: options=None; both with autograd's backward().",
         highlight=False)
@@ -524,11 +637,14 @@ def run_section(args: argparse.Namespace, backends: list[str] | None, repeats: i
     hidden = args.hidden or (QUICK_HIDDEN if quick else HIDDEN)
     vocabs = args.vocab or (QUICK_VOCABS if quick else VOCABS)
     budget = args.budget if args.budget is not None else (None if quick else BUDGET_S)
-    cap, source = memory_cap(args.memory_cap)
+    device = getattr(args, "device", "cpu")  # python -m bench --large-vocab: the CPU
+    cap, source = memory_cap(args.memory_cap, device)
     rows = measure(tokens, hidden, vocabs, backends, repeats=repeats, budget_s=budget, cap_bytes=cap,
-                   cap_source=source, dense=args.dense, progress=progress)
+                   cap_source=source, dense=args.dense, progress=progress, device=device)
     add_ratios(rows, matmul_gflops)
-    return rows, payload_for(rows, cap, source)
+    payload = payload_for(rows, cap, source)
+    payload["device"] = device
+    return rows, payload
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -538,7 +654,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "linear_cross_entropy_and_grad per backend beside torch.nn.functional.linear_cross_entropy (dense and "
         "chunked). Time and peak extra memory (RSS, each contender in its own process).")
     parser.add_argument("--backend", nargs="+", default=None, metavar="NAME",
-                        help=f"softgrad backends (default: {' '.join(DEFAULT_BACKENDS)}, those that run here)")
+                        help=f"softgrad backends (default: {' '.join(DEFAULT_BACKENDS)}, those that run here; "
+                        f"with --device cuda: {' '.join(GPU_BACKENDS)})")
+    parser.add_argument("--device", choices=DEVICES, default="cpu",
+                        help="where every contender runs: cpu (peak extra host RSS) or cuda (the GPU backends and "
+                        "torch on CUDA tensors; the device allocator's peak) (default: cpu)")
     parser.add_argument("--quick", action="store_true",
                         help=f"small shapes (N {QUICK_TOKENS}, d {QUICK_HIDDEN}, V "
                         f"{' '.join(map(str, QUICK_VOCABS))}): seconds")
@@ -556,11 +676,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _cuda_name() -> str:
+    import torch
+
+    return torch.cuda.get_device_name()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.child is not None:
         print(RESULT_MARK + json.dumps(measure_child(json.loads(args.child))), flush=True)
         return 0
+    if args.device == "cuda":
+        missing = cuda_missing()
+        if missing is not None:
+            print(f"bench.large_vocab: --device cuda: {missing}", file=sys.stderr)
+            return 2
     from rich.console import Console
 
     from bench.roofline import matmul_gflops
@@ -577,7 +708,8 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(width=None if sys.stdout.isatty() else 170)
     header = machine_header()
     console.print(f"[bold]softgrad bench: large vocabulary[/bold] on {header['cpu']} ({header['cpu_count']} CPUs); "
-                  + ", ".join(f"{k} {v}" for k, v in header["versions"].items() if k in ("numpy", "torch", "jax")))
+                  + ", ".join(f"{k} {v}" for k, v in header["versions"].items() if k in ("numpy", "torch", "jax"))
+                  + (f"; device: {_cuda_name()}" if args.device == "cuda" else ""))
     started = time.perf_counter()
     with console.status("measuring...") as status:
         status.update("matmul roofline")

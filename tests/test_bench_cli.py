@@ -189,3 +189,13 @@ def test_large_vocab_table_at_tiny_shapes(tmp_path):
         for r in numpy_rows:
             assert all(math.isfinite(x) and x > 0 for x in r["ratios"].values()), r["ratios"]
             assert r["agrees"] is True  # the same loss and gradients as torch's
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is not None and __import__("torch").cuda.is_available(),
+                    reason="a CUDA device is here: --device cuda would run")
+def test_large_vocab_device_cuda_without_a_gpu_exits_2_with_one_line():
+    result = subprocess.run([sys.executable, "-m", "bench.large_vocab", "--device", "cuda", "--quick"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "no CUDA device" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
