@@ -80,6 +80,8 @@ class Plan:
     chunk: int
     compute_dtype: Any
     row_scale: Any  # grad_output per processed row ((n_rows,) array), or None
+    denominator: float  # what "mean" divides the cross-entropy by (the targets' weight, or N for probabilities)
+    z_denominator: float  # what "mean" divides the z-loss by (the tokens kept)
 
 
 def chunk_rows(num_classes: int, itemsize: int, buffers: int, memory_budget: int, n_rows: int) -> int:
