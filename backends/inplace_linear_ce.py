@@ -95,13 +95,7 @@ class InPlaceChunkOps(ChunkOps):
         if plan.eps != 0.0:
             # sum_c (lse - z_c) = V lse - sum_c z_c (no class weight on this path)
             ce = (1.0 - plan.eps) * ce + (plan.eps / plan.num_classes) * (plan.num_classes * lse - z_sum)
-        p_factor = plan.ce_scale * mass
-        if plan.z_loss != 0.0:
-            p_factor = p_factor + plan.z_scale * (2.0 * plan.z_loss) * lse
-        q_factor = plan.ce_scale
-        if row_scale is not None:
-            p_factor = p_factor * row_scale
-            q_factor = q_factor * row_scale
+        p_factor, q_factor = plan.gradient_factors(mass, lse, row_scale)
         z *= (p_factor / s)[:, None]  # now p_factor * softmax
         onehot = (1.0 - plan.eps) * q_factor
         if w_t is not None:

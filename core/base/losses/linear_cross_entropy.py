@@ -66,6 +66,18 @@ class Plan:
     def __init__(self, **fields: Any) -> None:
         self.__dict__.update(fields)
 
+    def gradient_factors(self, mass: Any, lse: Any, row_scale: Any) -> tuple[Any, Any]:
+        """Each row's factors of ``G = p_factor * softmax - q_factor * q``: the reduction's scales, the
+        z-loss's ``2 z_loss lse`` and ``grad_output`` (``row_scale``) folded in; per row, or a number."""
+        p_factor = self.ce_scale * mass
+        if self.z_loss != 0.0:
+            p_factor = p_factor + self.z_scale * (2.0 * self.z_loss) * lse
+        q_factor = self.ce_scale
+        if row_scale is not None:
+            p_factor = p_factor * row_scale
+            q_factor = q_factor * row_scale
+        return p_factor, q_factor
+
     kind: str  # "index" or "prob"
     rows: Any  # host numpy int array of the rows processed (None: all, in order)
     n_rows: int  # how many rows are processed
@@ -207,14 +219,8 @@ class ChunkOps:
             ce = mass * lse - xp.sum(times_unless_zero(self.be, q, z), axis=1)
         if isinstance(mass, float):
             mass = xp.full(lse.shape, mass, dtype=z.dtype, device=device_of(z))
-        p_factor = plan.ce_scale * mass
-        if plan.z_loss != 0.0:
-            p_factor = p_factor + plan.z_scale * (2.0 * plan.z_loss) * lse
-        q_factor = plan.ce_scale
-        if row_scale is not None:
-            p_factor = p_factor * row_scale
-            q_factor = q_factor * row_scale[:, None]
-        g = p * p_factor[:, None] - q_factor * q
+        p_factor, q_factor = plan.gradient_factors(mass, lse, row_scale)
+        g = p * p_factor[:, None] - (q_factor if isinstance(q_factor, float) else q_factor[:, None]) * q
         if tanh is not None:
             g = g * (1.0 - tanh * tanh)
         return ce, lse, m, g
