@@ -14,7 +14,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet $(PINS) -e '.[torch,vision,cupy,jax,test,anchors]'
+	$(PY) -m pip install --quiet $(PINS) -e '.[torch,vision,cupy,jax,test,anchors,fast]'
 	touch $@
 
 test: $(STAMP)

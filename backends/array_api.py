@@ -62,6 +62,9 @@ class ArrayAPIBackend:
     def affine(self, x, weight, bias):
         return x @ weight + bias
 
+    def affine_relu(self, x, weight, bias):
+        return self.maximum(self.affine(x, weight, bias), 0.0)
+
     def relu_backward(self, h, dh):
         return self.xp.where(h > 0, dh, self.xp.zeros_like(dh))
 

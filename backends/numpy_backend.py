@@ -2,12 +2,17 @@
 
 NumPy's arrays are mutable, so this backend overrides what a training step
 calls most with in-place versions of the shared code (the suite checks each
-against it): the bias add, the ReLU backward, the softmax's division and the
-SGD update, which reuses scratch buffers instead of allocating every step.
+against it): the bias add and ReLU, the ReLU backward, the softmax, the
+cross-entropy with its gradient and the SGD update. Where numba is installed
+(``softgrad[fast]``), each of those is one compiled loop, split over the cores
+the user allows (:mod:`backends.numba_kernels`); otherwise, or with
+``SOFTGRAD_NUMBA=0``, in-place NumPy passes that reuse scratch buffers
+instead of allocating every step.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 import tracemalloc
 from collections.abc import Callable
@@ -15,7 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from backends.array_api import ArrayAPIBackend
+from backends import numba_kernels
+from backends.array_api import ArrayAPIBackend, shared_method
+from core.base.losses.support import index_target, validate_class_loss
 from core.base.optim import sgd
 from core.base.optim.sgd import SGDState
 
@@ -41,8 +48,11 @@ class NumPyBackend(ArrayAPIBackend):
     name = "numpy"
     device = "cpu"
 
-    def __init__(self) -> None:
+    def __init__(self, *, jit: bool | None = None) -> None:
+        """``jit=False`` keeps to the pure-NumPy code even where numba is installed (``None``: use it if there)."""
         import array_api_compat.numpy
+
+        self._jit = jit
 
         self.xp = array_api_compat.numpy
         # NumPy reductions return NumPy scalars (np.float32), which are arrays here too
@@ -73,6 +83,12 @@ class NumPyBackend(ArrayAPIBackend):
             if not already:
                 tracemalloc.stop()
 
+    @functools.cached_property
+    def kernels(self):
+        """The compiled loops (:mod:`backends.numba_kernels`), or None: numba missing, switched off
+        (``SOFTGRAD_NUMBA=0`` when the backend is first used), or ``jit=False``."""
+        return None if self._jit is False else numba_kernels.kernels()
+
     # ---- in place, on the fresh arrays the shared code would allocate anew ------------------
 
     def affine(self, x, weight, bias):
@@ -80,16 +96,79 @@ class NumPyBackend(ArrayAPIBackend):
         y += bias  # the product is a fresh array
         return y
 
+    def affine_relu(self, x, weight, bias):
+        y = x @ weight  # a fresh array: the bias and the ReLU go into it, in one pass where compiled
+        k = self.kernels
+        if k is not None and y.ndim == 2 and numba_kernels.takes(y, bias) and bias.shape == (y.shape[1],):
+            k.bias_relu(y, bias)
+            return y
+        y += bias
+        return np.maximum(y, 0, out=y)
+
     def relu_backward(self, h, dh):
+        k = self.kernels
+        if k is not None and h.shape == dh.shape and numba_kernels.takes(h, dh):
+            k.relu_backward(h.reshape(-1), dh.reshape(-1))
+            return dh
         dh *= h > 0  # the protocol lets this overwrite dh
         return dh
 
     def softmax(self, z, axis: int = -1):
         axis = self._prepare_softmax_input("softmax", z, axis)
+        k = self.kernels
+        if k is not None and z.ndim == 2 and axis == 1 and numba_kernels.takes(z):
+            out = np.empty_like(z)
+            if k.softmax_rows(z, out) < 0:
+                return out
+            # else a row with no softmax: the checked path below names it
         e = np.subtract(z, self._checked_max("softmax", z, axis))
         np.exp(e, out=e)
         e /= e.sum(axis=axis, keepdims=True)
         return e
+
+    # ---- cross-entropy: one compiled sweep per row for class-index targets --------------------
+
+    def cross_entropy_and_grad(self, logits, target, **options):
+        fast = self._fused_cross_entropy("cross_entropy_and_grad", logits, target, options)
+        if fast is not None:
+            return fast
+        return shared_method("cross_entropy_and_grad")(self, logits, target, **options)
+
+    def cross_entropy_grad(self, logits, target, **options):
+        fast = self._fused_cross_entropy("cross_entropy_grad", logits, target, options)
+        if fast is not None:
+            return fast[1]
+        return shared_method("cross_entropy_grad")(self, logits, target, **options)
+
+    def _fused_cross_entropy(self, op, logits, target, options):
+        """The compiled loss and gradient for class-index targets with no class weight or smoothing and no
+        ignored sample; None where the shared definition must run (other options, or something to diagnose,
+        which it names)."""
+        k = self.kernels
+        if k is None or set(options) - {"reduction", "ignore_index"}:
+            return None
+        reduction, ignore_index = options.get("reduction", "mean"), options.get("ignore_index", -100)
+        if (reduction not in ("mean", "sum", "none") or isinstance(ignore_index, bool)
+                or not isinstance(ignore_index, (int, np.integer))):
+            return None
+        kind = validate_class_loss(self, op, logits, target, None, ignore_index, reduction, 0.0)
+        if kind != "index" or logits.ndim != 2 or not numba_kernels.takes(logits):
+            return None
+        n, num_classes = logits.shape
+        labels, kept = index_target(self, op, target, num_classes, int(ignore_index))  # raises out of range
+        if kept is not None or n == 0:
+            return None
+        grad = np.empty_like(logits)
+        per_sample = np.empty(n, dtype=logits.dtype)
+        scale = 1.0 / n if reduction == "mean" else 1.0
+        if k.cross_entropy_rows(logits, np.ascontiguousarray(labels), grad, per_sample, scale) >= 0:
+            return None
+        if reduction == "none":
+            return per_sample, grad
+        total = per_sample.sum(dtype=logits.dtype)
+        if not np.isfinite(total):
+            return None  # the summed loss overflows: the shared definition says so
+        return (total / logits.dtype.type(n) if reduction == "mean" else total), grad
 
     def _linear_ce_ops(self):
         from backends.inplace_linear_ce import NumPyChunkOps
@@ -120,7 +199,18 @@ class NumPyBackend(ArrayAPIBackend):
         _check_writable(params, state.momentum_buffers)  # before anything is written
         params = list(params)
         buffers = None if momentum == 0.0 else list(state.momentum_buffers or [None] * len(params))
+        k = self.kernels
         for i, (p, g) in enumerate(zip(params, grads)):
+            if k is not None and numba_kernels.takes(p, g) and (buffers is None or buffers[i] is None
+                                                               or numba_kernels.takes(buffers[i])):
+                # one compiled pass: reads p, g and the buffer once, writes p and the buffer once
+                first = buffers is not None and buffers[i] is None
+                if first:
+                    buffers[i] = np.empty_like(p)
+                m = p if buffers is None else buffers[i]
+                k.sgd(p.reshape(-1), g.reshape(-1), m.reshape(-1), lr, momentum, dampening, weight_decay,
+                      nesterov, buffers is not None, first)
+                continue
             work = self._scratch(p.shape, p.dtype, 0)
             if weight_decay != 0.0:
                 np.multiply(p, weight_decay, out=work)

@@ -124,6 +124,9 @@ class TorchBackend(ArrayAPIBackend):
             return self.torch.addmm(bias, x, weight.T.contiguous().T)
         return self.torch.addmm(bias, x, weight)
 
+    def affine_relu(self, x, weight, bias):
+        return self.torch.relu_(self.affine(x, weight, bias))  # in place on the fresh product
+
     def matmul(self, a, b):
         # the weight gradient x^T dy of a layer with few outputs: computed as (dy^T x)^T
         if a.ndim == 2 and b.ndim == 2 and self._skinny(a.shape[1], b.shape[1]) and a.T.is_contiguous():

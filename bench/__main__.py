@@ -112,7 +112,8 @@ def render_training(records, chosen, anchors: list[str], console: Console) -> No
         trained = "" if optimizer == "sgd" else ", Adam (lr 1e-3)"
         table = Table(title=f"training throughput: {label}, batch {batch_size}{trained}")
         columns = ["backend", "samples/s", "spread", *[f"× {a.removeprefix('anchor:')}" for a in anchors],
-                   "% matmul peak", "60k-sample epoch", "accuracy (1 epoch)", "peak memory", "first 2 steps"]
+                   "% own ceiling", "% best ceiling", "60k-sample epoch", "accuracy (1 epoch)", "peak memory",
+                   "first 2 steps"]
         for column in columns:
             table.add_column(column, justify="left" if column == "backend" else "right")
         case = [r for r in records if r.case == (model, batch_size, optimizer)]
@@ -121,14 +122,31 @@ def render_training(records, chosen, anchors: list[str], console: Console) -> No
             table.add_row(
                 name, f"{r.samples_per_s:,.0f}", f"±{r.spread * 50:.0f}%",
                 *[f"{r.ratios[a]:.2f}" if a in r.ratios else "-" for a in anchors],
-                "-" if r.roofline_fraction is None else
-                f"{r.roofline_fraction:.0%}" + (" (!)" if r.roofline_fraction > 1 else ""),
+                _percent(r.ceiling_fraction), _percent(r.best_ceiling_fraction),
                 f"{60_000 / r.samples_per_s:.2f} s",
                 "-" if r.accuracy is None else f"{r.accuracy:.2%}",
                 "-" if r.peak_memory_bytes is None else f"{r.peak_memory_bytes / 2**20:,.1f} MiB",
                 "-" if r.warmup_s is None else f"{r.warmup_s * 1e3:,.0f} ms",
             )
         console.print(table)
+
+
+def _percent(fraction: float | None) -> str:
+    if fraction is None:
+        return "-"
+    return f"{fraction:.0%}" + (" (!)" if fraction > 1 else "")
+
+
+def render_ceilings(ceilings: dict, console: Console) -> None:
+    """One line per library: the samples/s its step's matmuls alone allow, per network and batch size."""
+    for name, cases in ceilings.items():
+        if isinstance(cases, str):
+            console.print(f"[dim]{escape(cases)}[/dim]")
+            continue
+        console.print(f"matmul ceiling of {name} (the step's {cases[0]['products'] if cases else 0} products alone, "
+                      "own process): " + ", ".join(
+                          f"{'-'.join(map(str, c['widths']))} batch {c['batch_size']}: {c['samples_per_s']:,.0f} "
+                          f"samples/s ({c['gflops']:.0f} GFLOP/s)" for c in cases), highlight=False)
 
 
 def choose_backends(requested: str) -> tuple[list[str], dict[str, str]]:
@@ -169,7 +187,16 @@ def _main(argv: list[str] | None = None) -> int:
     console.print(f"[bold]softgrad bench[/bold] on {header['cpu']} ({header['cpu_count']} CPUs"
                   f"{', GPU ' + header['gpu'] if header['gpu'] else ''}); "
                   + ", ".join(f"{k} {v}" for k, v in header["versions"].items() if k in ("numpy", "torch", "scikit-learn")))
-    payload: dict = {"machine": header, "unavailable": unavailable}
+    blas = [f"{b.get('internal_api')} {b.get('version')} {b.get('architecture')} kernel, {b.get('num_threads')} threads"
+            for b in header["blas"] if b.get("user_api") == "blas"]
+    console.print("NumPy's BLAS (threadpoolctl): " + ("; ".join(blas) or "not reported (threadpoolctl is not installed)"),
+                  highlight=False)
+    from bench.blas_kernel import forced_kernel_warning
+
+    warning = forced_kernel_warning()
+    if warning:
+        console.print(f"[yellow]{escape(warning)}[/yellow]")
+    payload: dict = {"machine": header, "unavailable": unavailable, "blas_warning": warning}
     op_results: list[OpResult] = []
     training_records = []
     chosen: dict = {}
@@ -186,7 +213,9 @@ def _main(argv: list[str] | None = None) -> int:
                 op_results += measure_ops(get_backend(name), np.dtype(args.dtype), quick=args.quick,
                                           repeats=args.repeats, progress=progress)
         if args.training:
-            training_records, chosen = run_training(args, names, progress, rates)
+            ceilings = measure_ceilings(args, names, progress)
+            payload["ceilings"] = ceilings
+            training_records, chosen = run_training(args, names, progress, rates, ceilings)
         if args.large_vocab:
             from bench.large_vocab import REPEATS, run_section
 
@@ -203,9 +232,13 @@ def _main(argv: list[str] | None = None) -> int:
         decided = verdicts(training_records, chosen)
         render_training(training_records, {k: v.winner for k, v in decided.items() if not v.too_close}, anchors,
                         console)
-        if any(r.roofline_fraction and r.roofline_fraction > 1 for r in training_records):
-            console.print("(!) above 100% of the matmul peak: the roofline was measured while the machine was "
-                          "busy; rerun the bench on an idle machine", highlight=False)
+        render_ceilings(payload.get("ceilings", {}), console)
+        console.print("% own ceiling: samples/s over what the step's matmuls alone allow on the row's own library "
+                      "(anchors: torch's, scikit-learn's NumPy); % best ceiling: over the fastest library's on the "
+                      "device", highlight=False)
+        if any((r.ceiling_fraction or 0) > 1 or (r.best_ceiling_fraction or 0) > 1 for r in training_records):
+            console.print("(!) above 100% of a ceiling: the ceiling was measured while the machine was busy; rerun "
+                          "the bench on an idle machine", highlight=False)
         for model in dict.fromkeys(m for m, _ in sorted(decided)):
             console.print(f"[bold]recommendation[/bold] (★) for {model}: " + "; ".join(
                 f"batch {batch}: {escape(v.describe())}" for (m, batch), v in sorted(decided.items()) if m == model),
@@ -234,7 +267,36 @@ def _main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run_training(args, names: list[str], progress, matmul_rates: dict[str, float]):
+def training_cases(args) -> list[tuple[str, int, str]]:
+    """(model, batch size, optimizer) of every training row the arguments ask for."""
+    models = sorted(MODELS, key=lambda m: m != "mlp") if args.model == "all" else [args.model]  # the MLP first
+    cases = []
+    for optimizer in args.optimizer:
+        sizes = (args.batch_size or BATCH_SIZES) if optimizer == "sgd" or args.batch_size else ADAM_BATCH_SIZES
+        cases += [(model, size, optimizer) for model in models for size in sizes]
+    return cases
+
+
+def measure_ceilings(args, names: list[str], progress) -> dict[str, list[dict] | str]:
+    """Each backend's matmul ceiling at every (network, batch size) the training rows use, and the ceilings
+    of the libraries the anchors run on (torch, NumPy), each in a process of its own (bench.ceiling)."""
+    from bench.ceiling import measure_in_subprocess
+    from bench.contenders import widths
+
+    data = datasets.load(args.dataset, root=args.root, download=args.download)
+    cases = sorted({(tuple(widths(model, data)), size) for model, size, _ in training_cases(args)})
+    libraries = list(names)
+    if args.anchors:
+        status = available_backends()
+        libraries += [n for n in ("numpy", "torch") if n not in libraries and status.get(n) == "available"]
+    ceilings: dict[str, list[dict] | str] = {}
+    for name in libraries:
+        progress(f"matmul ceiling of {name} at the networks' own shapes (in a process of its own)")
+        ceilings[name] = measure_in_subprocess(name, cases, repeats=args.repeats, quick=args.quick)
+    return ceilings
+
+
+def run_training(args, names: list[str], progress, matmul_rates: dict[str, float], ceilings=None):
     from bench.contenders import SklearnContender, SoftgradContender, TorchAutogradContender
     from bench.training import add_ratios, measure_training, recommend
 
@@ -261,7 +323,7 @@ def run_training(args, names: list[str], progress, matmul_rates: dict[str, float
         sizes = batch_sizes if optimizer == "sgd" or args.batch_size else ADAM_BATCH_SIZES
         records += measure_training(contenders, models, sizes, data, repeats=args.repeats, quick=args.quick,
                                     optimizer=optimizer, progress=progress)
-    add_ratios(records, matmul_rates)
+    add_ratios(records, matmul_rates, ceilings)
     return records, recommend(records)
 
 

@@ -23,9 +23,16 @@ class TrainingRecord:
     on_gpu: bool = False  # read against the GPU's own matmul rate
     peak_memory_bytes: int | None = None
     ratios: dict[str, float] = field(default_factory=dict)  # samples/s over each anchor's
-    roofline_fraction: float | None = None  # achieved FLOP/s over the machine's matmul rate
+    roofline_fraction: float | None = None  # achieved FLOP/s over the machine's 2048^2 matmul rate
+    # the step's own matmuls alone (bench.ceiling), in samples/s: of the library this row runs on, and
+    # the best of any library on its device; and this row's samples/s over each
+    ceiling_samples_per_s: float | None = None
+    best_ceiling_samples_per_s: float | None = None
+    ceiling_fraction: float | None = None
+    best_ceiling_fraction: float | None = None
     optimizer: str = "sgd"  # "sgd" (the recommendation's rows) or "adam"
     warmup_s: float | None = None  # the first two steps: compilation (JAX's XLA) and first-call allocations
+    widths: list[int] | None = None  # the network's widths, input first
 
     @property
     def case(self) -> tuple[str, int, str]:
@@ -85,7 +92,8 @@ def measure_training(contenders: list, models: list[str], batch_sizes: list[int]
                 name = contender.name
                 median = statistics.median(rates[name])
                 record = TrainingRecord(name, model, batch_size, median,
-                                        (max(rates[name]) - min(rates[name])) / median, flops, optimizer=optimizer)
+                                        (max(rates[name]) - min(rates[name])) / median, flops, optimizer=optimizer,
+                                        widths=widths(model, data))
                 record.peak_memory_bytes = cases[name].peak_memory()
                 record.warmup_s = warmups[name]
                 record.on_gpu = bool(getattr(contender, "on_gpu", False))
@@ -96,9 +104,24 @@ def measure_training(contenders: list, models: list[str], batch_sizes: list[int]
     return records
 
 
-def add_ratios(records: list[TrainingRecord], matmul_gflops: dict[str, float]) -> None:
-    """Each record's samples/s over every anchor's in the same case, and over its device's matmul rate."""
+def ceiling_library(backend: str) -> str:
+    """The backend whose ceiling a row is read against: its own, or for an anchor the library it runs on."""
+    from bench.ceiling import ANCHOR_LIBRARY
+
+    return ANCHOR_LIBRARY.get(backend, backend)
+
+
+def add_ratios(records: list[TrainingRecord], matmul_gflops: dict[str, float],
+               ceilings: dict[str, list[dict]] | None = None) -> None:
+    """Each record's samples/s over every anchor's in the same case, over its device's matmul rate, and
+    over the step's matmul ceiling (``bench.ceiling``): its own library's and the best on its device."""
     from bench.roofline import roofline_for
+
+    by_case: dict[tuple[str, tuple[int, ...], int], float] = {}
+    for backend, cases in (ceilings or {}).items():
+        if isinstance(cases, list):
+            for case in cases:
+                by_case[(backend, tuple(case["widths"]), case["batch_size"])] = case["samples_per_s"]
 
     for record in records:
         for other in records:
@@ -107,6 +130,21 @@ def add_ratios(records: list[TrainingRecord], matmul_gflops: dict[str, float]) -
         peak = roofline_for(record.on_gpu, matmul_gflops)
         if peak:
             record.roofline_fraction = record.samples_per_s * record.flops_per_sample / (peak * 1e9)
+        if record.widths:
+            key = (tuple(record.widths), record.batch_size)
+            own = by_case.get((ceiling_library(record.backend), *key))
+            same_device = [rate for (backend, *case), rate in by_case.items()
+                           if tuple(case) == key and _on_gpu_name(backend) == record.on_gpu]
+            if own:
+                record.ceiling_samples_per_s = own
+                record.ceiling_fraction = record.samples_per_s / own
+            if same_device:
+                record.best_ceiling_samples_per_s = max(same_device)
+                record.best_ceiling_fraction = record.samples_per_s / max(same_device)
+
+
+def _on_gpu_name(backend: str) -> bool:
+    return backend in ("cupy", "torch:cuda", "jax:gpu") or backend.endswith(":cuda")
 
 
 def recommend(records: list[TrainingRecord], tolerance: float = 0.02) -> dict[tuple[str, int], TrainingRecord]:

@@ -193,9 +193,11 @@ def test_a_checkpoint_of_the_first_format_still_loads_and_resumes_exactly(tmp_pa
     straight, straight_history = train("numpy", np.float64, data, epochs=3)
     with np.load(FIXTURES / "checkpoint-v1-expected-epoch3.npz") as expected:  # what the old code reached
         for i, (a, b) in enumerate(zip(straight.params, resumed.params)):
-            np.testing.assert_array_equal(a, b)
-            np.testing.assert_array_equal(expected[f"param_{i}"], b)
-    assert [r["train_loss"] for r in history] == [r["train_loss"] for r in straight_history]
+            # to float64 rounding, not bit for bit: the checkpoint's first two epochs ran on the old code, and
+            # the NumPy backend's fused loops (numba) sum a row's exponentials in another order than its passes
+            np.testing.assert_allclose(b, a, rtol=1e-9, atol=1e-12)
+            np.testing.assert_allclose(b, expected[f"param_{i}"], rtol=1e-9, atol=1e-12)
+    assert [r["train_loss"] for r in history] == pytest.approx([r["train_loss"] for r in straight_history], rel=1e-9)
     assert checkpoint.load(path)[3]["optimizer"] == "sgd"  # rewritten in the new format
     with np.load(path) as archive:
         assert '"format": "softgrad-checkpoint-2"' in str(archive["meta"])

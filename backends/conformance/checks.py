@@ -338,7 +338,7 @@ def _train(be, dtype, steps: int = 32):
     losses = []
     for k in range(steps):
         xs, ys = xb[k * 8:(k + 1) * 8, ...], yb[k * 8:(k + 1) * 8]
-        h = be.maximum(be.affine(xs, params[0], params[1]), 0.0)
+        h = be.affine_relu(xs, params[0], params[1])
         z = be.affine(h, params[2], params[3])
         loss, dz = be.cross_entropy_and_grad(z, ys)
         dw2, db2 = be.matmul(h.T, dz), be.sum(dz, axis=0)

@@ -126,6 +126,12 @@ class Backend(Protocol):
         """``x @ weight + bias``: ``(n, k) @ (k, m) + (m,) -> (n, m)``, fused where the framework can."""
         ...
 
+    def affine_relu(self, x: Array, weight: Array, bias: Array) -> Array:
+        """``maximum(x @ weight + bias, 0)``: a dense layer and its ReLU, the bias and the ReLU in one pass
+        over the product where the framework can (NaN stays NaN, as in ``maximum``). Defaults to
+        ``maximum(affine(x, weight, bias), 0.0)``."""
+        ...
+
     def relu_backward(self, h: Array, dh: Array) -> Array:
         """The gradient through a ReLU whose output is ``h``: ``dh`` where ``h > 0``, else 0.
 
@@ -427,13 +433,14 @@ def complete(backend: Any) -> Any:
 
     ``on_gpu``: whether ``device`` names a CUDA device; ``peak_memory``: runs and
     reports ``None``; ``xp``: the array API namespace of the backend's arrays
-    (through array-api-compat), where it can be found; ``sigmoid``,
+    (through array-api-compat), where it can be found; ``affine_relu``: ``maximum(affine(...), 0.0)``; ``sigmoid``,
     ``log_sigmoid``, ``linear_cross_entropy[_and_grad]`` and every registered loss's and optimizer's methods
     (``mse_loss``, ``adam_step``, ...): the shared definitions, computed with
     ``xp``. Returns ``backend``.
     """
     defaults: dict[str, Callable[[], Any]] = {
         "sigmoid": lambda: _shared(backend, "sigmoid"),
+        "affine_relu": lambda: _affine_relu(backend),
         "linear_cross_entropy": lambda: _shared_linear(backend, want_grad=False),
         "linear_cross_entropy_and_grad": lambda: _shared_linear(backend, want_grad=True),
         "log_sigmoid": lambda: _shared(backend, "log_sigmoid"),
@@ -461,6 +468,10 @@ def complete(backend: Any) -> Any:
                 except Exception:
                     pass
     return backend
+
+
+def _affine_relu(backend: Any) -> Callable[[Any, Any, Any], Any]:
+    return lambda x, weight, bias: backend.maximum(backend.affine(x, weight, bias), 0.0)
 
 
 def _shared(backend: Any, name: str) -> Callable[[Any], Any]:

@@ -22,6 +22,12 @@ def dense_forward(be: Backend, x: Array, weight: Array, bias: Array) -> Array:
     return be.affine(x, weight, bias)
 
 
+def dense_relu_forward(be: Backend, x: Array, weight: Array, bias: Array) -> Array:
+    """``relu(x W + b)``, the bias and the ReLU fused where the backend can; its backward is
+    :meth:`ReLU.backward` then :func:`dense_backward`."""
+    return be.affine_relu(x, weight, bias)
+
+
 def dense_backward(be: Backend, x: Array, weight: Array, dy: Array, need_dx: bool = True):
     """``(dx, dW, db)``: ``dW = x^T dy``, ``db = sum_rows dy``, ``dx = dy W^T``."""
     dweight = be.matmul(x.T, dy)

@@ -13,7 +13,13 @@ import numpy as np
 
 from core.base.protocol import Array, Backend
 from core.base.registry import get_backend
-from core.training.layers import dense_backward, dense_forward, init_dense, make_activation
+from core.training.layers import (
+    dense_backward,
+    dense_forward,
+    dense_relu_forward,
+    init_dense,
+    make_activation,
+)
 
 CLASSIC_MLP_HIDDEN = (512, 256, 128, 64)
 #: the networks the command line and bench name, by their hidden widths: softmax regression has none
@@ -106,9 +112,16 @@ class MLP:
         h = x
         for i in range(layers):
             inputs.append(h)
-            z = dense_forward(be, h, self.params[2 * i], self.params[2 * i + 1])
-            h = self.activation.forward(be, z) if i < layers - 1 else z
+            last = i == layers - 1
+            h = dense_forward(be, h, self.params[2 * i], self.params[2 * i + 1]) if last else self._hidden(h, i)
         return h, inputs
+
+    def _hidden(self, h: Array, i: int) -> Array:
+        """Hidden layer ``i``: dense, then the activation (a ReLU fused with its layer, ``be.affine_relu``)."""
+        weight, bias = self.params[2 * i], self.params[2 * i + 1]
+        if self.activation_name == "relu":
+            return dense_relu_forward(self.be, h, weight, bias)
+        return self.activation.forward(self.be, dense_forward(self.be, h, weight, bias))
 
     def backward(self, cache: list, dlogits: Array) -> list[Array]:
         """Gradients ``[dW1, db1, ...]`` of the loss, given ``dlogits = d loss / d logits``."""
@@ -135,7 +148,7 @@ class MLP:
         h = x
         for i in range(layers - 1):
             inputs.append(h)
-            h = self.activation.forward(be, dense_forward(be, h, self.params[2 * i], self.params[2 * i + 1]))
+            h = self._hidden(h, i)
         w, b = self.params[-2], self.params[-1]  # w is (in, out); linear_cross_entropy takes (out, in)
         loss, (dh, dw_t, db) = be.linear_cross_entropy_and_grad(h, w.T, y, linear_bias=b, **options)
         grads: list[Array] = [None] * len(self.params)
