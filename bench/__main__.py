@@ -101,8 +101,18 @@ def render_ops(results: list[OpResult], console: Console) -> None:
         copy = copies.get((r.backend, r.size))
         table.add_row(r.op, r.size, r.backend, r.dtype, f"{r.timing.median_s * 1e6:,.1f} µs",
                       f"±{r.timing.spread_s / r.timing.median_s * 50:.0f}%", format_rate(r.items_per_s),
-                      f"{r.gb_per_s:,.1f}", "-" if copy is None else f"{r.gb_per_s / copy:.0%}")
+                      f"{r.gb_per_s:,.1f}", "-" if copy is None or r.op == "device copy" else f"{r.gb_per_s / copy:.0%}")
     console.print(table)
+    from bench.ops import sgd_floor_s
+
+    for backend in backend_order:
+        floor = sgd_floor_s(results, backend)
+        sgd = next((r for r in results if r.backend == backend and r.op.startswith("sgd_step")), None)
+        if floor is not None and sgd is not None:
+            console.print(f"sgd_step on {backend}: {sgd.timing.median_s * 1e6:,.0f} µs per update; its memory traffic "
+                          f"({sgd.bytes_moved / 1e6:.1f} MB: parameters, gradients and buffers read, parameters and "
+                          f"buffers written) at {backend}'s copy rate allows {floor * 1e6:,.0f} µs "
+                          f"({floor / sgd.timing.median_s:.0%} of the way there)", highlight=False)
 
 
 def render_training(records, chosen, anchors: list[str], console: Console) -> None:
@@ -115,7 +125,7 @@ def render_training(records, chosen, anchors: list[str], console: Console) -> No
                    "% own ceiling", "% best ceiling", "60k-sample epoch", "accuracy (1 epoch)", "peak memory",
                    "first 2 steps"]
         for column in columns:
-            table.add_column(column, justify="left" if column == "backend" else "right")
+            table.add_column(column, justify="left" if column == "backend" else "right", no_wrap=column == "backend")
         case = [r for r in records if r.case == (model, batch_size, optimizer)]
         for r in sorted(case, key=lambda r: -r.samples_per_s):
             name = r.backend + (" ★" if chosen.get((model, batch_size)) is r else "")
@@ -179,7 +189,7 @@ def _main(argv: list[str] | None = None) -> int:
         print(f"bench: {error}", file=sys.stderr)
         return 2
     # a table wider than a pipe's default 80 columns, so redirected output stays readable
-    console = Console(width=None if sys.stdout.isatty() else 170)
+    console = Console(width=None if sys.stdout.isatty() else 200)
     from bench.roofline import matmul_gflops
     from core.base.machine import machine_header
 
@@ -253,6 +263,9 @@ def _main(argv: list[str] | None = None) -> int:
         from core.base.files import atomic_write_text
 
         payload["ops"] = [dict(asdict(r), items_per_s=r.items_per_s, gb_per_s=r.gb_per_s) for r in op_results]
+        from bench.ops import sgd_floor_s
+
+        payload["sgd_floor_s"] = {b: sgd_floor_s(op_results, b) for b in dict.fromkeys(r.backend for r in op_results)}
         payload["records"] = [asdict(r) for r in training_records]
         from bench.training import verdicts
 

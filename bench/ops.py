@@ -85,5 +85,23 @@ def measure_ops(be: Backend, dtype=np.float32, *, quick: bool = False, repeats: 
     timing = time_call(step, be.synchronize, repeats=repeats, min_block_s=min_block_s)
     # reads param, grad and buffer, writes param and buffer
     moved = 5 * size * np.dtype(dtype).itemsize
-    results.append(OpResult(be.name, "sgd_step (momentum)", f"{size:,} params", dtype_name, timing, size, moved))
+    label = f"{size:,} params"
+    results.append(OpResult(be.name, "sgd_step (momentum)", label, dtype_name, timing, size, moved))
+    # What memory traffic allows: a copy of the same number of elements, at the same size (the same
+    # caches), gives the rate; the update's floor is its 5 arrays' bytes at that rate (render_ops says it).
+    progress(f"{be.name}: copy of {size:,} elements")
+    flat = be.asarray(np.zeros(size, dtype=dtype))
+    copy = time_call(lambda: be.xp.asarray(flat, copy=True), be.synchronize, repeats=repeats, min_block_s=min_block_s)
+    results.append(OpResult(be.name, "device copy", label, dtype_name, copy, size, 2 * size * np.dtype(dtype).itemsize))
     return results
+
+
+def sgd_floor_s(results: list[OpResult], backend: str) -> float | None:
+    """The least time an SGD-with-momentum update of the bench's parameters can take on ``backend``: its
+    bytes (parameters, gradients and buffers read; parameters and buffers written) at the copy rate."""
+    sgd = next((r for r in results if r.backend == backend and r.op.startswith("sgd_step")), None)
+    copy = next((r for r in results if r.backend == backend and r.op == "device copy" and sgd is not None
+                 and r.size == sgd.size), None)
+    if sgd is None or copy is None:
+        return None
+    return sgd.bytes_moved / copy.gb_per_s / 1e9

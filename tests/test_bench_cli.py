@@ -35,7 +35,18 @@ def test_bench_prints_the_tables_and_writes_json(tmp_path):
     payload = json.loads(out.read_text())
     assert {"cpu", "cpu_count", "blas", "versions", "gpu"} <= set(payload["machine"])
     assert {r["op"] for r in payload["ops"]} == {"softmax", "log_softmax", "cross_entropy + grad",
-                                                 "sgd_step (momentum)"}
+                                                 "sgd_step (momentum)", "device copy"}
+    assert "its memory traffic" in result.stdout and payload["sgd_floor_s"]["numpy"] > 0
+    # the step's matmul ceilings, each library in its own process: numpy's, and torch's for the autograd anchor
+    assert "matmul ceiling of numpy" in result.stdout and "% own ceiling" in result.stdout
+    assert "NumPy's BLAS (threadpoolctl)" in result.stdout
+    assert {"numpy", "torch"} <= set(payload["ceilings"])
+    (numpy_ceiling,) = payload["ceilings"]["numpy"]
+    assert numpy_ceiling["widths"] == [784, 10] and numpy_ceiling["batch_size"] == 256
+    assert numpy_ceiling["products"] == 2 and numpy_ceiling["samples_per_s"] > 0
+    for r in payload["records"]:
+        assert r["ceiling_fraction"] == pytest.approx(r["samples_per_s"] / r["ceiling_samples_per_s"])
+        assert r["best_ceiling_samples_per_s"] >= r["ceiling_samples_per_s"]
     backends = {r["backend"] for r in payload["records"]}
     assert backends == {"numpy"} | ANCHORS
     for record in payload["records"]:
@@ -199,3 +210,60 @@ def test_large_vocab_device_cuda_without_a_gpu_exits_2_with_one_line():
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert "no CUDA device" in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_the_ceiling_times_exactly_the_matmuls_a_step_needs():
+    from bench.ceiling import measure, product_flops, step_products
+
+    widths = [784, 512, 256, 128, 64, 10]
+    assert len(step_products(widths, 64)) == 14  # 5 forward, 5 weight gradients, 4 input gradients
+    for batch in (1, 64, 1024):  # the same count as the FLOPs the bench reads its rows with
+        assert product_flops(widths, batch) == training_flops_per_sample(widths) * batch
+    result = measure("numpy", [6, 5, 3], 4, repeats=2, min_block_s=0.001)
+    assert result["products"] == 5 and result["samples_per_s"] == pytest.approx(4 / result["seconds_per_step"])
+    assert result["best_seconds_per_step"] <= result["seconds_per_step"]
+
+
+def test_rows_are_read_against_their_own_librarys_ceiling_and_the_best():
+    def ceiling(rate):
+        return [{"widths": [3, 4, 2], "batch_size": 64, "samples_per_s": rate}]
+
+    records = [record("numpy", 300.0, 0.9), record("anchor:sklearn", 150.0, 0.9),
+               record("anchor:torch-autograd", 100.0, 0.9), record("jax", 50.0, 0.9)]
+    for r in records:
+        r.widths = [3, 4, 2]
+    add_ratios(records, {"numpy": 1.0}, {"numpy": ceiling(400.0), "torch": ceiling(500.0),
+                                         "jax": "the ceiling of jax could not be measured: boom"})
+    numpy_row, sklearn_row, torch_row, jax_row = records
+    assert numpy_row.ceiling_fraction == pytest.approx(0.75) and numpy_row.best_ceiling_fraction == pytest.approx(0.6)
+    assert sklearn_row.ceiling_fraction == pytest.approx(150 / 400)  # scikit-learn runs on NumPy's BLAS
+    assert torch_row.ceiling_fraction == pytest.approx(100 / 500)
+    assert jax_row.ceiling_fraction is None and jax_row.best_ceiling_fraction == pytest.approx(50 / 500)
+
+
+@pytest.mark.parametrize("core, flags, warns", [
+    ("Haswell", {"avx", "avx2", "fma", "avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"}, True),
+    ("haswell", {"avx", "avx2", "fma"}, False),  # AVX2 is all this CPU has: nothing is held back
+    ("SkylakeX", {"avx", "avx2", "fma", "avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"}, False),
+    ("Sandybridge", {"avx", "avx2", "fma"}, True),
+    ("", {"avx", "avx2", "fma", "avx512f"}, False),
+    ("NoSuchCore", {"avx", "avx2", "fma"}, False),
+])
+def test_the_bench_warns_when_openblas_coretype_holds_the_cpu_back(core, flags, warns):
+    from bench.blas_kernel import forced_kernel_warning
+
+    environ = {"OPENBLAS_CORETYPE": core, "OPENBLAS_L2_SIZE": "1048576"} if core else {}
+    warning = forced_kernel_warning(environ, flags)
+    assert (warning is not None) == warns
+    if warns:
+        assert warning.count("\n") == 0 and f"OPENBLAS_CORETYPE={core}" in warning and "OPENBLAS_L2_SIZE" in warning
+
+
+def test_the_sgd_floor_is_its_bytes_at_the_copy_rate():
+    from bench.ops import OpResult, sgd_floor_s
+    from bench.timing import Timing
+
+    sgd = OpResult("numpy", "sgd_step (momentum)", "10 params", "float32", Timing(1e-3, 0.0, 1), 10, 5_000_000)
+    copy = OpResult("numpy", "device copy", "10 params", "float32", Timing(1e-4, 0.0, 1), 10, 2_000_000)  # 20 GB/s
+    assert sgd_floor_s([sgd, copy], "numpy") == pytest.approx(5_000_000 / 20e9)
+    assert sgd_floor_s([sgd], "numpy") is None
