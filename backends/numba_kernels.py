@@ -72,8 +72,11 @@ def takes(*arrays: Any) -> bool:
 
 def _build(numba: Any) -> SimpleNamespace:
     def compile(function):
-        # cache=True: compiled once per install and dtype (about a second each), not in every process
-        return numba.njit(cache=True, nogil=True)(function)
+        # cache=True: compiled once per install and dtype (about a second each), not in every process;
+        # "reassoc" lets the row sums and maxima run in vector lanes (NaN and inf keep their meaning)
+        return numba.njit(cache=True, nogil=True, fastmath={"reassoc", "nsz", "contract"})(function)
+
+    exp_shifted = _exp_shifted(numba)
 
     def sgd(p, g, m, lr, momentum, dampening, weight_decay, nesterov, use_momentum, first):
         """torch.optim.SGD on flat arrays, in place: g' = g + wd p; m = mu m + (1 - damp) g' (m = g' on the
@@ -105,12 +108,12 @@ def _build(numba: Any) -> SimpleNamespace:
                     row_max = value
             if nan or not (row_max > -math.inf and row_max < math.inf):
                 return i
-            total = 0.0
+            total = z.dtype.type(0.0)
             for j in range(c):
-                e = math.exp(z[i, j] - row_max)
+                e = exp_shifted(z[i, j] - row_max)
                 out[i, j] = e
                 total += e
-            scale = out.dtype.type(1.0 / total)
+            scale = out.dtype.type(1.0) / total
             for j in range(c):
                 out[i, j] *= scale
         return -1
@@ -130,9 +133,9 @@ def _build(numba: Any) -> SimpleNamespace:
                     row_max = value
             if nan or not (row_max > -math.inf and row_max < math.inf):
                 return i
-            total = 0.0
+            total = z.dtype.type(0.0)
             for j in range(c):
-                e = math.exp(z[i, j] - row_max)
+                e = exp_shifted(z[i, j] - row_max)
                 grad[i, j] = e
                 total += e
             t = labels[i]
@@ -164,3 +167,50 @@ def _build(numba: Any) -> SimpleNamespace:
                            cross_entropy_rows=compile(cross_entropy_rows),
                            relu_backward=compile(relu_backward), bias_relu=compile(bias_relu),
                            numba=numba)
+
+
+def _exp_shifted(numba: Any) -> Any:
+    """``exp(x)`` for ``x <= 0`` (a logit minus its row's maximum), inlined into the loops.
+
+    float64 calls the C library's ``exp``. float32 evaluates Cephes' ``expf``
+    (Cody-Waite reduction by ln 2, a degree-6 polynomial, then the power of two
+    as a product of constants picked by the exponent's bits): arithmetic and
+    selects only, which the compiler runs 8 lanes at a time, where a call to
+    ``expf`` per element was the loops' bottleneck (61 ms against 9.5 ms for the
+    cross-entropy of 8192 x 1000 logits here). Its largest relative error on
+    [-87, 0] is 8.1e-8, below NumPy's own float32 ``exp`` (2.0e-7); below -87.3,
+    where the result would be a float32 subnormal (< 1.3e-38), it returns 0.
+    """
+    from numba.core import types
+    from numba.extending import overload
+
+    def exp_shifted(x):  # the Python stand-in; numba compiles the overload below
+        return math.exp(x)
+
+    f32 = np.float32
+
+    def expf(x):
+        k = np.floor(x * f32(1.44269504088896341) + f32(0.5))
+        r = x - k * f32(0.693359375) - k * f32(-2.12194440e-4)
+        p = ((((f32(1.9875691500e-4) * r + f32(1.3981999507e-3)) * r + f32(8.3334519073e-3)) * r
+              + f32(4.1665795894e-2)) * r + f32(1.6666665459e-1)) * r + f32(5.0000001201e-1)
+        p = p * (r * r) + r + f32(1.0)
+        n = np.int32(-k)
+        s = f32(1.0)
+        s *= f32(0.5) if n & 1 else f32(1.0)
+        s *= f32(0.25) if n & 2 else f32(1.0)
+        s *= f32(0.0625) if n & 4 else f32(1.0)
+        s *= f32(0.00390625) if n & 8 else f32(1.0)
+        s *= f32(1.52587890625e-05) if n & 16 else f32(1.0)
+        s *= f32(2.3283064365386963e-10) if n & 32 else f32(1.0)
+        s *= f32(5.421010862427522e-20) if n & 64 else f32(1.0)
+        return p * s if x > f32(-87.3) else f32(0.0)
+
+    def exp64(x):
+        return math.exp(x)
+
+    @overload(exp_shifted, inline="always")
+    def _typed(x):
+        return expf if isinstance(x, types.Float) and x.bitwidth == 32 else exp64
+
+    return exp_shifted

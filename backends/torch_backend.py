@@ -10,9 +10,10 @@ from typing import Any
 
 import numpy as np
 
-from backends.array_api import ArrayAPIBackend
+from backends.array_api import ArrayAPIBackend, shared_method
 from backends.numpy_backend import as_host_array
 from core.base.errors import BackendUnavailableError
+from core.base.losses.support import index_target, validate_class_loss
 from core.base.optim import sgd
 from core.base.optim.sgd import SGDState
 
@@ -152,6 +153,52 @@ class TorchBackend(ArrayAPIBackend):
         axis = self._prepare_softmax_input("log_softmax", z, axis)
         self._checked_max("log_softmax", z, axis)
         return self.torch.log_softmax(z, dim=axis)
+
+    # ---- cross-entropy: torch's log_softmax, then the gradient in place on it ----------------
+
+    def cross_entropy_and_grad(self, logits, target, **options):
+        fast = self._fused_cross_entropy("cross_entropy_and_grad", logits, target, options)
+        if fast is not None:
+            return fast
+        return shared_method("cross_entropy_and_grad")(self, logits, target, **options)
+
+    def cross_entropy_grad(self, logits, target, **options):
+        fast = self._fused_cross_entropy("cross_entropy_grad", logits, target, options)
+        if fast is not None:
+            return fast[1]
+        return shared_method("cross_entropy_grad")(self, logits, target, **options)
+
+    def _fused_cross_entropy(self, op, logits, target, options):
+        """Four kernels for class-index targets with no class weight or smoothing and no ignored sample:
+        log_softmax, the picked log-probabilities, their sum, and exp / scatter / scale in place for the
+        gradient. None where the shared definition must run: other options, or a loss that is not finite,
+        which it diagnoses and names (one read-back decides)."""
+        if set(options) - {"reduction", "ignore_index"}:
+            return None
+        reduction, ignore_index = options.get("reduction", "mean"), options.get("ignore_index", -100)
+        if (reduction not in ("mean", "sum", "none") or isinstance(ignore_index, bool)
+                or not isinstance(ignore_index, (int, np.integer))):
+            return None
+        kind = validate_class_loss(self, op, logits, target, None, ignore_index, reduction, 0.0)
+        if kind != "index" or logits.ndim != 2 or logits.shape[0] == 0:
+            return None
+        torch = self.torch
+        n = logits.shape[0]
+        labels, kept = index_target(self, op, target, logits.shape[1], int(ignore_index))  # raises out of range
+        if kept is not None:
+            return None
+        grad = torch.log_softmax(logits, dim=1)
+        per_sample = -grad.gather(1, labels[:, None])[:, 0]
+        loss = per_sample if reduction == "none" else per_sample.sum()
+        if not bool(torch.isfinite(loss).all()):
+            return None
+        if reduction == "mean":
+            loss = loss / n
+        grad.exp_()
+        grad.scatter_add_(1, labels[:, None], torch.full((n, 1), -1.0, dtype=grad.dtype, device=grad.device))
+        if reduction == "mean":
+            grad.mul_(1.0 / n)
+        return loss, grad
 
     def _linear_ce_ops(self):
         from backends.inplace_linear_ce import TorchChunkOps
