@@ -4,8 +4,8 @@ NumPy's arrays are mutable, so this backend overrides what a training step
 calls most with in-place versions of the shared code (the suite checks each
 against it): the bias add and ReLU, the ReLU backward, the softmax, the
 cross-entropy with its gradient and the SGD update. Where numba is installed
-(``softgrad[fast]``), each of those is one compiled loop, split over the cores
-the user allows (:mod:`backends.numba_kernels`); otherwise, or with
+(``softgrad[fast]``), each of those is one compiled loop that reads each
+input once and writes each output once (:mod:`backends.numba_kernels`); otherwise, or with
 ``SOFTGRAD_NUMBA=0``, in-place NumPy passes that reuse scratch buffers
 instead of allocating every step.
 """

@@ -6,6 +6,7 @@ because the arrays it makes never require grad.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -190,15 +191,24 @@ class TorchBackend(ArrayAPIBackend):
         grad = torch.log_softmax(logits, dim=1)
         per_sample = -grad.gather(1, labels[:, None])[:, 0]
         loss = per_sample if reduction == "none" else per_sample.sum()
-        if not bool(torch.isfinite(loss).all()):
+        finite = bool(torch.isfinite(loss).all()) if reduction == "none" else math.isfinite(loss.item())
+        if not finite:
             return None
         if reduction == "mean":
             loss = loss / n
         grad.exp_()
-        grad.scatter_add_(1, labels[:, None], torch.full((n, 1), -1.0, dtype=grad.dtype, device=grad.device))
+        grad.scatter_add_(1, labels[:, None], self._minus_one(grad).expand(n, 1))
         if reduction == "mean":
             grad.mul_(1.0 / n)
         return loss, grad
+
+    def _minus_one(self, like):
+        """A (1, 1) tensor of -1 in ``like``'s dtype and device, made once."""
+        key = (like.dtype, like.device)
+        cache = self.__dict__.setdefault("_minus_ones", {})
+        if key not in cache:
+            cache[key] = self.torch.full((1, 1), -1.0, dtype=like.dtype, device=like.device)
+        return cache[key]
 
     def _linear_ce_ops(self):
         from backends.inplace_linear_ce import TorchChunkOps

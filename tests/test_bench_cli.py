@@ -267,3 +267,30 @@ def test_the_sgd_floor_is_its_bytes_at_the_copy_rate():
     copy = OpResult("numpy", "device copy", "10 params", "float32", Timing(1e-4, 0.0, 1), 10, 2_000_000)  # 20 GB/s
     assert sgd_floor_s([sgd, copy], "numpy") == pytest.approx(5_000_000 / 20e9)
     assert sgd_floor_s([sgd], "numpy") is None
+
+
+def test_cpu_targets_are_medians_of_ratios_within_each_run(tmp_path):
+    from bench.cpu_targets import main, report
+
+    def run(numpy_fraction, numpy_rate, sklearn_rate, ce_numpy, ce_torch):
+        records = [{"backend": "numpy", "model": "mlp", "batch_size": 64, "optimizer": "sgd",
+                    "samples_per_s": numpy_rate, "ceiling_fraction": numpy_fraction,
+                    "best_ceiling_fraction": numpy_fraction * 0.9},
+                   {"backend": "anchor:sklearn", "model": "mlp", "batch_size": 64, "optimizer": "sgd",
+                    "samples_per_s": sklearn_rate}]
+        ops = [{"backend": b, "op": "cross_entropy + grad", "size": "8192 x 1000", "dtype": "float32",
+                "timing": {"median_s": t}} for b, t in (("numpy", ce_numpy), ("torch", ce_torch))]
+        return {"records": records, "ops": ops}
+
+    runs = [run(0.50, 100.0, 90.0, 3.0, 1.0), run(0.70, 130.0, 100.0, 1.2, 1.0), run(0.65, 125.0, 100.0, 1.4, 1.0)]
+    lines = report(runs)
+    own = next(line for line in lines if line.startswith("  numpy MLP batch 64"))
+    assert "median 65%" in own and "(50%, 70%, 65%)" in own and own.endswith(": met")
+    best = next(line for line in lines if "fastest softgrad backend, batch 64" in line)
+    assert "(45%, 63%, 59%)" in best and best.endswith("MISSED")
+    ce = next(line for line in lines if "cross_entropy + grad" in line)
+    assert "median 1.40" in ce and ce.endswith(": met")
+    peer = next(line for line in lines if "numpy over sklearn, batch 64" in line)
+    assert "median 1.25" in peer and peer.endswith(": met")
+    assert any(line.endswith("torch MLP batch 64, % of its own ceiling (target >= 80%): not measured") for line in lines)
+    assert main([str(tmp_path / "missing.json")]) == 2
