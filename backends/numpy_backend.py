@@ -107,7 +107,7 @@ class NumPyBackend(ArrayAPIBackend):
 
     def relu_backward(self, h, dh):
         k = self.kernels
-        if k is not None and h.shape == dh.shape and numba_kernels.takes(h, dh):
+        if k is not None and h.shape == dh.shape and numba_kernels.takes(h, dh) and dh.flags.writeable:
             k.relu_backward(h.reshape(-1), dh.reshape(-1))
             return dh
         dh *= h > 0  # the protocol lets this overwrite dh
@@ -165,7 +165,8 @@ class NumPyBackend(ArrayAPIBackend):
             return None
         if reduction == "none":
             return per_sample, grad
-        total = per_sample.sum(dtype=logits.dtype)
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflowing sum is diagnosed by the shared path
+            total = per_sample.sum(dtype=logits.dtype)
         if not np.isfinite(total):
             return None  # the summed loss overflows: the shared definition says so
         return (total / logits.dtype.type(n) if reduction == "mean" else total), grad

@@ -181,8 +181,8 @@ class TorchBackend(ArrayAPIBackend):
                 or not isinstance(ignore_index, (int, np.integer))):
             return None
         kind = validate_class_loss(self, op, logits, target, None, ignore_index, reduction, 0.0)
-        if kind != "index" or logits.ndim != 2 or logits.shape[0] == 0:
-            return None
+        if kind != "index" or logits.ndim != 2 or logits.shape[0] == 0 or logits.requires_grad:
+            return None  # (the in-place gradient would break autograd through the returned loss)
         torch = self.torch
         n = logits.shape[0]
         labels, kept = index_target(self, op, target, logits.shape[1], int(ignore_index))  # raises out of range

@@ -299,9 +299,10 @@ def measure_ceilings(args, names: list[str], progress) -> dict[str, list[dict] |
     data = datasets.load(args.dataset, root=args.root, download=args.download)
     cases = sorted({(tuple(widths(model, data)), size) for model, size, _ in training_cases(args)})
     libraries = list(names)
-    if args.anchors:
+    if args.anchors:  # the libraries the anchors run on: NumPy (scikit-learn), torch, torch on CUDA
         status = available_backends()
-        libraries += [n for n in ("numpy", "torch") if n not in libraries and status.get(n) == "available"]
+        wanted = ["numpy", "torch"] + (["torch:cuda"] if any(get_backend(n).on_gpu for n in names) else [])
+        libraries += [n for n in wanted if n not in libraries and status.get(n) == "available"]
     ceilings: dict[str, list[dict] | str] = {}
     for name in libraries:
         progress(f"matmul ceiling of {name} at the networks' own shapes (in a process of its own)")

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.timing import ready
+
 ROOT = Path(__file__).resolve().parents[1]
 
 #: which backend's ceiling an anchor is read against: the library whose matmuls it runs
@@ -71,13 +73,15 @@ def measure(backend_name: str, widths: Sequence[int], batch_size: int, *, repeat
             arrays.append((a, b, ""))
 
     def step() -> None:
+        out = None
         for a, b, transpose in arrays:
             if transpose == "a^T":
-                be.matmul(a.T, b)
+                out = be.matmul(a.T, b)
             elif transpose == "b^T":
-                be.matmul(a, b.T)
+                out = be.matmul(a, b.T)
             else:
-                be.matmul(a, b)
+                out = be.matmul(a, b)
+        ready(out)  # JAX dispatches asynchronously: the products are queued in order, so the last one waits for all
 
     for _ in range(3):
         step()
@@ -104,7 +108,8 @@ def measure(backend_name: str, widths: Sequence[int], batch_size: int, *, repeat
     flops = product_flops(widths, batch_size)
     return {"backend": backend_name, "widths": list(widths), "batch_size": batch_size,
             "seconds_per_step": median, "best_seconds_per_step": min(per_step),
-            "samples_per_s": batch_size / median, "gflops": flops / median / 1e9, "products": len(arrays)}
+            "samples_per_s": batch_size / median, "gflops": flops / median / 1e9, "products": len(arrays),
+            "on_gpu": bool(getattr(be, "on_gpu", False))}
 
 
 def measure_in_subprocess(backend_name: str, cases: Sequence[tuple[Sequence[int], int]], *, repeats: int = 5,
@@ -121,7 +126,10 @@ def measure_in_subprocess(backend_name: str, cases: Sequence[tuple[Sequence[int]
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
         return f"the ceiling of {backend_name} could not be measured: {last}"
-    return json.loads(result.stdout)
+    try:  # the last line: whatever a library printed on loading comes before it
+        return json.loads((result.stdout.strip().splitlines() or [""])[-1])
+    except ValueError:
+        return f"the ceiling of {backend_name} could not be read from its process's output"
 
 
 def main(argv: list[str] | None = None) -> int:

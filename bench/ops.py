@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bench.timing import Timing, time_call
+from bench.timing import Timing, ready, time_call
 from core.base.protocol import Backend
 
 # (N, C): an MNIST batch, a large batch of 10 classes, ImageNet-sized classes.
@@ -50,7 +50,7 @@ def _op_cases(be: Backend, n: int, c: int, dtype) -> list[tuple[str, Callable[[]
         ("cross_entropy + grad", lambda: be.cross_entropy_and_grad(logits, labels), 2 * matrix + 8 * n),
     ]
     if be.on_gpu:  # the copy bandwidth the fused kernels are read against
-        cases.append(("device copy", lambda: be.xp.asarray(logits, copy=True), 2 * matrix))
+        cases.append(("device copy", lambda: ready(be.xp.asarray(logits, copy=True)), 2 * matrix))
     return cases
 
 
@@ -91,7 +91,8 @@ def measure_ops(be: Backend, dtype=np.float32, *, quick: bool = False, repeats: 
     # caches), gives the rate; the update's floor is its 5 arrays' bytes at that rate (render_ops says it).
     progress(f"{be.name}: copy of {size:,} elements")
     flat = be.asarray(np.zeros(size, dtype=dtype))
-    copy = time_call(lambda: be.xp.asarray(flat, copy=True), be.synchronize, repeats=repeats, min_block_s=min_block_s)
+    copy = time_call(lambda: ready(be.xp.asarray(flat, copy=True)), be.synchronize, repeats=repeats,
+                     min_block_s=min_block_s)
     results.append(OpResult(be.name, "device copy", label, dtype_name, copy, size, 2 * size * np.dtype(dtype).itemsize))
     return results
 

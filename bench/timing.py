@@ -39,3 +39,12 @@ def time_call(fn: Callable[[], object], synchronize: Callable[[], None], *, repe
         synchronize()
         per_call.append((time.perf_counter() - start) / calls)
     return Timing(statistics.median(per_call), max(per_call) - min(per_call), calls)
+
+
+def ready(x):
+    """``x`` once computed: frameworks that dispatch asynchronously (JAX) return before the work is done,
+    and their ``synchronize`` waits only for what their own operations recorded."""
+    block = getattr(x, "block_until_ready", None)
+    if block is not None:
+        block()
+    return x

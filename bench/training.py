@@ -118,10 +118,12 @@ def add_ratios(records: list[TrainingRecord], matmul_gflops: dict[str, float],
     from bench.roofline import roofline_for
 
     by_case: dict[tuple[str, tuple[int, ...], int], float] = {}
+    on_gpu: dict[str, bool] = {}
     for backend, cases in (ceilings or {}).items():
         if isinstance(cases, list):
             for case in cases:
                 by_case[(backend, tuple(case["widths"]), case["batch_size"])] = case["samples_per_s"]
+                on_gpu[backend] = bool(case.get("on_gpu", _on_gpu_name(backend)))
 
     for record in records:
         for other in records:
@@ -134,7 +136,7 @@ def add_ratios(records: list[TrainingRecord], matmul_gflops: dict[str, float],
             key = (tuple(record.widths), record.batch_size)
             own = by_case.get((ceiling_library(record.backend), *key))
             same_device = [rate for (backend, *case), rate in by_case.items()
-                           if tuple(case) == key and _on_gpu_name(backend) == record.on_gpu]
+                           if tuple(case) == key and on_gpu[backend] == record.on_gpu]
             if own:
                 record.ceiling_samples_per_s = own
                 record.ceiling_fraction = record.samples_per_s / own
@@ -144,6 +146,7 @@ def add_ratios(records: list[TrainingRecord], matmul_gflops: dict[str, float],
 
 
 def _on_gpu_name(backend: str) -> bool:
+    """For a ceiling recorded without its device (older JSON): softgrad's own GPU backends by name."""
     return backend in ("cupy", "torch:cuda", "jax:gpu") or backend.endswith(":cuda")
 
 

@@ -58,11 +58,14 @@ def test_cross_entropy_and_grad_against_float64(nb, dtype, reduction, data):
     ("inf", "row 1"),
     ("masked label", "the loss of sample 1 is infinite"),
     ("label out of range", "label 7 .* out of range"),
+    ("summed loss overflows", "the summed loss overflows float32"),
 ])
 def test_cross_entropy_errors_are_the_shared_definitions(nb, case, message):
     z = np.zeros((3, 5), np.float32)
     labels = np.array([0, 1, 2])
-    if case == "nan":
+    if case == "summed loss overflows":  # each sample's loss is 2e38, finite; their sum is not
+        z[:, 1], labels = -2e38, np.array([1, 1, 1])
+    elif case == "nan":
         z[1, 3] = np.nan
     elif case == "inf":
         z[1, 3] = np.inf
@@ -161,3 +164,59 @@ def test_the_loops_take_only_contiguous_float_arrays():
     assert not numba_kernels.takes(a.T)
     assert not numba_kernels.takes(a.astype(np.float16))
     assert not numba_kernels.takes(np.zeros(3, np.int64))
+
+
+@pytest.mark.skipif(not HAVE_NUMBA, reason="numba is not installed")
+def test_the_fused_loops_are_what_runs(monkeypatch):
+    """The plain cases never reach the shared definition or the NumPy passes: the loops compute them."""
+    import backends.numpy_backend as numpy_backend
+
+    be = NumPyBackend(jit=True)
+    calls = []
+    for name in ("sgd", "cross_entropy_rows", "softmax_rows", "bias_relu", "relu_backward"):
+        kernel = getattr(be.kernels, name)
+        monkeypatch.setattr(be.kernels, name, lambda *a, _k=kernel, _n=name: (calls.append(_n), _k(*a))[1])
+
+    def refuse(name):
+        raise AssertionError(f"the shared {name} ran")
+
+    monkeypatch.setattr(numpy_backend, "shared_method", refuse)
+    rng = np.random.default_rng(2)
+    z, y = rng.standard_normal((8, 5)).astype(np.float32), rng.integers(0, 5, 8)
+    be.cross_entropy_and_grad(z, y)
+    be.softmax(z)
+    x, w, b = (rng.standard_normal(s).astype(np.float32) for s in ((8, 3), (3, 4), (4,)))
+    h = be.affine_relu(x, w, b)
+    be.relu_backward(h, rng.standard_normal(h.shape).astype(np.float32))
+    params = [w.copy(), b.copy()]
+    be.sgd_step(params, [w, b], be.sgd_init(params), lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4)
+    assert sorted(set(calls)) == ["bias_relu", "cross_entropy_rows", "relu_backward", "sgd", "softmax_rows"]
+    assert calls.count("sgd") == 2
+
+
+@pytest.mark.skipif(not HAVE_NUMBA, reason="numba is not installed")
+def test_the_float32_exp_is_as_accurate_as_numpys_with_the_loops_flags():
+    import numba
+
+    exp_shifted = numba_kernels._exp_shifted(numba)
+
+    @numba.njit(fastmath=set(numba_kernels.FASTMATH))  # as the loops compile it, inlined
+    def run(x, out):
+        for i in range(x.size):
+            out[i] = exp_shifted(x[i])
+
+    x = np.linspace(-87.29, 0.0, 400_001).astype(np.float32)
+    out = np.empty_like(x)
+    run(x, out)
+    reference = np.exp(x.astype(np.float64))
+    assert (np.abs(out - reference) / reference).max() < 1.5e-7  # NumPy's own float32 exp: 2.0e-7
+    edge = np.array([-87.4, -100.0, -np.inf, 0.0], np.float32)
+    run(edge, out[:4])
+    np.testing.assert_array_equal(out[:4], [0.0, 0.0, 0.0, 1.0])  # 0 where float32 would be subnormal
+
+
+def test_a_read_only_gradient_is_refused_by_numpy_not_by_the_compiler(nb):
+    h, dh = np.ones((2, 3), np.float32), np.ones((2, 3), np.float32)
+    dh.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        nb.relu_backward(h, dh)
