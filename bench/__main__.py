@@ -153,10 +153,9 @@ def render_ceilings(ceilings: dict, console: Console) -> None:
         if isinstance(cases, str):
             console.print(f"[dim]{escape(cases)}[/dim]")
             continue
-        console.print(f"matmul ceiling of {name} (the step's {cases[0]['products'] if cases else 0} products alone, "
-                      "own process): " + ", ".join(
-                          f"{'-'.join(map(str, c['widths']))} batch {c['batch_size']}: {c['samples_per_s']:,.0f} "
-                          f"samples/s ({c['gflops']:.0f} GFLOP/s)" for c in cases), highlight=False)
+        console.print(f"matmul ceiling of {name} (a step's matmuls alone, in a process of its own): " + ", ".join(
+            f"{'-'.join(map(str, c['widths']))} batch {c['batch_size']} ({c['products']} products): "
+            f"{c['samples_per_s']:,.0f} samples/s ({c['gflops']:.0f} GFLOP/s)" for c in cases), highlight=False)
 
 
 def choose_backends(requested: str) -> tuple[list[str], dict[str, str]]:
