@@ -123,6 +123,30 @@ class ArrayAPIBackend:
         return shifted - self.xp.log(self.xp.sum(self.xp.exp(shifted), axis=axis, keepdims=True))
 
 
+class FusedCrossEntropy:
+    """``cross_entropy``, ``_grad`` and ``_and_grad`` through the backend's ``_fused_cross_entropy(op, logits,
+    target, options)`` where it takes the case (it returns ``(loss, grad)``), else the shared definition,
+    which also diagnoses what the fused path declines. Listed before ArrayAPIBackend among the bases."""
+
+    def cross_entropy_and_grad(self, logits, target, **options):
+        fast = self._fused_cross_entropy("cross_entropy_and_grad", logits, target, options)
+        if fast is not None:
+            return fast
+        return shared_method("cross_entropy_and_grad")(self, logits, target, **options)
+
+    def cross_entropy(self, logits, target, **options):
+        fast = self._fused_cross_entropy("cross_entropy", logits, target, options)
+        if fast is not None:
+            return fast[0]
+        return shared_method("cross_entropy")(self, logits, target, **options)
+
+    def cross_entropy_grad(self, logits, target, **options):
+        fast = self._fused_cross_entropy("cross_entropy_grad", logits, target, options)
+        if fast is not None:
+            return fast[1]
+        return shared_method("cross_entropy_grad")(self, logits, target, **options)
+
+
 # ---- the registered losses and optimizers, as methods -------------------------------------
 
 

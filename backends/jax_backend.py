@@ -39,12 +39,12 @@ from typing import Any
 
 import numpy as np
 
-from backends.array_api import ArrayAPIBackend
+from backends.array_api import ArrayAPIBackend, FusedCrossEntropy
 from backends.numpy_backend import as_host_array
 from core.base.errors import BackendUnavailableError
 from core.base.losses import linear_cross_entropy as lce
 from core.base.losses.support import quiet_floating_point, validate_class_loss
-from core.base.methods import linear_cross_entropy_methods, registered_method
+from core.base.methods import linear_cross_entropy_methods
 from core.base.optim import adam, get_optimizer, sgd
 from core.base.optim.sgd import SGDState
 
@@ -84,7 +84,7 @@ class _Namespace:
         return value
 
 
-class JaxBackend(ArrayAPIBackend):
+class JaxBackend(FusedCrossEntropy, ArrayAPIBackend):
     def __init__(self, platform: str = "cpu") -> None:
         name = "jax" if platform == "cpu" else f"jax:{platform}"
         try:
@@ -148,24 +148,6 @@ class JaxBackend(ArrayAPIBackend):
         return int(low), int(high)
 
     # ---- compiled: the fused cross-entropy and the optimizer updates -----------------------------
-
-    def cross_entropy_and_grad(self, logits, target, **options):
-        fast = self._fused_cross_entropy("cross_entropy_and_grad", logits, target, options)
-        if fast is not None:
-            return fast
-        return registered_method("cross_entropy_and_grad")(self, logits, target, **options)
-
-    def cross_entropy(self, logits, target, **options):
-        fast = self._fused_cross_entropy("cross_entropy", logits, target, options)
-        if fast is not None:
-            return fast[0]
-        return registered_method("cross_entropy")(self, logits, target, **options)
-
-    def cross_entropy_grad(self, logits, target, **options):
-        fast = self._fused_cross_entropy("cross_entropy_grad", logits, target, options)
-        if fast is not None:
-            return fast[1]
-        return registered_method("cross_entropy_grad")(self, logits, target, **options)
 
     def _fused_cross_entropy(self, op, logits, target, options):
         """The compiled loss and gradient for class-index targets and no other option but ``reduction``;

@@ -82,6 +82,21 @@ def _build(numba: Any) -> SimpleNamespace:
 
     exp_shifted = _exp_shifted(numba)
 
+    @compile
+    def finite_row_max(z, i):
+        """The maximum of row i of z, or NaN where the row holds NaN or its maximum is not finite (a row
+        the shared definition must diagnose)."""
+        row_max = z[i, 0]
+        nan = row_max != row_max
+        for j in range(1, z.shape[1]):
+            value = z[i, j]
+            nan |= value != value
+            if value > row_max:
+                row_max = value
+        if nan or not (row_max > -math.inf and row_max < math.inf):
+            return z.dtype.type(math.nan)
+        return row_max
+
     def sgd(p, g, m, lr, momentum, dampening, weight_decay, nesterov, use_momentum, first):
         """torch.optim.SGD on flat arrays, in place: g' = g + wd p; m = mu m + (1 - damp) g' (m = g' on the
         first step); step = g' + mu m (Nesterov) or m; p -= lr step."""
@@ -103,14 +118,8 @@ def _build(numba: Any) -> SimpleNamespace:
         """out = softmax(z) along rows; returns the first row whose maximum is not finite (or NaN), else -1."""
         n, c = z.shape
         for i in range(n):
-            row_max = z[i, 0]
-            nan = row_max != row_max
-            for j in range(1, c):
-                value = z[i, j]
-                nan |= value != value
-                if value > row_max:
-                    row_max = value
-            if nan or not (row_max > -math.inf and row_max < math.inf):
+            row_max = finite_row_max(z, i)
+            if row_max != row_max:
                 return i
             total = z.dtype.type(0.0)
             for j in range(c):
@@ -128,14 +137,8 @@ def _build(numba: Any) -> SimpleNamespace:
         infinite loss), else -1."""
         n, c = z.shape
         for i in range(n):
-            row_max = z[i, 0]
-            nan = row_max != row_max
-            for j in range(1, c):
-                value = z[i, j]
-                nan |= value != value
-                if value > row_max:
-                    row_max = value
-            if nan or not (row_max > -math.inf and row_max < math.inf):
+            row_max = finite_row_max(z, i)
+            if row_max != row_max:
                 return i
             total = z.dtype.type(0.0)
             for j in range(c):

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from backends import numba_kernels
-from backends.array_api import ArrayAPIBackend, shared_method
-from core.base.losses.support import index_target, validate_class_loss
+from backends.array_api import ArrayAPIBackend, FusedCrossEntropy
+from core.base.losses.support import plain_class_targets
 from core.base.optim import sgd
 from core.base.optim.sgd import SGDState
 
@@ -44,7 +44,7 @@ def as_host_array(x: Any, dtype: Any, who: str) -> np.ndarray:
     return array
 
 
-class NumPyBackend(ArrayAPIBackend):
+class NumPyBackend(FusedCrossEntropy, ArrayAPIBackend):
     name = "numpy"
     device = "cpu"
 
@@ -128,36 +128,15 @@ class NumPyBackend(ArrayAPIBackend):
 
     # ---- cross-entropy: one compiled sweep per row for class-index targets --------------------
 
-    def cross_entropy_and_grad(self, logits, target, **options):
-        fast = self._fused_cross_entropy("cross_entropy_and_grad", logits, target, options)
-        if fast is not None:
-            return fast
-        return shared_method("cross_entropy_and_grad")(self, logits, target, **options)
-
-    def cross_entropy_grad(self, logits, target, **options):
-        fast = self._fused_cross_entropy("cross_entropy_grad", logits, target, options)
-        if fast is not None:
-            return fast[1]
-        return shared_method("cross_entropy_grad")(self, logits, target, **options)
-
     def _fused_cross_entropy(self, op, logits, target, options):
-        """The compiled loss and gradient for class-index targets with no class weight or smoothing and no
-        ignored sample; None where the shared definition must run (other options, or something to diagnose,
-        which it names)."""
+        """The compiled loss and gradient of the plain case (:func:`plain_class_targets`); None where the
+        shared definition must run (other options, or something to diagnose, which it names)."""
         k = self.kernels
-        if k is None or set(options) - {"reduction", "ignore_index"}:
+        plain = None if k is None else plain_class_targets(self, op, logits, target, options)
+        if plain is None or not numba_kernels.takes(logits):
             return None
-        reduction, ignore_index = options.get("reduction", "mean"), options.get("ignore_index", -100)
-        if (reduction not in ("mean", "sum", "none") or isinstance(ignore_index, bool)
-                or not isinstance(ignore_index, (int, np.integer))):
-            return None
-        kind = validate_class_loss(self, op, logits, target, None, ignore_index, reduction, 0.0)
-        if kind != "index" or logits.ndim != 2 or not numba_kernels.takes(logits):
-            return None
-        n, num_classes = logits.shape
-        labels, kept = index_target(self, op, target, num_classes, int(ignore_index))  # raises out of range
-        if kept is not None or n == 0:
-            return None
+        labels, reduction = plain
+        n = logits.shape[0]
         grad = np.empty_like(logits)
         per_sample = np.empty(n, dtype=logits.dtype)
         scale = 1.0 / n if reduction == "mean" else 1.0

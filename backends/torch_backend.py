@@ -11,17 +11,17 @@ from typing import Any
 
 import numpy as np
 
-from backends.array_api import ArrayAPIBackend, shared_method
+from backends.array_api import ArrayAPIBackend, FusedCrossEntropy
 from backends.numpy_backend import as_host_array
 from core.base.errors import BackendUnavailableError
-from core.base.losses.support import index_target, validate_class_loss
+from core.base.losses.support import plain_class_targets
 from core.base.optim import sgd
 from core.base.optim.sgd import SGDState
 
 PIP_TORCH = "pip install 'softgrad[torch]'  (or: pip install torch)"
 
 
-class TorchBackend(ArrayAPIBackend):
+class TorchBackend(FusedCrossEntropy, ArrayAPIBackend):
     def __init__(self, device: str = "cpu") -> None:
         try:
             import torch
@@ -157,37 +157,18 @@ class TorchBackend(ArrayAPIBackend):
 
     # ---- cross-entropy: torch's log_softmax, then the gradient in place on it ----------------
 
-    def cross_entropy_and_grad(self, logits, target, **options):
-        fast = self._fused_cross_entropy("cross_entropy_and_grad", logits, target, options)
-        if fast is not None:
-            return fast
-        return shared_method("cross_entropy_and_grad")(self, logits, target, **options)
-
-    def cross_entropy_grad(self, logits, target, **options):
-        fast = self._fused_cross_entropy("cross_entropy_grad", logits, target, options)
-        if fast is not None:
-            return fast[1]
-        return shared_method("cross_entropy_grad")(self, logits, target, **options)
-
     def _fused_cross_entropy(self, op, logits, target, options):
-        """Four kernels for class-index targets with no class weight or smoothing and no ignored sample:
-        log_softmax, the picked log-probabilities, their sum, and exp / scatter / scale in place for the
-        gradient. None where the shared definition must run: other options, or a loss that is not finite,
-        which it diagnoses and names (one read-back decides)."""
-        if set(options) - {"reduction", "ignore_index"}:
+        """Four kernels for the plain case (:func:`plain_class_targets`): log_softmax, the picked
+        log-probabilities, their sum, and exp / scatter / scale in place for the gradient. None where the
+        shared definition must run: other options, tensors that require grad (the in-place gradient would
+        break autograd), or a loss that is not finite, which it diagnoses and names (one read-back decides)."""
+        if getattr(logits, "requires_grad", False):
             return None
-        reduction, ignore_index = options.get("reduction", "mean"), options.get("ignore_index", -100)
-        if (reduction not in ("mean", "sum", "none") or isinstance(ignore_index, bool)
-                or not isinstance(ignore_index, (int, np.integer))):
+        plain = plain_class_targets(self, op, logits, target, options)
+        if plain is None:
             return None
-        kind = validate_class_loss(self, op, logits, target, None, ignore_index, reduction, 0.0)
-        if kind != "index" or logits.ndim != 2 or logits.shape[0] == 0 or logits.requires_grad:
-            return None  # (the in-place gradient would break autograd through the returned loss)
-        torch = self.torch
-        n = logits.shape[0]
-        labels, kept = index_target(self, op, target, logits.shape[1], int(ignore_index))  # raises out of range
-        if kept is not None:
-            return None
+        labels, reduction = plain
+        torch, n = self.torch, logits.shape[0]
         grad = torch.log_softmax(logits, dim=1)
         per_sample = -grad.gather(1, labels[:, None])[:, 0]
         loss = per_sample if reduction == "none" else per_sample.sum()

@@ -8,6 +8,7 @@ diagnose a non-finite value once something is already wrong.
 from __future__ import annotations
 
 import functools
+import numbers
 from typing import Any
 
 from core.base import validation as v
@@ -189,3 +190,20 @@ def validate_class_loss(be: Any, op: str, logits: Any, target: Any, weight: Any,
     if weight is not None:
         v.check_weight(op, tuple(weight.shape), weight.dtype, logits.shape[1], logits.dtype)
     return kind
+
+
+def plain_class_targets(be: Any, op: str, logits: Any, target: Any, options: dict[str, Any]):
+    """``(labels as int64, reduction)`` where a fused cross-entropy can take the case: class-index targets,
+    2-D logits, no option but ``reduction`` and ``ignore_index`` and no sample ignored; None where the
+    shared definition must run. Raises the shared errors for bad arguments and labels out of range."""
+    if set(options) - {"reduction", "ignore_index"}:
+        return None
+    reduction, ignore_index = options.get("reduction", "mean"), options.get("ignore_index", -100)
+    if (reduction not in ("mean", "sum", "none") or isinstance(ignore_index, bool)
+            or not isinstance(ignore_index, numbers.Integral)):
+        return None
+    kind = validate_class_loss(be, op, logits, target, None, ignore_index, reduction, 0.0)
+    if kind != "index" or len(logits.shape) != 2 or logits.shape[0] == 0:
+        return None
+    labels, kept = index_target(be, op, target, logits.shape[1], int(ignore_index))
+    return None if kept is not None else (labels, reduction)
