@@ -68,6 +68,10 @@ class ArrayAPIBackend:
     def relu_backward(self, h, dh):
         return self.xp.where(h > 0, dh, self.xp.zeros_like(dh))
 
+    def relu_bias_backward(self, h, dh):
+        dz = self.relu_backward(h, dh)
+        return dz, self.sum(dz, axis=0)
+
     def maximum(self, a, b):
         if isinstance(b, (int, float)):
             b = self.xp.asarray(b, dtype=a.dtype, device=self._device_of(a))

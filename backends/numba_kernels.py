@@ -158,9 +158,23 @@ def _build(numba: Any) -> SimpleNamespace:
 
     def relu_backward(h, dh):
         """dh = dh where h > 0, else 0 (in place; flat arrays)."""
+        zero = dh.dtype.type(0)
         for i in range(h.size):
-            if not h[i] > 0:
-                dh[i] = 0
+            # a select, not a conditional store: LLVM vectorises it (the store was 2-3x slower)
+            dh[i] = dh[i] if h[i] > 0 else zero
+
+    def relu_bias_backward(h, dh, dbias):
+        """dh = dh where h > 0, else 0 (in place), and dbias = its column sums: the ReLU's backward and
+        the bias gradient of the layer before it in one pass, rows added in order as NumPy's sum(axis=0)."""
+        n, c = dh.shape
+        zero = dh.dtype.type(0)
+        for j in range(c):
+            dbias[j] = zero
+        for i in range(n):
+            for j in range(c):
+                value = dh[i, j] if h[i, j] > 0 else zero
+                dh[i, j] = value
+                dbias[j] += value
 
     def bias_relu(y, bias):
         """y = max(y + bias, 0) in place, rows of y against bias; NaN stays NaN as in np.maximum."""
@@ -172,7 +186,8 @@ def _build(numba: Any) -> SimpleNamespace:
 
     return SimpleNamespace(sgd=compile(sgd), softmax_rows=compile(softmax_rows),
                            cross_entropy_rows=compile(cross_entropy_rows),
-                           relu_backward=compile(relu_backward), bias_relu=compile(bias_relu),
+                           relu_backward=compile(relu_backward),
+                           relu_bias_backward=compile(relu_bias_backward), bias_relu=compile(bias_relu),
                            numba=numba)
 
 

@@ -110,8 +110,18 @@ class NumPyBackend(FusedCrossEntropy, ArrayAPIBackend):
         if k is not None and h.shape == dh.shape and numba_kernels.takes(h, dh) and dh.flags.writeable:
             k.relu_backward(h.reshape(-1), dh.reshape(-1))
             return dh
-        dh *= h > 0  # the protocol lets this overwrite dh
+        np.copyto(dh, 0, where=~(h > 0))  # the protocol lets this overwrite dh; a NaN where h <= 0 is 0 too
         return dh
+
+    def relu_bias_backward(self, h, dh):
+        k = self.kernels
+        if (k is not None and h.ndim == 2 and h.shape == dh.shape and numba_kernels.takes(h, dh)
+                and dh.flags.writeable):
+            dbias = np.empty(dh.shape[1], dh.dtype)
+            k.relu_bias_backward(h, dh, dbias)  # the bias gradient summed in the same pass
+            return dh, dbias
+        dz = self.relu_backward(h, dh)
+        return dz, dz.sum(axis=0)
 
     def softmax(self, z, axis: int = -1):
         axis = self._prepare_softmax_input("softmax", z, axis)

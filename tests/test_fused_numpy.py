@@ -124,6 +124,25 @@ def test_affine_relu_and_relu_backward_against_numpy(nb, dtype):
     np.testing.assert_array_equal(nb.relu_backward(h.T, dh.T.copy(order="F")), np.where(h > 0, dh, 0).T)
 
 
+@pytest.mark.parametrize("shape", [(1, 1), (9, 5), (300, 70)])
+def test_relu_bias_backward_against_float64(nb, dtype, shape):
+    """The ReLU's backward and the column sums of its result in one pass: the gradient exact, the sums
+    within the dtype's rounding of float64's; a NaN gradient behind a closed ReLU gives 0, as in torch."""
+    rng = np.random.default_rng(2)
+    h = np.maximum(rng.standard_normal(shape), 0).astype(dtype)
+    dh = rng.standard_normal(shape).astype(dtype)
+    dh[-1, -1], h[-1, -1] = np.nan, 0.0
+    expected = np.where(h > 0, dh, 0)
+    dz, dbias = nb.relu_bias_backward(h, dh.copy())
+    np.testing.assert_array_equal(dz, expected)
+    assert dbias.dtype == dtype and dbias.shape == (shape[1],)
+    assert_close(dbias, expected.astype(np.float64).sum(axis=0), dtype, scale=shape[0])
+    # a transposed view takes the NumPy path and gives the same
+    dz, dbias_t = nb.relu_bias_backward(h.T, dh.T.copy(order="F"))
+    np.testing.assert_array_equal(dz, expected.T)
+    assert_close(dbias_t, expected.astype(np.float64).sum(axis=1), dtype, scale=shape[0])
+
+
 @given(settings=sgd_settings(), seed=st.integers(0, 2**32 - 1))
 def test_sgd_step_against_torch(nb, settings, seed):
     """Four steps on parameters of both dtypes, a transposed gradient among them, against torch.optim.SGD
@@ -173,7 +192,7 @@ def test_the_fused_loops_are_what_runs(monkeypatch):
 
     be = NumPyBackend(jit=True)
     calls = []
-    for name in ("sgd", "cross_entropy_rows", "softmax_rows", "bias_relu", "relu_backward"):
+    for name in ("sgd", "cross_entropy_rows", "softmax_rows", "bias_relu", "relu_backward", "relu_bias_backward"):
         kernel = getattr(be.kernels, name)
         monkeypatch.setattr(be.kernels, name, lambda *a, _k=kernel, _n=name: (calls.append(_n), _k(*a))[1])
 
@@ -188,9 +207,11 @@ def test_the_fused_loops_are_what_runs(monkeypatch):
     x, w, b = (rng.standard_normal(s).astype(np.float32) for s in ((8, 3), (3, 4), (4,)))
     h = be.affine_relu(x, w, b)
     be.relu_backward(h, rng.standard_normal(h.shape).astype(np.float32))
+    be.relu_bias_backward(h, rng.standard_normal(h.shape).astype(np.float32))
     params = [w.copy(), b.copy()]
     be.sgd_step(params, [w, b], be.sgd_init(params), lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4)
-    assert sorted(set(calls)) == ["bias_relu", "cross_entropy_rows", "relu_backward", "sgd", "softmax_rows"]
+    assert sorted(set(calls)) == ["bias_relu", "cross_entropy_rows", "relu_backward", "relu_bias_backward", "sgd",
+                                  "softmax_rows"]
     assert calls.count("sgd") == 2
 
 

@@ -342,8 +342,8 @@ def _train(be, dtype, steps: int = 32):
         z = be.affine(h, params[2], params[3])
         loss, dz = be.cross_entropy_and_grad(z, ys)
         dw2, db2 = be.matmul(h.T, dz), be.sum(dz, axis=0)
-        dh = be.relu_backward(h, be.matmul(dz, params[2].T))
-        dw1, db1 = be.matmul(xs.T, dh), be.sum(dh, axis=0)
+        dh, db1 = be.relu_bias_backward(h, be.matmul(dz, params[2].T))
+        dw1 = be.matmul(xs.T, dh)
         params, state = be.sgd_step(params, [dw1, db1, dw2, db2], state, lr=0.1, momentum=0.9, nesterov=True,
                                     weight_decay=1e-3)
         losses.append(float(be.to_numpy(loss)))
@@ -363,6 +363,32 @@ def training_follows_the_numpy_trajectory(be, dtype, data):
             _record(box, a.astype(np.float64), b.astype(np.float64), rtol, atol)
         np.testing.assert_allclose(a, b, rtol=rtol, atol=atol)
     np.testing.assert_allclose(our_losses, their_losses, rtol=rtol * 10, atol=atol * 10)
+
+
+def dense_layer_ops_match_references(be, dtype, data):
+    """affine_relu, relu_backward and relu_bias_backward against float64 NumPy written out, over shapes
+    from one element to more than a vector register's worth of rows and columns, NaN and exact zeros
+    included (NaN stays NaN forward; the gradient is 0 wherever h is not > 0, as in PyTorch)."""
+    rng = np.random.default_rng(11)
+    for n, k, m in ((1, 1, 1), (7, 5, 3), (64, 33, 17), (130, 20, 257)):
+        x = rng.standard_normal((n, k)).astype(dtype)
+        w, b = rng.standard_normal((k, m)).astype(dtype), rng.standard_normal(m).astype(dtype)
+        x[n // 2, k // 2] = np.nan
+        expected = np.maximum(x.astype(np.float64) @ w.astype(np.float64) + b, 0.0)
+        assert_close(be.to_numpy(be.affine_relu(be.asarray(x), be.asarray(w), be.asarray(b))), expected, dtype,
+                     scale=k, what=f"affine_relu {n}x{k}x{m}")
+        h = np.maximum(rng.standard_normal((n, m)), 0.0).astype(dtype)
+        h[0, 0] = 0.0  # the subgradient at 0 is 0
+        dh = rng.standard_normal((n, m)).astype(dtype)
+        if n * m > 1:
+            dh[-1, -1], h[-1, -1] = np.nan, 0.0  # a NaN gradient behind a closed ReLU gives 0
+        dz = np.where(h > 0, dh, 0.0)
+        got = be.to_numpy(be.relu_backward(be.asarray(h), be.asarray(dh.copy())))
+        np.testing.assert_array_equal(got, dz.astype(dtype), err_msg=f"relu_backward {n}x{m}")
+        got, dbias = (be.to_numpy(a) for a in be.relu_bias_backward(be.asarray(h), be.asarray(dh.copy())))
+        np.testing.assert_array_equal(got, dz.astype(dtype), err_msg=f"relu_bias_backward {n}x{m}")
+        assert dbias.shape == (m,) and dbias.dtype == dtype, f"relu_bias_backward: bias gradient {dbias.shape} {dbias.dtype}"
+        assert_close(dbias, dz.astype(np.float64).sum(axis=0), dtype, scale=n, what=f"relu_bias_backward sum {n}x{m}")
 
 
 # ---- the list ------------------------------------------------------------------------------------
@@ -396,6 +422,7 @@ CHECKS: tuple[Check, ...] = (
     Check("nonfinite_semantics", "non-finite values", nonfinite_semantics, generated=False),
     Check("bad_input_is_named", "bad input", bad_input_is_named, generated=False),
     Check("sgd_matches_the_reference_update", "sgd_step", sgd_matches_the_reference_update),
+    Check("dense_layer_ops_match_references", "dense layer", dense_layer_ops_match_references, generated=False),
     Check("training_follows_the_numpy_trajectory", "training", training_follows_the_numpy_trajectory,
           generated=False),
 )

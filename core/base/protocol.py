@@ -139,6 +139,13 @@ class Backend(Protocol):
         """
         ...
 
+    def relu_bias_backward(self, h: Array, dh: Array) -> tuple[Array, Array]:
+        """``(dz, dbias)``: the gradient through a ReLU whose output ``h`` is ``(n, m)``,
+        ``dz = relu_backward(h, dh)``, and the bias gradient of the dense layer before it,
+        ``dbias = sum(dz, axis=0)``, in one pass where the framework can. May overwrite ``dh``.
+        Defaults to those two calls."""
+        ...
+
     def maximum(self, a: Array, b: Array | float) -> Array:
         """Elementwise maximum; ``b`` may be a Python scalar (``maximum(h, 0.0)`` is ReLU)."""
         ...
@@ -433,7 +440,8 @@ def complete(backend: Any) -> Any:
 
     ``on_gpu``: whether ``device`` names a CUDA device; ``peak_memory``: runs and
     reports ``None``; ``xp``: the array API namespace of the backend's arrays
-    (through array-api-compat), where it can be found; ``affine_relu``: ``maximum(affine(...), 0.0)``; ``sigmoid``,
+    (through array-api-compat), where it can be found; ``affine_relu``: ``maximum(affine(...), 0.0)``; ``relu_bias_backward``:
+    ``relu_backward`` then ``sum(axis=0)``; ``sigmoid``,
     ``log_sigmoid``, ``linear_cross_entropy[_and_grad]`` and every registered loss's and optimizer's methods
     (``mse_loss``, ``adam_step``, ...): the shared definitions, computed with
     ``xp``. Returns ``backend``.
@@ -441,6 +449,7 @@ def complete(backend: Any) -> Any:
     defaults: dict[str, Callable[[], Any]] = {
         "sigmoid": lambda: _shared(backend, "sigmoid"),
         "affine_relu": lambda: _affine_relu(backend),
+        "relu_bias_backward": lambda: _relu_bias_backward(backend),
         "linear_cross_entropy": lambda: _shared_linear(backend, want_grad=False),
         "linear_cross_entropy_and_grad": lambda: _shared_linear(backend, want_grad=True),
         "log_sigmoid": lambda: _shared(backend, "log_sigmoid"),
@@ -472,6 +481,14 @@ def complete(backend: Any) -> Any:
 
 def _affine_relu(backend: Any) -> Callable[[Any, Any, Any], Any]:
     return lambda x, weight, bias: backend.maximum(backend.affine(x, weight, bias), 0.0)
+
+
+def _relu_bias_backward(backend: Any) -> Callable[[Any, Any], Any]:
+    def relu_bias_backward(h: Any, dh: Any) -> tuple[Any, Any]:
+        dz = backend.relu_backward(h, dh)
+        return dz, backend.sum(dz, axis=0)
+
+    return relu_bias_backward
 
 
 def _shared(backend: Any, name: str) -> Callable[[Any], Any]:

@@ -28,10 +28,12 @@ def dense_relu_forward(be: Backend, x: Array, weight: Array, bias: Array) -> Arr
     return be.affine_relu(x, weight, bias)
 
 
-def dense_backward(be: Backend, x: Array, weight: Array, dy: Array, need_dx: bool = True):
-    """``(dx, dW, db)``: ``dW = x^T dy``, ``db = sum_rows dy``, ``dx = dy W^T``."""
+def dense_backward(be: Backend, x: Array, weight: Array, dy: Array, need_dx: bool = True, dbias: Array | None = None):
+    """``(dx, dW, db)``: ``dW = x^T dy``, ``db = sum_rows dy`` (unless given, as
+    :meth:`ReLU.bias_backward` gives it), ``dx = dy W^T``."""
     dweight = be.matmul(x.T, dy)
-    dbias = be.sum(dy, axis=0)
+    if dbias is None:
+        dbias = be.sum(dy, axis=0)
     dx = be.matmul(dy, weight.T) if need_dx else None
     return dx, dweight, dbias
 
@@ -48,6 +50,11 @@ class ReLU:
     def backward(self, be: Backend, h: Array, dh: Array) -> Array:
         # dh is the fresh product dy W^T, free to overwrite; the subgradient at 0 is 0, as in PyTorch
         return be.relu_backward(h, dh)
+
+    def bias_backward(self, be: Backend, h: Array, dh: Array) -> tuple[Array, Array]:
+        """``(backward(h, dh), its column sums)``: the sums are the bias gradient of the dense layer
+        before the ReLU, in the same pass where the backend can (``be.relu_bias_backward``)."""
+        return be.relu_bias_backward(h, dh)
 
 
 class LeakyReLU:

@@ -127,12 +127,14 @@ class MLP:
         """Gradients ``[dW1, db1, ...]`` of the loss, given ``dlogits = d loss / d logits``."""
         be, layers = self.be, len(self.widths) - 1
         grads: list[Array] = [None] * len(self.params)
-        dy = dlogits
+        dy, dbias = dlogits, None
+        fused = hasattr(self.activation, "bias_backward")  # the ReLU: its backward also sums the bias gradient
         for i in reversed(range(layers)):
             x = cache[i]
-            dx, grads[2 * i], grads[2 * i + 1] = dense_backward(be, x, self.params[2 * i], dy, need_dx=i > 0)
-            if i > 0:
-                dy = self.activation.backward(be, x, dx)  # x is the activation's output
+            dx, grads[2 * i], grads[2 * i + 1] = dense_backward(be, x, self.params[2 * i], dy, need_dx=i > 0,
+                                                                dbias=dbias)
+            if i > 0:  # x is the activation's output
+                dy, dbias = self.activation.bias_backward(be, x, dx) if fused else (self.activation.backward(be, x, dx), None)
         return grads
 
     def logits(self, x: Array) -> Array:
