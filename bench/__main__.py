@@ -9,6 +9,7 @@ size. Exit status 2, with one line, when the backend asked for is unavailable.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 from dataclasses import asdict
@@ -21,6 +22,7 @@ from rich.table import Table
 import datasets
 from backends import available_backends, backend_names, get_backend
 from bench.ops import OpResult, measure_ops
+from bench.worker import WorkerError
 from core.base.errors import BackendUnavailableError
 from core.training.models import MODELS
 
@@ -58,6 +60,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="skip the PyTorch and scikit-learn anchors")
     parser.add_argument("--no-ops", dest="ops", action="store_false", help="skip the op benchmarks")
     parser.add_argument("--no-training", dest="training", action="store_false", help="skip the training benchmarks")
+    parser.add_argument("--same-process", action="store_true",
+                        help="train every contender in this process (faster to start; but one library's idle "
+                        "threads spinning slow another's blocks) and time the matmul ceilings beforehand; by "
+                        "default each contender trains in a process of its own, which also times its library's "
+                        "ceiling between its blocks")
     parser.add_argument("--large-vocab", action="store_true",
                         help="also the large-vocabulary table (python -m bench.large_vocab): linear_cross_entropy"
                         "_and_grad per backend (numpy, torch, jax with --backend all) beside torch's "
@@ -147,13 +154,15 @@ def _percent(fraction: float | None) -> str:
     return f"{fraction:.0%}" + (" (!)" if fraction > 1 else "")
 
 
-def render_ceilings(ceilings: dict, console: Console) -> None:
+def render_ceilings(ceilings: dict, console: Console, isolated: bool = False) -> None:
     """One line per library: the samples/s its step's matmuls alone allow, per network and batch size."""
+    where = ("timed between the training blocks, in the process that trains on it" if isolated
+             else "in a process of its own")
     for name, cases in ceilings.items():
         if isinstance(cases, str):
             console.print(f"[dim]{escape(cases)}[/dim]")
             continue
-        console.print(f"matmul ceiling of {name} (a step's matmuls alone, in a process of its own): " + ", ".join(
+        console.print(f"matmul ceiling of {name} (a step's matmuls alone, {where}): " + ", ".join(
             f"{'-'.join(map(str, c['widths']))} batch {c['batch_size']} ({c['products']} products): "
             f"{c['samples_per_s']:,.0f} samples/s ({c['gflops']:.0f} GFLOP/s)" for c in cases), highlight=False)
 
@@ -174,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     except (datasets.DatasetError, OSError) as error:  # data files; a --json path that cannot be written
         print(f"bench: {error}", file=sys.stderr)
         return 2
+    except WorkerError as error:  # a contender's own process failed: it says which and why
+        print(error, file=sys.stderr)
+        return 1
 
 
 def _main(argv: list[str] | None = None) -> int:
@@ -222,9 +234,10 @@ def _main(argv: list[str] | None = None) -> int:
                 op_results += measure_ops(get_backend(name), np.dtype(args.dtype), quick=args.quick,
                                           repeats=args.repeats, progress=progress)
         if args.training:
-            ceilings = measure_ceilings(args, names, progress)
-            payload["ceilings"] = ceilings
+            ceilings = measure_ceilings(args, names, progress) if args.same_process else {}
             training_records, chosen = run_training(args, names, progress, rates, ceilings)
+            payload["ceilings"] = ceilings
+            payload["isolated"] = not args.same_process
         if args.large_vocab:
             from bench.large_vocab import REPEATS, run_section
 
@@ -241,7 +254,7 @@ def _main(argv: list[str] | None = None) -> int:
         decided = verdicts(training_records, chosen)
         render_training(training_records, {k: v.winner for k, v in decided.items() if not v.too_close}, anchors,
                         console)
-        render_ceilings(payload.get("ceilings", {}), console)
+        render_ceilings(payload.get("ceilings", {}), console, payload.get("isolated", False))
         console.print("% own ceiling: samples/s over what the step's matmuls alone allow on the row's own library "
                       "(anchors: torch's, scikit-learn's NumPy); % best ceiling: over the fastest library's on the "
                       "device", highlight=False)
@@ -310,32 +323,44 @@ def measure_ceilings(args, names: list[str], progress) -> dict[str, list[dict] |
 
 
 def run_training(args, names: list[str], progress, matmul_rates: dict[str, float], ceilings=None):
-    from bench.contenders import SklearnContender, SoftgradContender, TorchAutogradContender
+    """Every training row. Each contender trains in a process of its own (bench.worker), which fills
+    ``ceilings`` with its library's matmul ceiling as it goes; with ``--same-process``, in this one."""
     from bench.training import add_ratios, measure_training, recommend
 
     progress(f"loading {args.dataset}")
     data = datasets.load(args.dataset, root=args.root, download=args.download)
-    contenders = [SoftgradContender(name) for name in names]
+    specs = [("softgrad", name) for name in names]
     if args.anchors:
-        try:
-            contenders.append(TorchAutogradContender("cpu"))
+        if importlib.util.find_spec("torch") is not None:
+            specs.append(("torch-autograd", "cpu"))
             import torch
 
             if torch.cuda.is_available() and any(get_backend(n).on_gpu for n in names):
-                contenders.append(TorchAutogradContender("cuda"))
-        except ImportError:
-            pass
-        try:
-            contenders.append(SklearnContender())
-        except ImportError:
-            pass
+                specs.append(("torch-autograd", "cuda"))
+        if importlib.util.find_spec("sklearn") is not None:
+            specs.append(("sklearn", None))
     models = sorted(MODELS, key=lambda m: m != "mlp") if args.model == "all" else [args.model]  # the MLP first
     batch_sizes = args.batch_size or BATCH_SIZES
-    records = []
-    for optimizer in args.optimizer:
-        sizes = batch_sizes if optimizer == "sgd" or args.batch_size else ADAM_BATCH_SIZES
-        records += measure_training(contenders, models, sizes, data, repeats=args.repeats, quick=args.quick,
-                                    optimizer=optimizer, progress=progress)
+    if args.same_process:
+        from bench.worker import make_contender
+
+        contenders, shared = [make_contender(kind, argument) for kind, argument in specs], None
+    else:
+        from bench.worker import DataSpec, start_workers
+
+        contenders = start_workers(specs, DataSpec(args.dataset, args.root, args.download), progress)
+        shared = ceilings
+    try:
+        records = []
+        for optimizer in args.optimizer:
+            sizes = batch_sizes if optimizer == "sgd" or args.batch_size else ADAM_BATCH_SIZES
+            records += measure_training(contenders, models, sizes, data, repeats=args.repeats, quick=args.quick,
+                                        optimizer=optimizer, progress=progress, ceilings=shared)
+    finally:
+        for contender in contenders:
+            close = getattr(contender, "close", None)
+            if close is not None:
+                close()
     add_ratios(records, matmul_rates, ceilings)
     return records, recommend(records)
 

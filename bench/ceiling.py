@@ -55,8 +55,11 @@ def product_flops(widths: Sequence[int], batch_size: int) -> float:
 
 
 def measure(backend_name: str, widths: Sequence[int], batch_size: int, *, repeats: int = 5,
-            min_block_s: float = 0.1) -> dict:
-    """The step's matmuls on ``backend_name``, timed: median and best seconds per step, and samples/s."""
+            min_block_s: float = 0.1, calls: int | None = None) -> dict:
+    """The step's matmuls on ``backend_name``, timed: median and best seconds per step, and samples/s.
+
+    Each timed block repeats the step ``calls`` times; by default as many as take ``min_block_s`` (the first
+    block, which calibrates, is then the first timed one). ``calls`` in the result is the count used."""
     from core.base.registry import get_backend
 
     be = get_backend(backend_name)
@@ -86,14 +89,14 @@ def measure(backend_name: str, widths: Sequence[int], batch_size: int, *, repeat
     for _ in range(3):
         step()
     be.synchronize()
-    calls = 1
+    calibrate, calls = calls is None, calls or 1
     while True:
         start = time.perf_counter()
         for _ in range(calls):
             step()
         be.synchronize()
         elapsed = time.perf_counter() - start
-        if elapsed >= min_block_s:
+        if elapsed >= min_block_s or not calibrate:
             break
         calls = max(calls * 2, int(calls * min_block_s / max(elapsed, 1e-9) * 1.2) + 1)
     per_step = [elapsed / calls]
@@ -109,7 +112,7 @@ def measure(backend_name: str, widths: Sequence[int], batch_size: int, *, repeat
     return {"backend": backend_name, "widths": list(widths), "batch_size": batch_size,
             "seconds_per_step": median, "best_seconds_per_step": min(per_step),
             "samples_per_s": batch_size / median, "gflops": flops / median / 1e9, "products": len(arrays),
-            "on_gpu": bool(getattr(be, "on_gpu", False))}
+            "calls": calls, "on_gpu": bool(getattr(be, "on_gpu", False))}
 
 
 def measure_in_subprocess(backend_name: str, cases: Sequence[tuple[Sequence[int], int]], *, repeats: int = 5,

@@ -9,6 +9,7 @@ scikit-learn's ``MLPClassifier(solver="sgd")`` or ``"adam"``, all in float32.
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,11 +39,24 @@ def widths(model: str, data) -> list[int]:
 
 @dataclass
 class Case:
-    """A prepared (contender, model, batch size): ``run(steps)`` trains that many batches."""
+    """A prepared (contender, model, batch size): ``run(steps)`` trains that many batches; ``timed(steps)``
+    runs them between two synchronisations and returns the seconds they took."""
 
     run: Callable[[int], None]
     synchronize: Callable[[], None]
     peak_memory: Callable[[], int | None]
+    #: where the steps run elsewhere (bench.worker): the seconds as the process that ran them measured them
+    timed_run: Callable[[int], float] | None = None
+    release: Callable[[], None] | None = None  # frees what prepare held, where it lives elsewhere
+
+    def timed(self, steps: int) -> float:
+        if self.timed_run is not None:
+            return self.timed_run(steps)
+        self.synchronize()
+        start = time.perf_counter()
+        self.run(steps)
+        self.synchronize()
+        return time.perf_counter() - start
 
 
 class SoftgradContender:

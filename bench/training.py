@@ -59,10 +59,24 @@ def steps_per_block(batch_size: int, quick: bool) -> int:
 
 def measure_training(contenders: list, models: list[str], batch_sizes: list[int], data, *, repeats: int,
                      quick: bool, with_accuracy: bool = True, optimizer: str = "sgd",
-                     progress: Callable[[str], None] = lambda _: None) -> list[TrainingRecord]:
+                     progress: Callable[[str], None] = lambda _: None,
+                     ceilings: dict[str, list[dict] | str] | None = None) -> list[TrainingRecord]:
+    """Every contender's training throughput in every (model, batch size), blocks interleaved.
+
+    With ``ceilings`` (a dict, filled in place): contenders that run in a process of their own
+    (:class:`bench.worker.IsolatedContender`) also time their library's matmul ceiling
+    (:mod:`bench.ceiling`) after each repeat's training blocks, one process per library, so a row and its
+    ceiling are measured in the same minutes by the same process.
+    """
     records = []
+    ceiling_of: dict[str, object] = {}  # library -> the contender whose process times its ceiling
+    if ceilings is not None:
+        for contender in contenders:
+            if hasattr(contender, "ceiling"):
+                ceiling_of.setdefault(contender.library, contender)
     for model in models:
-        flops = training_flops_per_sample(widths(model, data))
+        model_widths = widths(model, data)
+        flops = training_flops_per_sample(model_widths)
         for batch_size in batch_sizes:
             if batch_size > len(data.y_train):
                 continue
@@ -70,10 +84,8 @@ def measure_training(contenders: list, models: list[str], batch_sizes: list[int]
             for contender in contenders:
                 progress(f"{model} batch {batch_size} {optimizer}: preparing {contender.name}")
                 case = contender.prepare(model, batch_size, data, optimizer)
-                start = time.perf_counter()
-                case.run(2)  # warm-up: compilation, first-call allocations, kernel selection
-                case.synchronize()
-                warmups[contender.name] = time.perf_counter() - start
+                # warm-up: compilation, first-call allocations, kernel selection
+                warmups[contender.name] = case.timed(2)
                 cases[contender.name] = case
             steps = steps_per_block(batch_size, quick)
             rates: dict[str, list[float]] = {name: [] for name in cases}
@@ -83,25 +95,56 @@ def measure_training(contenders: list, models: list[str], batch_sizes: list[int]
                     # Let the previous contender's worker threads go idle: OpenBLAS and OpenMP threads
                     # spin for a while after their last task and would steal cores from this block.
                     time.sleep(PAUSE_S)
-                    case.synchronize()
-                    start = time.perf_counter()
-                    case.run(steps)
-                    case.synchronize()
-                    rates[name].append(steps * batch_size / (time.perf_counter() - start))
+                    rates[name].append(steps * batch_size / case.timed(steps))
+                for library, contender in ceiling_of.items():
+                    if isinstance(ceilings.get(library), str):
+                        continue  # it failed before: its reason stands
+                    progress(f"{model} batch {batch_size}: matmul ceiling of {library} in {contender.name}'s "
+                             f"process (repeat {repeat + 1}/{repeats})")
+                    time.sleep(PAUSE_S)
+                    try:
+                        block = contender.ceiling(model_widths, batch_size, 0.03 if quick else 0.1)
+                    except RuntimeError as error:
+                        ceilings[library] = f"the ceiling of {library} could not be measured: {error}"
+                        continue
+                    add_ceiling_block(ceilings, library, block)
             for contender in contenders:
                 name = contender.name
                 median = statistics.median(rates[name])
                 record = TrainingRecord(name, model, batch_size, median,
                                         (max(rates[name]) - min(rates[name])) / median, flops, optimizer=optimizer,
-                                        widths=widths(model, data))
+                                        widths=model_widths)
                 record.peak_memory_bytes = cases[name].peak_memory()
                 record.warmup_s = warmups[name]
                 record.on_gpu = bool(getattr(contender, "on_gpu", False))
                 if with_accuracy:
                     progress(f"{model} batch {batch_size}: {name}: one epoch for the accuracy")
                     record.accuracy = contender.accuracy(model, batch_size, data, optimizer)
+                if cases[name].release is not None:
+                    cases[name].release()
                 records.append(record)
     return records
+
+
+def add_ceiling_block(ceilings: dict[str, list[dict] | str], library: str, block: dict) -> None:
+    """One timed block of :func:`bench.ceiling.measure` (``repeats=1``) into ``ceilings[library]``: the
+    entry for its (widths, batch size) keeps every block's seconds per step and reports their median."""
+    from bench.ceiling import product_flops
+
+    entries = ceilings.setdefault(library, [])
+    if isinstance(entries, str):
+        return
+    entry = next((e for e in entries if e["widths"] == list(block["widths"])
+                  and e["batch_size"] == block["batch_size"]), None)
+    if entry is None:
+        entry = {"backend": library, "widths": list(block["widths"]), "batch_size": block["batch_size"],
+                 "products": block["products"], "on_gpu": bool(block.get("on_gpu")), "blocks_s": []}
+        entries.append(entry)
+    entry["blocks_s"].append(block["seconds_per_step"])
+    median = statistics.median(entry["blocks_s"])
+    entry.update(seconds_per_step=median, best_seconds_per_step=min(entry["blocks_s"]),
+                 samples_per_s=entry["batch_size"] / median,
+                 gflops=product_flops(entry["widths"], entry["batch_size"]) / median / 1e9)
 
 
 def ceiling_library(backend: str) -> str:
@@ -205,4 +248,5 @@ def verdicts(records: list[TrainingRecord], chosen: dict[tuple[str, int], Traini
     return out
 
 
-__all__ = ["MODELS", "TrainingRecord", "Verdict", "add_ratios", "measure_training", "recommend", "verdicts"]
+__all__ = ["MODELS", "TrainingRecord", "Verdict", "add_ceiling_block", "add_ratios", "measure_training", "recommend",
+           "verdicts"]

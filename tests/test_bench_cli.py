@@ -37,13 +37,16 @@ def test_bench_prints_the_tables_and_writes_json(tmp_path):
     assert {r["op"] for r in payload["ops"]} == {"softmax", "log_softmax", "cross_entropy + grad",
                                                  "sgd_step (momentum)", "device copy"}
     assert "its memory traffic" in result.stdout and payload["sgd_floor_s"]["numpy"] > 0
-    # the step's matmul ceilings, each library in its own process: numpy's, and torch's for the autograd anchor
-    assert "matmul ceiling of numpy" in result.stdout and "% own ceiling" in result.stdout
-    assert "NumPy's BLAS (threadpoolctl)" in result.stdout
+    # every contender trained in a process of its own, which timed its library's matmul ceiling between
+    # its blocks: numpy's, and torch's for the autograd anchor; one block per repeat and optimizer
+    assert payload["isolated"] is True
+    assert "matmul ceiling of numpy (a step's matmuls alone, timed between the training blocks" in result.stdout
+    assert "% own ceiling" in result.stdout and "NumPy's BLAS (threadpoolctl)" in result.stdout
     assert {"numpy", "torch"} <= set(payload["ceilings"])
     (numpy_ceiling,) = payload["ceilings"]["numpy"]
     assert numpy_ceiling["widths"] == [784, 10] and numpy_ceiling["batch_size"] == 256
-    assert numpy_ceiling["products"] == 2 and numpy_ceiling["samples_per_s"] > 0
+    assert numpy_ceiling["products"] == 2 and len(numpy_ceiling["blocks_s"]) == 2
+    assert numpy_ceiling["samples_per_s"] == pytest.approx(256 / numpy_ceiling["seconds_per_step"])
     for r in payload["records"]:
         assert r["ceiling_fraction"] == pytest.approx(r["samples_per_s"] / r["ceiling_samples_per_s"])
         assert r["best_ceiling_samples_per_s"] >= r["ceiling_samples_per_s"]
@@ -222,6 +225,62 @@ def test_the_ceiling_times_exactly_the_matmuls_a_step_needs():
     result = measure("numpy", [6, 5, 3], 4, repeats=2, min_block_s=0.001)
     assert result["products"] == 5 and result["samples_per_s"] == pytest.approx(4 / result["seconds_per_step"])
     assert result["best_seconds_per_step"] <= result["seconds_per_step"]
+
+
+def test_same_process_trains_here_and_times_the_ceilings_beforehand(tmp_path):
+    out = tmp_path / "bench.json"
+    result = run_bench("--backend", "numpy", "--quick", "--repeats", "1", "--model", "linear", "--batch-size", "128",
+                       "--optimizer", "sgd", "--no-ops", "--no-anchors", "--same-process", "--json", str(out))
+    assert result.returncode == 0, result.stderr
+    payload = json.loads(out.read_text())
+    assert payload["isolated"] is False
+    assert "matmul ceiling of numpy (a step's matmuls alone, in a process of its own)" in result.stdout
+    (row,) = payload["records"]
+    assert row["backend"] == "numpy" and row["ceiling_fraction"] == pytest.approx(
+        row["samples_per_s"] / payload["ceilings"]["numpy"][0]["samples_per_s"])
+
+
+def test_ceiling_blocks_are_merged_into_their_median():
+    from bench.training import add_ceiling_block
+
+    ceilings: dict = {"jax": "the ceiling of jax could not be measured: boom"}
+    for seconds in (0.004, 0.001, 0.002):
+        add_ceiling_block(ceilings, "numpy", {"backend": "numpy", "widths": [3, 4, 2], "batch_size": 8,
+                                              "products": 3, "seconds_per_step": seconds, "on_gpu": False})
+    add_ceiling_block(ceilings, "numpy", {"backend": "numpy", "widths": [3, 2], "batch_size": 8, "products": 2,
+                                          "seconds_per_step": 0.5})
+    add_ceiling_block(ceilings, "jax", {"backend": "jax", "widths": [3, 2], "batch_size": 8, "products": 2,
+                                        "seconds_per_step": 0.5})
+    first, second = ceilings["numpy"]
+    assert first["blocks_s"] == [0.004, 0.001, 0.002] and first["seconds_per_step"] == 0.002
+    assert first["best_seconds_per_step"] == 0.001 and first["samples_per_s"] == pytest.approx(4000)
+    assert first["gflops"] == pytest.approx(2 * 8 * (3 * 4 + 4 * 2 + 3 * 4 + 4 * 2 + 4 * 2) / 0.002 / 1e9)
+    assert second["blocks_s"] == [0.5]
+    assert ceilings["jax"].startswith("the ceiling of jax could not")  # a reason stands
+
+
+def test_a_contender_in_its_own_process_trains_times_its_ceiling_and_names_its_failures():
+    from bench.worker import DataSpec, IsolatedContender, WorkerError
+
+    with pytest.raises(WorkerError, match="no-such-backend"):
+        IsolatedContender("softgrad", "no-such-backend", DataSpec())
+    worker = IsolatedContender("softgrad", "numpy", DataSpec())
+    try:
+        assert (worker.name, worker.on_gpu, worker.library) == ("numpy", False, "numpy")
+        case = worker.prepare("linear", 64, None, "sgd")
+        assert case.timed(3) > 0 and case.peak_memory() > 0
+        block = worker.ceiling([784, 10], 64, 0.001)
+        assert block["products"] == 2 and block["calls"] >= 1 and block["samples_per_s"] > 0
+        with pytest.raises(WorkerError, match="numpy: .*mlp-huge"):
+            worker.prepare("mlp-huge", 64, None, "sgd")  # an error in the worker comes back named; it goes on
+        case.release()
+        assert 0.0 < worker.accuracy("linear", 2048, None, "sgd") <= 1.0
+        worker._process.kill()
+        worker._process.join()
+        with pytest.raises(WorkerError, match="the process measuring numpy ended"):
+            worker.prepare("linear", 64, None, "sgd")
+    finally:
+        worker.close()
 
 
 def test_rows_are_read_against_their_own_librarys_ceiling_and_the_best():

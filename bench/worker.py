@@ -1,0 +1,206 @@
+"""Each training contender in a process of its own, driven from the bench's process.
+
+OpenBLAS, OpenMP and XLA leave worker threads spinning for a while after a
+call. In one process, one library's spinning threads took cores from the next
+contender's block: the NumPy backend trained 16-19% slower at batch 64 beside
+torch and JAX than alone (alternating blocks, 7 repeats, two runs). A user
+trains with one library loaded, so the bench measures each contender that way.
+
+The bench's process still decides the order: it asks one worker at a time for
+a block of steps while the others wait on their pipe, so drift in the machine
+hits every contender alike, as before. The same worker also times the step's
+matmul ceiling (:mod:`bench.ceiling`) for its library right after its training
+block, so a row and the ceiling it is read against are measured by the same
+library, in the same process, within the same second.
+
+Each worker loads the data itself (the same files, the same call), so nothing
+large crosses the pipe: only the commands, their timings and the results.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bench.contenders import Case
+
+
+class WorkerError(RuntimeError):
+    """A contender's process failed or ended: the message names the contender and what went wrong."""
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """How every worker loads the training data: the arguments of ``datasets.load``."""
+
+    dataset: str = "mnist"
+    root: str | None = None
+    download: bool = False
+
+    def load(self):
+        import datasets
+
+        return datasets.load(self.dataset, root=self.root, download=self.download)
+
+
+def make_contender(kind: str, argument: str | None):
+    """A contender by kind: ``softgrad`` (``argument``: a backend name), ``torch-autograd`` (``argument``: the
+    device) or ``sklearn``."""
+    from bench import contenders
+
+    if kind == "softgrad":
+        return contenders.SoftgradContender(argument)
+    if kind == "torch-autograd":
+        return contenders.TorchAutogradContender(argument or "cpu")
+    if kind == "sklearn":
+        return contenders.SklearnContender()
+    raise ValueError(f"unknown contender kind {kind!r}")
+
+
+def _one_line(error: BaseException) -> str:
+    return traceback.format_exception_only(type(error), error)[-1].strip()
+
+
+def serve(conn, kind: str, argument: str | None, data_spec: DataSpec) -> None:
+    """The worker's loop: build the contender, load the data, then answer commands until ``close``.
+
+    Every answer is ``("ok", value)`` or ``("error", one line)``.
+    """
+    try:
+        from bench.ceiling import ANCHOR_LIBRARY
+
+        contender = make_contender(kind, argument)
+        data = data_spec.load()
+        library = ANCHOR_LIBRARY.get(contender.name, contender.name)
+        conn.send(("ok", (contender.name, bool(getattr(contender, "on_gpu", False)), library)))
+    except BaseException as error:  # noqa: BLE001  (reported to the bench's process, which raises it)
+        conn.send(("error", _one_line(error)))
+        return
+    cases: dict[int, Case] = {}
+    calls: dict[tuple, int] = {}  # the ceiling's calls per block, calibrated on its first block
+    while True:
+        try:
+            command, *args = conn.recv()
+        except (EOFError, OSError):  # the bench's process went away
+            return
+        if command == "close":
+            conn.send(("ok", None))
+            return
+        try:
+            if command == "prepare":
+                model, batch_size, optimizer = args
+                cases[len(cases)] = contender.prepare(model, batch_size, data, optimizer)
+                value: Any = len(cases) - 1
+            elif command == "timed":
+                case_id, steps = args
+                value = cases[case_id].timed(steps)
+            elif command == "peak_memory":
+                value = cases[args[0]].peak_memory()
+            elif command == "release":
+                cases.pop(args[0], None)
+                value = None
+            elif command == "accuracy":
+                model, batch_size, optimizer = args
+                value = contender.accuracy(model, batch_size, data, optimizer)
+            elif command == "ceiling":
+                from bench.ceiling import measure
+
+                widths, batch_size, min_block_s = args
+                key = (tuple(widths), batch_size)
+                value = measure(library, widths, batch_size, repeats=1, min_block_s=min_block_s,
+                                calls=calls.get(key))
+                calls[key] = value["calls"]
+            else:
+                raise ValueError(f"unknown command {command!r}")
+        except Exception as error:  # noqa: BLE001
+            conn.send(("error", _one_line(error)))
+        else:
+            conn.send(("ok", value))
+
+
+class IsolatedContender:
+    """A contender that trains in a process of its own (:func:`serve`), with the in-process contenders'
+    interface: ``name``, ``on_gpu``, ``prepare(...)`` returning a :class:`Case`, ``accuracy(...)``; and
+    ``library`` and ``ceiling(...)``: its library's matmul ceiling, timed in the same process."""
+
+    def __init__(self, kind: str, argument: str | None, data_spec: DataSpec) -> None:
+        context = multiprocessing.get_context("spawn")  # a fresh interpreter: no library loaded but its own
+        self._conn, child = context.Pipe()
+        self.name = f"{kind} {argument or ''}".strip()  # until the worker names it
+        self._process = context.Process(target=serve, args=(child, kind, argument, data_spec), daemon=True,
+                                        name=f"softgrad-bench-{kind}")
+        self._process.start()
+        child.close()
+        self.name, self.on_gpu, self.library = self._answer()
+
+    def _answer(self) -> Any:
+        try:
+            status, value = self._conn.recv()
+        except (EOFError, OSError):
+            self._process.join(timeout=5)
+            raise WorkerError(f"bench: the process measuring {self.name} ended (exit code "
+                              f"{self._process.exitcode})") from None
+        if status == "error":
+            raise WorkerError(f"bench: {self.name}: {value}")
+        return value
+
+    def _call(self, *command: Any) -> Any:
+        try:
+            self._conn.send(command)
+        except (BrokenPipeError, OSError):
+            self._process.join(timeout=5)
+            raise WorkerError(f"bench: the process measuring {self.name} ended (exit code "
+                              f"{self._process.exitcode})") from None
+        return self._answer()
+
+    def prepare(self, model: str, batch_size: int, data: Any = None, optimizer: str = "sgd") -> Case:
+        """``data`` is unused: the worker loaded the same data itself."""
+        case_id = self._call("prepare", model, batch_size, optimizer)
+
+        def run(steps: int) -> None:
+            self._call("timed", case_id, steps)
+
+        return Case(run, lambda: None, lambda: self._call("peak_memory", case_id),
+                    timed_run=lambda steps: self._call("timed", case_id, steps),
+                    release=lambda: self._call("release", case_id))
+
+    def accuracy(self, model: str, batch_size: int, data: Any = None, optimizer: str = "sgd") -> float:
+        return self._call("accuracy", model, batch_size, optimizer)
+
+    def ceiling(self, widths: Sequence[int], batch_size: int, min_block_s: float) -> dict:
+        """One block of :func:`bench.ceiling.measure` for this contender's library, in its process."""
+        return self._call("ceiling", list(widths), batch_size, min_block_s)
+
+    def close(self) -> None:
+        if self._process.is_alive():
+            try:
+                self._conn.send(("close",))
+                self._conn.poll(5) and self._conn.recv()
+            except (EOFError, OSError):
+                pass
+            self._process.join(timeout=5)
+        if self._process.is_alive():
+            self._process.terminate()
+            self._process.join(timeout=5)
+        self._conn.close()
+
+
+def start_workers(specs: Sequence[tuple[str, str | None]], data_spec: DataSpec,
+                  progress=lambda _: None) -> list[IsolatedContender]:
+    """One :class:`IsolatedContender` per ``(kind, argument)``; those already started are closed if one fails."""
+    workers: list[IsolatedContender] = []
+    try:
+        for kind, argument in specs:
+            progress(f"starting the process for {kind} {argument or ''}".strip())
+            workers.append(IsolatedContender(kind, argument, data_spec))
+    except BaseException:
+        for worker in workers:
+            worker.close()
+        raise
+    return workers
+
+
+__all__ = ["DataSpec", "IsolatedContender", "WorkerError", "make_contender", "serve", "start_workers"]
