@@ -9,6 +9,7 @@ size. Exit status 2, with one line, when the backend asked for is unavailable.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import sys
@@ -222,7 +223,7 @@ def _main(argv: list[str] | None = None) -> int:
     training_records = []
     chosen: dict = {}
     large_vocab_rows = []
-    with console.status("measuring...") as status:
+    with console.status("measuring...") as status, contender_processes(args, names, status.update) as workers:
         progress = status.update
         if args.training or args.large_vocab:
             progress("matmul roofline")
@@ -231,11 +232,16 @@ def _main(argv: list[str] | None = None) -> int:
             console.print("matmul roofline (float32): " + ", ".join(f"{k} {v:,.1f} GFLOP/s" for k, v in rates.items()))
         if args.ops:
             for name in names:
-                op_results += measure_ops(get_backend(name), np.dtype(args.dtype), quick=args.quick,
-                                          repeats=args.repeats, progress=progress)
+                worker = next((w for w in workers if w.name == name), None)
+                if worker is not None:
+                    progress(f"op throughput of {name} (in its own process)")
+                    op_results += worker.ops(args.dtype, args.quick, args.repeats)
+                else:
+                    op_results += measure_ops(get_backend(name), np.dtype(args.dtype), quick=args.quick,
+                                              repeats=args.repeats, progress=progress)
         if args.training:
             ceilings = measure_ceilings(args, names, progress) if args.same_process else {}
-            training_records, chosen = run_training(args, names, progress, rates, ceilings)
+            training_records, chosen = run_training(args, names, progress, rates, ceilings, workers)
             payload["ceilings"] = ceilings
             payload["isolated"] = not args.same_process
         if args.large_vocab:
@@ -322,14 +328,10 @@ def measure_ceilings(args, names: list[str], progress) -> dict[str, list[dict] |
     return ceilings
 
 
-def run_training(args, names: list[str], progress, matmul_rates: dict[str, float], ceilings=None):
-    """Every training row. Each contender trains in a process of its own (bench.worker), which fills
-    ``ceilings`` with its library's matmul ceiling as it goes; with ``--same-process``, in this one."""
-    from bench.training import add_ratios, measure_training, recommend
-
-    progress(f"loading {args.dataset}")
-    data = datasets.load(args.dataset, root=args.root, download=args.download)
-    specs = [("softgrad", name) for name in names]
+def contender_specs(args, names: list[str]) -> list[tuple[str, str | None]]:
+    """``(kind, argument)`` of every training contender (bench.worker.make_contender): the softgrad backends,
+    then the anchors that are installed (torch's autograd loop, on CUDA too beside a GPU backend; scikit-learn)."""
+    specs: list[tuple[str, str | None]] = [("softgrad", name) for name in names]
     if args.anchors:
         if importlib.util.find_spec("torch") is not None:
             specs.append(("torch-autograd", "cpu"))
@@ -339,28 +341,46 @@ def run_training(args, names: list[str], progress, matmul_rates: dict[str, float
                 specs.append(("torch-autograd", "cuda"))
         if importlib.util.find_spec("sklearn") is not None:
             specs.append(("sklearn", None))
-    models = sorted(MODELS, key=lambda m: m != "mlp") if args.model == "all" else [args.model]  # the MLP first
-    batch_sizes = args.batch_size or BATCH_SIZES
-    if args.same_process:
+    return specs
+
+
+@contextlib.contextmanager
+def contender_processes(args, names: list[str], progress):
+    """A process of its own per contender (bench.worker), for the op and training benchmarks; none with
+    --same-process or when neither runs. Closed on the way out, whatever happened."""
+    from bench.worker import DataSpec, start_workers
+
+    workers = []
+    if not args.same_process and (args.ops or args.training):
+        specs = contender_specs(args, names) if args.training else [("softgrad", name) for name in names]
+        workers = start_workers(specs, DataSpec(args.dataset, args.root, args.download), progress)
+    try:
+        yield workers
+    finally:
+        for worker in workers:
+            worker.close()
+
+
+def run_training(args, names: list[str], progress, matmul_rates: dict[str, float], ceilings=None, workers=()):
+    """Every training row, by ``workers`` (bench.worker: a process per contender, which fills ``ceilings``
+    with its library's matmul ceiling as it goes) or, with none, by contenders in this process."""
+    from bench.training import add_ratios, measure_training, recommend
+
+    progress(f"loading {args.dataset}")
+    data = datasets.load(args.dataset, root=args.root, download=args.download)
+    if workers:
+        contenders, shared = list(workers), ceilings
+    else:
         from bench.worker import make_contender
 
-        contenders, shared = [make_contender(kind, argument) for kind, argument in specs], None
-    else:
-        from bench.worker import DataSpec, start_workers
-
-        contenders = start_workers(specs, DataSpec(args.dataset, args.root, args.download), progress)
-        shared = ceilings
-    try:
-        records = []
-        for optimizer in args.optimizer:
-            sizes = batch_sizes if optimizer == "sgd" or args.batch_size else ADAM_BATCH_SIZES
-            records += measure_training(contenders, models, sizes, data, repeats=args.repeats, quick=args.quick,
-                                        optimizer=optimizer, progress=progress, ceilings=shared)
-    finally:
-        for contender in contenders:
-            close = getattr(contender, "close", None)
-            if close is not None:
-                close()
+        contenders, shared = [make_contender(kind, argument) for kind, argument in contender_specs(args, names)], None
+    models = sorted(MODELS, key=lambda m: m != "mlp") if args.model == "all" else [args.model]  # the MLP first
+    batch_sizes = args.batch_size or BATCH_SIZES
+    records = []
+    for optimizer in args.optimizer:
+        sizes = batch_sizes if optimizer == "sgd" or args.batch_size else ADAM_BATCH_SIZES
+        records += measure_training(contenders, models, sizes, data, repeats=args.repeats, quick=args.quick,
+                                    optimizer=optimizer, progress=progress, ceilings=shared)
     add_ratios(records, matmul_rates, ceilings)
     return records, recommend(records)
 

@@ -13,8 +13,10 @@ matmul ceiling (:mod:`bench.ceiling`) for its library right after its training
 block, so a row and the ceiling it is read against are measured by the same
 library, in the same process, within the same second.
 
-Each worker loads the data itself (the same files, the same call), so nothing
-large crosses the pipe: only the commands, their timings and the results.
+The op benchmarks (:mod:`bench.ops`) of each softgrad backend run in its
+worker too. Each worker loads the data itself (the same files, the same
+call) when it first trains, so nothing large crosses the pipe: only the
+commands, their timings and the results.
 """
 
 from __future__ import annotations
@@ -73,12 +75,18 @@ def serve(conn, kind: str, argument: str | None, data_spec: DataSpec) -> None:
         from bench.ceiling import ANCHOR_LIBRARY
 
         contender = make_contender(kind, argument)
-        data = data_spec.load()
         library = ANCHOR_LIBRARY.get(contender.name, contender.name)
         conn.send(("ok", (contender.name, bool(getattr(contender, "on_gpu", False)), library)))
     except BaseException as error:  # noqa: BLE001  (reported to the bench's process, which raises it)
         conn.send(("error", _one_line(error)))
         return
+    loaded: list = []  # the data, loaded on first use (a worker that only times ops never needs it)
+
+    def data():
+        if not loaded:
+            loaded.append(data_spec.load())
+        return loaded[0]
+
     cases: dict[int, Case] = {}
     calls: dict[tuple, int] = {}  # the ceiling's calls per block, calibrated on its first block
     while True:
@@ -92,7 +100,7 @@ def serve(conn, kind: str, argument: str | None, data_spec: DataSpec) -> None:
         try:
             if command == "prepare":
                 model, batch_size, optimizer = args
-                cases[len(cases)] = contender.prepare(model, batch_size, data, optimizer)
+                cases[len(cases)] = contender.prepare(model, batch_size, data(), optimizer)
                 value: Any = len(cases) - 1
             elif command == "timed":
                 case_id, steps = args
@@ -104,7 +112,7 @@ def serve(conn, kind: str, argument: str | None, data_spec: DataSpec) -> None:
                 value = None
             elif command == "accuracy":
                 model, batch_size, optimizer = args
-                value = contender.accuracy(model, batch_size, data, optimizer)
+                value = contender.accuracy(model, batch_size, data(), optimizer)
             elif command == "ceiling":
                 from bench.ceiling import measure
 
@@ -113,6 +121,13 @@ def serve(conn, kind: str, argument: str | None, data_spec: DataSpec) -> None:
                 value = measure(library, widths, batch_size, repeats=1, min_block_s=min_block_s,
                                 calls=calls.get(key))
                 calls[key] = value["calls"]
+            elif command == "ops":
+                import numpy as np
+
+                from bench.ops import measure_ops
+
+                dtype, quick, repeats = args
+                value = measure_ops(contender.be, np.dtype(dtype), quick=quick, repeats=repeats)
             else:
                 raise ValueError(f"unknown command {command!r}")
         except Exception as error:  # noqa: BLE001
@@ -173,6 +188,10 @@ class IsolatedContender:
     def ceiling(self, widths: Sequence[int], batch_size: int, min_block_s: float) -> dict:
         """One block of :func:`bench.ceiling.measure` for this contender's library, in its process."""
         return self._call("ceiling", list(widths), batch_size, min_block_s)
+
+    def ops(self, dtype: str, quick: bool, repeats: int) -> list:
+        """:func:`bench.ops.measure_ops` for this softgrad backend, in its process."""
+        return self._call("ops", dtype, quick, repeats)
 
     def close(self) -> None:
         if self._process.is_alive():
