@@ -165,7 +165,8 @@ def _build(numba: Any) -> SimpleNamespace:
 
     def relu_bias_backward(h, dh, dbias):
         """dh = dh where h > 0, else 0 (in place), and dbias = its column sums: the ReLU's backward and
-        the bias gradient of the layer before it in one pass, rows added in order as NumPy's sum(axis=0)."""
+        the bias gradient of the layer before it in one pass; rows added in order, as NumPy's sum(axis=0)
+        adds them when there is more than one column (a single column it sums pairwise)."""
         n, c = dh.shape
         zero = dh.dtype.type(0)
         for j in range(c):

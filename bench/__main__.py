@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
+import os
 import sys
 from dataclasses import asdict
 
@@ -163,9 +163,15 @@ def render_ceilings(ceilings: dict, console: Console, isolated: bool = False) ->
         if isinstance(cases, str):
             console.print(f"[dim]{escape(cases)}[/dim]")
             continue
-        console.print(f"matmul ceiling of {name} (a step's matmuls alone, {where}): " + ", ".join(
-            f"{'-'.join(map(str, c['widths']))} batch {c['batch_size']} ({c['products']} products): "
-            f"{c['samples_per_s']:,.0f} samples/s ({c['gflops']:.0f} GFLOP/s)" for c in cases), highlight=False)
+        measured = [c for c in cases if "error" not in c]
+        if measured:
+            console.print(f"matmul ceiling of {name} (a step's matmuls alone, {where}): " + ", ".join(
+                f"{'-'.join(map(str, c['widths']))} batch {c['batch_size']} ({c['products']} products): "
+                f"{c['samples_per_s']:,.0f} samples/s ({c['gflops']:.0f} GFLOP/s)" for c in measured), highlight=False)
+        for c in cases:
+            if "error" in c:
+                console.print(f"[dim]{escape(c['error'])} ({'-'.join(map(str, c['widths']))} batch "
+                              f"{c['batch_size']})[/dim]")
 
 
 def choose_backends(requested: str) -> tuple[list[str], dict[str, str]]:
@@ -191,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # this process and every contender's may hold the same GPU: none takes 75% of its memory up front, as
+    # XLA would (set before any backend loads JAX; bench.worker does the same in each worker)
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     if args.json:
         from core.base.files import writable_target
 
@@ -333,13 +342,19 @@ def contender_specs(args, names: list[str]) -> list[tuple[str, str | None]]:
     then the anchors that are installed (torch's autograd loop, on CUDA too beside a GPU backend; scikit-learn)."""
     specs: list[tuple[str, str | None]] = [("softgrad", name) for name in names]
     if args.anchors:
-        if importlib.util.find_spec("torch") is not None:
-            specs.append(("torch-autograd", "cpu"))
+        try:  # an anchor whose library is missing or broken is left out, as a backend is
             import torch
-
+        except Exception:  # noqa: BLE001
+            torch = None
+        if torch is not None:
+            specs.append(("torch-autograd", "cpu"))
             if torch.cuda.is_available() and any(get_backend(n).on_gpu for n in names):
                 specs.append(("torch-autograd", "cuda"))
-        if importlib.util.find_spec("sklearn") is not None:
+        try:
+            import sklearn.neural_network  # noqa: F401
+        except Exception:  # noqa: BLE001
+            pass
+        else:
             specs.append(("sklearn", None))
     return specs
 

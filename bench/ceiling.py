@@ -8,9 +8,13 @@ arrays and in the layout its layers pass them (``x^T`` and ``W^T`` are
 transposed views, as in :mod:`core.training.layers`), and reports the
 samples per second a step could reach if everything else cost nothing.
 
-Each backend is measured in a process of its own (``python -m bench.ceiling``):
 OpenBLAS and OpenMP leave their worker threads spinning after a call, and one
-library's spinning threads would slow another's matmuls by up to 40%.
+library's spinning threads would slow another's matmuls by up to 40%, so each
+library is measured with no other loaded: ``python -m bench`` times one block
+of :func:`measure` per repeat in a process that trains on that library
+(:mod:`bench.worker`); with ``--same-process``, and ``python -m bench.ceiling``,
+each backend is measured beforehand in a process of its own
+(:func:`measure_in_subprocess`).
 """
 
 from __future__ import annotations

@@ -70,6 +70,7 @@ def measure_training(contenders: list, models: list[str], batch_sizes: list[int]
     """
     records = []
     ceiling_of: dict[str, object] = {}  # library -> the contender whose process times its ceiling
+    failed: set[tuple[str, tuple[int, ...], int]] = set()  # (library, widths, batch size) whose ceiling failed
     if ceilings is not None:
         for contender in contenders:
             if hasattr(contender, "ceiling"):
@@ -97,15 +98,16 @@ def measure_training(contenders: list, models: list[str], batch_sizes: list[int]
                     time.sleep(PAUSE_S)
                     rates[name].append(steps * batch_size / case.timed(steps))
                 for library, contender in ceiling_of.items():
-                    if isinstance(ceilings.get(library), str):
-                        continue  # it failed before: its reason stands
+                    if (library, tuple(model_widths), batch_size) in failed:
+                        continue  # it failed in an earlier repeat: its reason stands
                     progress(f"{model} batch {batch_size}: matmul ceiling of {library} in {contender.name}'s "
                              f"process (repeat {repeat + 1}/{repeats})")
                     time.sleep(PAUSE_S)
                     try:
                         block = contender.ceiling(model_widths, batch_size, 0.03 if quick else 0.1)
-                    except RuntimeError as error:
-                        ceilings[library] = f"the ceiling of {library} could not be measured: {error}"
+                    except RuntimeError as error:  # this case only: the library's other ceilings stand
+                        failed.add((library, tuple(model_widths), batch_size))
+                        add_ceiling_failure(ceilings, library, model_widths, batch_size, str(error))
                         continue
                     add_ceiling_block(ceilings, library, block)
             for contender in contenders:
@@ -126,6 +128,15 @@ def measure_training(contenders: list, models: list[str], batch_sizes: list[int]
     return records
 
 
+def add_ceiling_failure(ceilings: dict[str, list[dict] | str], library: str, widths: list[int], batch_size: int,
+                        reason: str) -> None:
+    """Why one (widths, batch size) of ``library`` has no ceiling: an entry with ``error`` and no rate."""
+    entries = ceilings.setdefault(library, [])
+    if isinstance(entries, list):
+        entries.append({"backend": library, "widths": list(widths), "batch_size": batch_size,
+                        "error": f"the ceiling of {library} could not be measured: {reason}"})
+
+
 def add_ceiling_block(ceilings: dict[str, list[dict] | str], library: str, block: dict) -> None:
     """One timed block of :func:`bench.ceiling.measure` (``repeats=1``) into ``ceilings[library]``: the
     entry for its (widths, batch size) keeps every block's seconds per step and reports their median."""
@@ -135,7 +146,7 @@ def add_ceiling_block(ceilings: dict[str, list[dict] | str], library: str, block
     if isinstance(entries, str):
         return
     entry = next((e for e in entries if e["widths"] == list(block["widths"])
-                  and e["batch_size"] == block["batch_size"]), None)
+                  and e["batch_size"] == block["batch_size"] and "error" not in e), None)
     if entry is None:
         entry = {"backend": library, "widths": list(block["widths"]), "batch_size": block["batch_size"],
                  "products": block["products"], "on_gpu": bool(block.get("on_gpu")), "blocks_s": []}
@@ -165,6 +176,8 @@ def add_ratios(records: list[TrainingRecord], matmul_gflops: dict[str, float],
     for backend, cases in (ceilings or {}).items():
         if isinstance(cases, list):
             for case in cases:
+                if "samples_per_s" not in case:
+                    continue  # this case's ceiling failed: its entry says why
                 by_case[(backend, tuple(case["widths"]), case["batch_size"])] = case["samples_per_s"]
                 on_gpu[backend] = bool(case.get("on_gpu", _on_gpu_name(backend)))
 
@@ -248,5 +261,5 @@ def verdicts(records: list[TrainingRecord], chosen: dict[tuple[str, int], Traini
     return out
 
 
-__all__ = ["MODELS", "TrainingRecord", "Verdict", "add_ceiling_block", "add_ratios", "measure_training", "recommend",
+__all__ = ["MODELS", "TrainingRecord", "Verdict", "add_ceiling_block", "add_ceiling_failure", "add_ratios", "measure_training", "recommend",
            "verdicts"]

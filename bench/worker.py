@@ -8,10 +8,11 @@ trains with one library loaded, so the bench measures each contender that way.
 
 The bench's process still decides the order: it asks one worker at a time for
 a block of steps while the others wait on their pipe, so drift in the machine
-hits every contender alike, as before. The same worker also times the step's
-matmul ceiling (:mod:`bench.ceiling`) for its library right after its training
-block, so a row and the ceiling it is read against are measured by the same
-library, in the same process, within the same second.
+hits every contender alike, as before. After each repeat's training blocks,
+one worker per library (the first that trains on it: softgrad's backend
+before an anchor on the same library) times the step's matmul ceiling
+(:mod:`bench.ceiling`), so a row and the ceiling it is read against are
+measured with the same library loaded alone, in the same minutes.
 
 The op benchmarks (:mod:`bench.ops`) of each softgrad backend run in its
 worker too. Each worker loads the data itself (the same files, the same
@@ -22,6 +23,8 @@ commands, their timings and the results.
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -71,6 +74,11 @@ def serve(conn, kind: str, argument: str | None, data_spec: DataSpec) -> None:
 
     Every answer is ``("ok", value)`` or ``("error", one line)``.
     """
+    # Ctrl-C reaches the whole process group: the bench's process closes its workers, so a worker
+    # neither dies with a traceback of its own nor leaves a command half-answered
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # several workers may share one GPU: none takes 75% of its memory up front, as XLA would
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     try:
         from bench.ceiling import ANCHOR_LIBRARY
 
@@ -132,8 +140,11 @@ def serve(conn, kind: str, argument: str | None, data_spec: DataSpec) -> None:
                 raise ValueError(f"unknown command {command!r}")
         except Exception as error:  # noqa: BLE001
             conn.send(("error", _one_line(error)))
-        else:
+            continue
+        try:
             conn.send(("ok", value))
+        except Exception as error:  # noqa: BLE001  (a value that cannot be sent: say why, not just die)
+            conn.send(("error", f"its answer to {command!r} could not be sent back: {_one_line(error)}"))
 
 
 class IsolatedContender:
@@ -149,7 +160,11 @@ class IsolatedContender:
                                         name=f"softgrad-bench-{kind}")
         self._process.start()
         child.close()
-        self.name, self.on_gpu, self.library = self._answer()
+        try:
+            self.name, self.on_gpu, self.library = self._answer()
+        except BaseException:
+            self.close()
+            raise
 
     def _answer(self) -> Any:
         try:
@@ -204,6 +219,9 @@ class IsolatedContender:
         if self._process.is_alive():
             self._process.terminate()
             self._process.join(timeout=5)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join()
         self._conn.close()
 
 

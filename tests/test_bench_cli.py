@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import multiprocessing
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -241,7 +244,7 @@ def test_same_process_trains_here_and_times_the_ceilings_beforehand(tmp_path):
 
 
 def test_ceiling_blocks_are_merged_into_their_median():
-    from bench.training import add_ceiling_block
+    from bench.training import add_ceiling_block, add_ceiling_failure
 
     ceilings: dict = {"jax": "the ceiling of jax could not be measured: boom"}
     for seconds in (0.004, 0.001, 0.002):
@@ -257,17 +260,34 @@ def test_ceiling_blocks_are_merged_into_their_median():
     assert first["gflops"] == pytest.approx(2 * 8 * (3 * 4 + 4 * 2 + 3 * 4 + 4 * 2 + 4 * 2) / 0.002 / 1e9)
     assert second["blocks_s"] == [0.5]
     assert ceilings["jax"].startswith("the ceiling of jax could not")  # a reason stands
+    # one case failing leaves the library's others, and rows of that case have no own ceiling
+    add_ceiling_failure(ceilings, "numpy", [3, 4, 2], 64, "out of memory")
+    add_ceiling_block(ceilings, "numpy", {"backend": "numpy", "widths": [3, 4, 2], "batch_size": 64,
+                                          "products": 3, "seconds_per_step": 0.1})  # never merged into the error
+    failure = ceilings["numpy"][2]
+    assert failure["error"] == "the ceiling of numpy could not be measured: out of memory"
+    assert "samples_per_s" not in failure and len(ceilings["numpy"]) == 4
+    rows = [record("numpy", 300.0, 0.9), record("numpy", 300.0, 0.9)]
+    rows[0].widths, rows[1].widths, rows[1].batch_size = [3, 4, 2], [3, 4, 2], 8
+    ceilings["numpy"].pop()  # the block above, at batch 64, that stands beside the failure
+    add_ratios(rows, {"numpy": 1.0}, ceilings)
+    assert rows[0].ceiling_fraction is None and rows[1].ceiling_fraction == pytest.approx(300 / 4000)
 
 
 def test_a_contender_in_its_own_process_trains_times_its_ceiling_and_names_its_failures():
     from bench.worker import DataSpec, IsolatedContender, WorkerError
 
+    def ours():
+        return [p for p in multiprocessing.active_children() if p.name.startswith("softgrad-bench")]
+
     with pytest.raises(WorkerError, match="no-such-backend"):
         IsolatedContender("softgrad", "no-such-backend", DataSpec())
+    assert not ours()  # the worker that could not start is gone
     worker = IsolatedContender("softgrad", "numpy", DataSpec())
     try:
         assert (worker.name, worker.on_gpu, worker.library) == ("numpy", False, "numpy")
         case = worker.prepare("linear", 64, None, "sgd")
+        os.kill(worker._process.pid, signal.SIGINT)  # Ctrl-C reaches the group: the bench's process decides
         assert case.timed(3) > 0 and case.peak_memory() > 0
         block = worker.ceiling([784, 10], 64, 0.001)
         assert block["products"] == 2 and block["calls"] >= 1 and block["samples_per_s"] > 0
@@ -281,6 +301,7 @@ def test_a_contender_in_its_own_process_trains_times_its_ceiling_and_names_its_f
             worker.prepare("linear", 64, None, "sgd")
     finally:
         worker.close()
+    assert not ours()
 
 
 def test_rows_are_read_against_their_own_librarys_ceiling_and_the_best():
