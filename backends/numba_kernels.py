@@ -97,6 +97,16 @@ def _build(numba: Any) -> SimpleNamespace:
             return z.dtype.type(math.nan)
         return row_max
 
+    @compile
+    def exp_row(z, i, row_max, out):
+        """out[i, :] = exp(z[i, :] - row_max); returns their sum (softmax's and cross-entropy's sweep)."""
+        total = z.dtype.type(0.0)
+        for j in range(z.shape[1]):
+            e = exp_shifted(z[i, j] - row_max)
+            out[i, j] = e
+            total += e
+        return total
+
     def sgd(p, g, m, lr, momentum, dampening, weight_decay, nesterov, use_momentum, first):
         """torch.optim.SGD on flat arrays, in place: g' = g + wd p; m = mu m + (1 - damp) g' (m = g' on the
         first step); step = g' + mu m (Nesterov) or m; p -= lr step."""
@@ -121,11 +131,7 @@ def _build(numba: Any) -> SimpleNamespace:
             row_max = finite_row_max(z, i)
             if row_max != row_max:
                 return i
-            total = z.dtype.type(0.0)
-            for j in range(c):
-                e = exp_shifted(z[i, j] - row_max)
-                out[i, j] = e
-                total += e
+            total = exp_row(z, i, row_max, out)
             scale = out.dtype.type(1.0) / total
             for j in range(c):
                 out[i, j] *= scale
@@ -140,11 +146,7 @@ def _build(numba: Any) -> SimpleNamespace:
             row_max = finite_row_max(z, i)
             if row_max != row_max:
                 return i
-            total = z.dtype.type(0.0)
-            for j in range(c):
-                e = exp_shifted(z[i, j] - row_max)
-                grad[i, j] = e
-                total += e
+            total = exp_row(z, i, row_max, grad)
             t = labels[i]
             value = math.log(total) - (z[i, t] - row_max)
             if not value < math.inf:

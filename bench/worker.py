@@ -190,11 +190,10 @@ class IsolatedContender:
         """``data`` is unused: the worker loaded the same data itself."""
         case_id = self._call("prepare", model, batch_size, optimizer)
 
-        def run(steps: int) -> None:
-            self._call("timed", case_id, steps)
+        def timed(steps: int) -> float:  # the worker's own clock, between two synchronisations
+            return self._call("timed", case_id, steps)
 
-        return Case(run, lambda: None, lambda: self._call("peak_memory", case_id),
-                    timed_run=lambda steps: self._call("timed", case_id, steps),
+        return Case(timed, lambda: None, lambda: self._call("peak_memory", case_id), timed_run=timed,
                     release=lambda: self._call("release", case_id))
 
     def accuracy(self, model: str, batch_size: int, data: Any = None, optimizer: str = "sgd") -> float:
