@@ -16,6 +16,7 @@ import argparse
 import ast
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -24,12 +25,20 @@ import numpy as np
 
 import datasets
 from core.base.errors import BackendUnavailableError
-from core.base.files import atomic_write_text, writable_target
+from core.base.files import (
+    LOCK_NAME,
+    atomic_write_text,
+    check_folder_writable,
+    check_writable,
+    claim_folder,
+    writable_target,
+)
 from core.base.losses import LOSSES, Loss
-from core.base.optim import OPTIMIZERS
+from core.base.optim import OPTIMIZERS, get_optimizer
 from core.base.registry import backend_names, get_backend
 from core.training import reports
 from core.training.auto import resolve_backend
+from core.training.cli import OneLineErrorParser
 from core.training.layers import ACTIVATIONS
 from core.training.loop import (
     TrainingDivergedError,
@@ -40,7 +49,7 @@ from core.training.loop import (
     predict,
 )
 from core.training.metrics import confusion_matrix, per_class_accuracy, regression_metrics
-from core.training.models import CLASSIC_MLP_HIDDEN, MLP, MODELS
+from core.training.models import CLASSIC_MLP_HIDDEN, MLP, MODELS, check_fits_in_memory
 from core.training.step import TRAINING_DEFAULTS, TRAINING_LR, TrainSettings
 
 _TRAINING = TrainSettings()
@@ -71,6 +80,8 @@ DEFAULTS = {
 SGD_DEFAULTS = TRAINING_DEFAULTS["sgd"]
 # what --resume takes from the run it continues: the model and the data must not change
 FROM_RUN = ("model", "hidden", "activation", "dataset", "binary", "root", "seed", "dtype")
+#: every file a run writes in its folder: a new run never writes into a folder holding one of them
+RUN_FILES = ("run.json", "checkpoint.npz", "history.json", "curves.png", "predictions.png", "fit.png")
 
 
 def _betas(text: str) -> tuple[float, float]:
@@ -100,7 +111,7 @@ def _optimizers_epilog() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineErrorParser(
         prog="python -m core.train",
         description="Train softmax regression, linear regression or an MLP with hand-written backprop on any "
                     "softgrad backend.",
@@ -167,7 +178,11 @@ def given_flags(args: argparse.Namespace) -> dict:
 
 
 def resolve_settings(args: argparse.Namespace) -> tuple[dict, Path | None]:
-    """The run's settings: flags given, else the resumed run's, else the defaults."""
+    """The run's settings: flags given, else the resumed run's, else the defaults.
+
+    Also where to resume from: None for a new run, and for a run stopped before its first checkpoint
+    (its folder holds run.json alone), which ``--resume`` starts again from the beginning.
+    """
     given = given_flags(args)
     for key in ("optimizer_options", "loss_options"):
         if key in given:
@@ -178,8 +193,13 @@ def resolve_settings(args: argparse.Namespace) -> tuple[dict, Path | None]:
         run = Path(args.resume)
         resume_from = run if run.suffix == ".npz" else run / "checkpoint.npz"
         run_json = resume_from.parent / "run.json"
-        if not resume_from.is_file() or not run_json.is_file():
+        if not run_json.is_file():
             raise FileNotFoundError(f"--resume {args.resume}: no checkpoint.npz and run.json there")
+        if not resume_from.exists():  # stopped before its first epoch ended: nothing to continue from
+            print(f"train: {resume_from.parent} has no checkpoint (the run stopped before its first epoch "
+                  "ended): starting it again from the beginning", file=sys.stderr)
+            args.restarted_run = resume_from.parent
+            resume_from = None
         try:
             saved = json.loads(run_json.read_text())
         except (OSError, UnicodeDecodeError, ValueError) as error:
@@ -210,32 +230,121 @@ def hidden_widths(settings: dict, given: dict) -> list[int]:
     return widths
 
 
-def check_arguments(settings: dict, given: dict, args: argparse.Namespace) -> None:
+def _flag(name: str, settings: dict) -> str:
+    """The flag that sets the optimizer's hyperparameter ``name`` (``--optimizer-option`` where it came there)."""
+    if name in dict(settings.get("optimizer_options") or {}) or (name not in HYPERPARAMETERS and name != "lr"):
+        return f"--optimizer-option {name}"
+    return f"--{name.replace('_', '-')}"
+
+
+def in_flag_terms(message: str, settings: dict) -> str:
+    """An optimizer's message (``sgd_step: momentum must be ...``) in the command line's terms
+    (``--momentum must be ...``): the flags the user typed, not the functions that checked them."""
+    message = re.sub(r"^\w+_(?:step|init): ", "", message)
+    if message.startswith("nesterov momentum requires"):
+        return (f"{_flag('nesterov', settings)} needs {_flag('momentum', settings)} above 0 and "
+                f"{_flag('dampening', settings)} 0, as torch.optim.SGD does")
+    message = message.replace("betas[0]", "the first of --betas").replace("betas[1]", "the second of --betas")
+    names = sorted({*HYPERPARAMETERS, *dict(settings.get("optimizer_options") or {}), "lr"}, key=len, reverse=True)
+    return re.sub(r"(?<![\w-])(" + "|".join(map(re.escape, names)) + r")(?![\w\[])",
+                  lambda m: _flag(m.group(1), settings), message)
+
+
+def check_optimizer_flags(settings: dict) -> None:
+    """The optimizer's hyperparameters as torch.optim checks them, each error naming the flag given."""
+    optimizer = get_optimizer(settings["optimizer"])
+    takes = ", ".join(["--lr", *(_flag(k, {}) for k in optimizer.defaults)])
+    for key in HYPERPARAMETERS:
+        if settings.get(key) is not None and key not in optimizer.defaults:
+            raise ValueError(f"--{key.replace('_', '-')}: {optimizer.name} has no hyperparameter {key!r}; it takes "
+                             f"{takes}")
+    for key in dict(settings.get("optimizer_options") or {}):
+        if key == "lr":
+            raise ValueError("--optimizer-option lr: give the learning rate with --lr")
+        if key not in optimizer.defaults:
+            raise ValueError(f"--optimizer-option {key}: {optimizer.name} has no hyperparameter {key!r}; it takes "
+                             f"{takes}")
+    try:
+        training = TrainSettings.from_dict(
+            {k: settings[k] for k in ("epochs", "batch_size", "lr", "lr_schedule", "seed", "loss", "optimizer")}
+            | {"hyperparameters": hyperparameters(settings)})
+        training.check()
+    except (TypeError, ValueError) as error:
+        raise type(error)(in_flag_terms(str(error), settings)) from None
+
+
+def check_arguments(settings: dict, given: dict, args: argparse.Namespace, out: Path | None = None) -> None:
     """Everything that can be checked before the data is read and before anything is written."""
     if settings["backend"] != "auto":
         get_backend(settings["backend"])
     hidden_widths(settings, given)
     if not isinstance(settings["seed"], int) or settings["seed"] < 0:
         raise ValueError(f"--seed must be an integer >= 0, got {settings['seed']!r}")
-    TrainSettings.from_dict({k: settings[k] for k in ("epochs", "batch_size", "lr", "lr_schedule", "seed", "loss",
-                                                      "optimizer")} | {"hyperparameters": hyperparameters(settings)}
-                            ).check()
+    epochs, batch_size = settings["epochs"], settings["batch_size"]
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        # 0 epochs would leave a folder with no checkpoint that neither evaluate nor --resume could use
+        raise ValueError(f"--epochs must be at least 1 (it counts every epoch, resumed ones too), got {epochs!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {batch_size!r}")
+    check_optimizer_flags(settings)
     if settings.get("chunked_head") and settings["loss"] not in (None, "cross_entropy"):
         raise ValueError(f"--chunked-head fuses the last layer with cross_entropy; --loss is {settings['loss']}")
     if settings["binary"] is not None and settings["loss"] is not None \
             and LOSSES.lookup(settings["loss"]).targets == "value":
         raise ValueError(f"--binary makes a classification task; --loss {settings['loss']} is a regression loss")
+    out = Path(args.out) if out is None and args.out else out
+    if out is not None:
+        check_folder_can_be_made(out)
+        if not continues_run(args, out):
+            check_new_run_folder(out)
+        for name in RUN_FILES:  # a file the run will replace must be one it can replace (no folder, FIFO, device)
+            try:
+                writable_target(out / name)
+            except OSError as error:
+                raise type(error)(f"--out {out}: {error}") from None
     if args.json:
-        writable_target(args.json)
-    if args.out:
-        check_folder_can_be_made(Path(args.out))
-    if args.out and not args.resume:
-        out = Path(args.out)
-        if (out / "checkpoint.npz").exists() or (out / "run.json").exists():
-            raise FileExistsError(f"--out {out} holds a run already: continue it with --resume {out}, or give "
-                                  "--out a new folder")
-        if out.exists() and not out.is_dir():
-            raise FileExistsError(f"--out {out} is a file, not a folder")
+        check_json_target(Path(args.json), out)
+
+
+def continues_run(args: argparse.Namespace, out: Path) -> bool:
+    """Whether ``out`` is the folder of the run ``--resume`` continues: then its files are the run's own."""
+    folder = getattr(args, "restarted_run", None) or (
+        None if not args.resume else Path(args.resume).parent if Path(args.resume).suffix == ".npz"
+        else Path(args.resume))
+    return folder is not None and os.path.realpath(folder) == os.path.realpath(out)
+
+
+def check_new_run_folder(out: Path) -> None:
+    """A new run's folder is new, or holds none of the files a run writes: nothing of anyone's is replaced."""
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out} is a file, not a folder")
+    if (out / "checkpoint.npz").exists() or (out / "run.json").exists():
+        raise FileExistsError(f"--out {out} holds a run already: continue it with --resume {out}, or give "
+                              "--out a new folder")
+    found = [name for name in RUN_FILES if os.path.lexists(out / name)]
+    if found:
+        raise FileExistsError(f"--out {out} holds {', '.join(found)}, which this run would write: give --out a new "
+                              "folder (a run never replaces files it did not write)")
+
+
+def check_json_target(path: Path, out: Path | None) -> None:
+    """``--json``: writable, none of the run's own files, and no file of anyone else's (an earlier history
+    that this command wrote may be replaced)."""
+    target = os.path.realpath(path)
+    for name in (*RUN_FILES, LOCK_NAME) if out is not None else ():
+        if target == os.path.realpath(out / name):
+            raise ValueError(f"--json {path} is the run's own {name} in {out}: give another path")
+    check_writable(path, "--json")
+    if os.path.exists(target):
+        try:
+            with open(target, "rb") as handle:
+                held = json.loads(handle.read(64 << 20))
+            ours = isinstance(held, list) and all(isinstance(r, dict) and "epoch" in r for r in held)
+        except (OSError, ValueError):
+            ours = False
+        if not ours:
+            raise FileExistsError(f"--json {path} exists and holds something other than a training history: give "
+                                  "a new path (a run never replaces files it did not write)")
 
 
 def check_folder_can_be_made(folder: Path) -> None:
@@ -250,10 +359,15 @@ def check_folder_can_be_made(folder: Path) -> None:
         existing = existing.parent
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         raise PermissionError(f"--out {folder}: cannot create or write in {existing}")
+    check_folder_writable(folder, "--out")  # by a probe: root passes os.access on a read-only /proc
 
 
 def build_model(settings: dict, num_features: int, num_outputs: int, given: dict | None = None) -> MLP:
     hidden = hidden_widths(settings, given or {})
+    try:  # before anything is allocated: a clear line, not NumPy's MemoryError
+        check_fits_in_memory([num_features, *hidden, num_outputs], np.dtype(settings["dtype"]))
+    except ValueError as error:
+        raise ValueError(f"--hidden {settings['hidden']}: {error}" if settings["model"] == "mlp" else str(error)) from None
     return MLP([num_features, *hidden, num_outputs], settings["activation"], seed=settings["seed"],
                dtype=settings["dtype"])
 
@@ -273,41 +387,67 @@ def choose_loss(settings: dict, data: datasets.Dataset) -> Loss:
     return LOSSES.lookup("binary_cross_entropy_with_logits" if settings["binary"] is not None else "cross_entropy")
 
 
+def default_out(settings: dict) -> Path:
+    """runs/<dataset>-<model>-<backend>-<time>, with -2, -3, ... where two runs start in the same second."""
+    base = Path("runs") / (f"{settings['dataset']}-{settings['model']}-{settings['backend'].replace(':', '-')}-"
+                           f"{time.strftime('%Y%m%d-%H%M%S')}")
+    out, n = base, 1
+    while os.path.lexists(out):
+        n += 1
+        out = base.with_name(f"{base.name}-{n}")
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     settings, resume_from = resolve_settings(args)
-    out = Path(args.out) if args.out else (resume_from.parent if resume_from else Path("runs") / (
-        f"{settings['dataset']}-{settings['model']}-{settings['backend'].replace(':', '-')}-"
-        f"{time.strftime('%Y%m%d-%H%M%S')}"))
+    restarted = getattr(args, "restarted_run", None)
+    out = Path(args.out) if args.out else (resume_from.parent if resume_from else restarted or default_out(settings))
     try:
-        return _run(args, settings, resume_from, out)
+        return _claimed_run(args, settings, resume_from, out)
     except KeyboardInterrupt:
         if (out / "checkpoint.npz").is_file():
             print(f"train: interrupted; the last finished epoch is in {out / 'checkpoint.npz'} "
                   f"(continue with --resume {out})", file=sys.stderr)
+        elif (out / "run.json").is_file():
+            print(f"train: interrupted before the first epoch finished; nothing was saved to resume (--resume "
+                  f"{out} starts the run again from the beginning)", file=sys.stderr)
         else:
             print("train: interrupted before the first epoch finished; nothing was saved to resume",
                   file=sys.stderr)
         return 130
 
 
+def _claimed_run(args: argparse.Namespace, settings: dict, resume_from: Path | None, out: Path) -> int:
+    """The run with its folder claimed first: made (a clear error where it cannot be) and locked, so a
+    second run into it is refused; a folder this run made and wrote nothing in is removed again."""
+    check_arguments(settings, given_flags(args), args, out)  # before the data is read and anything is written
+    with claim_folder(out, "--out"):  # a refused run's folder, empty, goes with the claim
+        if not continues_run(args, out):  # again, now that no other run can write there
+            check_new_run_folder(out)
+        return _run(args, settings, resume_from, out)
+
+
 def _run(args: argparse.Namespace, settings: dict, resume_from: Path | None, out: Path) -> int:
     say = (lambda _: None) if args.quiet else print
 
-    check_arguments(settings, given_flags(args), args)  # before the data is read and anything is written
     options = {"binary": settings["binary"]} if settings["binary"] is not None else {}
     data = datasets.load(settings["dataset"], root=settings["root"], download=bool(settings["download"]), **options)
     loss = choose_loss(settings, data)
     settings["loss"] = loss.name
     model = build_model(settings, data.num_features, 1 if loss.targets == "binary" else data.num_outputs)
-    check_data(data, model, loss)  # the loss suits the data: checked before the run folder is made
-    check_loss_options(model, data, loss, dict(settings["loss_options"] or {}))
+    check_data(data, model, loss)  # the loss suits the data: checked before the run folder is written in
+    loss_options = dict(settings["loss_options"] or {})
+    check_loss_options(model, data, loss, loss_options,
+                       label="--loss-option " + " ".join(f"{k}={v!r}" for k, v in loss_options.items()))
     if resume_from is not None:  # and the checkpoint continues this model and optimizer, before run.json changes
-        check_resume(model, resume_from, settings["optimizer"])
+        trained = len(check_resume(model, resume_from, settings["optimizer"])[2])
+        if settings["epochs"] < trained:
+            raise ValueError(f"--epochs {settings['epochs']}: the run in {resume_from.parent} has trained {trained} "
+                             f"epochs already (--epochs counts them all: give {trained + 1} or more to train on)")
     say(f"data: {data.source}: {len(data.y_train):,} train / {len(data.y_test):,} test")
     model.to(resolve_backend(settings["backend"], model.widths, min(settings["batch_size"], len(data.y_train)),
                              settings["dtype"], log=say))
     say(f"model: {model}; run folder: {out}")
-    out.mkdir(parents=True, exist_ok=True)
     settings["backend"] = model.be.name  # the backend that runs, never "auto"
     atomic_write_text(out / "run.json", json.dumps({k: settings[k] for k in DEFAULTS}, indent=2))
 
@@ -369,6 +509,7 @@ def main(argv: list[str] | None = None) -> int:
     from datasets import DatasetError
 
     args = build_parser().parse_args(argv)
+    args.restarted_run = None
     try:
         return run(args)
     except TrainingDivergedError as error:

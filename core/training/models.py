@@ -6,7 +6,9 @@ moved to a backend, so one seed gives the same weights on every backend.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,6 +26,55 @@ from core.training.layers import (
 CLASSIC_MLP_HIDDEN = (512, 256, 128, 64)
 #: the networks the command line and bench name, by their hidden widths: softmax regression has none
 MODELS = {"linear": (), "mlp": CLASSIC_MLP_HIDDEN}
+
+
+def parameter_count(widths: Sequence[int]) -> int:
+    """The number of weights and biases of an MLP of these widths."""
+    return sum(fan_in * fan_out + fan_out for fan_in, fan_out in zip(widths, widths[1:]))
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this process can still take: the machine's available memory, or the container's
+    (cgroup) limit less its use where that is lower; None where neither can be read."""
+    found = []
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    found.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        try:
+            found.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (AttributeError, OSError, ValueError):
+            pass
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            found.append(int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text()))
+    except (OSError, ValueError):
+        pass
+    return min(found) if found else None
+
+
+def _gib(size: int) -> str:
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30)):
+        if size >= scale:
+            return f"{size / scale:,.1f} {unit}"
+    return f"{size / 2**20:,.1f} MiB"
+
+
+def check_fits_in_memory(widths: Sequence[int], dtype: np.dtype) -> None:
+    """A ValueError naming the model's size, before anything is allocated, for a model whose parameters
+    would not fit in the memory available (a MemoryError from deep inside NumPy otherwise, or swapping)."""
+    count = parameter_count(widths)
+    # the weights are drawn in float64 one layer at a time, then converted: the largest layer twice more
+    largest = max(fan_in * fan_out for fan_in, fan_out in zip(widths, widths[1:]))
+    needed = count * dtype.itemsize + largest * (8 + dtype.itemsize)
+    available = available_memory()
+    if available is not None and needed > available:
+        raise ValueError(f"the model {'-'.join(map(str, widths))} has {count:,} parameters, "
+                         f"{_gib(count * dtype.itemsize)} as {dtype.name} ({_gib(needed)} to initialise); "
+                         f"this machine has {_gib(max(available, 0))} of memory available: use smaller widths")
 
 
 class MLP:
@@ -44,6 +95,7 @@ class MLP:
             raise ValueError(f"an MLP needs at least an input and an output width, all >= 1; got {widths}")
         if np.dtype(dtype).name not in ("float32", "float64"):
             raise TypeError(f"model dtype must be float32 or float64, got {np.dtype(dtype).name}")
+        check_fits_in_memory(widths, np.dtype(dtype))
         self.widths = widths
         self.activation_name = activation
         self.activation = make_activation(activation)

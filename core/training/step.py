@@ -86,15 +86,17 @@ class TrainSettings:
                             "(--lr on the command line)")
         optimizer.check_names(self.hyperparameters)
         values = {**optimizer.defaults, **TRAINING_DEFAULTS.get(optimizer.name, {}), **self.hyperparameters}
-        if optimizer.name == "sgd" and values["momentum"] == 0:
-            values["nesterov"] = False  # Nesterov needs momentum: for fit, momentum=0 is plain SGD
+        if optimizer.name == "sgd" and values["momentum"] == 0 and "nesterov" not in self.hyperparameters:
+            # fit's default Nesterov needs momentum: momentum=0 alone is plain SGD; nesterov=True asked for
+            # with momentum 0 is refused by the check below, as torch.optim.SGD refuses it
+            values["nesterov"] = False
         return optimizer.check(lr=self.lr, **values)
 
     def check(self) -> None:
-        if (isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 0
-                or isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1):
-            raise ValueError(f"epochs must be an int >= 0 and batch_size an int >= 1, got {self.epochs!r}, "
-                             f"{self.batch_size!r}")
+        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 0:
+            raise ValueError(f"epochs must be an int >= 0, got {self.epochs!r}")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1, got {self.batch_size!r}")
         if self.lr_schedule not in ("cosine", "constant"):
             raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}")
         self.loss_definition  # noqa: B018  (raises for an unknown loss)
