@@ -25,6 +25,7 @@ from backends import available_backends, backend_names, get_backend
 from bench.ops import OpResult, measure_ops
 from bench.worker import WorkerError
 from core.base.errors import BackendUnavailableError
+from core.training.cli import OneLineErrorParser
 from core.training.models import MODELS
 
 BATCH_SIZES = [64, 256, 1024]
@@ -32,7 +33,7 @@ ADAM_BATCH_SIZES = [256]  # one size: Adam's rows compare the optimizer step, th
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="python -m bench",
         description="Measure softgrad's backends (ops and training throughput, accuracy, memory) beside "
         "idiomatic PyTorch and scikit-learn, and recommend the backend to train on. Medians of "

@@ -10,6 +10,7 @@ what an uninterrupted one would have done.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import sys
 import time
@@ -20,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from core.base.files import remove_stale_temporaries
+from core.base.files import claim_folder, remove_stale_temporaries
 from core.base.losses import Loss, get_loss
 from core.base.optim import Optimizer, get_optimizer
 from core.base.protocol import Backend
@@ -216,7 +217,7 @@ def _progress_bar(enabled: bool):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(),
+                    TextColumn("mean loss {task.fields[loss]}"), TimeRemainingColumn(),
                     transient=True, disable=not enabled)
 
 
@@ -246,6 +247,13 @@ def _start(model: MLP, data, backend, given: dict[str, Any], resume, log) -> _Ru
         merged = {**asdict(saved_settings), **{k: v for k, v in given.items() if k != "hyperparameters"}}
         merged["hyperparameters"] = {**saved_settings.hyperparameters, **given.get("hyperparameters", {})}
         settings = TrainSettings.from_dict(merged)
+        if isinstance(settings.epochs, int) and settings.epochs < len(history):
+            raise ValueError(f"resume: the checkpoint has trained {len(history)} epochs already; epochs="
+                             f"{settings.epochs} is fewer (epochs counts them all: give {len(history) + 1} or more "
+                             "to train on)")
+        if log is not None and settings.epochs == len(history):
+            log(f"resume: the run has finished its {len(history)} epochs; nothing to train (give more epochs, "
+                f"{len(history) + 1} or more, to train on)")
         if (log is not None and settings.lr_schedule == "cosine" and len(history) >= saved_settings.epochs
                 and settings.epochs > len(history)):
             steps = math.ceil(len(data.y_train) / settings.batch_size)
@@ -320,9 +328,11 @@ def options_on(be: Backend, options: Mapping[str, Any], dtype) -> dict[str, Any]
     return out
 
 
-def check_loss_options(model: MLP, data, loss: Loss | str, options: Mapping[str, Any]) -> None:
+def check_loss_options(model: MLP, data, loss: Loss | str, options: Mapping[str, Any], *,
+                       label: str | None = None) -> None:
     """The loss's options, tried once on two training samples on the model's backend: a bad option is
-    named before training (and before a run folder is made), not reported as a divergence later."""
+    named before training (and before a run folder is made), not reported as a divergence later.
+    ``label`` starts the error's message (default ``loss_options {...}``; the command line names its flag)."""
     loss = get_loss(loss)
     if "reduction" in options:
         raise ValueError(f"loss_options: fit takes the mean loss of each batch; 'reduction' is not an option of "
@@ -330,13 +340,35 @@ def check_loss_options(model: MLP, data, loss: Loss | str, options: Mapping[str,
     if not options:
         return
     be = model.be
+    label = label or f"loss_options {dict(host_options(be, options))}"
+    known = loss_option_names(loss)
+    unknown = sorted(set(options) - known) if known is not None else []
+    if unknown:
+        raise TypeError(f"{label}: {loss.name} has no option {', '.join(map(repr, unknown))}; it takes "
+                        f"{', '.join(sorted(known)) or 'none'}")
     x = be.asarray(np.asarray(data.x_train[:2]), dtype=model.dtype)
     y = targets_on(be, np.asarray(data.y_train[:2]), loss, model.dtype)
     try:
         with np.errstate(over="ignore", invalid="ignore"):
             loss.value_and_grad_on(be, model.logits(x), y, **options_on(be, options, model.dtype))
     except (TypeError, ValueError) as error:
-        raise type(error)(f"loss_options {dict(host_options(be, options))}: {error}") from None
+        message = str(error)
+        for op in (f"{loss.name}_and_grad: ", f"{loss.name}: "):  # the op's name says nothing to the caller
+            message = message.removeprefix(op)
+        raise type(error)(f"{label}: {message}") from None
+
+
+def loss_option_names(loss: Loss | str) -> set[str] | None:
+    """The options ``loss`` takes in training (its keyword arguments but op, want_grad and reduction);
+    None where its ``compute`` takes any (``**options``) or has no signature to read."""
+    try:
+        parameters = inspect.signature(get_loss(loss).compute).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    return {p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY} - {"op", "want_grad",
+                                                                                      "reduction"}
 
 
 def _train_epoch(model: MLP, run: _Run, epoch: int, show: bool, checkpoint_path) -> dict[str, Any]:
@@ -362,19 +394,32 @@ def _train_epoch(model: MLP, run: _Run, epoch: int, show: bool, checkpoint_path)
             except ValueError as error:
                 where = f" The last good checkpoint is {checkpoint_path}." if checkpoint_path and epoch > 1 else ""
                 raise TrainingDivergedError(
-                    f"training diverged at epoch {epoch}, step {step}: {error}. Lower the learning rate "
-                    f"(now {step_lr:g}).{where}") from None
+                    f"training diverged at epoch {epoch}, step {step}: {error}. {_divergence_hint(settings, step_lr)}"
+                    f"{where}") from None
             total_loss = total_loss + loss * (s.stop - s.start)
             if classes:
                 correct = correct + _correct(be, loss_definition, logits, ys[s, ...])
             if show and (step % 20 == 0 or step == steps_per_epoch):
-                bar.update(task, completed=step, loss=f"{float(be.to_numpy(loss)):.4f}")
+                # the mean over the epoch so far, not this batch's: at the epoch's end it is the epoch line's
+                bar.update(task, completed=step, loss=f"{float(be.to_numpy(total_loss)) / s.stop:.4f}")
     train_loss = float(be.to_numpy(total_loss)) / n
     train_accuracy = int(be.to_numpy(correct)) / n if classes else None
     be.synchronize()
     seconds = time.perf_counter() - start
     return {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_accuracy, "seconds": seconds,
             "samples_per_s": n / seconds, "lr": settings.lr_at(epoch, steps_per_epoch, steps_per_epoch)}
+
+
+def _divergence_hint(settings: TrainSettings, step_lr: float) -> str:
+    """What to change after a divergence: a momentum >= 1 (each step larger than the last, which torch
+    allows) where there is one, else the learning rate; with every hyperparameter the run used."""
+    values = settings.resolved_hyperparameters
+    used = ", ".join(f"{k} {v}" for k, v in {"lr": f"{step_lr:g}", **values}.items())
+    momentum = values.get("momentum")
+    if isinstance(momentum, (int, float)) and momentum >= 1:
+        return (f"momentum {momentum:g} >= 1 makes every step larger than the last: use a momentum below 1 "
+                f"(0.9 is usual). The {settings.optimizer} settings: {used}.")
+    return f"Lower the learning rate (now {step_lr:g}; the {settings.optimizer} settings: {used})."
 
 
 def default_loss(data, model: MLP) -> str:
@@ -437,8 +482,18 @@ def fit(model: MLP, data, backend: Backend | str | None = None, *, loss: Loss | 
     if chunked_head is not None:
         given["chunked_head"] = chunked_head
     given["hyperparameters"] = {k: v for k, v in hyperparameters.items() if v is not None}
-    if checkpoint_path is not None:  # what a run killed while writing its checkpoint left behind
-        remove_stale_temporaries(Path(checkpoint_path).parent)
+    if resume is None:  # the settings as the optimizer checks them, before any work (a resumed run's: in _start)
+        TrainSettings.from_dict(given).check()
+    if checkpoint_path is None:
+        return _fit(model, data, backend, given, resume, progress, log, None)
+    # the checkpoint's folder is this run's while it trains: a second run there is refused, not interleaved
+    with claim_folder(Path(checkpoint_path).parent, "the checkpoint's folder"):
+        remove_stale_temporaries(Path(checkpoint_path).parent)  # what a killed run's write left behind
+        return _fit(model, data, backend, given, resume, progress, log, checkpoint_path)
+
+
+def _fit(model: MLP, data, backend, given: dict[str, Any], resume, progress: bool | None,
+         log: Callable[[str], None] | None, checkpoint_path) -> list[dict]:
     run = _start(model, data, backend, given, resume, log)
     settings = run.settings
     show = sys.stderr.isatty() if progress is None else progress
@@ -455,7 +510,7 @@ def fit(model: MLP, data, backend: Backend | str | None = None, *, loss: Loss | 
         run.history.append(record)
         if checkpoint_path is not None:
             checkpoint.save(checkpoint_path, model, run.state, run.history, run.saved_settings,
-                            optimizer=settings.optimizer)
+                            optimizer=settings.optimizer, data=data)  # what it trains on: evaluate reads it
         if log is not None:
             train = "-" if record.get("train_accuracy") is None else f"{record['train_accuracy']:.2%}"
             accuracy = (f"train {train}  test {record['test_accuracy']:.2%}  "
