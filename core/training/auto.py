@@ -4,31 +4,57 @@ A short probe trains the actual network shape on random data for a fraction
 of a second per available backend, device synchronised, and keeps the
 fastest. The answer is cached per machine, library versions, network, batch
 size and dtype in ``$SOFTGRAD_CACHE/auto-backend.json`` (default
-``~/.cache/softgrad``), so later runs pick at once.
+``~/.cache/softgrad``; an empty ``SOFTGRAD_CACHE`` counts as unset, as the XDG
+variables do, and ``~`` is expanded) for :data:`MAX_AGE_S` (7 days), so later
+runs pick at once; ``SOFTGRAD_AUTO_REPROBE=1`` probes again and replaces the
+cached answer (a probe taken while the machine was busy, say).
+
+The cache is a regular file this program writes and owns. Anything else at
+its path (a symbolic link, a FIFO, a directory, another user's file, a file
+over 1 MiB) is neither read nor written: the run probes, says so in one
+warning, and leaves it alone. A file that does not parse (damaged, or JSON
+nested past the parser's limit) is replaced by the next probe's answer.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import stat
+import tempfile
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from core.base.files import atomic_write_text
+from core.base.files import TEMP_PREFIX, TEMP_SUFFIX, current_umask
 from core.base.protocol import Backend
 from core.base.registry import available_backends, get_backend
 from core.training.models import MLP
 from core.training.step import TrainSettings, train_step
 
 PROBE_SECONDS = 0.15  # per backend, after warm-up
+CACHE_NAME = "auto-backend.json"
+MAX_AGE_S = 7 * 24 * 3600  # a probe is a snapshot of the machine's load: a week, then it is taken again
+CLOCK_SKEW_S = 3600  # an answer dated this far ahead (a clock set back) still counts; further is stale
+MAX_CACHE_BYTES = 1 << 20  # thousands of answers; a larger file is not ours to read into memory
+REPROBE_ENV = "SOFTGRAD_AUTO_REPROBE"
 
 
 def cache_file() -> Path:
-    root = os.environ.get("SOFTGRAD_CACHE", str(Path.home() / ".cache" / "softgrad"))
-    return Path(root) / "auto-backend.json"
+    """``$SOFTGRAD_CACHE/auto-backend.json``, ``~`` expanded; an unset or empty variable means ``~/.cache/softgrad``."""
+    root = os.environ.get("SOFTGRAD_CACHE", "").strip()
+    # empty counts as unset (as XDG_CACHE_HOME does): never the current folder
+    folder = Path(os.path.expanduser(root)) if root else Path.home() / ".cache" / "softgrad"
+    return folder / CACHE_NAME
+
+
+def reprobe_requested() -> bool:
+    """``SOFTGRAD_AUTO_REPROBE`` set to anything but empty, 0, false or no."""
+    return os.environ.get(REPROBE_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
 def _cache_key(widths: Sequence[int], batch_size: int, dtype: str, candidates: list[str]) -> str:
@@ -37,6 +63,98 @@ def _cache_key(widths: Sequence[int], batch_size: int, dtype: str, candidates: l
     return json.dumps({"widths": list(widths), "batch_size": batch_size, "dtype": dtype, "candidates": candidates,
                        "cpu": cpu_name(), "cpus": os.cpu_count(), "gpu": gpu_name(), "versions": versions()},
                       sort_keys=True)
+
+
+def _read_cache(path: Path) -> tuple[dict, str | None]:
+    """The cache's valid entries, and why the file at ``path`` is not the program's to use (None if it is).
+
+    Opened without following a symbolic link and without blocking (a FIFO opens at once and is then
+    refused by its type); checked to be a regular file of this user's before a byte is read.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        if not hasattr(os, "O_NOFOLLOW") and path.is_symlink():  # Windows: no O_NOFOLLOW
+            return {}, "it is a symbolic link"
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        return {}, None  # no cache yet
+    except OSError as error:
+        if path.is_symlink():  # ELOOP from O_NOFOLLOW
+            return {}, "it is a symbolic link"
+        if isinstance(error, NotADirectoryError):
+            return {}, f"{path.parent} is not a folder"
+        return {}, f"it cannot be read: {error.strerror or error}"
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            kind = ("a directory" if stat.S_ISDIR(info.st_mode) else "a FIFO" if stat.S_ISFIFO(info.st_mode)
+                    else "not a regular file")
+            return {}, f"it is {kind}"
+        if hasattr(os, "geteuid") and info.st_uid != os.geteuid():
+            return {}, f"it belongs to another user (uid {info.st_uid})"
+        if info.st_size > MAX_CACHE_BYTES:
+            return {}, f"it holds {info.st_size:,} bytes, more than a cache of answers ever does"
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            raw = handle.read(MAX_CACHE_BYTES + 1)
+    except OSError as error:
+        return {}, f"it cannot be read: {error.strerror or error}"
+    finally:
+        os.close(fd)
+    try:
+        cache = json.loads(raw)
+    except (ValueError, RecursionError):  # damaged, or nested past the parser's depth: replaced below
+        return {}, None
+    if not isinstance(cache, dict):
+        return {}, None
+    # only well-formed answers are kept (and written back): nothing deep or foreign survives a rewrite
+    return {key: entry for key, entry in cache.items() if _valid(entry)}, None
+
+
+def _valid(entry: object) -> bool:
+    return (isinstance(entry, dict) and isinstance(entry.get("backend"), str)
+            and isinstance(entry.get("reason"), str) and entry["reason"].isprintable()
+            and isinstance(entry.get("time"), (int, float)) and not isinstance(entry["time"], bool)
+            and math.isfinite(entry["time"]))
+
+
+def _age_s(entry: dict, now: float) -> float | None:
+    """Seconds since the answer was probed, or None where it is too old, or dated ahead of the clock."""
+    age = now - entry["time"]
+    return max(age, 0.0) if -CLOCK_SKEW_S <= age <= MAX_AGE_S else None
+
+
+def _write_cache(path: Path, cache: dict) -> None:
+    """Replace ``path`` atomically with ``cache``: a temporary file renamed over the path itself, so a
+    symbolic link or anything else put there meanwhile is replaced, never written through."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(json.dumps(cache, indent=1).encode())
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~current_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _warn(message: str, log: Callable[[str], None] | None) -> None:
+    if log:
+        log(message)
+    else:  # a quiet run still hears about a cache it cannot use, once, as a library warning
+        warnings.warn(message, stacklevel=3)
+
+
+def _describe_age(seconds: float) -> str:
+    if seconds < 60:
+        return "under a minute"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.0f} h"
+    return f"{seconds / 86400:.0f} days"
 
 
 def probe(name: str, widths: Sequence[int], batch_size: int, dtype: str, seconds: float = PROBE_SECONDS) -> float:
@@ -64,32 +182,41 @@ def probe(name: str, widths: Sequence[int], batch_size: int, dtype: str, seconds
 
 def pick_backend(widths: Sequence[int], batch_size: int, dtype: str = "float32",
                  log: Callable[[str], None] | None = print) -> str:
-    """The name of the fastest available backend for this network and batch size (cached)."""
+    """The name of the fastest available backend for this network and batch size.
+
+    A cached answer younger than :data:`MAX_AGE_S` is used unless ``SOFTGRAD_AUTO_REPROBE`` is set; the
+    message says which, and how to probe again.
+    """
     candidates = [name for name, status in available_backends().items() if status == "available"]
     key = _cache_key(widths, batch_size, dtype, candidates)
     path = cache_file()
-    try:
-        cache = json.loads(path.read_text())
-    except (OSError, ValueError):
-        cache = {}
-    if not isinstance(cache, dict):
-        cache = {}  # a damaged cache is ignored, and rewritten after this probe
+    cache, problem = _read_cache(path)
+    if problem:
+        _warn(f"backend auto: ignoring the cache {path}: {problem}; softgrad neither reads nor replaces it "
+              "(remove it, or point SOFTGRAD_CACHE at another folder); probing", log)
+    now = time.time()
+    cache = {k: entry for k, entry in cache.items() if _age_s(entry, now) is not None}  # stale answers go
     choice = cache.get(key)
-    if isinstance(choice, dict) and choice.get("backend") in candidates and isinstance(choice.get("reason"), str):
+    if choice is not None and choice["backend"] in candidates and not reprobe_requested():
         if log:
-            log(f"backend auto: {choice['backend']} ({choice['reason']}; cached in {path})")
+            log(f"backend auto: {choice['backend']} (cached {_describe_age(_age_s(choice, now))} ago in {path}: "
+                f"{choice['reason']}; {REPROBE_ENV}=1 probes again)")
         return choice["backend"]
     rates = {name: probe(name, widths, batch_size, dtype) for name in candidates}
     best = max(rates, key=rates.get)
     reason = "probe: " + ", ".join(f"{name} {rate:,.0f} samples/s" for name, rate in
                                    sorted(rates.items(), key=lambda item: -item[1]))
-    cache[key] = {"backend": best, "reason": reason, "date": time.strftime("%Y-%m-%d")}
-    try:
-        atomic_write_text(path, json.dumps(cache, indent=1))
-    except OSError:
-        pass  # a read-only home: the pick still stands for this run
+    saved = ""
+    if not problem:
+        cache[key] = {"backend": best, "reason": reason, "date": time.strftime("%Y-%m-%d"), "time": now}
+        try:
+            _write_cache(path, cache)
+            saved = f"; cached for {MAX_AGE_S // 86400} days in {path}"
+        except OSError as error:  # a read-only home, a file where the folder should be: the pick holds for this run
+            _warn(f"backend auto: cannot save the pick in {path}: {error.strerror or error}; it holds for "
+                  "this run only", log)
     if log:
-        log(f"backend auto: {best} ({reason}, batch {batch_size})")
+        log(f"backend auto: {best} ({reason}, batch {batch_size}{saved})")
     return best
 
 
