@@ -21,8 +21,35 @@ from core.base.optim.sgd import SGDState
 PIP_CUPY = "pip install 'softgrad[cupy]'  (or: pip install cupy-cuda12x / cupy-cuda13x to match your CUDA driver)"
 
 
-def no_cuda_device_reason(error: BaseException) -> str:
-    return f"backend 'cupy': no CUDA device ({type(error).__name__}: {error})"
+def no_cuda_device_reason(error: BaseException, driver_version: int | None | str = "probe") -> str:
+    """Why CuPy finds no device, the likely cause first: CUDA reports a machine without any NVIDIA driver as
+    "CUDA driver version is insufficient", which would send the user to upgrade a driver they do not have."""
+    raw = f"{type(error).__name__}: {error}"
+    driver = _cuda_driver_version() if driver_version == "probe" else driver_version
+    if driver is None:
+        return f"backend 'cupy': no CUDA device: no NVIDIA GPU or driver found ({raw})"
+    if "InsufficientDriver" in str(error) or "insufficient" in str(error):
+        return (f"backend 'cupy': no CUDA device: the NVIDIA driver supports CUDA up to {driver // 1000}."
+                f"{driver % 1000 // 10}, older than this CuPy's CUDA runtime needs; update the driver, or install "
+                f"the cupy-cuda{driver // 1000}x package that matches it ({raw})")
+    if "NoDevice" in str(error):
+        return f"backend 'cupy': no CUDA device: the NVIDIA driver is installed but finds no GPU ({raw})"
+    return f"backend 'cupy': no CUDA device ({raw})"
+
+
+def _cuda_driver_version() -> int | None:
+    """The CUDA version the installed NVIDIA driver supports (12040 for 12.4), or None where no driver loads."""
+    import ctypes
+    import sys
+
+    try:
+        library = ctypes.WinDLL("nvcuda.dll") if sys.platform == "win32" else ctypes.CDLL("libcuda.so.1")
+        version = ctypes.c_int(0)
+        if library.cuDriverGetVersion(ctypes.byref(version)) != 0 or version.value <= 0:
+            return None
+        return int(version.value)
+    except (OSError, AttributeError):
+        return None
 
 
 class CuPyBackend(ArrayAPIBackend):
@@ -146,26 +173,46 @@ class CuPyBackend(ArrayAPIBackend):
     def sgd_step(self, params, grads, state, *, lr, momentum=0.0, dampening=0.0, nesterov=False,
                  weight_decay=0.0):
         """The whole update of each tensor in one elementwise kernel (see cuda_kernels.sgd)."""
+        params = v.array_list("sgd_step", "params", params)
+        grads = v.array_list("sgd_step", "grads", grads)
         lr, momentum, dampening, weight_decay = sgd.check_step(self, params, grads, state, lr, momentum,
                                                                dampening, nesterov, weight_decay)
         cupy = self.cupy
         params = list(params)
-        arrays = params + list(state.momentum_buffers or [])
+        old = None if momentum == 0.0 else state.momentum_buffers
+        for what, arrays in (("parameter", params), ("momentum buffer", old or ())):
+            for i, a in enumerate(arrays):
+                if (a is not None and not a.flags.c_contiguous
+                        and v.has_internal_overlap(a.shape, a.strides, a.itemsize)):
+                    raise v.internal_overlap_error("sgd_step", f"{what} {i}", a.shape, a.strides)
+        for i, (p, b) in enumerate(zip(params, old or ())):
+            if b is not None and cupy.may_share_memory(p, b):
+                raise ValueError(f"sgd_step: momentum buffer {i} shares memory with parameter {i}; the state's "
+                                 "buffers must be arrays of their own (from sgd_step, or copies)")
+        arrays = params + [b for b in old or () if b is not None]
         if any(not a.flags.c_contiguous or v.dtype_name(a.dtype) not in v.FLOAT_DTYPES for a in arrays):
             return sgd.step(self, params, grads, state, lr=lr, momentum=momentum, dampening=dampening,
                             nesterov=nesterov, weight_decay=weight_decay)
-        buffers = state.momentum_buffers
-        first = momentum != 0.0 and buffers is None
-        if first:
-            buffers = tuple(cupy.empty_like(p) for p in params)
+        # a buffer that is None (all of them before the first step) starts with this step: buf = g
+        buffers = None if momentum == 0.0 else list(old or [None] * len(params))
         for i, (p, g) in enumerate(zip(params, grads)):
+            first = buffers is not None and buffers[i] is None
+            if first:
+                buffers[i] = cupy.empty_like(p)
+            # a gradient in memory the kernel writes (other than as the very same view) is copied first: the
+            # kernel's threads would otherwise read values others have written
+            if (buffers is not None and not first and cupy.may_share_memory(g, buffers[i])) or (
+                    g is not p and cupy.may_share_memory(g, p)
+                    and not (g.data.ptr == p.data.ptr if self.on_gpu else g.ctypes.data == p.ctypes.data)):
+                g = g.copy()
             g = cupy.ascontiguousarray(g)
             real = p.dtype.type
             kernel = self._kernel("sgd_f32" if p.dtype == cupy.float32 else "sgd_f64")
             kernel(*sgd_launch(p.size), (p, g, p if buffers is None else buffers[i], np.int64(p.size), real(lr),
                                       real(momentum), real(dampening), real(weight_decay),
                                       np.int32(momentum != 0.0), np.int32(nesterov), np.int32(first)))
-        return params, SGDState(step=state.step + 1, momentum_buffers=buffers)
+        return params, SGDState(step=state.step + 1,
+                                momentum_buffers=state.momentum_buffers if buffers is None else tuple(buffers))
 
 
 class CuPyChunkOps(ChunkOps):

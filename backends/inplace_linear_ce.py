@@ -133,7 +133,7 @@ class NumPyChunkOps(InPlaceChunkOps):
         # temporary per chunk: a block of the vocabulary at a time instead, multiplied into one small
         # buffer and added. (SciPy's gemm has beta, but runs on its own OpenBLAS, whose threads spin
         # against NumPy's: measured here, 4.97 s a call against 3.44 s at N 4096, d 512, V 32768.)
-        rows = max(64, self.BLOCK_BYTES // (dw.shape[1] * dw.itemsize))
+        rows = max(64, self.BLOCK_BYTES // max(1, dw.shape[1] * dw.itemsize))  # d = 0 features: rows of nothing
         block = self._rows("_block", min(dw.shape[0], rows), dw.shape[1], dw)
         for start in range(0, dw.shape[0], block.shape[0]):
             stop = min(dw.shape[0], start + block.shape[0])

@@ -41,6 +41,7 @@ import numpy as np
 
 from backends.array_api import ArrayAPIBackend, FusedCrossEntropy
 from backends.numpy_backend import as_host_array
+from core.base import validation as v
 from core.base.errors import BackendUnavailableError
 from core.base.losses import linear_cross_entropy as lce
 from core.base.losses.support import quiet_floating_point, validate_class_loss
@@ -143,6 +144,30 @@ class JaxBackend(FusedCrossEntropy, ArrayAPIBackend):
     def _device_of(self, x: Any):
         return self._device
 
+    def _difference_sign(self, input, target, d):
+        """``sign(input - target)`` where the difference is subnormal too (the regression losses' gradient).
+
+        XLA runs with subnormals flushed to zero (FTZ and DAZ: on the CPU and GPU alike, comparisons
+        included), so ``sign`` of a residual below the smallest normal number (1.2e-38 in float32) is 0 here
+        where torch and NumPy give +-1. Where ``sign`` says 0, the sign is read from the bits instead: a float's
+        bits as a signed integer, negatives mirrored, order as the floats do, subnormals included. One fused
+        elementwise pass more, only in the l1-type gradients.
+        """
+        jnp, lax = self._jnp, self.jax.lax
+        s = jnp.sign(d)
+        if not jnp.issubdtype(d.dtype, jnp.floating) or d.dtype.itemsize not in (4, 8):
+            return s
+        integer = jnp.int32 if d.dtype.itemsize == 4 else jnp.int64
+        magnitude = jnp.iinfo(integer).max
+
+        def key(x):
+            bits = lax.bitcast_convert_type(x, integer)
+            return jnp.where(bits < 0, -(bits & magnitude), bits)
+
+        kx, ky = key(input), key(target)
+        exact = (kx > ky).astype(d.dtype) - (kx < ky).astype(d.dtype)
+        return jnp.where(s == 0, exact, s)
+
     def _label_range(self, labels) -> tuple[int, int]:
         low, high = np.asarray(self._jnp.stack([self._jnp.min(labels), self._jnp.max(labels)]))
         return int(low), int(high)
@@ -227,6 +252,7 @@ class JaxBackend(FusedCrossEntropy, ArrayAPIBackend):
         return (loss, grads) if want_grad else loss
 
     def sgd_step(self, params, grads, state, *, lr, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0):
+        params, grads = v.array_list("sgd_step", "params", params), v.array_list("sgd_step", "grads", grads)
         lr, momentum, dampening, weight_decay = sgd.check_step(self, params, grads, state, lr, momentum, dampening,
                                                                nesterov, weight_decay)
         first = momentum != 0.0 and state.momentum_buffers is None
@@ -246,6 +272,7 @@ class JaxBackend(FusedCrossEntropy, ArrayAPIBackend):
 
     def _adam(self, op, init_name, params, grads, state, lr, given, defaults):
         get_optimizer(op.removesuffix("_step")).check_names(given, op)
+        params, grads = v.array_list(op, "params", params), v.array_list(op, "grads", grads)
         values = {**defaults, **given}
         static, traced, step = adam.plan_step(op, init_name, self, params, grads, state, lr=lr, **values)
         maxima = None if state.max_exp_avg_sq is None else list(state.max_exp_avg_sq)
@@ -284,9 +311,10 @@ def _compiled_cross_entropy(logits, labels, reduction):
 def _cross_entropy_kernel(logits, labels, *, reduction):
     jnp = _jax().numpy
     n, num_classes = logits.shape
-    labels = labels.astype(jnp.int32)
-    in_range = jnp.all((labels >= 0) & (labels < num_classes))
-    safe = jnp.clip(labels, 0, num_classes - 1)
+    # checked in the labels' own dtype: int32 would wrap a label of 2**32 + 1 (or a uint64 above 2**63) into range
+    in_range = jnp.all(labels < num_classes) if jnp.issubdtype(labels.dtype, jnp.unsignedinteger) else \
+        jnp.all((labels >= 0) & (labels < num_classes))
+    safe = jnp.clip(labels, 0, num_classes - 1).astype(jnp.int32)
     shifted = logits - jnp.max(logits, axis=1, keepdims=True)
     exp_shifted = jnp.exp(shifted)
     row_sum = jnp.sum(exp_shifted, axis=1, keepdims=True)

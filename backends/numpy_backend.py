@@ -22,6 +22,7 @@ import numpy as np
 
 from backends import numba_kernels
 from backends.array_api import ArrayAPIBackend, FusedCrossEntropy
+from core.base import validation as v
 from core.base.losses.support import plain_class_targets
 from core.base.optim import sgd
 from core.base.optim.sgd import SGDState
@@ -180,17 +181,22 @@ class NumPyBackend(FusedCrossEntropy, ArrayAPIBackend):
 
     def sgd_step(self, params, grads, state, *, lr, momentum=0.0, dampening=0.0, nesterov=False,
                  weight_decay=0.0):
+        params = v.array_list("sgd_step", "params", params)
+        grads = v.array_list("sgd_step", "grads", grads)
         lr, momentum, dampening, weight_decay = sgd.check_step(self, params, grads, state, lr, momentum,
                                                                dampening, nesterov, weight_decay)
         if any(isinstance(p, np.generic) for p in params):
             # a NumPy scalar cannot be updated in place: the shared step returns its new value
             return sgd.step(self, params, grads, state, lr=lr, momentum=momentum, dampening=dampening,
                             nesterov=nesterov, weight_decay=weight_decay)
-        _check_writable(params, state.momentum_buffers)  # before anything is written
+        _check_writable(params, state.momentum_buffers if momentum != 0.0 else None)  # before anything is written
         params = list(params)
         buffers = None if momentum == 0.0 else list(state.momentum_buffers or [None] * len(params))
         k = self.kernels
         for i, (p, g) in enumerate(zip(params, grads)):
+            # a gradient that is another view of the memory this step writes (the parameter, its buffer) is
+            # copied first: the update would otherwise read values it has already written
+            g = _unaliased(g, p, None if buffers is None else buffers[i])
             if k is not None and numba_kernels.takes(p, g) and (buffers is None or buffers[i] is None
                                                                or numba_kernels.takes(buffers[i])):
                 # one compiled pass: reads p, g and the buffer once, writes p and the buffer once
@@ -228,9 +234,32 @@ class NumPyBackend(FusedCrossEntropy, ArrayAPIBackend):
 
 
 def _check_writable(params, buffers) -> None:
+    """What the in-place update writes must be writable, with no two elements in one place, and each momentum
+    buffer apart from its parameter."""
     for what, arrays in (("parameter", params), ("momentum buffer", buffers or ())):
         for i, array in enumerate(arrays):
-            if array is not None and not array.flags.writeable:
+            if array is None:
+                continue
+            if not array.flags.writeable:
                 raise ValueError(f"sgd_step: {what} {i} is read-only (a memory-mapped or frozen array?); "
                                  "the NumPy backend updates parameters in place: pass a writable copy "
                                  "(np.array(p))")
+            if (not array.flags.c_contiguous and not array.flags.f_contiguous
+                    and v.has_internal_overlap(array.shape, array.strides, array.itemsize)):
+                raise v.internal_overlap_error("sgd_step", f"{what} {i}", array.shape, array.strides)
+    for i, (p, b) in enumerate(zip(params, buffers or ())):
+        if b is not None and np.may_share_memory(p, b):
+            raise ValueError(f"sgd_step: momentum buffer {i} shares memory with parameter {i}; the state's "
+                             "buffers must be arrays of their own (from sgd_step, or copies)")
+
+
+def _unaliased(g: np.ndarray, p: np.ndarray, buffer: np.ndarray | None) -> np.ndarray:
+    """``g``, or a copy of it where it shares memory with the parameter (other than as the very same view, which
+    is safe: each element is read before it is written) or with the momentum buffer (scaled before it is read)."""
+    if buffer is not None and np.may_share_memory(g, buffer):
+        return g.copy()
+    if (p is not g and np.may_share_memory(g, p)
+            and not (p.shape == g.shape and p.strides == g.strides
+                     and p.__array_interface__["data"][0] == g.__array_interface__["data"][0])):
+        return g.copy()
+    return g

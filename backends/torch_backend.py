@@ -13,8 +13,10 @@ import numpy as np
 
 from backends.array_api import ArrayAPIBackend, FusedCrossEntropy
 from backends.numpy_backend import as_host_array
+from core.base import validation as v
 from core.base.errors import BackendUnavailableError
 from core.base.losses.support import plain_class_targets
+from core.base.methods import linear_cross_entropy_methods
 from core.base.optim import sgd
 from core.base.optim.sgd import SGDState
 
@@ -69,9 +71,16 @@ class TorchBackend(FusedCrossEntropy, ArrayAPIBackend):
 
     # ---- plumbing ---------------------------------------------------------------
 
+    def _check_array(self, op: str, what: str, x: Any) -> None:
+        super()._check_array(op, what, x)
+        if x.is_meta:
+            raise TypeError(_meta_message(op, what))
+
     def asarray(self, x: Any, dtype: Any = None):
         torch = self.torch
         if isinstance(x, torch.Tensor):
+            if x.is_meta:
+                raise TypeError(_meta_message(f"{self.name}.asarray", "the tensor"))
             if x.is_complex():
                 raise TypeError(f"{self.name}.asarray: complex tensors are not supported")
             torch_dtype = None if dtype is None else self._torch_dtype(dtype)
@@ -101,6 +110,8 @@ class TorchBackend(FusedCrossEntropy, ArrayAPIBackend):
 
     def to_numpy(self, x: Any) -> np.ndarray:
         if isinstance(x, self.torch.Tensor):
+            if x.is_meta:
+                raise TypeError(_meta_message(f"{self.name}.to_numpy", "the tensor"))
             return x.detach().cpu().numpy()
         return np.asarray(x)
 
@@ -196,6 +207,29 @@ class TorchBackend(FusedCrossEntropy, ArrayAPIBackend):
 
         return TorchChunkOps(self)
 
+    def linear_cross_entropy(self, input, linear_weight, target, *positional, **options):
+        return self._linear_cross_entropy("linear_cross_entropy", input, linear_weight, target, positional, options)
+
+    def linear_cross_entropy_and_grad(self, input, linear_weight, target, *positional, **options):
+        return self._linear_cross_entropy("linear_cross_entropy_and_grad", input, linear_weight, target, positional,
+                                          options)
+
+    def _linear_cross_entropy(self, op, input, linear_weight, target, positional, options):
+        """The in-place chunks (:mod:`backends.inplace_linear_ce`), or, where a tensor requires grad, the shared
+        functional ones: autograd refuses the in-place ones' ``out=`` (as the fused cross-entropy leaves such
+        logits to the shared definition, so the loss stays differentiable)."""
+        if any(getattr(a, "requires_grad", False) for a in (input, linear_weight, *options.values())):
+            from core.base.losses import linear_cross_entropy as chunked
+            from core.base.methods import _known_options, _linear_keywords_only
+
+            _linear_keywords_only(op, positional)
+            _known_options(op, options, exclude=() if op.endswith("_and_grad") else ("grad_output",))
+            loss, grads = chunked.linear_cross_entropy(self, input, linear_weight, target, op=op,
+                                                       want_grad=op.endswith("_and_grad"),
+                                                       ops=chunked.ChunkOps(self), **options)
+            return (loss, grads) if op.endswith("_and_grad") else loss
+        return linear_cross_entropy_methods()[op](self, input, linear_weight, target, *positional, **options)
+
     def _label_range(self, labels) -> tuple[int, int]:
         low, high = self.torch.aminmax(labels)
         return int(low), int(high)
@@ -204,25 +238,30 @@ class TorchBackend(FusedCrossEntropy, ArrayAPIBackend):
 
     @staticmethod
     def _fused_sgd_takes(params, grads, buffers) -> bool:
-        """One dtype and device, and (for the CUDA kernel, not the CPU one) each parameter,
-        gradient and buffer alike in strides."""
+        """One dtype and device, every tensor contiguous (the kernel walks memory as one flat run: a strided
+        view would have it write between the view's elements) and every buffer there."""
         return (len({(p.dtype, p.device) for p in params}) <= 1
-                and all(p.stride() == g.stride() for p, g in zip(params, grads))
-                and (buffers is None or all(p.stride() == b.stride() for p, b in zip(params, buffers))))
+                and all(p.is_contiguous() and g.is_contiguous() for p, g in zip(params, grads))
+                and (buffers is None or all(b is not None and b.is_contiguous() for b in buffers)))
 
     def sgd_step(self, params, grads, state, *, lr, momentum=0.0, dampening=0.0, nesterov=False,
                  weight_decay=0.0):
+        params = v.array_list("sgd_step", "params", params)
+        grads = v.array_list("sgd_step", "grads", grads)
         lr, momentum, dampening, weight_decay = sgd.check_step(self, params, grads, state, lr, momentum,
                                                                dampening, nesterov, weight_decay)
         torch = self.torch
         params = list(params)
-        grads = list(grads)
         if not params:  # torch's multi-tensor ops refuse empty lists
             return params, SGDState(step=state.step + 1,
                                     momentum_buffers=() if momentum != 0.0 else state.momentum_buffers)
+        buffers = None if momentum == 0.0 else state.momentum_buffers
+        _check_in_place(params, buffers)
+        # a gradient that is another view of what this step writes is copied first (torch refuses the update)
+        grads = [_unaliased(g, p, None if buffers is None else buffers[i])
+                 for i, (p, g) in enumerate(zip(params, grads))]
         fused = getattr(torch, "_fused_sgd_", None)
-        if fused is not None and self._fused_sgd_takes(params, grads, state.momentum_buffers):
-            buffers = state.momentum_buffers
+        if fused is not None and self._fused_sgd_takes(params, grads, buffers):
             first = momentum != 0.0 and buffers is None
             if first:
                 buffers = tuple(torch.empty_like(p) for p in params)  # the kernel sets buf = g
@@ -230,25 +269,74 @@ class TorchBackend(FusedCrossEntropy, ArrayAPIBackend):
                 fused(params, grads, [] if momentum == 0.0 else list(buffers), weight_decay=weight_decay,
                       momentum=momentum, lr=lr, dampening=dampening, nesterov=nesterov, maximize=False,
                       is_first_step=first)
-            return params, SGDState(step=state.step + 1, momentum_buffers=buffers)
+            return params, SGDState(step=state.step + 1,
+                                    momentum_buffers=state.momentum_buffers if momentum == 0.0 else buffers)
         with torch.no_grad():
             if weight_decay != 0.0:
                 grads = torch._foreach_add(grads, params, alpha=weight_decay)
-            buffers = state.momentum_buffers
             if momentum != 0.0:
-                if buffers is None:
-                    buffers = tuple(torch.clone(g) for g in grads)
-                else:
-                    torch._foreach_mul_(list(buffers), momentum)
-                    torch._foreach_add_(list(buffers), grads, alpha=1.0 - dampening)
+                # a buffer that is None starts with this step (buf = g), as torch.optim.SGD's does
+                old = list(buffers) if buffers is not None else [None] * len(params)
+                kept = [i for i, b in enumerate(old) if b is not None]
+                if kept:
+                    torch._foreach_mul_([old[i] for i in kept], momentum)
+                    torch._foreach_add_([old[i] for i in kept], [grads[i] for i in kept], alpha=1.0 - dampening)
+                buffers = tuple(torch.clone(g).detach() if b is None else b for g, b in zip(grads, old))
                 if nesterov:
                     grads = torch._foreach_add(grads, list(buffers), alpha=momentum)
                 else:
                     grads = list(buffers)
             torch._foreach_add_(params, grads, alpha=-lr)
-        return params, SGDState(step=state.step + 1, momentum_buffers=buffers)
+        return params, SGDState(step=state.step + 1,
+                                momentum_buffers=state.momentum_buffers if momentum == 0.0 else buffers)
 
 
+def _meta_message(op: str, what: str) -> str:
+    return (f"{op}: {what} is a meta tensor (a shape and dtype with no data): there are no values to compute "
+            "with; make it on 'cpu' or 'cuda'")
+
+
+def _span(t) -> tuple[int, int]:
+    """The bytes ``t``'s elements lie within (its strides are never negative)."""
+    start = t.data_ptr()
+    if t.numel() == 0:
+        return start, start
+    extent = sum((n - 1) * s for n, s in zip(t.shape, t.stride())) + 1
+    return start, start + extent * t.element_size()
+
+
+def _may_overlap(a, b) -> bool:
+    if a.device != b.device:
+        return False
+    a_start, a_stop = _span(a)
+    b_start, b_stop = _span(b)
+    return a_start < b_stop and b_start < a_stop
+
+
+def _check_in_place(params, buffers) -> None:
+    """What the update writes: no two elements of a tensor in one place (torch refuses to write such a tensor),
+    and each momentum buffer apart from its parameter."""
+    for what, tensors in (("parameter", params), ("momentum buffer", buffers or ())):
+        for i, t in enumerate(tensors):
+            if t is not None and not t.is_contiguous():
+                strides = [s * t.element_size() for s in t.stride()]
+                if v.has_internal_overlap(tuple(t.shape), strides, t.element_size()):
+                    raise v.internal_overlap_error("sgd_step", f"{what} {i}", tuple(t.shape), tuple(t.stride()))
+    for i, (p, b) in enumerate(zip(params, buffers or ())):
+        if b is not None and _may_overlap(p, b):
+            raise ValueError(f"sgd_step: momentum buffer {i} shares memory with parameter {i}; the state's "
+                             "buffers must be tensors of their own (from sgd_step, or clones)")
+
+
+def _unaliased(g, p, buffer):
+    """``g``, or a clone where it shares memory with the momentum buffer (scaled before it is read) or with the
+    parameter other than as the very same view (each element read before it is written)."""
+    if buffer is not None and _may_overlap(g, buffer):
+        return g.clone()
+    if (p is not g and _may_overlap(g, p)
+            and not (p.data_ptr() == g.data_ptr() and p.stride() == g.stride() and p.shape == g.shape)):
+        return g.clone()
+    return g
 
 
 def cuda_backend(device: str = "cuda") -> TorchBackend:

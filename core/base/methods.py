@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from core.base.losses import LOSSES, Loss
 from core.base.optim import OPTIMIZERS, Optimizer
+from core.base.validation import array_list
 
 
 def loss_methods(loss: Loss) -> dict[str, Callable]:
@@ -41,10 +42,14 @@ def optimizer_methods(optimizer: Optimizer) -> dict[str, Callable]:
     def init_method(self, params, **hyperparameters):
         # hyperparameters reach an init that takes them (Adagrad's initial_accumulator_value); be.sgd_init(params)
         # is unchanged
+        params = array_list(f"{optimizer.name}_init", "params", params)
         return optimizer.initial_state(self, params, **hyperparameters)
 
     def step_method(self, params, grads, state, *, lr=optimizer.lr, **hyperparameters):
-        optimizer.check_names(hyperparameters, f"{optimizer.name}_step")
+        op = f"{optimizer.name}_step"
+        optimizer.check_names(hyperparameters, op)
+        # any iterable of arrays (a generator too, as torch.optim takes), read once
+        params, grads = array_list(op, "params", params), array_list(op, "grads", grads)
         return step(self, params, grads, state, lr=lr, **hyperparameters)
 
     init_method.__doc__ = (f"The initial {optimizer.state_type.__name__} for ``params`` (given the "

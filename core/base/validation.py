@@ -183,3 +183,58 @@ def empty_mean(op: str) -> ValueError:
         f"{op}: reduction='mean' over no weight: every target equals ignore_index or the "
         "weights of the targets sum to 0; use reduction='sum' or 'none'"
     )
+
+
+def array_list(op: str, what: str, value: Any) -> list:
+    """``value`` (a list, a tuple, or any iterable of arrays such as a generator) as a list; else a clear TypeError.
+
+    An optimizer takes one array per parameter. A generator is read once here, so that checking it does not
+    use it up before the update runs; a single array is refused rather than iterated over its rows.
+    """
+    if isinstance(value, list):
+        return value
+    if isinstance(value, tuple):
+        return list(value)
+    if hasattr(value, "shape") or isinstance(value, (str, bytes, dict)):
+        raise TypeError(f"{op}: {what} must be a list of arrays, one per parameter, got a single "
+                        f"{type(value).__name__}; wrap it in a list: [{what[:-1] if what.endswith('s') else what}]")
+    try:
+        return list(value)
+    except TypeError:
+        raise TypeError(f"{op}: {what} must be a list of arrays, one per parameter, got {type(value).__name__}") from None
+
+
+def has_internal_overlap(shape: Sequence[int], strides: Sequence[int], itemsize: int) -> bool:
+    """Whether two elements of an array with this layout (``strides`` in bytes) share memory.
+
+    An in-place update of such an array (a broadcast or expanded view) writes one location several times.
+    Dimensions sorted by stride must each step past everything the smaller ones span; where that simple
+    test fails the element offsets are enumerated (only for such unusual, interleaved layouts).
+    """
+    dims = sorted((abs(int(s)), int(n)) for n, s in zip(shape, strides) if int(n) > 1)
+    if not dims:
+        return False
+    if dims[0][0] == 0:  # a broadcast dimension
+        return True
+    span = itemsize
+    for stride, n in dims:
+        if stride < span:
+            break
+        span = stride * (n - 1) + span
+    else:
+        return False
+    import numpy as np  # only for interleaved layouts, never on the common path
+
+    if math.prod(n for _, n in dims) > 1 << 24:
+        return True  # too many elements to enumerate: treated as overlapping (an interleaved layout this large)
+    offsets = np.zeros(1, dtype=np.int64)
+    for stride, n in dims:
+        offsets = (offsets[:, None] + stride * np.arange(n, dtype=np.int64)[None, :]).ravel()
+    offsets.sort()
+    return bool(np.any(np.diff(offsets) < itemsize))
+
+
+def internal_overlap_error(op: str, what: str, shape: Sequence[int], strides: Sequence[int]) -> ValueError:
+    return ValueError(f"{op}: {what} has elements that share memory (shape {tuple(shape)}, strides "
+                      f"{tuple(strides)}: a broadcast or expanded view); an in-place update would write one "
+                      "location several times: pass a copy (np.array(p), p.clone())")

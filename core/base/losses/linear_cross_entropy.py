@@ -284,7 +284,29 @@ def check_arguments(be: Any, op: str, input: Any, linear_weight: Any, target: An
                              f"(the gradient of what the loss returns), got {tuple(grad_output.shape)}")
         if v.dtype_name(grad_output.dtype) not in v.FLOAT_DTYPES + LOW_PRECISION:
             raise TypeError(f"{op}: grad_output must be floating, got {v.dtype_name(grad_output.dtype)}")
+    _check_finite_grad_output(be, op, grad_output)
     return kind
+
+
+def _check_finite_grad_output(be: Any, op: str, grad_output: Any) -> None:
+    """A NaN or infinite ``grad_output`` would scale its rows' gradients into NaN without a word: refused, named
+    (one reduction and one read back, only when grad_output is given)."""
+    if grad_output is None:
+        return
+    if isinstance(grad_output, numbers.Real):
+        if not math.isfinite(float(grad_output)):
+            raise ValueError(f"{op}: grad_output is {float(grad_output)}; it must be finite")
+        return
+    xp = be.xp
+    if bool(xp.all(xp.isfinite(grad_output))):
+        return
+    import numpy as np
+
+    values = _host(be, grad_output).astype(np.float64)
+    where = tuple(int(i) for i in np.argwhere(~np.isfinite(values))[0]) if values.ndim else ()
+    value = values[where]
+    raise ValueError(f"{op}: grad_output holds {value} at {where[0]}; it must be finite" if where
+                     else f"{op}: grad_output is {value}; it must be finite")
 
 
 def _host(be: Any, x: Any):

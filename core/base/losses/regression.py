@@ -54,6 +54,14 @@ def _finish(be, op, input, target, per_element, grad, reduction, want_grad, weig
     return loss, scale_gradient(gradient, reduction, denominator)
 
 
+def _sign(be, input, target, d):
+    """``sign(d)`` with ``d = input - target``, through the backend's ``_difference_sign`` where it has one: XLA
+    flushes subnormals to 0 in every operation (comparisons included), so on JAX ``sign`` of a residual below
+    the smallest normal number would be 0 where torch and NumPy give +-1; JAX's hook reads the bits."""
+    exact = getattr(be, "_difference_sign", None)
+    return be.xp.sign(d) if exact is None else exact(input, target, d)
+
+
 def _check(be, op, input, target, reduction, weight):
     check_pair(be, op, input, target, reduction)
     if weight is not None:
@@ -75,7 +83,8 @@ def l1_loss(be: Any, input: Any, target: Any, *, reduction: str = "mean", weight
     """Mean absolute error, ``|input - target|`` reduced; gradient ``sign(input - target)``, 0 at 0."""
     _check(be, op, input, target, reduction, weight)
     d = input - target
-    return _finish(be, op, input, target, be.xp.abs(d), lambda: be.xp.sign(d), reduction, want_grad, weight)
+    return _finish(be, op, input, target, be.xp.abs(d), lambda: _sign(be, input, target, d), reduction, want_grad,
+                   weight)
 
 
 @quiet_floating_point
@@ -88,10 +97,10 @@ def smooth_l1_loss(be: Any, input: Any, target: Any, *, reduction: str = "mean",
     d = input - target
     magnitude = xp.abs(d)
     if beta == 0.0:  # the quadratic piece vanishes: L1, as in torch
-        return _finish(be, op, input, target, magnitude, lambda: xp.sign(d), reduction, want_grad)
+        return _finish(be, op, input, target, magnitude, lambda: _sign(be, input, target, d), reduction, want_grad)
     small = magnitude < beta
     per_element = xp.where(small, 0.5 * magnitude * magnitude / beta, magnitude - 0.5 * beta)
-    return _finish(be, op, input, target, per_element, lambda: xp.where(small, d / beta, xp.sign(d)),
+    return _finish(be, op, input, target, per_element, lambda: xp.where(small, d / beta, _sign(be, input, target, d)),
                    reduction, want_grad)
 
 
@@ -106,5 +115,5 @@ def huber_loss(be: Any, input: Any, target: Any, *, reduction: str = "mean", del
     magnitude = xp.abs(d)
     small = magnitude < delta
     per_element = xp.where(small, 0.5 * magnitude * magnitude, delta * (magnitude - 0.5 * delta))
-    return _finish(be, op, input, target, per_element, lambda: xp.where(small, d, delta * xp.sign(d)),
+    return _finish(be, op, input, target, per_element, lambda: xp.where(small, d, delta * _sign(be, input, target, d)),
                    reduction, want_grad, weight, mean_by_weight=False)  # torch's weighted Huber mean: / numel

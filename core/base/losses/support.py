@@ -67,10 +67,14 @@ def index_target(be: Any, op: str, target: Any, num_classes: int, ignore_index: 
     import numpy as np
 
     xp = be.xp
-    if v.dtype_name(target.dtype) == "uint64" and bool(xp.any(target > num_classes)):
-        host = be.to_numpy(target)  # int64 would wrap labels above 2**63 to negative numbers
-        bad = int(np.argmax(host >= num_classes))
-        raise v.label_out_of_range(op, int(host[bad]), bad, num_classes, ignore_index)
+    if v.dtype_name(target.dtype) == "uint64":
+        # int64 would wrap labels above 2**63 to negative numbers, so they are checked first, on the host: torch
+        # compares no uint64 tensors ("gt_cpu" not implemented), and uint64 labels are rare enough for the copy
+        host = be.to_numpy(target)
+        wrong = (host >= num_classes) & (host != ignore_index) if ignore_index >= 0 else host >= num_classes
+        if np.any(wrong):
+            bad = int(np.argmax(wrong))
+            raise v.label_out_of_range(op, int(host[bad]), bad, num_classes, ignore_index)
     labels = xp.astype(target, xp.int64, copy=False)
     low, high = label_range(be, labels)
     if 0 <= low and high < num_classes and not 0 <= ignore_index < num_classes:
