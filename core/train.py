@@ -334,6 +334,9 @@ def check_json_target(path: Path, out: Path | None) -> None:
     for name in (*RUN_FILES, LOCK_NAME) if out is not None else ():
         if target == os.path.realpath(out / name):
             raise ValueError(f"--json {path} is the run's own {name} in {out}: give another path")
+    folder = Path(target).parent
+    if Path(target).name in RUN_FILES and any((folder / name).is_file() for name in ("run.json", "checkpoint.npz")):
+        raise ValueError(f"--json {path} is the {Path(target).name} of the run in {folder}: give another path")
     check_writable(path, "--json")
     if os.path.exists(target):
         try:

@@ -256,6 +256,10 @@ def test_json_never_replaces_a_run_output_or_a_users_file(tmp_path, no_plots):
     status, _, err = cli(*FAST, "--out", str(tmp_path / "run2"), "--json", str(tmp_path / "h.json"))
     assert status == 0, err
     assert json.loads((tmp_path / "h.json").read_text()) == json.loads((tmp_path / "run2" / "history.json").read_text())
+    # another run's history.json is that run's, not this one's to replace
+    before = (tmp_path / "run2" / "history.json").read_bytes()
+    status, _, err = cli(*FAST, "--out", str(tmp_path / "run3"), "--json", str(tmp_path / "run2" / "history.json"))
+    assert status == 2 and "of the run in" in err and (tmp_path / "run2" / "history.json").read_bytes() == before
     # resuming: the run's own checkpoint is still no place for the history
     before = (out / "checkpoint.npz").read_bytes()
     status, _, err = cli("--resume", str(out), "--epochs", "2", "--quiet", "--json", str(out / "checkpoint.npz"))
