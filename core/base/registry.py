@@ -54,10 +54,13 @@ class _Entry:
         if self._factory is None:
             try:
                 self._factory = self.entry_point.load()
-            except Exception as error:  # a broken plugin: reported, never fatal for the others
+            except KeyboardInterrupt:  # the user's Ctrl-C, not the plugin's failure
+                raise
+            except BaseException as error:  # noqa: BLE001  a broken plugin, even one that calls sys.exit at
+                # import: reported as its failure, never fatal for the others nor for the program asking
                 raise BackendUnavailableError(
                     f"backend {self.name!r}: its plugin failed to import ({self.origin}): "
-                    f"{type(error).__name__}: {error}") from error
+                    f"{_describe(error)}") from error
             if not callable(self._factory):
                 raise BackendUnavailableError(
                     f"backend {self.name!r}: {self.origin} is a {type(self._factory).__name__}, "
@@ -139,17 +142,24 @@ def _create(name: str) -> Backend:
     factory = entry.factory()
     try:
         backend = factory(*argument)
-    except BackendUnavailableError:
+    except (BackendUnavailableError, KeyboardInterrupt):
         raise
-    except Exception as error:
+    except BaseException as error:  # noqa: BLE001  sys.exit in a factory is its failure too (see _Entry.factory)
         raise BackendUnavailableError(
-            f"backend {name!r} failed to start ({entry.origin}): {type(error).__name__}: {error}") from error
+            f"backend {name!r} failed to start ({entry.origin}): {_describe(error)}") from error
     missing = missing_members(complete(backend))
     if missing:
         raise BackendUnavailableError(
             f"backend {name!r} ({entry.origin}) returned a {type(backend).__name__} that does not implement "
             f"the Backend protocol: it lacks {', '.join(missing)}")
     return backend
+
+
+def _describe(error: BaseException) -> str:
+    """A plugin's failure in one line; ``sys.exit(3)`` as what the plugin did, not a bare ``SystemExit: 3``."""
+    if isinstance(error, SystemExit):
+        return f"it called sys.exit({error.code!r})"
+    return f"{type(error).__name__}: {' '.join(str(error).split())}"  # one line, whatever the plugin wrote
 
 
 def _takes_an_argument(factory: Callable) -> bool:
