@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import json
+import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +41,167 @@ PIP_VISION = "pip install 'softgrad[vision]'  (or: pip install torchvision)"
 
 class DatasetError(RuntimeError):
     """Data files missing, corrupt or inconsistent; the message names the folder and the fix."""
+
+
+def _floats(value, what: str, length: int | None = None, positive: bool = False) -> tuple[float, ...]:
+    """``value`` (a recorded list) as a tuple of finite floats, or a ValueError naming ``what``."""
+    if (not isinstance(value, (list, tuple)) or not value
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
+        raise ValueError(f"{what} {value!r} is not a list of numbers")
+    floats = tuple(float(v) for v in value)
+    if length is not None and len(floats) != length:
+        raise ValueError(f"{what} has {len(floats)} values for {length}")
+    if not all(math.isfinite(v) and (v > 0 or not positive) for v in floats):
+        raise ValueError(f"{what} {list(floats)} must be finite{' and > 0' if positive else ''}")
+    return floats
+
+
+@dataclass(frozen=True)
+class InputScaling:
+    """How a data set turns raw samples into the rows a model trains on, so that new samples are scaled alike.
+
+    A raw row is divided by ``raw_scale`` (``255.0`` for the image sets, whose raw pixels are 0..255;
+    ``1.0`` for features), then normalised per channel, ``(x - mean) / std`` (the channel is the
+    fastest-varying index of a flattened HWC image; one channel for grey images and features), then
+    per feature, ``(x - feature_mean) / feature_std``, where a data set standardises its features
+    (diabetes). The arithmetic is the loaders': float32 for pixels, float64 for standardised features,
+    so a data set's own raw test rows become exactly its ``x_test``.
+    """
+
+    raw_scale: float = 1.0
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+    feature_mean: tuple[float, ...] | None = None
+    feature_std: tuple[float, ...] | None = None
+
+    @property
+    def pixels(self) -> bool:
+        """Whether raw values are pixels in ``0..raw_scale`` (the image sets), not features of any range."""
+        return self.raw_scale != 1.0
+
+    def apply(self, raw, *, intensities: bool = False) -> np.ndarray:
+        """Raw rows ``(N, features)`` as the normalised float32 rows a model takes.
+
+        ``intensities=True``: the rows are already divided by ``raw_scale`` (an image file decoded to 0..1).
+        """
+        raw = np.asarray(raw)
+        if raw.ndim != 2:
+            raise ValueError(f"InputScaling.apply: expected rows (N, features), got shape {raw.shape}")
+        precise = self.feature_mean is not None  # diabetes(): float64 statistics applied in float64
+        x = raw.astype(np.float64 if precise else np.float32)
+        if self.raw_scale != 1.0 and not intensities:
+            x = x / x.dtype.type(self.raw_scale)
+        channels = len(self.mean)
+        if self.mean != (0.0,) * channels or self.std != (1.0,) * channels:
+            x = ((x.reshape(len(x), -1, channels) - np.asarray(self.mean, x.dtype))
+                 / np.asarray(self.std, x.dtype)).reshape(len(x), -1)
+        if precise:
+            x = (x - np.asarray(self.feature_mean)) / np.asarray(self.feature_std)
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+    def to_json(self) -> dict:
+        return {"raw_scale": self.raw_scale, "mean": list(self.mean), "std": list(self.std),
+                "feature_mean": None if self.feature_mean is None else list(self.feature_mean),
+                "feature_std": None if self.feature_std is None else list(self.feature_std)}
+
+    @classmethod
+    def from_json(cls, value, num_features: int) -> InputScaling:
+        """The scaling a checkpoint recorded, checked against the model's ``num_features``; ValueError if malformed."""
+        if not isinstance(value, Mapping):
+            raise ValueError(f"the input scaling {value!r} is not a mapping")
+        raw_scale = _floats([value.get("raw_scale")], "the raw scale", 1, positive=True)[0]
+        mean = _floats(value.get("mean"), "the channel means")
+        std = _floats(value.get("std"), "the channel stds", len(mean), positive=True)
+        if num_features % len(mean):
+            raise ValueError(f"{len(mean)} channels do not divide {num_features} features")
+        feature_mean = feature_std = None
+        if value.get("feature_mean") is not None or value.get("feature_std") is not None:
+            feature_mean = _floats(value.get("feature_mean"), "the feature means", num_features)
+            feature_std = _floats(value.get("feature_std"), "the feature stds", num_features, positive=True)
+        return cls(raw_scale, mean, std, feature_mean, feature_std)
+
+
+@dataclass(frozen=True)
+class DataRecord:
+    """What a model was trained on, as a checkpoint records it: enough to load the data set again and to
+    scale and name new samples without it.
+
+    ``recipe`` holds the arguments of :func:`load` that made the data (``name``, ``binary``, ``options``,
+    ``root``); it is None for arrays given by hand (:func:`from_arrays`), which cannot be loaded again.
+    """
+
+    name: str
+    task: str
+    num_features: int
+    classes: tuple[str, ...]
+    target_names: tuple[str, ...]
+    image_shape: tuple[int, ...] | None
+    scaling: InputScaling
+    recipe: Mapping | None = None
+
+    @property
+    def dataset(self) -> str:
+        """The data set's name as :func:`load` and ``--dataset`` know it (``"mnist"``), else the given name."""
+        return str(self.recipe["name"]) if self.recipe is not None else self.name
+
+    def describe(self) -> str:
+        """One phrase: the data set and its task, for messages."""
+        what = (f"{len(self.classes)} classes" if self.task == "classification"
+                else f"{len(self.target_names)} target(s)")
+        binary = self.recipe.get("binary") if self.recipe is not None else None
+        return (f"{self.dataset}{f' (--binary {binary})' if binary is not None else ''}: "
+                f"{self.num_features} features, {what}")
+
+    def load(self, root: str | os.PathLike | None = None, download: bool = False) -> Dataset:
+        """The data set again (``root`` instead of the recorded one where given); a ValueError for arrays
+        given by hand, which no loader can make."""
+        if self.recipe is None:
+            raise ValueError(f"{self.name!r} was made from arrays given by hand (datasets.from_arrays), which "
+                             "cannot be loaded again")
+        recipe = self.recipe
+        return load(recipe["name"], root=root if root is not None else recipe.get("root"), download=download,
+                    binary=recipe.get("binary"), **dict(recipe.get("options") or {}))
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "task": self.task, "num_features": self.num_features,
+                "classes": list(self.classes), "target_names": list(self.target_names),
+                "image_shape": None if self.image_shape is None else list(self.image_shape),
+                "scaling": self.scaling.to_json(), "recipe": None if self.recipe is None else dict(self.recipe)}
+
+    @classmethod
+    def from_json(cls, value) -> DataRecord:
+        """The record a checkpoint holds, checked field by field; a ValueError naming the first bad one."""
+        if not isinstance(value, Mapping):
+            raise ValueError(f"its data record is a {type(value).__name__}, not a mapping")
+        name, task, features = value.get("name"), value.get("task"), value.get("num_features")
+        if not isinstance(name, str) or task not in TASKS:
+            raise ValueError(f"its data record names {name!r} with task {task!r}")
+        if not isinstance(features, int) or isinstance(features, bool) or features < 1:
+            raise ValueError(f"its data record has {features!r} features")
+        names = {}
+        for key in ("classes", "target_names"):
+            items = value.get(key)
+            if not isinstance(items, list) or not all(isinstance(c, str) for c in items):
+                raise ValueError(f"its data record's {key} {items!r} are not a list of strings")
+            names[key] = tuple(items)
+        shape = value.get("image_shape")
+        if shape is not None:
+            if (not isinstance(shape, list) or len(shape) not in (2, 3)
+                    or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in shape)
+                    or math.prod(shape) != features):
+                raise ValueError(f"its data record's image shape {shape!r} does not hold {features} pixels")
+            shape = tuple(shape)
+        recipe = value.get("recipe")
+        if recipe is not None and (not isinstance(recipe, Mapping) or recipe.get("name") not in NAMES
+                                   or not isinstance(recipe.get("options") or {}, Mapping)
+                                   or not isinstance(recipe.get("root"), (str, type(None)))):
+            raise ValueError(f"its data record's recipe {recipe!r} names no data set softgrad can load")
+        try:
+            scaling = InputScaling.from_json(value.get("scaling"), features)
+        except ValueError as error:
+            raise ValueError(f"its data record: {error}") from None
+        return cls(name, task, features, names["classes"], names["target_names"], shape, scaling,
+                   None if recipe is None else dict(recipe))
 
 
 @dataclass(frozen=True)
@@ -66,6 +229,12 @@ class Dataset:
     target_names: tuple[str, ...] = ()  # regression: one name per target column
     target_mean: tuple[float, ...] = field(default=(0.0,))  # regression: y_raw = y * target_std + target_mean
     target_std: tuple[float, ...] = field(default=(1.0,))
+    # How raw samples become rows (see InputScaling): mean and std above, and these
+    raw_scale: float = 1.0  # raw / raw_scale first: 255.0 for the image sets' 0..255 pixels
+    feature_mean: tuple[float, ...] | None = None  # then (x - feature_mean) / feature_std (diabetes)
+    feature_std: tuple[float, ...] | None = None
+    # the arguments of load() that made it, so a checkpoint can load it again; None for arrays given by hand
+    recipe: Mapping | None = None
 
     def __post_init__(self) -> None:
         # Only the label of the task is checked here: tests build Datasets with deliberately broken arrays
@@ -87,6 +256,26 @@ class Dataset:
         if self.task == "classification":
             return self.num_classes
         return int(self.y_train.shape[1]) if np.ndim(self.y_train) == 2 else 1
+
+    @property
+    def input_scaling(self) -> InputScaling:
+        """How raw samples become this data set's rows: :meth:`scale_inputs` applies it."""
+        return InputScaling(float(self.raw_scale), tuple(float(m) for m in self.mean),
+                            tuple(float(s) for s in self.std),
+                            None if self.feature_mean is None else tuple(float(m) for m in self.feature_mean),
+                            None if self.feature_std is None else tuple(float(s) for s in self.feature_std))
+
+    def scale_inputs(self, raw) -> np.ndarray:
+        """Raw samples ``(N, features)`` (0..255 pixels for the image sets, the files' units for diabetes)
+        scaled exactly as the training rows were: float32 rows a model trained on this data set takes."""
+        return self.input_scaling.apply(raw)
+
+    def record(self) -> DataRecord:
+        """What a checkpoint records of the data a model was trained on (see :class:`DataRecord`)."""
+        return DataRecord(self.name, self.task, self.num_features, tuple(str(c) for c in self.classes),
+                          tuple(str(t) for t in self.target_names),
+                          None if self.image_shape is None else tuple(int(d) for d in self.image_shape),
+                          self.input_scaling, None if self.recipe is None else dict(self.recipe))
 
     def __repr__(self) -> str:
         what = (f"classes={self.num_classes}" if self.task == "classification"
@@ -142,7 +331,30 @@ def load(name: str, root: str | os.PathLike | None = None, download: bool = Fals
         raise ValueError(f"load({name!r}, binary={binary!r}): {name} is a regression data set; a binary task "
                          f"needs a classification one ({', '.join(n for n in NAMES if n not in REGRESSION_NAMES)})")
     data = _load(name, root, download, options)
+    data = dataclasses.replace(data, recipe=_recipe(name, root, options))
     return data if binary is None else _binary(data, binary)
+
+
+def _json_value(value):
+    """``value`` as JSON holds it (NumPy scalars as Python numbers, sequences as lists), or TypeError."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_json_value(v) for v in value]
+    json.dumps(value)
+    return value
+
+
+def _recipe(name: str, root, options: dict) -> dict | None:
+    """The arguments that load ``name`` again (root made absolute, so another folder finds it); None where
+    an option cannot be recorded."""
+    try:
+        options = {str(k): _json_value(v) for k, v in options.items()}
+    except (TypeError, ValueError):
+        return None
+    uses_root = name in _VISION and root is not None
+    return {"name": name, "binary": None, "options": options,
+            "root": str(Path(root).resolve()) if uses_root else None}
 
 
 def _load(name: str, root: str | os.PathLike | None, download: bool, options: dict) -> Dataset:
@@ -222,7 +434,7 @@ def _load_idx(name: str, raw: Path, source: str) -> Dataset:
         splits.append(_normalise(name, images, labels.astype(np.int64), len(classes), mean, std, image_shape,
                                  train, raw.parent.parent))
     (x_train, y_train), (x_test, y_test) = splits
-    return Dataset(name, x_train, y_train, x_test, y_test, classes, source, image_shape, mean, std)
+    return Dataset(name, x_train, y_train, x_test, y_test, classes, source, image_shape, mean, std, raw_scale=255.0)
 
 
 def _load_vision(name: str, root: Path, download: bool, source: str) -> Dataset:
@@ -255,7 +467,7 @@ def _load_vision(name: str, root: Path, download: bool, source: str) -> Dataset:
             ) from None
         splits.append(_normalise(name, images, labels, len(classes), mean, std, image_shape, train, root))
     (x_train, y_train), (x_test, y_test) = splits
-    return Dataset(name, x_train, y_train, x_test, y_test, classes, source, image_shape, mean, std)
+    return Dataset(name, x_train, y_train, x_test, y_test, classes, source, image_shape, mean, std, raw_scale=255.0)
 
 
 def _normalise(name, images, labels, num_classes, mean, std, image_shape, train, root):
@@ -292,7 +504,15 @@ def _npz_array(path: Path) -> np.ndarray:
     except DatasetError:
         raise
     except Exception as error:  # zipfile, zlib, NumPy: a damaged file
-        raise DatasetError(f"cifar10: cannot read {path}: {type(error).__name__}: {error}") from None
+        raise DatasetError(f"cifar10: cannot read {path}: {npz_problem(error)}") from None
+
+
+def npz_problem(error: Exception) -> str:
+    """What NumPy's error on reading a ``.npy`` or ``.npz`` means for its user. NumPy's own advice for
+    object arrays (load them with ``allow_pickle``) would run code from the file: it is never taken."""
+    if "allow_pickle" in str(error) or "pickled" in str(error):
+        return "it holds Python objects (pickled data), not plain arrays; softgrad never loads those"
+    return f"{type(error).__name__}: {error}"
 
 
 def _load_cifar_npz(folder: Path) -> Dataset:
@@ -316,7 +536,7 @@ def _load_cifar_npz(folder: Path) -> Dataset:
              for split, (images, labels) in splits.items()]
     (x_train, y_train), (x_test, y_test) = parts
     return Dataset("cifar10", x_train, y_train, x_test, y_test, classes,
-                   f"CIFAR-10 arrays in {folder} ({'; '.join(notes)})", image_shape, mean, std)
+                   f"CIFAR-10 arrays in {folder} ({'; '.join(notes)})", image_shape, mean, std, raw_scale=255.0)
 
 
 def _has_all_idx(raw: Path) -> bool:
@@ -395,9 +615,10 @@ def diabetes(folder: str | os.PathLike | None = None) -> Dataset:
 
     The split is fixed: ``np.random.default_rng(0).permutation(442)``, the first 353 indices train,
     the last 89 test. Features and target are standardised with the training split's mean and
-    population standard deviation. The target's are recorded (``raw = y * target_std + target_mean``);
-    the features' are not (``mean``/``std`` stay ``(0.0,)``/``(1.0,)``: those fields undo picture
-    normalisation) - recompute them from the raw training rows to scale new patients.
+    population standard deviation, both recorded: the target's in ``target_mean``/``target_std``
+    (``raw = y * target_std + target_mean``), the features' in ``feature_mean``/``feature_std``
+    (``mean``/``std`` stay ``(0.0,)``/``(1.0,)``: those fields undo picture normalisation), so
+    :meth:`Dataset.scale_inputs` scales new patients' raw rows as the training rows were.
     """
     root = Path(folder) if folder is not None else SHIPPED_DIABETES
     features = _read_diabetes_file(root / "diabetes_data_raw.csv.gz", (DIABETES_N, len(DIABETES_FEATURES)))
@@ -420,7 +641,8 @@ def diabetes(folder: str | os.PathLike | None = None) -> Dataset:
                    f"split by default_rng({DIABETES_SPLIT_SEED}).permutation: {len(train)} train, {len(test)} test; "
                    "features and target standardised with the training split's mean and std)",
                    task="regression", target_names=("disease progression",),
-                   target_mean=(y_mean,), target_std=(y_std,))
+                   target_mean=(y_mean,), target_std=(y_std,),
+                   feature_mean=tuple(float(m) for m in x_mean), feature_std=tuple(float(s) for s in x_std))
 
 
 def synthetic(n_train: int = 10_000, n_test: int = 2_000, num_features: int = 784, num_classes: int = 10,
@@ -636,8 +858,14 @@ def _binary(data: Dataset, positive) -> Dataset:
     source = (f"{data.source}; binary task: label 1 = class{'es' if len(indices) > 1 else ''} {named}, "
               f"label 0 = the other {data.num_classes - len(indices)} of {data.num_classes}")
     chosen = np.asarray(indices, dtype=np.int64)
+    recipe = None
+    if data.recipe is not None and data.recipe.get("binary") is None:  # a binary task of a binary task: no recipe
+        try:
+            recipe = {**data.recipe, "binary": _json_value(positive)}
+        except (TypeError, ValueError):
+            recipe = None
     return dataclasses.replace(
-        data, name=name, classes=classes, source=source,
+        data, name=name, classes=classes, source=source, recipe=recipe,
         y_train=np.isin(data.y_train, chosen).astype(np.int64), y_test=np.isin(data.y_test, chosen).astype(np.int64))
 
 
@@ -654,5 +882,5 @@ def binary(data: Dataset, positive: str | int | Sequence[str | int]) -> Dataset:
     return _binary(data, positive)
 
 
-__all__ = ["DIABETES_FEATURES", "Dataset", "DatasetError", "NAMES", "REGRESSION_NAMES", "SHIPPED_DIABETES",
+__all__ = ["DIABETES_FEATURES", "DataRecord", "Dataset", "DatasetError", "InputScaling", "NAMES", "REGRESSION_NAMES", "SHIPPED_DIABETES",
            "SHIPPED_MNIST", "TASKS", "binary", "diabetes", "from_arrays", "load", "synthetic", "toy_regression"]

@@ -33,11 +33,11 @@ def test_evaluate_a_run_writes_the_confusion_matrix(run_folder):
     assert result.returncode == 0, result.stderr
     accuracy = float(result.stdout.split("test accuracy ")[1].split("%")[0])
     assert accuracy > 85 and "per class" in result.stdout
-    cm = np.loadtxt(run_folder / "confusion.csv", delimiter=",", dtype=np.int64)
+    cm = np.loadtxt(run_folder / "confusion-numpy.csv", delimiter=",", dtype=np.int64)
     assert cm.shape == (10, 10) and cm.sum() == 10_000
     np.testing.assert_array_equal(cm.sum(axis=1), [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009])
     assert np.trace(cm) / cm.sum() * 100 == pytest.approx(accuracy, abs=0.01)
-    assert (run_folder / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (run_folder / "confusion-numpy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     on_torch = command("core.evaluate", str(run_folder / "checkpoint.npz"), "--backend", "torch",
                        "--out", str(run_folder / "torch"))
     assert on_torch.returncode == 0 and f"test accuracy {accuracy:.2f}%" in on_torch.stdout

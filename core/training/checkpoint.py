@@ -10,17 +10,30 @@ field: the metadata names the optimizer and describes each field of its state
 stored as ``state.<field>`` or ``state.<field>.<i>``. Checkpoints in the
 first format (``softgrad-checkpoint-1``: SGD only, ``momentum_<i>`` arrays)
 still load and resume exactly.
+
+The metadata's optional ``data`` entry (a :class:`datasets.DataRecord`) says
+what the model was trained on: the data set and how to load it again, its
+input scaling, classes or target names. Checkpoints without it (written
+before it, or from data that is no Dataset) load as before; a reader that
+does not know the entry ignores it, so the format's name is unchanged.
+
+Loading trusts nothing in the file: every array's ``.npy`` header (shape and
+dtype) is checked against the member's size and the model's shapes before
+any of its data is read, and parameters and optimizer state must be finite.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+import datasets
 from core.base.files import atomic_write
 from core.base.optim import get_optimizer
 from core.base.optim.sgd import SGDState
@@ -79,14 +92,24 @@ def _state_to(be: Backend, state: Any) -> Any:
 
 
 def save(path: str | os.PathLike, model: MLP, state: Any, history: list[dict], settings: dict,
-         optimizer: str = "sgd") -> None:
-    """Write ``model``, the optimizer ``state`` (a NamedTuple of ``optimizer``), history and settings."""
+         optimizer: str = "sgd", data: Any = None) -> None:
+    """Write ``model``, the optimizer ``state`` (a NamedTuple of ``optimizer``), history and settings.
+
+    ``data``: the :class:`datasets.Dataset` the model is trained on (or its :class:`datasets.DataRecord`),
+    recorded so that the checkpoint alone says how to evaluate the model and scale new samples; without
+    it, what a loaded model recorded (``model.trained_on``) is kept.
+    """
     be = model.be
     arrays: dict[str, np.ndarray] = {f"param_{i}": be.to_numpy(p) for i, p in enumerate(model.params)}
+    record = data.record() if isinstance(data, datasets.Dataset) else data
+    if record is None:
+        record = getattr(model, "trained_on", None)
     meta = {"format": FORMAT, "model": model.config(), "history": history, "settings": settings,
             "backend": be.name,
             "task": {"loss": model.loss, "target_mean": model.target_mean, "target_std": model.target_std},
             "optimizer": {"name": optimizer, "state": _encode_state(be, state, arrays)}}
+    if isinstance(record, datasets.DataRecord):
+        meta["data"] = record.to_json()
     arrays["meta"] = np.array(json.dumps(meta))
     atomic_write(path, lambda handle: np.savez(handle, **arrays))
 
@@ -98,14 +121,40 @@ class CheckpointError(ValueError):
 _META_LIMIT = 64 << 20  # bytes of metadata (history and settings) a real checkpoint never approaches
 
 
-def _member(archive, name: str, limit: int) -> np.ndarray:
-    """The array ``name``, after checking that it would not inflate beyond ``limit`` bytes."""
+def _header(archive, key: str) -> tuple[tuple[int, ...], np.dtype, int]:
+    """The shape and dtype a ``.npy`` member declares and its header's length, read from the header alone."""
+    with archive.zip.open(key) as stream:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
+        else:  # 3.0 only names fields in UTF-8, which no checkpoint array has
+            raise CheckpointError(f"array {key[:-4]!r} is in .npy version {version[0]}.{version[1]}, which no "
+                                  "checkpoint uses")
+        return tuple(shape), dtype, stream.tell()
+
+
+def _member(archive, name: str, limit: int, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """The array ``name``, after checking from its member's size and its ``.npy`` header alone, before any
+    data is read (NumPy allocates what the header declares first), that it holds what it declares, at
+    most ``limit`` bytes, of ``shape`` where one is given, and no Python objects."""
     key = f"{name}.npy"
     if key not in archive.zip.namelist():
         raise CheckpointError(f"it has no array {name!r}")
-    size = archive.zip.getinfo(key).file_size
+    size = archive.zip.getinfo(key).file_size  # what reading the member can yield at most
     if size > limit + 4096:  # the .npy header is at most a few hundred bytes
         raise CheckpointError(f"array {name!r} would take {size:,} bytes where at most {limit:,} fit the model")
+    declared_shape, dtype, header = _header(archive, key)
+    if dtype.hasobject:
+        raise CheckpointError(f"array {name!r} holds Python objects (pickled data), which no checkpoint holds and "
+                              "softgrad never loads")
+    declared = math.prod(declared_shape) * dtype.itemsize  # Python ints: no overflow for any declared shape
+    if declared != size - header:
+        raise CheckpointError(f"array {name!r} declares shape {declared_shape} of {dtype} ({declared:,} bytes) but "
+                              f"its file holds {max(size - header, 0):,} bytes of data")
+    if shape is not None and declared_shape != shape:
+        raise CheckpointError(f"array {name!r} has shape {declared_shape}, the model needs {shape}")
     return archive[name]
 
 
@@ -114,6 +163,10 @@ def _float_array(value: np.ndarray, name: str, shape: tuple | None = None) -> np
         raise CheckpointError(f"array {name!r} is {value.dtype}, not float32 or float64")
     if shape is not None and value.shape != shape:
         raise CheckpointError(f"array {name!r} has shape {value.shape}, the model needs {shape}")
+    if not np.isfinite(value).all():  # a diverged run's weights answer every input with class 0, silently
+        count = int(value.size - np.count_nonzero(np.isfinite(value)))
+        raise CheckpointError(f"array {name!r} holds {count:,} NaN or infinite value{'s' if count > 1 else ''} "
+                              f"(of {value.size:,}): the model it saved had diverged, or the file is damaged")
     return value
 
 
@@ -130,19 +183,25 @@ def _check_config(config: Any) -> list[tuple[int, ...]]:
     if config.get("activation") not in ACTIVATIONS or config.get("dtype") not in ("float32", "float64"):
         raise CheckpointError(f"its activation {config.get('activation')!r} or dtype {config.get('dtype')!r} "
                               "is unknown")
-    if not isinstance(config.get("seed"), int):
-        raise CheckpointError(f"its seed {config.get('seed')!r} is not an int")
+    seed = config.get("seed")
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:  # what np.random.default_rng takes
+        raise CheckpointError(f"its model seed {seed!r} is not an int >= 0")
     return [shape for a, b in zip(widths, widths[1:]) for shape in ((a, b), (b,))]
 
 
 def _read(path: Path) -> tuple[dict, list[np.ndarray], Any, str]:
+    if not zipfile.is_zipfile(path):  # NumPy would try it as a pickle and advise allow_pickle
+        raise CheckpointError("it is not a NumPy .npz archive")
     with np.load(path, allow_pickle=False) as archive:
-        meta = json.loads(str(_member(archive, "meta", _META_LIMIT)))
+        meta_array = _member(archive, "meta", _META_LIMIT, ())
+        if meta_array.dtype.kind != "U":
+            raise CheckpointError(f"its metadata is {meta_array.dtype}, not text")
+        meta = json.loads(str(meta_array))
         if not isinstance(meta, dict):
             raise CheckpointError("its metadata is not a mapping")
         shapes = _check_config(meta.get("model"))
-        limits = [int(np.prod(shape, dtype=np.int64)) * 8 for shape in shapes]  # float64 at most
-        params = [_float_array(_member(archive, f"param_{i}", limit), f"param_{i}", shape)
+        limits = [math.prod(shape) * 8 for shape in shapes]  # float64 at most
+        params = [_float_array(_member(archive, f"param_{i}", limit, shape), f"param_{i}", shape)
                   for i, (shape, limit) in enumerate(zip(shapes, limits))]
         if not isinstance(meta.get("history"), list) or not isinstance(meta.get("settings"), dict):
             raise CheckpointError("its history or settings are missing or of the wrong type")
@@ -150,7 +209,7 @@ def _read(path: Path) -> tuple[dict, list[np.ndarray], Any, str]:
             step = meta.get("step")
             if not isinstance(step, int) or isinstance(step, bool) or step < 0:
                 raise CheckpointError(f"its step {step!r} is not an int >= 0")
-            buffers = (tuple(_float_array(_member(archive, f"momentum_{i}", limit), f"momentum_{i}", shape)
+            buffers = (tuple(_float_array(_member(archive, f"momentum_{i}", limit, shape), f"momentum_{i}", shape)
                              for i, (shape, limit) in enumerate(zip(shapes, limits)))
                        if "momentum_0.npy" in archive.zip.namelist() else None)
             return meta, params, SGDState(step=step, momentum_buffers=buffers), "sgd"
@@ -199,9 +258,11 @@ def _check_state(name: str, state: Any, shapes: list[tuple[int, ...]]) -> None:
 def load(path: str | os.PathLike, backend: Backend | str = "numpy") -> tuple[MLP, Any, list[dict], dict]:
     """``(model, optimizer_state, history, settings)`` with the arrays on ``backend``.
 
-    ``settings`` holds ``"optimizer"``, the name of the optimizer whose state this is. Raises
-    :class:`CheckpointError` (a ``ValueError``) naming the file and the problem for a damaged,
-    truncated or malformed checkpoint, before allocating anything its metadata asks for.
+    ``settings`` holds ``"optimizer"``, the name of the optimizer whose state this is. The model's
+    ``trained_on`` is the :class:`datasets.DataRecord` of the data it was trained on, None where the
+    checkpoint does not record it. Raises :class:`CheckpointError` (a ``ValueError``) naming the file
+    and the problem for a damaged, truncated, malformed or non-finite checkpoint, before allocating
+    anything its metadata or its arrays' headers ask for.
     """
     path = Path(path)
     if not path.is_file():
@@ -212,12 +273,32 @@ def load(path: str | os.PathLike, backend: Backend | str = "numpy") -> tuple[MLP
     except CheckpointError as error:
         raise CheckpointError(f"{path} is not a usable softgrad checkpoint: {error}") from None
     except Exception as error:  # whatever zipfile, zlib, NumPy or JSON raise on a damaged file: it is damaged
-        raise CheckpointError(f"{path} is not a softgrad checkpoint or is damaged: {type(error).__name__}: "
-                              f"{error}") from None
+        raise CheckpointError(f"{path} is not a softgrad checkpoint or is damaged: "
+                              f"{datasets.npz_problem(error)}") from None
     settings.setdefault("optimizer", optimizer)
     model = MLP.from_config(config, params, backend)
     _restore_task(model, meta.get("task"), settings, path)
+    model.trained_on = _data_record(meta.get("data"), model, path)
     return model, _state_to(model.be, state), history, settings
+
+
+def _data_record(value: Any, model: MLP, path: Path) -> datasets.DataRecord | None:
+    """The checkpoint's record of its training data, checked against the model it trained."""
+    if value is None:
+        return None
+    try:
+        record = datasets.DataRecord.from_json(value)
+    except ValueError as error:
+        raise CheckpointError(f"{path} is not a usable softgrad checkpoint: {error}") from None
+    inputs, outputs = model.widths[0], model.widths[-1]
+    fits = record.num_features == inputs and (
+        len(record.target_names) == outputs if record.task == "regression"
+        else len(record.classes) <= outputs or (outputs == 1 and len(record.classes) == 2))
+    if not fits:
+        raise CheckpointError(f"{path} is not a usable softgrad checkpoint: it records training on "
+                              f"{record.describe()}, which a model of {inputs} inputs and {outputs} outputs "
+                              "cannot have been")
+    return record
 
 
 def _restore_task(model: MLP, task: Any, settings: dict, path: Path) -> None:
@@ -230,9 +311,9 @@ def _restore_task(model: MLP, task: Any, settings: dict, path: Path) -> None:
         if value is None:
             continue
         if not isinstance(value, list) or not all(isinstance(x, (int, float)) and not isinstance(x, bool)
-                                                  for x in value):
+                                                  and math.isfinite(x) for x in value):
             raise CheckpointError(f"{path} is not a usable softgrad checkpoint: its {name} {value!r} is not a list "
-                                  "of numbers")
+                                  "of finite numbers")
         setattr(model, name, tuple(float(x) for x in value))
 
 

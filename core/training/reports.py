@@ -71,14 +71,35 @@ def plot_curves(history: list[dict], path: str | Path, title: str = "") -> None:
     _finish(plt, fig, axes[0], path, title)
 
 
+_TITLE_CHARS = 18  # what fits above a 1.3-inch picture at 7 pt: longer class names are shortened
+
+
+def _short(name: str) -> str:
+    """``name`` shortened to fit, keeping its start and its end (where names often differ: "... number 3")."""
+    name = str(name)
+    if len(name) <= _TITLE_CHARS:
+        return name
+    head = (_TITLE_CHARS - 1) // 2
+    return f"{name[:head]}…{name[len(name) - (_TITLE_CHARS - 1 - head):]}"
+
+
+def _prediction_title(true: str, predicted: str) -> str:
+    """"true / predicted" on one line where it fits above the picture, else the two on two lines."""
+    one_line = f"{true} / {predicted}"
+    return one_line if len(one_line) <= _TITLE_CHARS else f"{_short(true)}\n/ {_short(predicted)}"
+
+
 def plot_predictions(images: np.ndarray, labels: np.ndarray, predictions: np.ndarray, classes, image_shape,
                      mean, std, path: str | Path, count: int = 32) -> None:
-    """A grid of test images titled "true / predicted"; wrong predictions in red."""
+    """A grid of test images titled "true / predicted" (two lines for long class names, each shortened to
+    fit above its picture); wrong predictions in red."""
     plt = _pyplot()
     count = min(count, len(images))
     columns = 8
     rows = max(1, -(-count // columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.3, rows * 1.5))
+    titles = [_prediction_title(str(classes[labels[i]]), str(classes[predictions[i]])) for i in range(count)]
+    lines = max((t.count("\n") + 1 for t in titles), default=1)
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.3, rows * (1.3 + 0.2 * lines)))
     for i, ax in enumerate(np.atleast_1d(axes).ravel()):
         ax.axis("off")
         if i >= count:
@@ -87,29 +108,48 @@ def plot_predictions(images: np.ndarray, labels: np.ndarray, predictions: np.nda
         picture = np.clip(picture.reshape(image_shape), 0.0, 1.0)
         ax.imshow(picture, cmap="gray" if len(mean) == 1 else None)
         right = labels[i] == predictions[i]
-        ax.set_title(f"{classes[labels[i]]} / {classes[predictions[i]]}", fontsize=7,
-                     color="black" if right else "red")
-    fig.suptitle("test images: true / predicted", fontsize=9)
+        ax.set_title(titles[i], fontsize=7, color="black" if right else "red")
+    fig.suptitle("test images: true / predicted (red: wrong)", fontsize=9)
+    fig.tight_layout()
     _save(fig, Path(path))
     plt.close(fig)
 
 
+_COUNTS_UP_TO = 30  # classes whose counts are written in the cells; beyond, the cells are too small to read
+
+
 def plot_confusion_matrix(cm: np.ndarray, classes, path: str | Path, title: str = "") -> None:
-    """The confusion matrix as a heat map: rows the true class, columns the predicted one, counts written in."""
+    """The confusion matrix as a heat map: rows the true class, columns the predicted one, counts written in.
+
+    The colour scale is logarithmic, with a colour bar: a linear one leaves the few mistakes of a good
+    model (1 against 1,000 on the diagonal) as white as the cells with none; empty cells are white.
+    """
+    from matplotlib.colors import ListedColormap, LogNorm
+
     plt = _pyplot()
-    size = max(4.0, 0.45 * len(classes) + 2)
-    fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(cm, cmap="Blues")
-    ax.set_xticks(range(len(classes)), labels=[str(c) for c in classes], rotation=90, fontsize=7)
-    ax.set_yticks(range(len(classes)), labels=[str(c) for c in classes], fontsize=7)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    threshold = cm.max() / 2 if cm.size else 0
-    for (i, j), count in np.ndenumerate(cm):
-        ax.text(j, i, str(count), ha="center", va="center", fontsize=6,
-                color="white" if count > threshold else "black")
-    if title:
-        ax.set_title(title, fontsize=9)
+    n = len(classes)
+    counts = n <= _COUNTS_UP_TO
+    cell = 0.6 if n <= 12 else 0.45 if counts else 0.2  # inches: room for a 5-digit count at 9 or 8 pt
+    size = min(max(5.0, cell * n + 2.5), 30.0)
+    fig, ax = plt.subplots(figsize=(size + 1.0, size))
+    # Blues from a visible light blue, so that a count of 1 differs from an empty (white) cell
+    cmap = ListedColormap(plt.get_cmap("Blues")(np.linspace(0.2, 1.0, 256))).with_extremes(bad="white")
+    norm = LogNorm(vmin=1, vmax=max(int(cm.max()) if cm.size else 1, 2))
+    image = ax.imshow(np.ma.masked_less(cm, 1), cmap=cmap, norm=norm)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04).set_label("samples (log scale; white: none)", fontsize=9)
+    step = max(1, -(-n // 60))  # at most 60 tick labels
+    labels = [str(c) for c in classes]
+    ax.set_xticks(range(0, n, step), labels=labels[::step], rotation=90, fontsize=9 if n <= 12 else 8)
+    ax.set_yticks(range(0, n, step), labels=labels[::step], fontsize=9 if n <= 12 else 8)
+    ax.set_xlabel("predicted", fontsize=10)
+    ax.set_ylabel("true", fontsize=10)
+    if counts:
+        for (i, j), count in np.ndenumerate(cm):
+            dark = count >= 1 and norm(count) > 0.6
+            ax.text(j, i, str(count), ha="center", va="center", fontsize=9 if n <= 12 else 8,
+                    color="white" if dark else "black")
+    if title or not counts:
+        ax.set_title(title + ("" if counts else f" ({n} classes: counts not written in)"), fontsize=10)
     fig.tight_layout()
     _save(fig, Path(path))
     plt.close(fig)
