@@ -83,6 +83,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--repeats must be at least 1")
     if args.batch_size and min(args.batch_size) < 1:
         parser.error("--batch-size must be at least 1")
+    if args.training and args.dataset in datasets.REGRESSION_NAMES:
+        # the training tables measure classifiers (accuracy, the 10-class MLP); regressors have their own bench
+        classifiers = ", ".join(n for n in datasets.NAMES if n not in datasets.REGRESSION_NAMES)
+        parser.error(f"--dataset {args.dataset} is a regression data set; the training benchmarks train "
+                     f"classifiers ({classifiers}); python -m bench.regression benches softgrad's regressors "
+                     "against scikit-learn's on diabetes, and --no-training runs the op benchmarks alone")
     return args
 
 
@@ -210,6 +216,9 @@ def _main(argv: list[str] | None = None) -> int:
     except BackendUnavailableError as error:
         print(f"bench: {error}", file=sys.stderr)
         return 2
+    # the training data before anything is measured: a missing or damaged data set (or a failed --download)
+    # is named in one line now, not after minutes of op benchmarks (main reports the DatasetError)
+    data = datasets.load(args.dataset, root=args.root, download=args.download) if args.training else None
     # a table wider than a pipe's default 80 columns, so redirected output stays readable
     console = Console(width=None if sys.stdout.isatty() else 200)
     from bench.roofline import matmul_gflops
@@ -250,8 +259,8 @@ def _main(argv: list[str] | None = None) -> int:
                     op_results += measure_ops(get_backend(name), np.dtype(args.dtype), quick=args.quick,
                                               repeats=args.repeats, progress=progress)
         if args.training:
-            ceilings = measure_ceilings(args, names, progress) if args.same_process else {}
-            training_records, chosen = run_training(args, names, progress, rates, ceilings, workers)
+            ceilings = measure_ceilings(args, names, progress, data) if args.same_process else {}
+            training_records, chosen = run_training(args, names, progress, rates, ceilings, workers, data)
             payload["ceilings"] = ceilings
             payload["isolated"] = not args.same_process
         if args.large_vocab:
@@ -318,13 +327,14 @@ def training_cases(args) -> list[tuple[str, int, str]]:
     return cases
 
 
-def measure_ceilings(args, names: list[str], progress) -> dict[str, list[dict] | str]:
+def measure_ceilings(args, names: list[str], progress, data=None) -> dict[str, list[dict] | str]:
     """Each backend's matmul ceiling at every (network, batch size) the training rows use, and the ceilings
     of the libraries the anchors run on (torch, NumPy), each in a process of its own (bench.ceiling)."""
     from bench.ceiling import measure_in_subprocess
     from bench.contenders import widths
 
-    data = datasets.load(args.dataset, root=args.root, download=args.download)
+    if data is None:
+        data = datasets.load(args.dataset, root=args.root, download=args.download)
     cases = sorted({(tuple(widths(model, data)), size) for model, size, _ in training_cases(args)})
     libraries = list(names)
     if args.anchors:  # the libraries the anchors run on: NumPy (scikit-learn), torch, torch on CUDA
@@ -377,13 +387,15 @@ def contender_processes(args, names: list[str], progress):
             worker.close()
 
 
-def run_training(args, names: list[str], progress, matmul_rates: dict[str, float], ceilings=None, workers=()):
+def run_training(args, names: list[str], progress, matmul_rates: dict[str, float], ceilings=None, workers=(),
+                 data=None):
     """Every training row, by ``workers`` (bench.worker: a process per contender, which fills ``ceilings``
     with its library's matmul ceiling as it goes) or, with none, by contenders in this process."""
     from bench.training import add_ratios, measure_training, recommend
 
-    progress(f"loading {args.dataset}")
-    data = datasets.load(args.dataset, root=args.root, download=args.download)
+    if data is None:
+        progress(f"loading {args.dataset}")
+        data = datasets.load(args.dataset, root=args.root, download=args.download)
     if workers:
         contenders, shared = list(workers), ceilings
     else:
