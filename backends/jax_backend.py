@@ -496,7 +496,9 @@ def _sgd_kernel(params, grads, buffers, lr, momentum_value, dampening, weight_de
         if decay:
             g = g + weight_decay * p
         if momentum:
-            b = g if buffers is None else momentum_value * buffers[i] + (1.0 - dampening) * g
+            # a buffer that is None (every one on the first step) starts here: buf = g, as in torch.optim.SGD;
+            # None is part of the pytree's structure, so each pattern of None compiles once
+            b = g if buffers is None or buffers[i] is None else momentum_value * buffers[i] + (1.0 - dampening) * g
             new_buffers.append(b)
             g = g + momentum_value * b if nesterov else b
         new_params.append(p - lr * g)

@@ -325,6 +325,38 @@ def sgd_matches_the_reference_update(be, dtype, data):
             np.testing.assert_array_equal(g, g0)  # gradients are not modified
 
 
+def views_are_read_and_written_as_views(be, dtype, data):
+    """The fused and in-place paths on strided, offset and transposed views (a parameter that is a slice of a
+    larger buffer, logits that are every other column): ``sgd_step`` with momentum and ``cross_entropy_and_grad``
+    against the float64 references, and not one element of the buffer outside the view changed (a fused kernel
+    that walks memory as one flat run writes between a strided view's elements)."""
+    sentinel = 7.25
+    rng = np.random.default_rng(11)
+    p0, g0 = rng.standard_normal((3, 4)).astype(dtype), rng.standard_normal((3, 4)).astype(dtype)
+    z0, labels = rng.standard_normal((5, 4)).astype(dtype), np.array([0, 3, 1, 2, 3])
+    every_other, block = (slice(None), slice(None, None, 2)), (slice(1, None), slice(1, -1))
+    for name, shape, index in (("every other column", (3, 8), every_other), ("a block at an offset", (4, 6), block)):
+        host, grad_host = np.full(shape, sentinel, dtype), np.full(shape, sentinel, dtype)
+        host[index], grad_host[index] = p0, g0
+        buffer = be.asarray(host)
+        params, state = [buffer[index]], be.sgd_init([buffer[index]])
+        for _ in range(2):
+            params, state = be.sgd_step(params, [be.asarray(grad_host)[index]], state, lr=0.1, momentum=0.9)
+        expected = ref.sgd_steps([p0], [[g0], [g0]], [0.1, 0.1], momentum=0.9)[-1][0]
+        assert_close(be.to_numpy(params[0]), expected, dtype, what=f"sgd_step on {name}")
+        outside = np.ones(shape, bool)
+        outside[index] = False
+        after = np.asarray(be.to_numpy(buffer))
+        assert np.all(after[outside] == sentinel), f"sgd_step on {name}: wrote outside the view"
+    for name, view in (("every other column", be.asarray(np.repeat(z0, 2, axis=1))[:, ::2]),
+                       ("transposed", be.asarray(z0.T.copy()).T)):
+        loss, grad = be.cross_entropy_and_grad(view, be.asarray(labels))
+        assert_close(be.to_numpy(loss), ref.cross_entropy(z0.astype(np.float64), labels), dtype,
+                     what=f"cross_entropy on {name}")
+        assert_close(be.to_numpy(grad), ref.cross_entropy_grad(z0.astype(np.float64), labels), dtype,
+                     what=f"cross_entropy_grad on {name}")
+
+
 def _train(be, dtype, steps: int = 32):
     """A 12-16-4 ReLU network, trained with cross-entropy and Nesterov SGD, written with protocol ops only."""
     rng = np.random.default_rng(7)
@@ -424,6 +456,7 @@ CHECKS: tuple[Check, ...] = (
     Check("nonfinite_semantics", "non-finite values", nonfinite_semantics, generated=False),
     Check("bad_input_is_named", "bad input", bad_input_is_named, generated=False),
     Check("sgd_matches_the_reference_update", "sgd_step", sgd_matches_the_reference_update),
+    Check("views_are_read_and_written_as_views", "views", views_are_read_and_written_as_views, generated=False),
     Check("dense_layer_ops_match_references", "dense layer", dense_layer_ops_match_references, generated=False),
     Check("training_follows_the_numpy_trajectory", "training", training_follows_the_numpy_trajectory,
           generated=False),

@@ -8,7 +8,7 @@ registered loss and optimizer works on every backend that has ``xp``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from core.base.losses import LOSSES, Loss
 from core.base.optim import OPTIMIZERS, Optimizer
@@ -42,7 +42,8 @@ def optimizer_methods(optimizer: Optimizer) -> dict[str, Callable]:
     def init_method(self, params, **hyperparameters):
         # hyperparameters reach an init that takes them (Adagrad's initial_accumulator_value); be.sgd_init(params)
         # is unchanged
-        params = array_list(f"{optimizer.name}_init", "params", params)
+        if isinstance(params, Iterator):  # a generator, read once (an init that needs no params may get None)
+            params = list(params)
         return optimizer.initial_state(self, params, **hyperparameters)
 
     def step_method(self, params, grads, state, *, lr=optimizer.lr, **hyperparameters):
