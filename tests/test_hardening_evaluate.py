@@ -412,3 +412,6 @@ def test_a_binary_task_is_recorded_and_evaluated_as_trained(tmp_path, capsys):
     assert rc == 0, err
     assert f"test accuracy {np.mean(predict(model, data.x_test) == data.y_test):.2%}" in out
     assert dataclasses.replace(data, recipe=None).record().recipe is None
+    again = checkpoint.load(tmp_path / "checkpoint.npz")[0].trained_on.load()  # the data, from the record alone
+    np.testing.assert_array_equal(again.y_test, data.y_test)
+    np.testing.assert_array_equal(again.x_test, data.x_test)

@@ -190,8 +190,6 @@ def _check_config(config: Any) -> list[tuple[int, ...]]:
 
 
 def _read(path: Path) -> tuple[dict, list[np.ndarray], Any, str]:
-    if not zipfile.is_zipfile(path):  # NumPy would try it as a pickle and advise allow_pickle
-        raise CheckpointError("it is not a NumPy .npz archive")
     with np.load(path, allow_pickle=False) as archive:
         meta_array = _member(archive, "meta", _META_LIMIT, ())
         if meta_array.dtype.kind != "U":
@@ -267,6 +265,9 @@ def load(path: str | os.PathLike, backend: Backend | str = "numpy") -> tuple[MLP
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
+    if not zipfile.is_zipfile(path):  # NumPy would try it as a pickle and advise allow_pickle
+        raise CheckpointError(f"{path} is not a softgrad checkpoint or is damaged: it is not a NumPy .npz archive "
+                              "(or it is truncated)")
     try:
         meta, params, state, optimizer = _read(path)
         config, history, settings = meta["model"], list(meta["history"]), dict(meta["settings"])
