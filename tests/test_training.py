@@ -153,9 +153,12 @@ def test_accuracy_on_mnist_with_the_defaults(backend, model_name, target):
 
 
 def test_plain_sgd_with_the_default_nesterov_flag():
-    # momentum 0 means plain SGD, whatever nesterov says (found in review: it used to raise)
-    model, history = train("numpy", np.float64, small_data(), epochs=1, momentum=0.0)
+    # momentum 0 with fit's default Nesterov is plain SGD; Nesterov asked for with momentum 0 is refused before
+    # any work, as torch.optim.SGD and sgd_step refuse it (issue 20: it used to train without Nesterov, silently)
+    model, history = train("numpy", np.float64, small_data(), epochs=1, momentum=0.0, nesterov=None)
     assert np.isfinite(history[-1]["train_loss"])
+    with pytest.raises(ValueError, match="nesterov momentum requires momentum > 0"):
+        train("numpy", np.float64, small_data(), epochs=1, momentum=0.0, nesterov=True)
 
 
 def test_bad_data_is_named_before_training_starts():
