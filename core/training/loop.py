@@ -158,9 +158,22 @@ def predict(model: MLP, x, batch_size: int = 4096, *, loss: Loss | str | None = 
         return _predict(model, x, batch_size, loss, target_mean, target_std)
 
 
+def check_finite_rows(model: MLP, x, what: str) -> None:
+    """A ValueError naming the first row of ``x`` (rows on the model's backend) that holds NaN or inf: the
+    model would answer it with a class (0) or a value that looks like any other."""
+    be = model.be
+    if bool(be.to_numpy(be.xp.all(be.xp.isfinite(x)))):
+        return
+    row = int(np.flatnonzero(~np.isfinite(np.asarray(be.to_numpy(x))).all(axis=1))[0])
+    beyond = " (or a value beyond float32's range)" if model.dtype == np.float32 else ""
+    raise ValueError(f"{what}: sample {row} holds NaN or inf{beyond}; a prediction for it would be meaningless")
+
+
 def _predict(model: MLP, x, batch_size: int, loss: Loss, target_mean, target_std) -> np.ndarray:
     be = model.be
-    x = as_rows(model, x)
+    with np.errstate(over="ignore"):  # a float64 value beyond float32 becomes inf, which the check names
+        x = as_rows(model, x)
+    check_finite_rows(model, x, "predict")
     outputs = [be.to_numpy(model.logits(x[s, ...])) if loss.targets != "class"
                else be.to_numpy(be.argmax(model.logits(x[s, ...]), axis=1)) for s in _batches(x.shape[0], batch_size)]
     if loss.targets == "class":
@@ -188,7 +201,9 @@ def evaluate(model: MLP, x, y, batch_size: int = 4096, *, loss: Loss | str | Non
 
 def _evaluate(model: MLP, x, y, batch_size: int, loss: Loss, loss_options, target_mean, target_std) -> dict:
     be = model.be
-    x, y = as_rows(model, x, "evaluate"), targets_on(be, y, loss, model.dtype)
+    with np.errstate(over="ignore"):  # a float64 value beyond float32 becomes inf, which the check names
+        x, y = as_rows(model, x, "evaluate"), targets_on(be, y, loss, model.dtype)
+    check_finite_rows(model, x, "evaluate")
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"evaluate: {x.shape[0]} samples but {y.shape[0]} labels")
     if x.shape[0] == 0:
