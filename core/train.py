@@ -27,6 +27,7 @@ import datasets
 from core.base.errors import BackendUnavailableError
 from core.base.files import (
     LOCK_NAME,
+    FolderBusyError,
     atomic_write_text,
     check_folder_writable,
     check_writable,
@@ -273,8 +274,10 @@ def check_optimizer_flags(settings: dict) -> None:
         raise type(error)(in_flag_terms(str(error), settings)) from None
 
 
-def check_arguments(settings: dict, given: dict, args: argparse.Namespace, out: Path | None = None) -> None:
-    """Everything that can be checked before the data is read and before anything is written."""
+def check_arguments(settings: dict, given: dict, args: argparse.Namespace, out: Path | None = None,
+                    pick_free: bool = False) -> None:
+    """Everything that can be checked before the data is read and before anything is written (``pick_free``:
+    ``out`` is the default folder, which passes over to another name if a run takes it meanwhile)."""
     if settings["backend"] != "auto":
         get_backend(settings["backend"])
     hidden_widths(settings, given)
@@ -295,7 +298,7 @@ def check_arguments(settings: dict, given: dict, args: argparse.Namespace, out: 
     out = Path(args.out) if out is None and args.out else out
     if out is not None:
         check_folder_can_be_made(out)
-        if not continues_run(args, out):
+        if not continues_run(args, out) and not pick_free:
             check_new_run_folder(out)
         for name in RUN_FILES:  # a file the run will replace must be one it can replace (no folder, FIFO, device)
             try:
@@ -405,8 +408,9 @@ def run(args: argparse.Namespace) -> int:
     settings, resume_from = resolve_settings(args)
     restarted = getattr(args, "restarted_run", None)
     out = Path(args.out) if args.out else (resume_from.parent if resume_from else restarted or default_out(settings))
+    pick_free = not (args.out or resume_from or restarted)  # the default folder: another name if it is taken
     try:
-        return _claimed_run(args, settings, resume_from, out)
+        return _claimed_run(args, settings, resume_from, out, pick_free)
     except KeyboardInterrupt:
         if (out / "checkpoint.npz").is_file():
             print(f"train: interrupted; the last finished epoch is in {out / 'checkpoint.npz'} "
@@ -420,14 +424,25 @@ def run(args: argparse.Namespace) -> int:
         return 130
 
 
-def _claimed_run(args: argparse.Namespace, settings: dict, resume_from: Path | None, out: Path) -> int:
+def _claimed_run(args: argparse.Namespace, settings: dict, resume_from: Path | None, out: Path,
+                 pick_free: bool = False) -> int:
     """The run with its folder claimed first: made (a clear error where it cannot be) and locked, so a
-    second run into it is refused; a folder this run made and wrote nothing in is removed again."""
-    check_arguments(settings, given_flags(args), args, out)  # before the data is read and anything is written
-    with claim_folder(out, "--out"):  # a refused run's folder, empty, goes with the claim
-        if not continues_run(args, out):  # again, now that no other run can write there
-            check_new_run_folder(out)
-        return _run(args, settings, resume_from, out)
+    second run into it is refused; a folder this run made and wrote nothing in is removed again. With
+    ``pick_free`` (the default folder) a folder another run took meanwhile is passed over for the next name."""
+    check_arguments(settings, given_flags(args), args, out, pick_free)  # before the data is read or anything written
+    for _ in range(100):
+        try:
+            with claim_folder(out, "--out"):  # a refused run's folder, empty, goes with the claim
+                if not continues_run(args, out):  # again, now that no other run can write there
+                    if pick_free and any(os.path.lexists(out / name) for name in RUN_FILES):
+                        raise FolderBusyError(f"{out} was taken by another run")
+                    check_new_run_folder(out)
+                return _run(args, settings, resume_from, out)
+        except FolderBusyError:
+            if not pick_free:
+                raise
+            out = default_out(settings)  # two runs started in the same second: the next name
+    raise FolderBusyError(f"no free run folder beside {out}: give one with --out")
 
 
 def _run(args: argparse.Namespace, settings: dict, resume_from: Path | None, out: Path) -> int:

@@ -178,6 +178,23 @@ def test_a_second_run_into_a_folder_in_use_is_refused_and_a_killed_holder_claims
                                                        "run.json"]  # the lock file goes when the run ends
 
 
+def test_the_default_folder_taken_by_a_run_started_in_the_same_second_passes_to_the_next_name(
+        tmp_path, monkeypatch, no_plots):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(train.time, "strftime", lambda *args: "T")
+    taken = tmp_path / "runs" / "toy-regression-linear-numpy-T"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(taken)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        status, out, err = cli(*FAST)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert status == 0 and "run folder: runs/toy-regression-linear-numpy-T-2" in out, (out, err)
+    assert (tmp_path / "runs" / "toy-regression-linear-numpy-T-2" / "run.json").is_file()
+    assert not (taken / "run.json").exists()
+
+
 def test_another_thread_cannot_claim_a_held_folder_but_the_holding_thread_can(tmp_path):
     errors = []
     with claim_folder(tmp_path / "run"):
