@@ -9,7 +9,7 @@ PY     := $(VENV)/bin/python
 PINS   := torch==2.14.1 torchvision==0.29.1 jax==0.10.2 jaxlib==0.10.2
 STAMP  := $(VENV)/.installed
 
-.PHONY: test test-long bench benchmark gpu-check gpu-wheels lint clean
+.PHONY: test test-fast test-long bench benchmark gpu-check gpu-wheels lint clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,12 +17,19 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet $(PINS) -e '.[torch,vision,cupy,jax,test,anchors,fast]'
 	touch $@
 
+# The suite runs on WORKERS processes (pytest-xdist); WORKERS=0 runs it in this process.
+WORKERS ?= 2
+
 test: $(STAMP)
-	HYPOTHESIS_PROFILE=$${HYPOTHESIS_PROFILE:-ci} $(PY) -m pytest
+	HYPOTHESIS_PROFILE=$${HYPOTHESIS_PROFILE:-ci} $(PY) -m pytest -n $(WORKERS)
+
+# The edit loop: everything but the tests marked slow (real-data training, the bench, many subprocesses).
+test-fast: $(STAMP)
+	HYPOTHESIS_PROFILE=$${HYPOTHESIS_PROFILE:-ci} $(PY) -m pytest -n $(WORKERS) -m "not slow"
 
 # The long Hypothesis profile: many more examples, random seeds.
 test-long: $(STAMP)
-	HYPOTHESIS_PROFILE=long $(PY) -m pytest
+	HYPOTHESIS_PROFILE=long $(PY) -m pytest -n $(WORKERS)
 
 # This machine pins OpenBLAS to AVX2 (OPENBLAS_CORETYPE, OPENBLAS_L2_SIZE); a user's machine does not:
 # the benchmarks drop both, in their own command only (the header records the kernel threadpoolctl sees).

@@ -114,3 +114,20 @@ def _fewer_examples(test, backend: str):
 @pytest.fixture(scope="session", params=DTYPES, ids=["float32", "float64"])
 def dtype(request):
     return request.param
+
+
+# The fast tier (make test-fast) leaves out the tests that train on real data, run the bench or start
+# many subprocesses: each takes tens of seconds here. The full suite (make test) runs them all.
+SLOW_FILES = {"test_bench_cli.py", "test_benchmarks.py"}
+SLOW_TESTS = {
+    "test_accuracy_on_mnist_with_the_defaults", "test_bench_all_measures_the_outside_plugin",
+    "test_backends_agree_with_each_other", "test_the_extending_examples_run",
+    "test_the_conformance_kit_fails_a_subtly_wrong_softmax_and_names_it",
+    "test_the_conformance_kit_passes_the_outside_plugin", "test_a_resumed_run_stays_on_its_backend",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.name in SLOW_FILES or getattr(item, "originalname", item.name) in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
