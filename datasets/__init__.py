@@ -443,6 +443,8 @@ def _load_vision(name: str, root: Path, download: bool, source: str) -> Dataset:
         if download and not _has_all_idx(raw):
             _torchvision_download(name, root)
         return _load_idx(name, raw, source)
+    if download and not _has_cifar_batches(root):
+        _torchvision_download(name, root)  # fails fast and in one line offline (datasets/download.py)
     tv = _torchvision_datasets()
     cls_name, _, classes, mean, std, image_shape = _VISION[name]
     cls = getattr(tv, cls_name)
@@ -545,13 +547,25 @@ def _has_all_idx(raw: Path) -> bool:
 
 
 def _torchvision_download(name: str, root: Path) -> None:
-    """Fetch the missing files of ``name`` into ``root`` with torchvision; the network's error, if any, is named."""
+    """Fetch the missing files of ``name`` into ``root`` with torchvision (datasets/download.py): without a
+    network, one line that says so and how to use a local copy, after seconds, and no empty folder left."""
+    from datasets.download import download, source_urls
+
     cls = getattr(_torchvision_datasets(), _VISION[name][0])
-    try:
+
+    def fetch() -> None:
         for train in (True, False):
             cls(root=str(root), train=train, download=True)
-    except Exception as error:  # URLError, HTTPError, OSError, RuntimeError from torchvision
-        raise DatasetError(f"{name}: downloading into {root} failed: {type(error).__name__}: {error}") from None
+
+    deepest = root if name == "cifar10" else _raw_folder(name, root)  # where torchvision puts the files
+    download(name, fetch, source_urls(cls), root, deepest, DatasetError)
+
+
+def _has_cifar_batches(root: Path) -> bool:
+    """Every file of CIFAR-10's Python version in ``root`` (torchvision checks their MD5 sums as it loads)."""
+    folder = _raw_folder("cifar10", root)
+    names = [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta"]
+    return all((folder / n).is_file() for n in names)
 
 
 def _load_shipped_mnist() -> Dataset:
