@@ -370,7 +370,7 @@ def check_loss_options(model: MLP, data, loss: Loss | str, options: Mapping[str,
         message = str(error)
         for op in (f"{loss.name}_and_grad: ", f"{loss.name}: "):  # the op's name says nothing to the caller
             message = message.removeprefix(op)
-        raise type(error)(f"{label}: {message}") from None
+        raise type(error)(f"{label}: {loss.name}: {message}") from None  # the loss, as the user named it
 
 
 def loss_option_names(loss: Loss | str) -> set[str] | None:
