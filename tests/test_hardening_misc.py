@@ -100,12 +100,13 @@ def test_a_planted_answer_behind_a_symlink_is_not_read(picker, tmp_path, monkeyp
 
 @pytest.mark.parametrize("text", ["[" * 100_000 + "]" * 100_000, '{"a":' * 100_000 + "1" + "}" * 100_000,
                                   '{"k": ' + "[" * 100_000 + "]" * 100_000 + "}", "{nonsense", '["a list"]',
-                                  '{"k": {"backend": "numpy", "reason": "no time"}}'])
+                                  '{"k": {"backend": "numpy", "reason": "an older format: no time"}}'])
 def test_a_damaged_or_deeply_nested_cache_is_replaced(picker, tmp_path, monkeypatch, text):
     monkeypatch.setenv("SOFTGRAD_CACHE", str(tmp_path))
     (tmp_path / "auto-backend.json").write_text(text)
     choice, lines = picker()
-    assert choice == "torch" and not _warnings(lines)
+    # one warning for a file that does not parse; an entry of an older format is just probed again
+    assert choice == "torch" and len(_warnings(lines)) == (0 if "older format" in text else 1), lines
     saved = json.loads((tmp_path / "auto-backend.json").read_text())
     assert [entry["backend"] for entry in saved.values()] == ["torch"]  # only the new answer survives
     assert picker()[0] == "torch" and picker.probed == ["numpy", "torch"]  # and it is used

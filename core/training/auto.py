@@ -13,7 +13,8 @@ The cache is a regular file this program writes and owns. Anything else at
 its path (a symbolic link, a FIFO, a directory, another user's file, a file
 over 1 MiB) is neither read nor written: the run probes, says so in one
 warning, and leaves it alone. A file that does not parse (damaged, or JSON
-nested past the parser's limit) is replaced by the next probe's answer.
+nested past the parser's limit) is replaced by the next probe's answer, with
+one warning too.
 """
 
 from __future__ import annotations
@@ -65,8 +66,12 @@ def _cache_key(widths: Sequence[int], batch_size: int, dtype: str, candidates: l
                       sort_keys=True)
 
 
+DAMAGED = "it does not parse as the cache"  # a file of ours, damaged: warned about, then replaced
+
+
 def _read_cache(path: Path) -> tuple[dict, str | None]:
-    """The cache's valid entries, and why the file at ``path`` is not the program's to use (None if it is).
+    """The cache's valid entries, and why the file at ``path`` is not the program's to use (None if it is;
+    a reason starting with :data:`DAMAGED` where it is ours but unreadable, and may be replaced).
 
     Opened without following a symbolic link and without blocking (a FIFO opens at once and is then
     refused by its type); checked to be a regular file of this user's before a byte is read.
@@ -102,10 +107,10 @@ def _read_cache(path: Path) -> tuple[dict, str | None]:
         os.close(fd)
     try:
         cache = json.loads(raw)
-    except (ValueError, RecursionError):  # damaged, or nested past the parser's depth: replaced below
-        return {}, None
+    except (ValueError, RecursionError) as error:  # damaged, or nested past the parser's depth: replaced
+        return {}, DAMAGED + (" (nested too deep)" if isinstance(error, RecursionError) else "")
     if not isinstance(cache, dict):
-        return {}, None
+        return {}, DAMAGED + f" (a JSON {type(cache).__name__}, not an object)"
     # only well-formed answers are kept (and written back): nothing deep or foreign survives a rewrite
     return {key: entry for key, entry in cache.items() if _valid(entry)}, None
 
@@ -191,7 +196,10 @@ def pick_backend(widths: Sequence[int], batch_size: int, dtype: str = "float32",
     key = _cache_key(widths, batch_size, dtype, candidates)
     path = cache_file()
     cache, problem = _read_cache(path)
-    if problem:
+    if problem and problem.startswith(DAMAGED):
+        _warn(f"backend auto: ignoring the cache {path}: {problem}; this probe's answer replaces it", log)
+        problem = None  # a damaged file of this user's: replacing it loses nothing
+    elif problem:
         _warn(f"backend auto: ignoring the cache {path}: {problem}; softgrad neither reads nor replaces it "
               "(remove it, or point SOFTGRAD_CACHE at another folder); probing", log)
     now = time.time()
