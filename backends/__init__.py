@@ -8,8 +8,8 @@ registry itself lives in :mod:`core.base.registry` and is re-exported here.
 
 from __future__ import annotations
 
-from core.base.errors import BackendUnavailableError
-from core.base.registry import (
+from softgrad.base.errors import BackendUnavailableError
+from softgrad.base.registry import (
            available_backends,
            backend_names,
            get_backend,

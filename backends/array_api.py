@@ -17,10 +17,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from core.base import validation as v
-from core.base.losses import binary as _binary
-from core.base.losses.support import checked_max, device_of
-from core.base.methods import registered_method, unit_methods
+from softgrad.base import validation as v
+from softgrad.base.losses import binary as _binary
+from softgrad.base.losses.support import checked_max, device_of
+from softgrad.base.methods import registered_method, unit_methods
 
 
 class ArrayAPIBackend:

@@ -6,17 +6,16 @@ import math
 from typing import Any
 
 import numpy as np
-
-from backends.array_api import ArrayAPIBackend
-from backends.cuda_kernels import SOURCE, linear_ce_head_launch, sgd_launch, softmax_xent_launch
-from backends.numpy_backend import as_host_array
-from core.base import validation as v
-from core.base.errors import BackendUnavailableError
-from core.base.losses import cross_entropy as shared_cross_entropy
-from core.base.losses.linear_cross_entropy import ChunkOps, Plan
-from core.base.losses.support import validate_class_loss
-from core.base.optim import sgd
-from core.base.optim.sgd import SGDState
+from softgrad.backends.array_api import ArrayAPIBackend
+from softgrad.backends.cuda_kernels import SOURCE, linear_ce_head_launch, sgd_launch, softmax_xent_launch
+from softgrad.backends.numpy_backend import as_host_array
+from softgrad.base import validation as v
+from softgrad.base.errors import BackendUnavailableError
+from softgrad.base.losses import cross_entropy as shared_cross_entropy
+from softgrad.base.losses.linear_cross_entropy import ChunkOps, Plan
+from softgrad.base.losses.support import validate_class_loss
+from softgrad.base.optim import sgd
+from softgrad.base.optim.sgd import SGDState
 
 PIP_CUPY = "pip install 'softgrad[cupy]'  (or: pip install cupy-cuda12x / cupy-cuda13x to match your CUDA driver)"
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.base.losses.linear_cross_entropy import ChunkOps, Plan
+from softgrad.base.losses.linear_cross_entropy import ChunkOps, Plan
 
 
 class InPlaceChunkOps(ChunkOps):

@@ -38,16 +38,15 @@ import numbers
 from typing import Any
 
 import numpy as np
-
-from backends.array_api import ArrayAPIBackend, FusedCrossEntropy
-from backends.numpy_backend import as_host_array
-from core.base import validation as v
-from core.base.errors import BackendUnavailableError
-from core.base.losses import linear_cross_entropy as lce
-from core.base.losses.support import quiet_floating_point, validate_class_loss
-from core.base.methods import linear_cross_entropy_methods
-from core.base.optim import adam, get_optimizer, sgd
-from core.base.optim.sgd import SGDState
+from softgrad.backends.array_api import ArrayAPIBackend, FusedCrossEntropy
+from softgrad.backends.numpy_backend import as_host_array
+from softgrad.base import validation as v
+from softgrad.base.errors import BackendUnavailableError
+from softgrad.base.losses import linear_cross_entropy as lce
+from softgrad.base.losses.support import quiet_floating_point, validate_class_loss
+from softgrad.base.methods import linear_cross_entropy_methods
+from softgrad.base.optim import adam, get_optimizer, sgd
+from softgrad.base.optim.sgd import SGDState
 
 PIP_JAX = "pip install 'softgrad[jax]'  (or: pip install 'jax[cpu]')"
 

@@ -19,13 +19,12 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-
-from backends import numba_kernels
-from backends.array_api import ArrayAPIBackend, FusedCrossEntropy
-from core.base import validation as v
-from core.base.losses.support import plain_class_targets
-from core.base.optim import sgd
-from core.base.optim.sgd import SGDState
+from softgrad.backends import numba_kernels
+from softgrad.backends.array_api import ArrayAPIBackend, FusedCrossEntropy
+from softgrad.base import validation as v
+from softgrad.base.losses.support import plain_class_targets
+from softgrad.base.optim import sgd
+from softgrad.base.optim.sgd import SGDState
 
 # NumPy dtype kinds an array may hold: bool, signed/unsigned integer, float.
 _SUPPORTED_KINDS = "biuf"
@@ -162,7 +161,7 @@ class NumPyBackend(FusedCrossEntropy, ArrayAPIBackend):
         return (total / logits.dtype.type(n) if reduction == "mean" else total), grad
 
     def _linear_ce_ops(self):
-        from backends.inplace_linear_ce import NumPyChunkOps
+        from softgrad.backends.inplace_linear_ce import NumPyChunkOps
 
         return NumPyChunkOps(self)
 

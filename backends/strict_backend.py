@@ -12,10 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-
-from backends.array_api import ArrayAPIBackend
-from backends.numpy_backend import as_host_array
-from core.base.errors import BackendUnavailableError
+from softgrad.backends.array_api import ArrayAPIBackend
+from softgrad.backends.numpy_backend import as_host_array
+from softgrad.base.errors import BackendUnavailableError
 
 PIP_STRICT = "pip install array-api-strict  (or: pip install 'softgrad[test]')"
 

@@ -19,14 +19,13 @@ import numpy as np
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-
-import datasets
-from backends import available_backends, backend_names, get_backend
-from bench.ops import OpResult, measure_ops
-from bench.worker import WorkerError
-from core.base.errors import BackendUnavailableError
-from core.training.cli import OneLineErrorParser
-from core.training.models import MODELS
+from softgrad import datasets
+from softgrad.backends import available_backends, backend_names, get_backend
+from softgrad.base.errors import BackendUnavailableError
+from softgrad.bench.ops import OpResult, measure_ops
+from softgrad.bench.worker import WorkerError
+from softgrad.training.cli import OneLineErrorParser
+from softgrad.training.models import MODELS
 
 BATCH_SIZES = [64, 256, 1024]
 ADAM_BATCH_SIZES = [256]  # one size: Adam's rows compare the optimizer step, the SGD rows cover the sizes
@@ -72,7 +71,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "_and_grad per backend (numpy, torch, jax with --backend all) beside torch's "
                         "linear_cross_entropy, dense and chunked; a few minutes, seconds with --quick")
     parser.add_argument("--json", metavar="PATH", help="also write every figure to PATH as JSON")
-    from bench.large_vocab import add_shape_arguments, check_shape_arguments
+    from softgrad.bench.large_vocab import add_shape_arguments, check_shape_arguments
 
     add_shape_arguments(parser)
     args = parser.parse_args(argv)
@@ -118,7 +117,7 @@ def render_ops(results: list[OpResult], console: Console) -> None:
                       f"±{r.timing.spread_s / r.timing.median_s * 50:.0f}%", format_rate(r.items_per_s),
                       f"{r.gb_per_s:,.1f}", "-" if copy is None or r.op == "device copy" else f"{r.gb_per_s / copy:.0%}")
     console.print(table)
-    from bench.ops import sgd_floor_s
+    from softgrad.bench.ops import sgd_floor_s
 
     for backend in backend_order:
         floor = sgd_floor_s(results, backend)
@@ -208,7 +207,7 @@ def _main(argv: list[str] | None = None) -> int:
     # XLA would (set before any backend loads JAX; bench.worker does the same in each worker)
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     if args.json:
-        from core.base.files import writable_target
+        from softgrad.base.files import writable_target
 
         writable_target(args.json)  # before minutes of measuring, not after
     try:
@@ -221,8 +220,8 @@ def _main(argv: list[str] | None = None) -> int:
     data = datasets.load(args.dataset, root=args.root, download=args.download) if args.training else None
     # a table wider than a pipe's default 80 columns, so redirected output stays readable
     console = Console(width=None if sys.stdout.isatty() else 200)
-    from bench.roofline import matmul_gflops
-    from core.base.machine import machine_header
+    from softgrad.base.machine import machine_header
+    from softgrad.bench.roofline import matmul_gflops
 
     header = machine_header()
     console.print(f"[bold]softgrad bench[/bold] on {header['cpu']} ({header['cpu_count']} CPUs"
@@ -232,7 +231,7 @@ def _main(argv: list[str] | None = None) -> int:
             for b in header["blas"] if b.get("user_api") == "blas"]
     console.print("NumPy's BLAS (threadpoolctl): " + ("; ".join(blas) or "not reported (threadpoolctl is not installed)"),
                   highlight=False)
-    from bench.blas_kernel import forced_kernel_warning
+    from softgrad.bench.blas_kernel import forced_kernel_warning
 
     warning = forced_kernel_warning()
     if warning:
@@ -264,7 +263,7 @@ def _main(argv: list[str] | None = None) -> int:
             payload["ceilings"] = ceilings
             payload["isolated"] = not args.same_process
         if args.large_vocab:
-            from bench.large_vocab import REPEATS, run_section
+            from softgrad.bench.large_vocab import REPEATS, run_section
 
             # "all": the large-vocabulary table's own default set (numpy, torch, jax), each with its reason
             large_vocab_rows, payload["large_vocab"] = run_section(
@@ -274,7 +273,7 @@ def _main(argv: list[str] | None = None) -> int:
         render_ops(op_results, console)
     if training_records:
         anchors = sorted({r.backend for r in training_records if r.backend.startswith("anchor:")})
-        from bench.training import verdicts
+        from softgrad.bench.training import verdicts
 
         decided = verdicts(training_records, chosen)
         render_training(training_records, {k: v.winner for k, v in decided.items() if not v.too_close}, anchors,
@@ -291,20 +290,20 @@ def _main(argv: list[str] | None = None) -> int:
                 f"batch {batch}: {escape(v.describe())}" for (m, batch), v in sorted(decided.items()) if m == model),
                 highlight=False)
     if large_vocab_rows:
-        from bench.large_vocab import render as render_large_vocab
+        from softgrad.bench.large_vocab import render as render_large_vocab
 
         render_large_vocab(large_vocab_rows, console, rates)
     for name, reason in unavailable.items():
         console.print(f"[dim]{escape(name)}: unavailable: {escape(reason)}[/dim]")
     if args.json:
-        from core.base.files import atomic_write_text
+        from softgrad.base.files import atomic_write_text
 
         payload["ops"] = [dict(asdict(r), items_per_s=r.items_per_s, gb_per_s=r.gb_per_s) for r in op_results]
-        from bench.ops import sgd_floor_s
+        from softgrad.bench.ops import sgd_floor_s
 
         payload["sgd_floor_s"] = {b: sgd_floor_s(op_results, b) for b in dict.fromkeys(r.backend for r in op_results)}
         payload["records"] = [asdict(r) for r in training_records]
-        from bench.training import verdicts
+        from softgrad.bench.training import verdicts
 
         payload["recommendation"] = [{"model": m, "batch_size": b, "backend": r.backend}
                                      for (m, b), r in sorted(chosen.items())]
@@ -330,8 +329,8 @@ def training_cases(args) -> list[tuple[str, int, str]]:
 def measure_ceilings(args, names: list[str], progress, data=None) -> dict[str, list[dict] | str]:
     """Each backend's matmul ceiling at every (network, batch size) the training rows use, and the ceilings
     of the libraries the anchors run on (torch, NumPy), each in a process of its own (bench.ceiling)."""
-    from bench.ceiling import measure_in_subprocess
-    from bench.contenders import widths
+    from softgrad.bench.ceiling import measure_in_subprocess
+    from softgrad.bench.contenders import widths
 
     if data is None:
         data = datasets.load(args.dataset, root=args.root, download=args.download)
@@ -374,7 +373,7 @@ def contender_specs(args, names: list[str]) -> list[tuple[str, str | None]]:
 def contender_processes(args, names: list[str], progress):
     """A process of its own per contender (bench.worker), for the op and training benchmarks; none with
     --same-process or when neither runs. Closed on the way out, whatever happened."""
-    from bench.worker import DataSpec, start_workers
+    from softgrad.bench.worker import DataSpec, start_workers
 
     workers = []
     if not args.same_process and (args.ops or args.training):
@@ -391,7 +390,7 @@ def run_training(args, names: list[str], progress, matmul_rates: dict[str, float
                  data=None):
     """Every training row, by ``workers`` (bench.worker: a process per contender, which fills ``ceilings``
     with its library's matmul ceiling as it goes) or, with none, by contenders in this process."""
-    from bench.training import add_ratios, measure_training, recommend
+    from softgrad.bench.training import add_ratios, measure_training, recommend
 
     if data is None:
         progress(f"loading {args.dataset}")
@@ -399,7 +398,7 @@ def run_training(args, names: list[str], progress, matmul_rates: dict[str, float
     if workers:
         contenders, shared = list(workers), ceilings
     else:
-        from bench.worker import make_contender
+        from softgrad.bench.worker import make_contender
 
         contenders, shared = [make_contender(kind, argument) for kind, argument in contender_specs(args, names)], None
     models = sorted(MODELS, key=lambda m: m != "mlp") if args.model == "all" else [args.model]  # the MLP first

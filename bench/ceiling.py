@@ -30,8 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-
-from bench.timing import ready
+from softgrad.bench.timing import ready
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,7 +63,7 @@ def measure(backend_name: str, widths: Sequence[int], batch_size: int, *, repeat
 
     Each timed block repeats the step ``calls`` times; by default as many as take ``min_block_s`` (the first
     block, which calibrates, is then the first timed one). ``calls`` in the result is the count used."""
-    from core.base.registry import get_backend
+    from softgrad.base.registry import get_backend
 
     be = get_backend(backend_name)
     rng = np.random.default_rng(0)
@@ -126,7 +125,7 @@ def measure_in_subprocess(backend_name: str, cases: Sequence[tuple[Sequence[int]
     spec = json.dumps({"backend": backend_name, "cases": [[list(w), b] for w, b in cases], "repeats": repeats,
                        "min_block_s": 0.03 if quick else 0.1})
     try:
-        result = subprocess.run([sys.executable, "-m", "bench.ceiling", "--spec", spec], cwd=ROOT, env=os.environ,
+        result = subprocess.run([sys.executable, "-m", "softgrad.bench.ceiling", "--spec", spec], cwd=ROOT, env=os.environ,
                                 capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return f"the ceiling of {backend_name} took over {timeout:.0f} s"
@@ -157,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.backend:
         parser.error("name a backend")
-    from core.base.errors import BackendUnavailableError
+    from softgrad.base.errors import BackendUnavailableError
 
     try:
         for batch in args.batch_size:

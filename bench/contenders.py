@@ -15,11 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-
-from core.base.registry import get_backend
-from core.training.loop import fit
-from core.training.models import MLP, MODELS
-from core.training.step import TrainSettings, train_step
+from softgrad.base.registry import get_backend
+from softgrad.training.loop import fit
+from softgrad.training.models import MLP, MODELS
+from softgrad.training.step import TrainSettings, train_step
 
 # One procedure for every contender's short accuracy run: an epoch of SGD at a
 # constant rate, Nesterov momentum 0.9, weight decay 2e-3; or of Adam with torch's defaults (lr 1e-3).

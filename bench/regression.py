@@ -16,11 +16,10 @@ import sys
 import warnings
 
 import numpy as np
-
-import datasets
-from core.training import fit, predict
-from core.training.metrics import regression_metrics
-from core.training.models import MLP
+from softgrad import datasets
+from softgrad.training import fit, predict
+from softgrad.training.metrics import regression_metrics
+from softgrad.training.models import MLP
 
 HIDDEN, MLP_LR, MLP_EPOCHS, BATCH = 32, 1e-3, 200, 32
 

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bench.contenders import MODELS, widths
+from softgrad.bench.contenders import MODELS, widths
 
 
 @dataclass
@@ -140,7 +140,7 @@ def add_ceiling_failure(ceilings: dict[str, list[dict] | str], library: str, wid
 def add_ceiling_block(ceilings: dict[str, list[dict] | str], library: str, block: dict) -> None:
     """One timed block of :func:`bench.ceiling.measure` (``repeats=1``) into ``ceilings[library]``: the
     entry for its (widths, batch size) keeps every block's seconds per step and reports their median."""
-    from bench.ceiling import product_flops
+    from softgrad.bench.ceiling import product_flops
 
     entries = ceilings.setdefault(library, [])
     if isinstance(entries, str):
@@ -160,7 +160,7 @@ def add_ceiling_block(ceilings: dict[str, list[dict] | str], library: str, block
 
 def ceiling_library(backend: str) -> str:
     """The backend whose ceiling a row is read against: its own, or for an anchor the library it runs on."""
-    from bench.ceiling import ANCHOR_LIBRARY
+    from softgrad.bench.ceiling import ANCHOR_LIBRARY
 
     return ANCHOR_LIBRARY.get(backend, backend)
 
@@ -169,7 +169,7 @@ def add_ratios(records: list[TrainingRecord], matmul_gflops: dict[str, float],
                ceilings: dict[str, list[dict]] | None = None) -> None:
     """Each record's samples/s over every anchor's in the same case, over its device's matmul rate, and
     over the step's matmul ceiling (``bench.ceiling``): its own library's and the best on its device."""
-    from bench.roofline import roofline_for
+    from softgrad.bench.roofline import roofline_for
 
     by_case: dict[tuple[str, tuple[int, ...], int], float] = {}
     on_gpu: dict[str, bool] = {}

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bench.contenders import Case
+from softgrad.bench.contenders import Case
 
 
 class WorkerError(RuntimeError):
@@ -46,7 +46,7 @@ class DataSpec:
     download: bool = False
 
     def load(self):
-        import datasets
+        from softgrad import datasets
 
         return datasets.load(self.dataset, root=self.root, download=self.download)
 
@@ -54,7 +54,7 @@ class DataSpec:
 def make_contender(kind: str, argument: str | None):
     """A contender by kind: ``softgrad`` (``argument``: a backend name), ``torch-autograd`` (``argument``: the
     device) or ``sklearn``."""
-    from bench import contenders
+    from softgrad.bench import contenders
 
     if kind == "softgrad":
         return contenders.SoftgradContender(argument)
@@ -80,7 +80,7 @@ def serve(conn, kind: str, argument: str | None, data_spec: DataSpec) -> None:
     # several workers may share one GPU: none takes 75% of its memory up front, as XLA would
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     try:
-        from bench.ceiling import ANCHOR_LIBRARY
+        from softgrad.bench.ceiling import ANCHOR_LIBRARY
 
         contender = make_contender(kind, argument)
         library = ANCHOR_LIBRARY.get(contender.name, contender.name)
@@ -122,7 +122,7 @@ def serve(conn, kind: str, argument: str | None, data_spec: DataSpec) -> None:
                 model, batch_size, optimizer = args
                 value = contender.accuracy(model, batch_size, data(), optimizer)
             elif command == "ceiling":
-                from bench.ceiling import measure
+                from softgrad.bench.ceiling import measure
 
                 widths, batch_size, min_block_s = args
                 key = (tuple(widths), batch_size)
@@ -131,8 +131,7 @@ def serve(conn, kind: str, argument: str | None, data_spec: DataSpec) -> None:
                 calls[key] = value["calls"]
             elif command == "ops":
                 import numpy as np
-
-                from bench.ops import measure_ops
+                from softgrad.bench.ops import measure_ops
 
                 dtype, quick, repeats = args
                 value = measure_ops(contender.be, np.dtype(dtype), quick=quick, repeats=repeats)

@@ -10,5 +10,5 @@ Importing ``core`` imports no array library; a framework (torch, cupy) is import
 only when its backend is asked for.
 """
 
-from core.base import *  # noqa: F403  (the bottom layer's public names)
-from core.base import __all__  # noqa: F401
+from softgrad.base import *  # noqa: F403  (the bottom layer's public names)
+from softgrad.base import __all__  # noqa: F401

@@ -33,16 +33,15 @@ import sys
 from pathlib import Path
 
 import numpy as np
-
-import datasets
-from core.base.errors import BackendUnavailableError
-from core.base.files import atomic_write_text, check_writable
-from core.base.losses import LOSSES
-from core.base.registry import backend_names
-from core.training import checkpoint, reports
-from core.training.cli import OneLineErrorParser
-from core.training.loop import as_rows, check_data, evaluate, predict
-from core.training.metrics import confusion_matrix, per_class_accuracy
+from softgrad import datasets
+from softgrad.base.errors import BackendUnavailableError
+from softgrad.base.files import atomic_write_text, check_writable
+from softgrad.base.losses import LOSSES
+from softgrad.base.registry import backend_names
+from softgrad.training import checkpoint, reports
+from softgrad.training.cli import OneLineErrorParser
+from softgrad.training.loop import as_rows, check_data, evaluate, predict
+from softgrad.training.metrics import confusion_matrix, per_class_accuracy
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -22,10 +22,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-import datasets
-from core.base.errors import BackendUnavailableError
-from core.base.files import (
+from softgrad import datasets
+from softgrad.base.errors import BackendUnavailableError
+from softgrad.base.files import (
     LOCK_NAME,
     FolderBusyError,
     atomic_write_text,
@@ -34,14 +33,14 @@ from core.base.files import (
     claim_folder,
     writable_target,
 )
-from core.base.losses import LOSSES, Loss
-from core.base.optim import OPTIMIZERS, get_optimizer
-from core.base.registry import backend_names, get_backend
-from core.training import reports
-from core.training.auto import resolve_backend
-from core.training.cli import OneLineErrorParser
-from core.training.layers import ACTIVATIONS
-from core.training.loop import (
+from softgrad.base.losses import LOSSES, Loss
+from softgrad.base.optim import OPTIMIZERS, get_optimizer
+from softgrad.base.registry import backend_names, get_backend
+from softgrad.training import reports
+from softgrad.training.auto import resolve_backend
+from softgrad.training.cli import OneLineErrorParser
+from softgrad.training.layers import ACTIVATIONS
+from softgrad.training.loop import (
     TrainingDivergedError,
     check_data,
     check_loss_options,
@@ -49,9 +48,9 @@ from core.training.loop import (
     fit,
     predict,
 )
-from core.training.metrics import confusion_matrix, per_class_accuracy, regression_metrics
-from core.training.models import CLASSIC_MLP_HIDDEN, MLP, MODELS, check_fits_in_memory
-from core.training.step import TRAINING_DEFAULTS, TRAINING_LR, TrainSettings
+from softgrad.training.metrics import confusion_matrix, per_class_accuracy, regression_metrics
+from softgrad.training.models import CLASSIC_MLP_HIDDEN, MLP, MODELS, check_fits_in_memory
+from softgrad.training.step import TRAINING_DEFAULTS, TRAINING_LR, TrainSettings
 
 _TRAINING = TrainSettings()
 
@@ -524,7 +523,7 @@ def report_regression(model: MLP, data: datasets.Dataset, loss: Loss, out: Path,
 
 
 def main(argv: list[str] | None = None) -> int:
-    from datasets import DatasetError
+    from softgrad.datasets import DatasetError
 
     args = build_parser().parse_args(argv)
     args.restarted_run = None

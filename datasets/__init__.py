@@ -30,8 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
-from datasets.idx import IDXError, find_idx, read_idx
+from softgrad.datasets.idx import IDXError, find_idx, read_idx
 
 SHIPPED_MNIST = Path(__file__).resolve().parent / "data" / "mnist"
 SHIPPED_DIABETES = Path(__file__).resolve().parent / "data" / "diabetes"
@@ -549,7 +548,7 @@ def _has_all_idx(raw: Path) -> bool:
 def _torchvision_download(name: str, root: Path) -> None:
     """Fetch the missing files of ``name`` into ``root`` with torchvision (datasets/download.py): without a
     network, one line that says so and how to use a local copy, after seconds, and no empty folder left."""
-    from datasets.download import download, source_urls
+    from softgrad.datasets.download import download, source_urls
 
     cls = getattr(_torchvision_datasets(), _VISION[name][0])
 

@@ -8,8 +8,8 @@ import os
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
+from softgrad.backends import available_backends, backend_names, get_backend, register_backend
 
-from backends import available_backends, backend_names, get_backend, register_backend
 from tests.immutable_numpy import ImmutableNumPyBackend
 
 # The shared implementation on NumPy arrays that refuse every in-place operation (tests/immutable_numpy.py),
@@ -33,7 +33,7 @@ ALL_BACKENDS = [name for name in backend_names() if not _SELECTED or name in _SE
 AVAILABLE = [name for name in ALL_BACKENDS if BACKEND_STATUS[name] == "available"]
 DTYPES = [np.float32, np.float64]
 
-from backends.conformance.checks import TOLERANCES, assert_close  # noqa: E402,F401  (one source with the kit)
+from softgrad.backends.conformance.checks import TOLERANCES, assert_close  # noqa: E402,F401  (one source with the kit)
 
 
 def _on_gpu(name: str) -> bool:

@@ -206,8 +206,7 @@ class CpuCuPy:
 def cpu_cupy_backend():
     """The CuPy backend's own code, bound to NumPy arrays and the emulated kernels."""
     import array_api_compat.numpy
-
-    from backends.cupy_backend import CuPyBackend
+    from softgrad.backends.cupy_backend import CuPyBackend
 
     backend = CuPyBackend.__new__(CuPyBackend)
     backend._bind(CpuCuPy(), array_api_compat.numpy, (np.ndarray, np.generic), "cpu (CUDA kernels emulated)")

@@ -12,9 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-
-from backends.array_api import ArrayAPIBackend
-from backends.numpy_backend import as_host_array
+from softgrad.backends.array_api import ArrayAPIBackend
+from softgrad.backends.numpy_backend import as_host_array
 
 
 class InPlaceError(TypeError):

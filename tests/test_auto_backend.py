@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-
-import datasets
-from core.training import auto, fit
-from core.training.models import MLP
+from softgrad import datasets
+from softgrad.training import auto, fit
+from softgrad.training.models import MLP
 
 
 @pytest.fixture

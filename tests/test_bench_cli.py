@@ -12,9 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from backends import available_backends
-from bench.training import TrainingRecord, add_ratios, recommend, training_flops_per_sample
+from softgrad.backends import available_backends
+from softgrad.bench.training import TrainingRecord, add_ratios, recommend, training_flops_per_sample
 
 ROOT = Path(__file__).resolve().parents[1]
 # scikit-learn is an optional anchor (the GPU machines do not have it): expect it only where it is
@@ -101,7 +100,7 @@ def test_recommendation_never_picks_a_fast_wrong_backend():
 
 
 def test_gpu_targets_are_ratios_within_one_run():
-    from bench.targets import LOOP, report
+    from softgrad.bench.targets import LOOP, report
 
     def mlp(backend, batch, samples_per_s):
         return dict(backend=backend, model="mlp", batch_size=batch, samples_per_s=samples_per_s)
@@ -127,13 +126,13 @@ def test_gpu_targets_are_ratios_within_one_run():
 
 
 def test_gpu_targets_cli_says_when_it_cannot_read_the_file(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "bench.targets", str(tmp_path / "missing.json")], cwd=ROOT,
+    result = subprocess.run([sys.executable, "-m", "softgrad.bench.targets", str(tmp_path / "missing.json")], cwd=ROOT,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "cannot read" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_the_recommendation_gives_its_margin_or_says_it_is_too_close_to_call():
-    from bench.training import verdicts
+    from softgrad.bench.training import verdicts
 
     def rec(backend, rate, spread):
         r = record(backend, rate, 0.9)
@@ -161,7 +160,7 @@ def test_bench_names_data_it_cannot_read_and_paths_it_cannot_write(tmp_path):
 def test_install_hints_keep_their_brackets():
     # CuPy hidden from the import system: its reason carries the hint pip install 'softgrad[cupy]'
     code = ("import sys; sys.modules['cupy'] = None\n"
-            "from bench.__main__ import main\n"
+            "from softgrad.bench.__main__ import main\n"
             "sys.exit(main(['--backend', 'all', '--no-ops', '--no-training']))\n")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
@@ -171,7 +170,7 @@ def test_install_hints_keep_their_brackets():
 def test_large_vocab_table_at_tiny_shapes(tmp_path):
     import math
 
-    from bench.large_vocab import dense_bytes
+    from softgrad.bench.large_vocab import dense_bytes
 
     out = tmp_path / "large-vocab.json"
     # a cap between the two shapes' dense logits: the torch reference path runs at V 2048, is skipped at 8192
@@ -211,7 +210,7 @@ def test_large_vocab_table_at_tiny_shapes(tmp_path):
 @pytest.mark.skipif(importlib.util.find_spec("torch") is not None and __import__("torch").cuda.is_available(),
                     reason="a CUDA device is here: --device cuda would run")
 def test_large_vocab_device_cuda_without_a_gpu_exits_2_with_one_line():
-    result = subprocess.run([sys.executable, "-m", "bench.large_vocab", "--device", "cuda", "--quick"], cwd=ROOT,
+    result = subprocess.run([sys.executable, "-m", "softgrad.bench.large_vocab", "--device", "cuda", "--quick"], cwd=ROOT,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert "no CUDA device" in result.stderr
@@ -219,7 +218,7 @@ def test_large_vocab_device_cuda_without_a_gpu_exits_2_with_one_line():
 
 
 def test_the_ceiling_times_exactly_the_matmuls_a_step_needs():
-    from bench.ceiling import measure, product_flops, step_products
+    from softgrad.bench.ceiling import measure, product_flops, step_products
 
     widths = [784, 512, 256, 128, 64, 10]
     assert len(step_products(widths, 64)) == 14  # 5 forward, 5 weight gradients, 4 input gradients
@@ -244,7 +243,7 @@ def test_same_process_trains_here_and_times_the_ceilings_beforehand(tmp_path):
 
 
 def test_ceiling_blocks_are_merged_into_their_median():
-    from bench.training import add_ceiling_block, add_ceiling_failure
+    from softgrad.bench.training import add_ceiling_block, add_ceiling_failure
 
     ceilings: dict = {"jax": "the ceiling of jax could not be measured: boom"}
     for seconds in (0.004, 0.001, 0.002):
@@ -275,7 +274,7 @@ def test_ceiling_blocks_are_merged_into_their_median():
 
 
 def test_a_contender_in_its_own_process_trains_times_its_ceiling_and_names_its_failures():
-    from bench.worker import DataSpec, IsolatedContender, WorkerError
+    from softgrad.bench.worker import DataSpec, IsolatedContender, WorkerError
 
     def ours():
         return [p for p in multiprocessing.active_children() if p.name.startswith("softgrad-bench")]
@@ -330,7 +329,7 @@ def test_rows_are_read_against_their_own_librarys_ceiling_and_the_best():
     ("NoSuchCore", {"avx", "avx2", "fma"}, False),
 ])
 def test_the_bench_warns_when_openblas_coretype_holds_the_cpu_back(core, flags, warns):
-    from bench.blas_kernel import forced_kernel_warning
+    from softgrad.bench.blas_kernel import forced_kernel_warning
 
     environ = {"OPENBLAS_CORETYPE": core, "OPENBLAS_L2_SIZE": "1048576"} if core else {}
     warning = forced_kernel_warning(environ, flags)
@@ -340,8 +339,8 @@ def test_the_bench_warns_when_openblas_coretype_holds_the_cpu_back(core, flags, 
 
 
 def test_the_sgd_floor_is_its_bytes_at_the_copy_rate():
-    from bench.ops import OpResult, sgd_floor_s
-    from bench.timing import Timing
+    from softgrad.bench.ops import OpResult, sgd_floor_s
+    from softgrad.bench.timing import Timing
 
     sgd = OpResult("numpy", "sgd_step (momentum)", "10 params", "float32", Timing(1e-3, 0.0, 1), 10, 5_000_000)
     copy = OpResult("numpy", "device copy", "10 params", "float32", Timing(1e-4, 0.0, 1), 10, 2_000_000)  # 20 GB/s
@@ -350,7 +349,7 @@ def test_the_sgd_floor_is_its_bytes_at_the_copy_rate():
 
 
 def test_cpu_targets_are_medians_of_ratios_within_each_run(tmp_path):
-    from bench.cpu_targets import main, report
+    from softgrad.bench.cpu_targets import main, report
 
     def run(numpy_fraction, numpy_rate, sklearn_rate, ce_numpy, ce_torch):
         records = [{"backend": "numpy", "model": "mlp", "batch_size": 64, "optimizer": "sgd",

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from core.training import TrainSettings, train_step
-from core.training.models import classic_mlp
+from softgrad.training import TrainSettings, train_step
+from softgrad.training.models import classic_mlp
 
 pytest.importorskip("pytest_benchmark")
 

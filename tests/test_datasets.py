@@ -12,9 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-import datasets
-from datasets import DatasetError
+from softgrad import datasets
+from softgrad.datasets import DatasetError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 # Only the tests that reach torchvision itself need it: the shipped and IDX data are read with NumPy, and a
@@ -209,7 +208,7 @@ def test_a_failed_download_names_the_network_error(tmp_path, monkeypatch):
     def offline(*args, **kwargs):
         raise OSError("[Errno -3] Temporary failure in name resolution")
 
-    monkeypatch.setattr("datasets.download.unreachable", lambda urls: None)  # past the network check
+    monkeypatch.setattr("softgrad.datasets.download.unreachable", lambda urls: None)  # past the network check
     monkeypatch.setattr(torchvision.datasets.FashionMNIST, "__init__", offline)
     monkeypatch.setattr(torchvision.datasets.CIFAR10, "__init__", offline)
     for name in ("fashion-mnist", "cifar10"):

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from softgrad.backends import numba_kernels
+from softgrad.backends.conformance.strategies import logits, sgd_settings
+from softgrad.backends.numpy_backend import NumPyBackend
 
-from backends import numba_kernels
-from backends.conformance.strategies import logits, sgd_settings
-from backends.numpy_backend import NumPyBackend
 from tests.conftest import assert_close
 
 HAVE_NUMBA = importlib.util.find_spec("numba") is not None
@@ -188,7 +188,7 @@ def test_the_loops_take_only_contiguous_float_arrays():
 @pytest.mark.skipif(not HAVE_NUMBA, reason="numba is not installed")
 def test_the_fused_loops_are_what_runs(monkeypatch):
     """The plain cases never reach the shared definition or the NumPy passes: the loops compute them."""
-    import backends.array_api as array_api
+    import softgrad.backends.array_api as array_api
 
     be = NumPyBackend(jit=True)
     calls = []

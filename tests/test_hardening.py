@@ -8,9 +8,8 @@ import threading
 
 import numpy as np
 import pytest
-
-from backends import get_backend
-from core.base.files import atomic_write_text, current_umask, remove_stale_temporaries
+from softgrad.backends import get_backend
+from softgrad.base.files import atomic_write_text, current_umask, remove_stale_temporaries
 
 # ---- wrong results -----------------------------------------------------------------------------------
 
@@ -126,8 +125,8 @@ def test_the_file_mode_follows_the_umask_without_changing_it(tmp_path):
 
 
 def test_temporaries_of_a_killed_write_are_removed_at_the_next_start(tmp_path):
-    import datasets
-    from core.training import MLP, fit
+    from softgrad import datasets
+    from softgrad.training import MLP, fit
 
     stale = [tmp_path / ".checkpoint.npz.abc123.tmp", tmp_path / ".sg-xyz.tmp"]
     for path in stale:
@@ -146,8 +145,8 @@ def test_temporaries_of_a_killed_write_are_removed_at_the_next_start(tmp_path):
 
 @pytest.fixture(scope="module")
 def good_checkpoint(tmp_path_factory):
-    import datasets
-    from core.training import MLP, fit
+    from softgrad import datasets
+    from softgrad.training import MLP, fit
 
     path = tmp_path_factory.mktemp("ck") / "checkpoint.npz"
     data = datasets.synthetic(n_train=60, n_test=20, num_features=5, num_classes=3, seed=0)
@@ -170,7 +169,7 @@ def _rewrite(tmp_path, good: bytes, change) -> os.PathLike:
 
 
 def test_truncated_and_bit_flipped_checkpoints_raise_a_checkpoint_error(tmp_path, good_checkpoint):
-    from core.training.checkpoint import CheckpointError, load
+    from softgrad.training.checkpoint import CheckpointError, load
 
     rng = np.random.default_rng(0)
     path = tmp_path / "damaged.npz"
@@ -206,14 +205,14 @@ def test_truncated_and_bit_flipped_checkpoints_raise_a_checkpoint_error(tmp_path
     (lambda m, a: m["optimizer"].update(state=[]), "optimizer state"),
 ])
 def test_crafted_checkpoints_are_refused_before_anything_is_allocated(tmp_path, good_checkpoint, change, message):
-    from core.training.checkpoint import CheckpointError, load
+    from softgrad.training.checkpoint import CheckpointError, load
 
     with pytest.raises(CheckpointError, match=message):
         load(_rewrite(tmp_path, good_checkpoint, change))
 
 
 def test_a_member_that_inflates_far_beyond_the_model_is_refused(tmp_path, good_checkpoint):
-    from core.training.checkpoint import CheckpointError, load
+    from softgrad.training.checkpoint import CheckpointError, load
 
     path = _rewrite(tmp_path, good_checkpoint, lambda m, a: a.update(param_0=np.zeros((5, 4), np.float32)))
     import zipfile
@@ -256,7 +255,7 @@ def test_huge_unsigned_labels_are_printed_as_they_are():
 
 
 def test_sgd_names_bad_parameters_hyperparameters_and_states(be):
-    from core.base import SGDState
+    from softgrad.base import SGDState
 
     p = [be.asarray(np.ones(3))]
     with pytest.raises(ValueError, match="lr must be finite and >= 0"):
@@ -273,7 +272,7 @@ def test_sgd_names_bad_parameters_hyperparameters_and_states(be):
 
 def test_a_state_from_another_backend_is_named_as_such():
     torch_backend = pytest.importorskip("torch") and get_backend("torch")
-    from core.base import SGDState
+    from softgrad.base import SGDState
 
     p = [torch_backend.asarray(np.ones(3))]
     with pytest.raises(TypeError, match="momentum buffer 0 of the state is a numpy.ndarray, not an array of the "
@@ -286,7 +285,7 @@ def test_a_state_from_another_backend_is_named_as_such():
 
 
 def test_predict_takes_images_and_single_samples_and_names_other_shapes(be):
-    from core.training import MLP, evaluate, predict
+    from softgrad.training import MLP, evaluate, predict
 
     model = MLP([784, 10], seed=0, backend=be)
     rng = np.random.default_rng(0)
@@ -305,8 +304,8 @@ def test_predict_takes_images_and_single_samples_and_names_other_shapes(be):
 def test_a_damaged_auto_cache_is_ignored_and_an_enormous_batch_is_not_probed(tmp_path, monkeypatch):
     import json
 
-    import datasets
-    from core.training import MLP, auto, fit
+    from softgrad import datasets
+    from softgrad.training import MLP, auto, fit
 
     monkeypatch.setenv("SOFTGRAD_CACHE", str(tmp_path))
     probed = []

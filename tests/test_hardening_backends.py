@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from softgrad.backends import get_backend
+from softgrad.backends.numpy_backend import NumPyBackend
+from softgrad.base import validation as v
+from softgrad.base.optim.sgd import SGDState
 
-from backends import get_backend
-from backends.numpy_backend import NumPyBackend
-from core.base import validation as v
-from core.base.optim.sgd import SGDState
 from tests.conftest import AVAILABLE
 
 torch = pytest.importorskip("torch")
@@ -381,7 +381,7 @@ def test_jax_l1_gradient_of_a_subnormal_residual(dtype):
 
 
 def test_cupy_without_a_driver_says_so_first():
-    from backends.cupy_backend import no_cuda_device_reason
+    from softgrad.backends.cupy_backend import no_cuda_device_reason
 
     error = RuntimeError("cudaErrorInsufficientDriver: CUDA driver version is insufficient for CUDA runtime version")
     assert "no NVIDIA GPU or driver found" in no_cuda_device_reason(error, driver_version=None)

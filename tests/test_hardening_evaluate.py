@@ -19,11 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-import datasets
-from core import evaluate as evaluate_cli
-from core.training import MLP, checkpoint, fit, predict, reports
-from core.training import evaluate as evaluate_model
+from softgrad import datasets
+from softgrad import evaluate as evaluate_cli
+from softgrad.training import MLP, checkpoint, fit, predict, reports
+from softgrad.training import evaluate as evaluate_model
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
@@ -84,7 +83,7 @@ def test_scale_inputs_reproduces_every_loaded_split_exactly():
     diabetes = datasets.load("diabetes")
     np.testing.assert_array_equal(diabetes.scale_inputs(raw_test), diabetes.x_test)
     np.testing.assert_array_equal(diabetes.scale_inputs(raw_train), diabetes.x_train)
-    from datasets.idx import read_idx
+    from softgrad.datasets.idx import read_idx
 
     mnist = datasets.load("mnist", binary="0")
     pixels = read_idx(datasets.SHIPPED_MNIST / "t10k-images-idx3-ubyte.gz")[:500].reshape(500, -1)

@@ -9,8 +9,7 @@ import signal
 import time
 
 import pytest
-
-from core.training import auto
+from softgrad.training import auto
 
 # ---- the auto-backend cache (item 9, and "--backend auto caches a probe forever") -------------------------
 
@@ -181,7 +180,7 @@ def exiting_plugins(tmp_path, monkeypatch):
     import importlib.metadata
     import textwrap
 
-    from core.base import registry
+    from softgrad.base import registry
 
     monkeypatch.syspath_prepend(str(tmp_path))
     names = []
@@ -202,7 +201,7 @@ def exiting_plugins(tmp_path, monkeypatch):
 
 
 def test_a_plugin_that_exits_is_reported_as_its_failure(exiting_plugins):
-    from backends import BackendUnavailableError, available_backends, get_backend
+    from softgrad.backends import BackendUnavailableError, available_backends, get_backend
 
     status = available_backends()  # returns: no SystemExit escapes
     assert status["numpy"] == "available"
@@ -216,7 +215,7 @@ def test_a_plugin_that_exits_is_reported_as_its_failure(exiting_plugins):
 
 
 def test_ctrl_c_in_a_plugin_is_still_the_users_interrupt():
-    from backends import get_backend, register_backend, unregister_backend
+    from softgrad.backends import get_backend, register_backend, unregister_backend
 
     def interrupted():
         raise KeyboardInterrupt
@@ -230,7 +229,7 @@ def test_ctrl_c_in_a_plugin_is_still_the_users_interrupt():
 
 
 def test_the_conformance_kit_and_auto_survive_a_plugin_that_exits(exiting_plugins, tmp_path, monkeypatch, capsys):
-    from backends.conformance.__main__ import main as conformance
+    from softgrad.backends.conformance.__main__ import main as conformance
 
     assert conformance(["import-exit3", "--examples", "1"]) == 2
     err = capsys.readouterr().err.strip()
@@ -248,7 +247,7 @@ BENCH_FAST = ["--backend", "numpy", "--quick", "--model", "linear", "--batch-siz
 @pytest.fixture
 def bench_main(monkeypatch):
     """bench's main, with its measuring replaced by a failure: a refusal must come before any of it."""
-    import bench.__main__ as bench_cli
+    import softgrad.bench.__main__ as bench_cli
 
     def measuring(*args, **kwargs):
         raise AssertionError("the bench started measuring before it refused")
@@ -318,8 +317,7 @@ def _closed_port() -> int:
 def test_download_without_a_network_says_so_in_one_line_and_makes_no_folder(tmp_path, monkeypatch, name):
     pytest.importorskip("torchvision")
     import torchvision.datasets
-
-    import datasets
+    from softgrad import datasets
 
     _proxy(monkeypatch, f"http://127.0.0.1:{_closed_port()}")
     for cls in ("MNIST", "FashionMNIST", "CIFAR10"):  # refused before torchvision is asked at all
@@ -340,7 +338,7 @@ def silent_proxy(monkeypatch):
     """A proxy that accepts connections (the kernel's backlog) and never answers: a stalled network."""
     import socket
 
-    from datasets import download
+    from softgrad.datasets import download
 
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
@@ -363,7 +361,7 @@ def test_a_stalled_download_times_out_and_removes_only_the_empty_folders_it_made
     pytest.importorskip("torchvision")
     import socket
 
-    import datasets
+    from softgrad import datasets
 
     root = tmp_path / "data"
     if root_exists:
@@ -382,7 +380,7 @@ def test_an_http_error_is_not_called_a_missing_network(tmp_path, monkeypatch):
     import http.server
     import threading
 
-    import datasets
+    from softgrad import datasets
 
     class NotFound(http.server.BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802  (http.server's name)

@@ -15,12 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-import datasets
-from core import train
-from core.base.files import atomic_write, claim_folder, remove_stale_temporaries
-from core.training import MLP, fit
-from core.training import loop as loop_module
+from softgrad import datasets, train
+from softgrad.base.files import atomic_write, claim_folder, remove_stale_temporaries
+from softgrad.training import MLP, fit
+from softgrad.training import loop as loop_module
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--dataset", "toy-regression", "--model", "linear", "--epochs", "1", "--quiet"]
@@ -135,8 +133,8 @@ def test_fit_names_an_unknown_loss_option_with_the_ones_the_loss_takes():
 
 
 def test_parser_errors_are_one_line_for_every_command():
-    import bench.__main__ as bench
-    from core import evaluate
+    import softgrad.bench.__main__ as bench
+    from softgrad import evaluate
 
     for parse in (lambda: train.build_parser().parse_args(["--dataset", "nope"]),
                   lambda: evaluate.build_parser().parse_args(["run", "--dataset", "nope"]),
@@ -341,7 +339,7 @@ def test_fit_refuses_to_resume_with_fewer_epochs(tmp_path):
 def test_a_model_too_big_for_memory_is_refused_before_allocating(tmp_path, monkeypatch):
     import tracemalloc
 
-    from core.training.models import available_memory
+    from softgrad.training.models import available_memory
 
     if available_memory() is None:
         pytest.skip("this system does not say how much memory is available")

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-import datasets
-from backends import available_backends, get_backend
-from core.training import MLP, fit
+from softgrad import datasets
+from softgrad.backends import available_backends, get_backend
+from softgrad.training import MLP, fit
 
 jax = pytest.importorskip("jax")
 pytestmark = pytest.mark.skipif(available_backends().get("jax") != "available", reason="the jax backend is unavailable")
@@ -29,7 +28,7 @@ def test_float64_works_without_switching_the_users_jax_to_64_bits():
 
 
 def test_the_compiled_step_is_reused_across_epochs_and_for_the_last_partial_batch():
-    from backends import jax_backend
+    from softgrad.backends import jax_backend
 
     data = datasets.synthetic(n_train=100, n_test=20, num_features=6, num_classes=3, seed=0)  # batches 32, 32, 32, 4
     model = MLP([6, 8, 3], seed=0)

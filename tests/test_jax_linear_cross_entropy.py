@@ -8,16 +8,15 @@ import re
 
 import numpy as np
 import pytest
-
-from backends import available_backends, get_backend
+from softgrad.backends import available_backends, get_backend
 
 jax = pytest.importorskip("jax")
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.skipif(available_backends().get("jax") != "available", reason="the jax backend is unavailable")
 
-from backends import jax_backend  # noqa: E402
-from core.base.losses import linear_cross_entropy as shared_loop  # noqa: E402
-from core.base.methods import linear_cross_entropy_methods  # noqa: E402
+from softgrad.backends import jax_backend  # noqa: E402
+from softgrad.base.losses import linear_cross_entropy as shared_loop  # noqa: E402
+from softgrad.base.methods import linear_cross_entropy_methods  # noqa: E402
 
 F = torch.nn.functional
 

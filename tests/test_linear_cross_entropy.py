@@ -16,10 +16,15 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from softgrad.backends import get_backend
+from softgrad.backends.conformance.linear_checks import (
+    LinearReference,
+    check_against,
+    linear_case,
+    on_backend,
+)
+from softgrad.backends.conformance.linear_checks import reference as numpy_reference
 
-from backends import get_backend
-from backends.conformance.linear_checks import LinearReference, check_against, linear_case, on_backend
-from backends.conformance.linear_checks import reference as numpy_reference
 from tests.conftest import assert_close
 
 torch = pytest.importorskip("torch")
@@ -569,7 +574,8 @@ def test_bfloat16_and_float16_on_torch(dtype, rtol):
 
 
 def test_a_from_scratch_backend_gets_linear_cross_entropy_from_complete():
-    from core.base.protocol import complete
+    from softgrad.base.protocol import complete
+
     from tests.test_plugins import FromScratch
 
     be = FromScratch()

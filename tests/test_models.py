@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from softgrad.training.models import MLP, classic_mlp
 
-from core.training.models import MLP, classic_mlp
 from tests.conftest import assert_close
 
 torch = pytest.importorskip("torch")

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from backends.conformance import reference as ref
+from softgrad.backends.conformance import reference as ref
 
 torch = pytest.importorskip("torch")
 NEG_INF = -np.inf

@@ -27,18 +27,17 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-from backends.conformance.strategies import (
+from softgrad.backends.conformance.strategies import (
     adagrad_settings,
     adam_settings,
     rmsprop_settings,
     with_gradient_scale,
 )
-from core.base.optim import Optimizer, get_optimizer
-from core.base.optim.adagrad import AdagradState
-from core.base.optim.adam import AdamState
-from core.base.optim.rmsprop import RMSpropState
-from core.base.optim.sgd import SGDState
+from softgrad.base.optim import Optimizer, get_optimizer
+from softgrad.base.optim.adagrad import AdagradState
+from softgrad.base.optim.adam import AdamState
+from softgrad.base.optim.rmsprop import RMSpropState
+from softgrad.base.optim.sgd import SGDState
 
 torch = pytest.importorskip("torch")
 

@@ -15,15 +15,14 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
-from backends import (
+from softgrad.backends import (
     BackendUnavailableError,
     available_backends,
     get_backend,
     register_backend,
     unregister_backend,
 )
-from core.base.protocol import Backend
+from softgrad.base.protocol import Backend
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,7 +30,7 @@ PLUGIN = '''
 """A backend written outside softgrad: the shared array-API code bound to NumPy, as a plugin author writes it."""
 import numpy as np
 
-from backends.array_api import ArrayAPIBackend
+from softgrad.backends.array_api import ArrayAPIBackend
 
 
 class OutsideBackend(ArrayAPIBackend):
@@ -94,7 +93,7 @@ def run(site: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProce
 
 
 def test_an_outside_plugin_is_registered_and_a_broken_one_never_breaks_the_others(site):
-    result = run(site, "-c", "import json; from backends import available_backends; "
+    result = run(site, "-c", "import json; from softgrad.backends import available_backends; "
                              "print(json.dumps(available_backends()))")
     assert result.returncode == 0, result.stderr
     status = json.loads(result.stdout)
@@ -107,9 +106,9 @@ def test_an_outside_plugin_is_registered_and_a_broken_one_never_breaks_the_other
 
 def test_the_conformance_kit_passes_the_outside_plugin(site, tmp_path):
     report = tmp_path / "report.json"
-    result = run(site, "-m", "backends.conformance", "outside", "--examples", "5", "--json", str(report))
+    result = run(site, "-m", "softgrad.backends.conformance", "outside", "--examples", "5", "--json", str(report))
     assert result.returncode == 0, result.stdout + result.stderr
-    from backends.conformance import all_checks
+    from softgrad.backends.conformance import all_checks
 
     count = sum(len(check.dtypes) for check in all_checks())  # one result per check and dtype
     assert f"outside: all {count} checks passed" in result.stdout
@@ -118,7 +117,7 @@ def test_the_conformance_kit_passes_the_outside_plugin(site, tmp_path):
 
 
 def test_the_conformance_kit_fails_a_subtly_wrong_softmax_and_names_it(site):
-    result = run(site, "-m", "backends.conformance", "subtly-wrong", "--examples", "5")
+    result = run(site, "-m", "softgrad.backends.conformance", "subtly-wrong", "--examples", "5")
     assert result.returncode == 1
     assert "FAILED softmax: softmax_rows_are_distributions (float32)" in result.stdout
     assert "checks failed, in softmax (float32)" in result.stdout
@@ -129,13 +128,13 @@ def test_the_conformance_kit_fails_a_subtly_wrong_softmax_and_names_it(site):
 def test_the_conformance_kit_on_an_unknown_or_broken_backend_exits_2(site):
     for name, reason in (("no-such-backend", "unknown backend 'no-such-backend'"),
                          ("missing-module", "its plugin failed to import")):
-        result = run(site, "-m", "backends.conformance", name)
+        result = run(site, "-m", "softgrad.backends.conformance", name)
         assert result.returncode == 2 and reason in result.stderr and result.stdout == ""
 
 
 def test_core_train_trains_on_the_outside_plugin(site):
     out = site / "run"
-    result = run(site, "-m", "core.train", "--backend", "outside", "--dataset", "synthetic", "--model", "linear",
+    result = run(site, "-m", "softgrad.train", "--backend", "outside", "--dataset", "synthetic", "--model", "linear",
                  "--epochs", "2", "--out", str(out), "--quiet")
     assert result.returncode == 0, result.stderr
     assert json.loads((out / "run.json").read_text())["backend"] == "outside"
@@ -162,7 +161,7 @@ class _Outside:
 
 
 def test_register_backend_at_run_time():
-    from backends.numpy_backend import NumPyBackend
+    from softgrad.backends.numpy_backend import NumPyBackend
 
     class Renamed(NumPyBackend):
         name = "numpy-again"
@@ -213,7 +212,7 @@ class FromScratch:
                   "cross_entropy_and_grad", "sgd_init", "sgd_step")
 
     def __init__(self):
-        from backends.numpy_backend import NumPyBackend
+        from softgrad.backends.numpy_backend import NumPyBackend
 
         inner = NumPyBackend()
         for operation in self.OPERATIONS:
@@ -221,9 +220,9 @@ class FromScratch:
 
 
 def test_a_backend_without_the_newer_members_gets_their_defaults_and_trains():
-    import datasets
-    from backends.conformance import run_checks
-    from core.training import MLP, fit
+    from softgrad import datasets
+    from softgrad.backends.conformance import run_checks
+    from softgrad.training import MLP, fit
 
     register_backend("from-scratch", FromScratch)
     try:

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from softgrad.backends import get_backend
+from softgrad.backends.conformance import all_checks
+from softgrad.backends.conformance.checks import Check
+from softgrad.backends.conformance.strategies import loss_case
 
-from backends import get_backend
-from backends.conformance import all_checks
-from backends.conformance.checks import Check
-from backends.conformance.strategies import loss_case
 from tests.conftest import AVAILABLE, assert_close
 
 torch = pytest.importorskip("torch")

@@ -27,7 +27,7 @@ def test_the_extending_section_has_an_example_for_each_kind():
 CHECK_THE_EXAMPLES = """
 import numpy as np
 import torch
-from backends import get_backend
+from softgrad.backends import get_backend
 
 rng = np.random.default_rng(0)
 z, y = rng.standard_normal((16, 5)) * 3, rng.integers(0, 5, 16)

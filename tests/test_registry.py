@@ -7,9 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from backends import available_backends, backend_names, get_backend
-from core import Backend, BackendUnavailableError
+from softgrad import Backend, BackendUnavailableError
+from softgrad.backends import available_backends, backend_names, get_backend
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,7 +70,7 @@ def test_missing_framework_names_the_pip_command():
     result = run_python(
         "import sys\n"
         "sys.modules['torch'] = None; sys.modules['cupy'] = None\n"
-        "from backends import available_backends\n"
+        "from softgrad.backends import available_backends\n"
         "for name, reason in available_backends().items(): print(name, '|', reason)\n"
     )
     assert result.returncode == 0, result.stderr

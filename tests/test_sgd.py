@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from softgrad import SGDState
+from softgrad.backends import get_backend
+from softgrad.backends.array_api import ArrayAPIBackend
+from softgrad.backends.conformance.strategies import sgd_settings
 
-from backends import get_backend
-from backends.array_api import ArrayAPIBackend
-from backends.conformance.strategies import sgd_settings
-from core import SGDState
 from tests.conftest import AVAILABLE, assert_close
 
 torch = pytest.importorskip("torch")

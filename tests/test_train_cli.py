@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def train(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "core.train", *args], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "softgrad.train", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=600)
 
 
@@ -72,7 +72,7 @@ def test_the_loss_and_the_optimizer_are_flags(tmp_path):
     saved = json.loads((out / "run.json").read_text())
     assert saved["optimizer"] == "sgd" and saved["loss"] == "cross_entropy" and saved["backend"] == "numpy"
     assert saved["optimizer_options"] == {"dampening": 0.25}
-    from core.training import checkpoint
+    from softgrad.training import checkpoint
 
     settings = checkpoint.load(out / "checkpoint.npz")[3]
     assert settings["hyperparameters"] == {"momentum": 0.5, "dampening": 0.25, "nesterov": False,
@@ -162,8 +162,7 @@ def test_an_unusable_out_folder_is_refused_before_training(tmp_path):
 
 def test_curves_have_a_loss_axis_and_an_accuracy_axis(tmp_path):
     import matplotlib.image
-
-    from core.training.reports import plot_curves
+    from softgrad.training.reports import plot_curves
 
     history = [{"epoch": e, "train_loss": 1 / e, "test_loss": 1.2 / e, "train_accuracy": 0.8 + e / 100,
                 "test_accuracy": 0.78 + e / 100} for e in (1, 2, 3)]
@@ -179,7 +178,7 @@ def test_curves_have_a_loss_axis_and_an_accuracy_axis(tmp_path):
 def test_the_default_command_runs_without_torch(tmp_path):
     # a base install (pip install -e . without extras): torch and torchvision absent
     code = ("import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None\n"
-            "from core.train import main\n"
+            "from softgrad.train import main\n"
             f"sys.exit(main(['--model', 'linear', '--epochs', '1', '--out', {str(tmp_path / 'run')!r}, '--quiet']))\n")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
@@ -193,7 +192,7 @@ def test_ctrl_c_before_the_first_epoch_says_nothing_was_saved(tmp_path):
     # a process started in the background inherits SIGINT ignored (as under nohup or `make &`): restore
     # Python's own handler, as an interactive terminal would have it
     code = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
-            "from core.train import main\n"
+            "from softgrad.train import main\n"
             f"sys.exit(main(['--epochs', '5', '--out', {str(out)!r}]))\n")
     process = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
@@ -241,11 +240,11 @@ def test_a_binary_task_from_the_command_line(tmp_path):
     assert saved["binary"] == "0" and saved["loss"] == "binary_cross_entropy_with_logits"
     history = json.loads((out / "history.json").read_text())
     assert history[-1]["test_accuracy"] > 0.98
-    from core.training import checkpoint
+    from softgrad.training import checkpoint
 
     model, state, _, settings = checkpoint.load(out / "checkpoint.npz")
     assert model.widths == [784, 1] and settings["optimizer"] == "adam" and settings["lr"] == 1e-3
-    evaluated = subprocess.run([sys.executable, "-m", "core.evaluate", str(out)], cwd=ROOT, capture_output=True,
+    evaluated = subprocess.run([sys.executable, "-m", "softgrad.evaluate", str(out)], cwd=ROOT, capture_output=True,
                                text=True, timeout=600)
     assert evaluated.returncode == 0, evaluated.stderr
     assert f"test accuracy {history[-1]['test_accuracy']:.2%}" in evaluated.stdout
@@ -254,7 +253,7 @@ def test_a_binary_task_from_the_command_line(tmp_path):
 
 
 def test_every_hyperparameter_of_every_optimizer_is_a_flag():
-    from core.base import OPTIMIZERS
+    from softgrad.base import OPTIMIZERS
 
     result = train("--help")
     assert result.returncode == 0
@@ -270,7 +269,7 @@ def test_adam_hyperparameters_from_flags_reach_the_checkpoint(tmp_path):
     result = train("--dataset", "synthetic", "--model", "linear", "--epochs", "1", "--optimizer", "adamw",
                    "--betas", "0.8,0.99", "--eps", "1e-6", "--amsgrad", "--out", str(out), "--quiet")
     assert result.returncode == 0, result.stderr
-    from core.training import checkpoint
+    from softgrad.training import checkpoint
 
     settings = checkpoint.load(out / "checkpoint.npz")[3]
     assert settings["hyperparameters"]["betas"] in ([0.8, 0.99], (0.8, 0.99))
@@ -302,7 +301,7 @@ def test_loss_options_from_the_command_line(tmp_path):
                    "--optimizer", "adam", "--epochs", "2", "--out", str(out), "--quiet")
     assert result.returncode == 0, result.stderr
     assert json.loads((out / "run.json").read_text())["loss_options"] == {"delta": 0.5}
-    from core.training import checkpoint
+    from softgrad.training import checkpoint
 
     assert checkpoint.load(out / "checkpoint.npz")[3]["loss_options"] == {"delta": 0.5}
     weighted = train("--dataset", "mnist", "--binary", "0", "--model", "linear", "--loss-option", "pos_weight=2.0",

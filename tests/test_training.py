@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from softgrad import datasets
+from softgrad.training import TrainingDivergedError, checkpoint, evaluate, fit, predict
+from softgrad.training.models import MLP, classic_mlp
 
-import datasets
-from core.training import TrainingDivergedError, checkpoint, evaluate, fit, predict
-from core.training.models import MLP, classic_mlp
 from tests.conftest import AVAILABLE
 
 torch = pytest.importorskip("torch")

@@ -50,7 +50,7 @@ def run_checks(be: Any, *, examples: int = 30, checks: tuple | None = None, seed
         from hypothesis import strategies as st
     except ImportError:
         raise ImportError(f"the conformance kit needs Hypothesis: {PIP_CONFORMANCE}") from None
-    from backends.conformance.checks import recording_errors
+    from softgrad.backends.conformance.checks import recording_errors
 
     results = []
     for check in checks or all_checks():
@@ -78,10 +78,10 @@ def run_checks(be: Any, *, examples: int = 30, checks: tuple | None = None, seed
 
 def all_checks() -> tuple:
     """Every check of the kit, in the order of its table."""
-    from backends.conformance.checks import CHECKS
-    from backends.conformance.elementwise_checks import ELEMENTWISE_CHECKS
-    from backends.conformance.linear_checks import LINEAR_CHECKS
-    from backends.conformance.optimizer_checks import OPTIMIZER_CHECKS
+    from softgrad.backends.conformance.checks import CHECKS
+    from softgrad.backends.conformance.elementwise_checks import ELEMENTWISE_CHECKS
+    from softgrad.backends.conformance.linear_checks import LINEAR_CHECKS
+    from softgrad.backends.conformance.optimizer_checks import OPTIMIZER_CHECKS
 
     return (*CHECKS, *ELEMENTWISE_CHECKS, *OPTIMIZER_CHECKS, *LINEAR_CHECKS)
 

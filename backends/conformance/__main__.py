@@ -7,9 +7,9 @@ import json
 import sys
 from dataclasses import asdict
 
-from core.base.errors import BackendUnavailableError
-from core.base.files import atomic_write_text
-from core.base.registry import backend_names, get_backend
+from softgrad.base.errors import BackendUnavailableError
+from softgrad.base.files import atomic_write_text
+from softgrad.base.registry import backend_names, get_backend
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     except BackendUnavailableError as error:
         print(f"conformance: {error}", file=sys.stderr)
         return 2
-    from backends.conformance import run_checks
+    from softgrad.backends.conformance import run_checks
 
     console = Console(width=None if sys.stdout.isatty() else 120)
     try:

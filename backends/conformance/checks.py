@@ -21,9 +21,8 @@ from typing import Any
 
 import numpy as np
 from hypothesis import strategies as st
-
-from backends.conformance import reference as ref
-from backends.conformance.strategies import logits, loss_case, sgd_settings
+from softgrad.backends.conformance import reference as ref
+from softgrad.backends.conformance.strategies import logits, loss_case, sgd_settings
 
 # Tolerances, per dtype, for comparing against a float64 reference computed
 # from the same (exactly representable) inputs.
@@ -384,7 +383,7 @@ def _train(be, dtype, steps: int = 32):
 
 def training_follows_the_numpy_trajectory(be, dtype, data):
     """32 steps of a small MLP on this backend and on NumPy: float64 within 1e-10, float32 within 2e-4."""
-    from backends import get_backend
+    from softgrad.backends import get_backend
 
     rtol, atol = (1e-10, 1e-12) if dtype == np.float64 else (2e-4, 2e-5)
     ours, our_losses = _train(be, dtype)

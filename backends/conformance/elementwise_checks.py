@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 from hypothesis import strategies as st
-
-from backends.conformance import reference_elementwise as ref
-from backends.conformance.checks import Check, _raises, _torch, assert_close
-from backends.conformance.strategies import SCALES
+from softgrad.backends.conformance import reference_elementwise as ref
+from softgrad.backends.conformance.checks import Check, _raises, _torch, assert_close
+from softgrad.backends.conformance.strategies import SCALES
 
 REGRESSION_LOSSES = ("mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss")
 BCE = "binary_cross_entropy_with_logits"

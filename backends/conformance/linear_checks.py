@@ -19,8 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from hypothesis import strategies as st
-
-from backends.conformance.checks import Check, _raises, _torch, assert_close
+from softgrad.backends.conformance.checks import Check, _raises, _torch, assert_close
 
 LINEAR_OPS = ("linear_cross_entropy", "linear_cross_entropy_and_grad")
 

@@ -15,10 +15,9 @@ from collections.abc import Callable
 
 import numpy as np
 from hypothesis import strategies as st
-
-from backends.conformance import reference as ref
-from backends.conformance.checks import Check, _torch, assert_close
-from backends.conformance.strategies import (
+from softgrad.backends.conformance import reference as ref
+from softgrad.backends.conformance.checks import Check, _torch, assert_close
+from softgrad.backends.conformance.strategies import (
     adagrad_settings,
     adam_settings,
     rmsprop_settings,

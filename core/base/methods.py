@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from core.base.losses import LOSSES, Loss
-from core.base.optim import OPTIMIZERS, Optimizer
-from core.base.validation import array_list
+from softgrad.base.losses import LOSSES, Loss
+from softgrad.base.optim import OPTIMIZERS, Optimizer
+from softgrad.base.validation import array_list
 
 
 def loss_methods(loss: Loss) -> dict[str, Callable]:
@@ -81,7 +81,7 @@ def _keywords_only(op: str, positional: tuple) -> None:
 
 def linear_cross_entropy_methods() -> dict[str, Callable]:
     """``linear_cross_entropy`` and ``linear_cross_entropy_and_grad``, chunked (core.base.losses.linear_cross_entropy)."""
-    from core.base.losses import linear_cross_entropy as chunked
+    from softgrad.base.losses import linear_cross_entropy as chunked
 
     def value(self, input, linear_weight, target, *positional, **options):
         _linear_keywords_only("linear_cross_entropy", positional)
@@ -107,7 +107,7 @@ def _linear_keywords_only(op: str, positional: tuple) -> None:
 
 
 def _known_options(op: str, options: dict, exclude: tuple = ()) -> None:
-    from core.base.losses.linear_cross_entropy import OPTIONS
+    from softgrad.base.losses.linear_cross_entropy import OPTIONS
 
     known = [name for name in OPTIONS if name not in exclude]
     unknown = sorted(set(options) - set(known))

@@ -66,7 +66,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from core.base.optim.sgd import SGDState
+from softgrad.base.optim.sgd import SGDState
 
 Array = Any
 Reduction = Literal["none", "mean", "sum"]
@@ -468,7 +468,7 @@ def complete(backend: Any) -> Any:
     if getattr(backend, "xp", None) is not None:
         import types
 
-        from core.base.methods import unit_methods
+        from softgrad.base.methods import unit_methods
 
         for name, method in unit_methods().items():  # losses and optimizers it does not define itself
             if not hasattr(backend, name):
@@ -493,7 +493,7 @@ def _relu_bias_backward(backend: Any) -> Callable[[Any, Any], Any]:
 
 def _shared(backend: Any, name: str) -> Callable[[Any], Any]:
     """The shared definition of ``name`` bound to ``backend`` (it needs only ``xp`` and ``to_numpy``)."""
-    from core.base.losses import binary
+    from softgrad.base.losses import binary
 
     function = getattr(binary, name)
     return lambda x: function(backend, x, op=name)
@@ -503,7 +503,7 @@ def _shared_linear(backend: Any, want_grad: bool) -> Callable[..., Any] | None:
     """The shared, chunked ``linear_cross_entropy`` (or ``_and_grad``) bound to ``backend``."""
     if getattr(backend, "xp", None) is None and _namespace_of(backend) is None:
         return None
-    from core.base.methods import linear_cross_entropy_methods
+    from softgrad.base.methods import linear_cross_entropy_methods
 
     method = linear_cross_entropy_methods()["linear_cross_entropy_and_grad" if want_grad else "linear_cross_entropy"]
     return method.__get__(backend, type(backend))

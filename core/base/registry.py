@@ -25,8 +25,8 @@ import inspect
 import threading
 from collections.abc import Callable
 
-from core.base.errors import BackendUnavailableError
-from core.base.protocol import Backend, complete, missing_members
+from softgrad.base.errors import BackendUnavailableError
+from softgrad.base.protocol import Backend, complete, missing_members
 
 ENTRY_POINT_GROUP = "softgrad.backends"
 
@@ -184,7 +184,7 @@ def get_backend(name: str | Backend = "numpy") -> Backend:
     if name == "auto":
         raise BackendUnavailableError(
             "get_backend: 'auto' is chosen per network and batch size; use fit(..., backend='auto') or "
-            "core.training.auto.pick_backend(...)")
+            "softgrad.training.auto.pick_backend(...)")
     _discover()
     with _lock:
         backend = _instances.get(name)

@@ -32,13 +32,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-import datasets
-from core.base.files import atomic_write
-from core.base.optim import get_optimizer
-from core.base.optim.sgd import SGDState
-from core.base.protocol import Backend
-from core.training.models import MLP
+from softgrad import datasets
+from softgrad.base.files import atomic_write
+from softgrad.base.optim import get_optimizer
+from softgrad.base.optim.sgd import SGDState
+from softgrad.base.protocol import Backend
+from softgrad.training.models import MLP
 
 FORMAT = "softgrad-checkpoint-2"
 FORMAT_V1 = "softgrad-checkpoint-1"
@@ -172,7 +171,7 @@ def _float_array(value: np.ndarray, name: str, shape: tuple | None = None) -> np
 
 def _check_config(config: Any) -> list[tuple[int, ...]]:
     """The parameter shapes the model config describes, after checking its every field."""
-    from core.training.layers import ACTIVATIONS
+    from softgrad.training.layers import ACTIVATIONS
 
     if not isinstance(config, dict):
         raise CheckpointError(f"its model description is a {type(config).__name__}, not a mapping")

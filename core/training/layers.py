@@ -12,8 +12,7 @@ import math
 from typing import Any
 
 import numpy as np
-
-from core.base.protocol import Array, Backend
+from softgrad.base.protocol import Array, Backend
 
 # ---- dense: y = x W + b ---------------------------------------------------------------
 

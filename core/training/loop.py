@@ -20,16 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from core.base.files import claim_folder, remove_stale_temporaries
-from core.base.losses import Loss, get_loss
-from core.base.optim import Optimizer, get_optimizer
-from core.base.protocol import Backend
-from core.training import checkpoint
-from core.training.auto import resolve_backend
-from core.training.metrics import regression_metrics
-from core.training.models import MLP
-from core.training.step import TRAINING_DEFAULTS, TrainSettings, backend_scope, train_step
+from softgrad.base.files import claim_folder, remove_stale_temporaries
+from softgrad.base.losses import Loss, get_loss
+from softgrad.base.optim import Optimizer, get_optimizer
+from softgrad.base.protocol import Backend
+from softgrad.training import checkpoint
+from softgrad.training.auto import resolve_backend
+from softgrad.training.metrics import regression_metrics
+from softgrad.training.models import MLP
+from softgrad.training.step import TRAINING_DEFAULTS, TrainSettings, backend_scope, train_step
 
 
 class TrainingDivergedError(RuntimeError):

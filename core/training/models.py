@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from core.base.protocol import Array, Backend
-from core.base.registry import get_backend
-from core.training.layers import (
+from softgrad.base.protocol import Array, Backend
+from softgrad.base.registry import get_backend
+from softgrad.training.layers import (
     dense_backward,
     dense_forward,
     dense_relu_forward,

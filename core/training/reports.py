@@ -6,8 +6,7 @@ import io
 from pathlib import Path
 
 import numpy as np
-
-from core.base.files import atomic_write
+from softgrad.base.files import atomic_write
 
 
 def _pyplot():

@@ -9,9 +9,9 @@ from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from typing import Any
 
-from core.base.losses import Loss, get_loss
-from core.base.optim import Optimizer, get_optimizer
-from core.training.models import MLP
+from softgrad.base.losses import Loss, get_loss
+from softgrad.base.optim import Optimizer, get_optimizer
+from softgrad.training.models import MLP
 
 #: fit's own hyperparameters per optimizer where they differ from torch's defaults: SGD with Nesterov
 #: momentum 0.9 and weight decay 2e-3 reaches 97.5-97.8% on the shipped MNIST subset in 10 epochs

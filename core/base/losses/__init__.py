@@ -15,10 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from core.base.catalog import Catalog
-from core.base.losses import binary as _binary
-from core.base.losses import cross_entropy as _cross_entropy
-from core.base.losses import regression as _regression
+from softgrad.base.catalog import Catalog
+from softgrad.base.losses import binary as _binary
+from softgrad.base.losses import cross_entropy as _cross_entropy
+from softgrad.base.losses import regression as _regression
 
 
 @dataclass(frozen=True)

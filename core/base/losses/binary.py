@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.base import validation as v
-from core.base.losses.elementwise import check_pair, finish_elementwise, first_bad, scale_gradient
-from core.base.losses.support import quiet_floating_point
+from softgrad.base import validation as v
+from softgrad.base.losses.elementwise import check_pair, finish_elementwise, first_bad, scale_gradient
+from softgrad.base.losses.support import quiet_floating_point
 
 
 def _sigmoid_parts(be: Any, z: Any):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.base.losses.support import (
+from softgrad.base.losses.support import (
     checked_max,
     finish_loss,
     index_target,

@@ -44,8 +44,8 @@ import math
 import numbers
 from typing import Any
 
-from core.base import validation as v
-from core.base.losses.support import (
+from softgrad.base import validation as v
+from softgrad.base.losses.support import (
     device_of,
     index_target,
     quiet_floating_point,

@@ -31,8 +31,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from core.base.catalog import Catalog
-from core.base.optim import adagrad, adam, rmsprop, sgd
+from softgrad.base.catalog import Catalog
+from softgrad.base.optim import adagrad, adam, rmsprop, sgd
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ import struct
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
-from core.base import validation as v
+from softgrad.base import validation as v
 
 #: torch.optim.Adam's defaults for every hyperparameter but lr (1e-3)
 DEFAULTS: dict[str, Any] = {"betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0, "amsgrad": False,
