@@ -1,14 +1,143 @@
-"""softgrad's backend-agnostic core, in two layers (see the README's "Layout"):
+"""softgrad: train classifiers and regressors with hand-written backward passes on pluggable array backends
+(NumPy, PyTorch, JAX, CuPy, array-api-strict).
 
-- ``core.base``: the bottom layer: the Backend protocol, errors, input checks, the
-  definitions of losses and optimizers, the backend registry, file helpers;
-- ``core.training``: models, layers, the training loop, checkpoints and reports, above
-  the backends, which they reach only through the registry;
-- ``core.train``: the command line, on top.
+What a user imports, all from ``softgrad``::
 
-Importing ``core`` imports no array library; a framework (torch, cupy) is imported
-only when its backend is asked for.
+    import softgrad
+
+    data = softgrad.load("mnist")                       # the MNIST subset shipped with softgrad
+    model = softgrad.classic_mlp(data.num_features, data.num_classes, backend="numpy")
+    history = softgrad.fit(model, data, epochs=2)
+    softgrad.evaluate(model, data.x_test, data.y_test)  # {"accuracy": ..., "loss": ...}
+    softgrad.predict(model, data.x_test[:5])            # class indices
+
+- backends: :func:`get_backend`, :func:`available_backends`, :func:`backend_names`, :func:`register_backend`,
+  :class:`Backend` (the protocol), :class:`BackendUnavailableError`;
+- models and training: :class:`MLP`, :func:`classic_mlp`, :func:`softmax_regression`, :func:`fit`,
+  :func:`evaluate`, :func:`predict`, :class:`TrainingDivergedError`, :class:`CheckpointError`;
+- data: :func:`load`, :func:`from_arrays`, :class:`Dataset`, :class:`DatasetError`;
+- losses and optimizers by name: :data:`LOSSES`, :data:`OPTIMIZERS`, :func:`get_loss`, :func:`get_optimizer`,
+  :func:`register_loss`, :func:`register_optimizer`, :class:`Loss`, :class:`Optimizer`, :class:`SGDState`,
+  :data:`Reduction`;
+- ``__version__``.
+
+Everything else (``softgrad.base``, ``softgrad.training``, ``softgrad.backends``, ``softgrad.datasets``,
+``softgrad.bench``) is the implementation, importable but free to change. The command line is ``softgrad``
+(``softgrad/__main__.py``).
+
+Importing ``softgrad`` imports no array library: each name above is imported from its module the first time
+it is used (:data:`_PUBLIC`, module ``__getattr__``), so ``softgrad --help`` and ``import softgrad`` stay fast.
+
+``softgrad.evaluate`` is the function :func:`softgrad.training.evaluate`. The module of the command
+``softgrad evaluate`` is named ``softgrad.evaluate`` too; importing it never hides the function (the package
+refuses to bind the module over it), so reach that module as ``from softgrad.evaluate import main`` or
+``importlib.import_module("softgrad.evaluate")``.
 """
 
-from softgrad.base import *  # noqa: F403  (the bottom layer's public names)
-from softgrad.base import __all__  # noqa: F401
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING
+
+#: every public name -> the module it comes from; imported on first use
+_PUBLIC: dict[str, str] = {
+    # backends
+    "Backend": "softgrad.base.protocol",
+    "BackendUnavailableError": "softgrad.base.errors",
+    "available_backends": "softgrad.base.registry",
+    "backend_names": "softgrad.base.registry",
+    "get_backend": "softgrad.base.registry",
+    "register_backend": "softgrad.base.registry",
+    # losses and optimizers by name
+    "LOSSES": "softgrad.base.losses",
+    "Loss": "softgrad.base.losses",
+    "Reduction": "softgrad.base.protocol",
+    "get_loss": "softgrad.base.losses",
+    "register_loss": "softgrad.base.losses",
+    "OPTIMIZERS": "softgrad.base.optim",
+    "Optimizer": "softgrad.base.optim",
+    "SGDState": "softgrad.base.optim.sgd",
+    "get_optimizer": "softgrad.base.optim",
+    "register_optimizer": "softgrad.base.optim",
+    # models and training
+    "MLP": "softgrad.training.models",
+    "classic_mlp": "softgrad.training.models",
+    "softmax_regression": "softgrad.training.models",
+    "fit": "softgrad.training.loop",
+    "evaluate": "softgrad.training.loop",
+    "predict": "softgrad.training.loop",
+    "TrainingDivergedError": "softgrad.training.loop",
+    "CheckpointError": "softgrad.training.checkpoint",
+    # data sets
+    "Dataset": "softgrad.datasets",
+    "DatasetError": "softgrad.datasets",
+    "from_arrays": "softgrad.datasets",
+    "load": "softgrad.datasets",
+}
+
+# the same names as _PUBLIC, written out for type checkers and linters (tests/test_public_api.py)
+__all__ = ["Backend", "BackendUnavailableError", "CheckpointError", "Dataset", "DatasetError", "LOSSES",
+           "Loss", "MLP", "OPTIMIZERS", "Optimizer", "Reduction", "SGDState", "TrainingDivergedError",
+           "available_backends", "backend_names", "classic_mlp", "evaluate", "fit", "from_arrays",
+           "get_backend", "get_loss", "get_optimizer", "load", "predict", "register_backend",
+           "register_loss", "register_optimizer", "softmax_regression"]
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time each comes from _PUBLIC on first use
+    from softgrad.base.errors import BackendUnavailableError
+    from softgrad.base.losses import LOSSES, Loss, get_loss, register_loss
+    from softgrad.base.optim import OPTIMIZERS, Optimizer, get_optimizer, register_optimizer
+    from softgrad.base.optim.sgd import SGDState
+    from softgrad.base.protocol import Backend, Reduction
+    from softgrad.base.registry import available_backends, backend_names, get_backend, register_backend
+    from softgrad.datasets import Dataset, DatasetError, from_arrays, load
+    from softgrad.training.checkpoint import CheckpointError
+    from softgrad.training.loop import TrainingDivergedError, evaluate, fit, predict
+    from softgrad.training.models import MLP, classic_mlp, softmax_regression
+
+    __version__: str
+
+
+def _version() -> str:
+    """The installed distribution's version; in a checkout that was never installed, ``0+unknown``."""
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+    except ImportError:  # pragma: no cover  (Python < 3.8)
+        return "0+unknown"
+    try:
+        return version("softgrad")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def __getattr__(name: str):
+    if name == "__version__":
+        value = _version()
+    elif name in _PUBLIC:
+        value = getattr(importlib.import_module(_PUBLIC[name]), name)
+    else:
+        # AttributeError, not ImportError: `from softgrad import datasets` then imports the subpackage
+        raise AttributeError(f"module 'softgrad' has no attribute {name!r}")
+    globals()[name] = value  # once: later lookups do not come here
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_PUBLIC, "__version__"})
+
+
+class _Package(types.ModuleType):
+    """The package, whose public names no submodule of the same name hides.
+
+    Importing a submodule binds it on its package; ``import softgrad.evaluate`` (the command's module) would
+    otherwise replace the function :func:`evaluate`. The import machinery's binding is skipped for such names.
+    """
+
+    def __setattr__(self, name: str, value) -> None:
+        if name in _PUBLIC and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

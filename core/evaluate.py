@@ -1,7 +1,11 @@
-"""``python -m core.evaluate RUN``: evaluate a trained run, or predict for your own files.
+"""``softgrad evaluate RUN`` and ``softgrad predict RUN FILE...``: evaluate a trained run, or predict for your
+own files.
 
-    python -m core.evaluate runs/mnist-mlp-numpy-...            # test accuracy, per class, confusion matrix
-    python -m core.evaluate runs/... --predict digits.npy 7.png  # predictions for arrays or images
+    softgrad evaluate runs/mnist-mlp-numpy-...        # test accuracy, per class, confusion matrix
+    softgrad predict runs/... digits.npy 7.png        # predictions for arrays or images
+
+(``softgrad evaluate RUN --predict FILE...`` is the same as ``softgrad predict``; ``python -m softgrad`` is the
+same command as ``softgrad``; in a checkout, ``python -m core.evaluate`` is ``softgrad evaluate``.)
 
 ``RUN`` is a run folder or a ``checkpoint.npz``. What the model was trained on
 comes from the run's ``run.json``, else from the checkpoint, which records the
@@ -15,7 +19,7 @@ values). The files go into the run folder (or ``--out``) under names the
 training run never writes, one set per backend, so an evaluation never
 replaces the run's own files nor another backend's evaluation.
 
-``--predict`` takes ``.npy`` files of raw samples, in the units of the data
+``predict`` takes ``.npy`` files of raw samples, in the units of the data
 set's own files: 0..255 pixels for the image sets (``(N, 28, 28)``,
 ``(N, 784)`` or one image), the raw features for diabetes, the arrays as given
 for data made with ``datasets.from_arrays``. Image files (PNG, JPEG) of the
@@ -34,30 +38,51 @@ from pathlib import Path
 
 import numpy as np
 from softgrad import datasets
-from softgrad.base.errors import BackendUnavailableError
 from softgrad.base.files import atomic_write_text, check_writable
 from softgrad.base.losses import LOSSES
 from softgrad.base.registry import backend_names
 from softgrad.training import checkpoint, reports
-from softgrad.training.cli import OneLineErrorParser
+from softgrad.training.cli import OneLineErrorParser, run_main
 from softgrad.training.loop import as_rows, check_data, evaluate, predict
 from softgrad.training.metrics import confusion_matrix, per_class_accuracy
 
+PROG = "softgrad evaluate"
+PREDICT_PROG = "softgrad predict"
 
-def build_parser() -> argparse.ArgumentParser:
-    p = OneLineErrorParser(prog="python -m core.evaluate",
-                           description="Evaluate a trained run on its test set, or predict classes for .npy "
-                           "arrays and image files.")
-    p.add_argument("run", metavar="RUN", help="a run folder (from python -m core.train) or a checkpoint.npz")
+
+def _run_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments ``evaluate`` and ``predict`` share: the run, where to run it, its data."""
+    p.add_argument("run", metavar="RUN", help="a run folder (from softgrad train) or a checkpoint.npz")
     p.add_argument("--backend", default="numpy", help=f"where to run it: {', '.join(backend_names())} "
                    "(default numpy)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = OneLineErrorParser(prog=PROG,
+                           description="Evaluate a trained run on its test set, or predict classes for .npy "
+                           "arrays and image files (as softgrad predict does).")
+    _run_arguments(p)
     p.add_argument("--dataset", choices=list(datasets.NAMES), help="the data set (default: the one the run "
                    "recorded; needed only for checkpoints that record none)")
     p.add_argument("--root", help="folder of the full data sets (default: the run's)")
     p.add_argument("--out", help="folder for the evaluation's files, confusion-<backend>.png and .csv or "
                    "fit-<backend>.png (default: the run folder)")
     p.add_argument("--predict", nargs="+", metavar="FILE", help=".npy arrays of raw samples or image files to "
-                   "classify (instead of evaluating on the test set)")
+                   "classify (instead of evaluating on the test set; the same as softgrad predict RUN FILE...)")
+    return p
+
+
+def build_predict_parser() -> argparse.ArgumentParser:
+    p = OneLineErrorParser(prog=PREDICT_PROG,
+                           description="Predict with a trained run: classes (or values, for a regressor) for .npy "
+                           "arrays of raw samples, in the units of the data set's own files (0..255 pixels for "
+                           "the image sets), and for image files of the data set's image size. They are scaled "
+                           "as the training data were, from what the run recorded.")
+    _run_arguments(p)
+    p.add_argument("predict", nargs="+", metavar="FILE", help=".npy arrays of raw samples or image files")
+    p.add_argument("--dataset", choices=list(datasets.NAMES), help="the data set (needed only for checkpoints "
+                   "that record none)")
+    p.add_argument("--root", help="folder of the full data sets (default: the run's)")
     return p
 
 
@@ -132,7 +157,7 @@ def _as_raw_rows(samples: np.ndarray, record: datasets.DataRecord, path: Path) -
                              f"0..{scaling.raw_scale:g}, as its files hold them")
         if np.issubdtype(rows.dtype, np.floating) and 0 < high <= 1:
             # read as the data set's raw pixels, as documented; the values hint at 0..1 intensities
-            print(f"evaluate: note: {path} holds values in 0..1, read as {record.dataset}'s raw 0..{scaling.raw_scale:g} "
+            print(f"{PREDICT_PROG}: note: {path} holds values in 0..1, read as {record.dataset}'s raw 0..{scaling.raw_scale:g} "
                   f"pixels (nearly black); multiply by {scaling.raw_scale:g} if they are intensities",
                   file=sys.stderr)
     return rows
@@ -206,7 +231,7 @@ def run(args: argparse.Namespace) -> int:
     if data is None and not args.predict:  # arrays given by hand: nothing to evaluate on but what the user gives
         raise ValueError(f"the model in {path} was trained on arrays given by hand ({record.describe()}), which "
                          "cannot be loaded again: classify raw samples with --predict FILE.npy, or evaluate it from "
-                         "Python with core.training.evaluate(model, x_test, y_test)")
+                         "Python with softgrad.evaluate(model, x_test, y_test)")
     if record.num_features != model.widths[0]:
         raise ValueError(f"{record.dataset} has {record.num_features} features; the model in {path} takes "
                          f"{model.widths[0]}")
@@ -249,15 +274,19 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except BrokenPipeError:
-        sys.stderr.close()
-        return 0
-    except (BackendUnavailableError, datasets.DatasetError, OSError, ValueError, TypeError) as error:
-        print(f"evaluate: {error}", file=sys.stderr)
-        return 2
+    """``softgrad evaluate``'s exit status: 0; 2 for bad input, 1 for a bug, each with one line
+    (:func:`softgrad.training.cli.run_main` maps them)."""
+    return run_main(PROG, lambda args: run(build_parser().parse_args(args)), argv)
+
+
+def predict_main(argv: list[str] | None = None) -> int:
+    """``softgrad predict RUN FILE...``: what ``softgrad evaluate RUN --predict FILE...`` does."""
+    def predict_files(args: list[str] | None) -> int:
+        parsed = build_predict_parser().parse_args(args)
+        parsed.out = None
+        return run(parsed)
+
+    return run_main(PREDICT_PROG, predict_files, argv)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
-"""``python -m core.train``: train a classifier or a regressor on any backend and write a run folder.
+"""``softgrad train``: train a classifier or a regressor on any backend and write a run folder.
 
-    python -m core.train --backend numpy --model mlp --dataset mnist --epochs 10
-    python -m core.train --dataset mnist --binary 0 --optimizer adam --lr 1e-3     # "is it a 0?"
-    python -m core.train --dataset diabetes --model linear --optimizer adam --lr 0.01
+    softgrad train --backend numpy --model mlp --dataset mnist --epochs 10
+    softgrad train --dataset mnist --binary 0 --optimizer adam --lr 1e-3     # "is it a 0?"
+    softgrad train --dataset diabetes --model linear --optimizer adam --lr 0.01
+
+(``python -m softgrad train`` is the same command; in a checkout, so is ``python -m core.train``.)
 
 One line per epoch, then per-class accuracy (classification) or RMSE, MAE and
 R² (regression). The run folder holds ``checkpoint.npz``, ``history.json``,
@@ -23,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 from softgrad import datasets
-from softgrad.base.errors import BackendUnavailableError
 from softgrad.base.files import (
     LOCK_NAME,
     FolderBusyError,
@@ -38,7 +39,7 @@ from softgrad.base.optim import OPTIMIZERS, get_optimizer
 from softgrad.base.registry import backend_names, get_backend
 from softgrad.training import reports
 from softgrad.training.auto import resolve_backend
-from softgrad.training.cli import OneLineErrorParser
+from softgrad.training.cli import OneLineErrorParser, run_main
 from softgrad.training.layers import ACTIVATIONS
 from softgrad.training.loop import (
     TrainingDivergedError,
@@ -53,6 +54,7 @@ from softgrad.training.models import CLASSIC_MLP_HIDDEN, MLP, MODELS, check_fits
 from softgrad.training.step import TRAINING_DEFAULTS, TRAINING_LR, TrainSettings
 
 _TRAINING = TrainSettings()
+PROG = "softgrad train"
 
 
 def _hyperparameter_flags() -> dict[str, dict[str, object]]:
@@ -112,7 +114,7 @@ def _optimizers_epilog() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineErrorParser(
-        prog="python -m core.train",
+        prog=PROG,
         description="Train softmax regression, linear regression or an MLP with hand-written backprop on any "
                     "softgrad backend.",
         argument_default=None, epilog=_optimizers_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -196,7 +198,7 @@ def resolve_settings(args: argparse.Namespace) -> tuple[dict, Path | None]:
         if not run_json.is_file():
             raise FileNotFoundError(f"--resume {args.resume}: no checkpoint.npz and run.json there")
         if not resume_from.exists():  # stopped before its first epoch ended: nothing to continue from
-            print(f"train: {resume_from.parent} has no checkpoint (the run stopped before its first epoch "
+            print(f"{PROG}: {resume_from.parent} has no checkpoint (the run stopped before its first epoch "
                   "ended): starting it again from the beginning", file=sys.stderr)
             args.restarted_run = resume_from.parent
             resume_from = None
@@ -412,13 +414,13 @@ def run(args: argparse.Namespace) -> int:
         return _claimed_run(args, settings, resume_from, out, pick_free)
     except KeyboardInterrupt:
         if (out / "checkpoint.npz").is_file():
-            print(f"train: interrupted; the last finished epoch is in {out / 'checkpoint.npz'} "
+            print(f"{PROG}: interrupted; the last finished epoch is in {out / 'checkpoint.npz'} "
                   f"(continue with --resume {out})", file=sys.stderr)
         elif (out / "run.json").is_file():
-            print(f"train: interrupted before the first epoch finished; nothing was saved to resume (--resume "
+            print(f"{PROG}: interrupted before the first epoch finished; nothing was saved to resume (--resume "
                   f"{out} starts the run again from the beginning)", file=sys.stderr)
         else:
-            print("train: interrupted before the first epoch finished; nothing was saved to resume",
+            print(f"{PROG}: interrupted before the first epoch finished; nothing was saved to resume",
                   file=sys.stderr)
         return 130
 
@@ -523,21 +525,19 @@ def report_regression(model: MLP, data: datasets.Dataset, loss: Loss, out: Path,
 
 
 def main(argv: list[str] | None = None) -> int:
-    from softgrad.datasets import DatasetError
+    """``softgrad train``'s exit status: 0; 2 for bad input, 1 for a run that diverged or a bug, each with one
+    line (:func:`softgrad.training.cli.run_main` maps them); 130 when interrupted."""
+    return run_main(PROG, _main, argv)
 
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     args.restarted_run = None
     try:
         return run(args)
     except TrainingDivergedError as error:
-        print(f"train: {error}", file=sys.stderr)
+        print(f"{PROG}: {error}", file=sys.stderr)
         return 1
-    except BrokenPipeError:  # output piped into `head` and the like: stop quietly
-        sys.stderr.close()
-        return 0
-    except (BackendUnavailableError, DatasetError, OSError, ValueError, TypeError) as error:
-        print(f"train: {error}", file=sys.stderr)
-        return 2
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""``python -m core.evaluate``: a run's test accuracy, per-class table and confusion matrix; predictions for files."""
+"""``softgrad evaluate`` and ``softgrad predict``: a run's test accuracy, per-class table and confusion matrix; predictions for files."""
 
 from __future__ import annotations
 

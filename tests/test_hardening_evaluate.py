@@ -2,7 +2,7 @@
 checkpoint was trained on recorded, NaN/inf refused, crafted .npy headers refused before any allocation,
 non-checkpoints named in one line, and readable plots that never replace a training run's files.
 
-Runs are tiny and made in-process (fit with checkpoint_path, core.evaluate.main), so the file takes seconds.
+Runs are tiny and made in-process (fit with checkpoint_path, softgrad.evaluate's main), so the file takes seconds.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from softgrad import datasets
-from softgrad import evaluate as evaluate_cli
+from softgrad.evaluate import main as evaluate_main  # the command's module (softgrad.evaluate: the function)
 from softgrad.training import MLP, checkpoint, fit, predict, reports
 from softgrad.training import evaluate as evaluate_model
 
@@ -29,7 +29,7 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 def _evaluate(capsys, *args) -> tuple[int, str, str]:
     capsys.readouterr()
-    rc = evaluate_cli.main([str(a) for a in args])
+    rc = evaluate_main([str(a) for a in args])
     out, err = capsys.readouterr()
     return rc, out, err
 

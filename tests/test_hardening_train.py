@@ -25,7 +25,7 @@ FAST = ["--dataset", "toy-regression", "--model", "linear", "--epochs", "1", "--
 
 
 def cli(*argv: str, forbid_data: bool = False) -> tuple[int, str, str]:
-    """core.train.main in this process: (status, stdout, stderr); with forbid_data, reading the data fails
+    """softgrad.train.main in this process: (status, stdout, stderr); with forbid_data, reading the data fails
     the test (the argument must be refused before any work)."""
     out, err = io.StringIO(), io.StringIO()
 
@@ -133,8 +133,11 @@ def test_fit_names_an_unknown_loss_option_with_the_ones_the_loss_takes():
 
 
 def test_parser_errors_are_one_line_for_every_command():
+    import importlib
+
     import softgrad.bench.__main__ as bench
-    from softgrad import evaluate
+
+    evaluate = importlib.import_module("softgrad.evaluate")  # the command's module (softgrad.evaluate: the function)
 
     for parse in (lambda: train.build_parser().parse_args(["--dataset", "nope"]),
                   lambda: evaluate.build_parser().parse_args(["run", "--dataset", "nope"]),

@@ -1,4 +1,4 @@
-"""``python -m core.train`` end to end: the run folder, --resume, --help and errors."""
+"""``softgrad train`` end to end: the run folder, --resume, --help and errors."""
 
 from __future__ import annotations
 

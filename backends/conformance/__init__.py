@@ -1,6 +1,6 @@
 """The conformance kit: the protocol's checks, runnable on any registered backend.
 
-    python -m backends.conformance NAME [--examples N] [--json PATH]
+    softgrad conformance NAME [--examples N] [--json PATH]
 
 runs every check of :func:`all_checks` (the same checks softgrad's own suite
 runs on its backends: softmax and cross-entropy in ``checks.py``, the

@@ -1,4 +1,7 @@
-"""``python -m backends.conformance NAME``: the protocol's checks on one registered backend."""
+"""``softgrad conformance NAME``: the protocol's checks on one registered backend.
+
+(``python -m softgrad conformance`` and ``python -m softgrad.backends.conformance`` are the same command.)
+"""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from softgrad.base.registry import backend_names, get_backend
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m backends.conformance",
+        prog="softgrad conformance",
         description="Check a softgrad backend against the protocol: softmax and log-softmax, NLL, cross-entropy "
         "and its gradient against float64 references and finite differences (and PyTorch where installed), "
         "non-finite semantics, bad input, SGD against the reference update, and a short training "
