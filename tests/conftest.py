@@ -121,7 +121,7 @@ def dtype(request):
 SLOW_FILES = {"test_bench_cli.py", "test_benchmarks.py"}
 SLOW_TESTS = {
     "test_accuracy_on_mnist_with_the_defaults", "test_bench_all_measures_the_outside_plugin",
-    "test_backends_agree_with_each_other", "test_the_extending_examples_run",
+    "test_backends_agree_with_each_other", "test_the_code_blocks_run",
     "test_the_conformance_kit_fails_a_subtly_wrong_softmax_and_names_it",
     "test_the_conformance_kit_passes_the_outside_plugin", "test_a_resumed_run_stays_on_its_backend",
 }
