@@ -16,6 +16,7 @@ import textwrap
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 try:
@@ -155,6 +156,11 @@ def test_the_command_works_from_a_folder_named_like_its_parts(tmp_path, runner):
                             timeout=300, env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("test accuracy ") and (project / "run" / "checkpoint.npz").is_file()
+    np.save(project / "samples.npy", np.zeros((2, 784), np.float32))
+    for args, expected in ((["evaluate", "run"], "test accuracy "), (["predict", "run", "samples.npy"], "samples.npy: "),
+                           (["bench", "--help"], "usage: "), (["conformance", "--help"], "usage: softgrad conformance")):
+        result = subprocess.run([*argv, *args], cwd=project, capture_output=True, text=True, timeout=300, env=env)
+        assert result.returncode == 0 and expected in result.stdout, (args, result.stderr)
     # the folders were there to be found first: sys.path starts here under python -m
     probe = subprocess.run([sys.executable, "-c", "import datasets"], cwd=project, capture_output=True, text=True,
                            timeout=60, env=env)

@@ -2,12 +2,12 @@
 
 Every backend, the built-in ones included, is declared the same way: an entry
 point in the group ``softgrad.backends`` whose name is the backend's name and
-whose value is a callable returning a :class:`~core.base.protocol.Backend`
+whose value is a callable returning a :class:`~softgrad.base.protocol.Backend`
 (NetworkX discovers its backends the same way). softgrad's own are declared in
 its ``pyproject.toml``::
 
     [project.entry-points."softgrad.backends"]
-    numpy = "backends.numpy_backend:NumPyBackend"
+    numpy = "softgrad.backends.numpy_backend:NumPyBackend"
 
 A plugin declares its own in its distribution, or calls :func:`register_backend`
 at run time. Nothing is imported until a backend is asked for, and a plugin
