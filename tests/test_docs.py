@@ -85,28 +85,11 @@ print("--- all blocks ran", flush=True)
 """
 
 
-# ``softgrad ARGS`` is ``python -m softgrad ARGS``; until that module exists, its subcommands' own modules
-SOFTGRAD_SHIM = """
-import importlib.util, runpy, sys
-module, args = "softgrad", sys.argv[1:]
-if importlib.util.find_spec("softgrad.__main__") is None:
-    sub, args = args[0], args[1:]
-    if sub == "predict":
-        args = [args[0], "--predict", *args[1:]]
-    module = {"train": "softgrad.train", "evaluate": "softgrad.evaluate", "predict": "softgrad.evaluate",
-              "bench": "softgrad.bench", "conformance": "softgrad.backends.conformance"}[sub]
-sys.argv = [module, *args]
-runpy.run_module(module, run_name="__main__", alter_sys=True)
-"""
-
-
 def shims(folder: Path) -> Path:
     """``softgrad`` and ``python`` as this interpreter, for the console blocks."""
     folder.mkdir()
     (folder / "python").write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n')
-    (folder / "softgrad_shim.py").write_text(SOFTGRAD_SHIM)  # not softgrad.py: it would shadow the package
-    shim = shlex.quote(str(folder / "softgrad_shim.py"))
-    (folder / "softgrad").write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} {shim} "$@"\n')
+    (folder / "softgrad").write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m softgrad "$@"\n')
     for path in folder.iterdir():
         path.chmod(0o755)
     return folder
@@ -202,7 +185,7 @@ def test_the_code_blocks_run(page, tmp_path):
 CHECK_THE_EXAMPLES = """
 import numpy as np
 import torch
-from softgrad.backends import get_backend
+from softgrad import get_backend
 
 rng = np.random.default_rng(0)
 z, y = rng.standard_normal((16, 5)) * 3, rng.integers(0, 5, 16)
