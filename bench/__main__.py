@@ -1,9 +1,13 @@
-"""``python -m bench``: which backend to train on, measured.
+"""``python -m bench``: which backend is fastest for my network on this machine, measured.
 
-Op throughput and training throughput of every available backend, beside
-idiomatic PyTorch and scikit-learn on the same data, network and batch size,
-and the machine's matmul rate; then a recommendation per model and batch
-size. Exit status 2, with one line, when the backend asked for is unavailable.
+By default a short sweep (about a minute on 2 cores): the MLP at batch 64 and
+256 with SGD, every available backend beside the PyTorch autograd loop, each
+in a process of its own; a line per contender as it is measured, then the
+recommendation and tables that fit 100 columns. ``--full`` runs the complete
+sweep (both networks, batch 64, 256 and 1024, SGD and Adam, the op benchmarks,
+scikit-learn, the matmul ceilings); ``--wide`` prints the detail. Exit status
+2, with one line, when the backend asked for is unavailable; 130 after Ctrl-C,
+with what was measured so far.
 """
 
 from __future__ import annotations
@@ -12,7 +16,9 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import sys
+import time
 from dataclasses import asdict
 
 import numpy as np
@@ -23,31 +29,51 @@ from softgrad import datasets
 from softgrad.backends import available_backends, backend_names, get_backend
 from softgrad.base.errors import BackendUnavailableError
 from softgrad.bench.ops import OpResult, measure_ops
+from softgrad.bench.report import (
+    model_label,
+    recommendation_lines,
+    render_cases,
+    render_ops_narrow,
+    render_summary,
+    short_name,
+    stream_line,
+)
 from softgrad.bench.worker import WorkerError
 from softgrad.training.cli import OneLineErrorParser
 from softgrad.training.models import MODELS
 
-BATCH_SIZES = [64, 256, 1024]
+BATCH_SIZES = [64, 256, 1024]  # --full's
+DEFAULT_BATCH_SIZES = [64, 256]  # the default sweep's
 ADAM_BATCH_SIZES = [256]  # one size: Adam's rows compare the optimizer step, the SGD rows cover the sizes
+DEFAULT_BLOCK_SAMPLES = 8192  # samples per timed block in the default sweep (--full: 16,384; --quick: 4,096)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = OneLineErrorParser(
         prog="python -m bench",
-        description="Measure softgrad's backends (ops and training throughput, accuracy, memory) beside "
-        "idiomatic PyTorch and scikit-learn, and recommend the backend to train on. Medians of "
-        "interleaved repeats; the device is synchronised before every clock read.",
+        description="Which backend is fastest for your network on this machine: by default the MLP at batch 64 "
+        "and 256 (SGD) on every available backend beside the PyTorch autograd loop, about a minute on 2 cores; "
+        "--full for the complete sweep, --wide for the detail. Medians of interleaved repeats; the device is "
+        "synchronised before every clock read. Ctrl-C stops and reports what was measured.",
     )
+    parser.add_argument("--full", action="store_true",
+                        help="the complete sweep: both models, batch 64, 256 and 1024, SGD and Adam, the op "
+                        "benchmarks, the scikit-learn anchor, the matmul ceilings, 5 repeats (minutes)")
+    parser.add_argument("--wide", action="store_true",
+                        help="also print the detail (ceilings, %% of ceiling, spreads, peak memory, first steps, "
+                        "every op column) in tables wider than 100 columns; the JSON always has it")
     parser.add_argument("--backend", default="all",
                         help=f"a backend name ({', '.join(backend_names())}) or 'all' (default: all available)")
-    parser.add_argument("--model", choices=[*MODELS, "all"], default="all",
-                        help="softmax regression, the 784-512-256-128-64-10 MLP, or both (default: all)")
+    parser.add_argument("--model", choices=[*MODELS, "all"], default=None,
+                        help="softmax regression, the 784-512-256-128-64-10 MLP, or both (default: mlp; "
+                        "--full: all)")
     parser.add_argument("--batch-size", type=int, nargs="+", default=None, metavar="N",
-                        help=f"training batch sizes (default: {' '.join(map(str, BATCH_SIZES))}; Adam: "
-                        f"{' '.join(map(str, ADAM_BATCH_SIZES))})")
-    parser.add_argument("--optimizer", nargs="+", choices=["sgd", "adam"], default=["sgd", "adam"],
+                        help=f"training batch sizes (default: {' '.join(map(str, DEFAULT_BATCH_SIZES))}; --full: "
+                        f"{' '.join(map(str, BATCH_SIZES))}, Adam {' '.join(map(str, ADAM_BATCH_SIZES))})")
+    parser.add_argument("--optimizer", nargs="+", choices=["sgd", "adam"], default=None,
                         help="the optimizers to train with: SGD (Nesterov momentum, the recommendation's rows) "
-                        "and Adam (lr 1e-3; against torch.optim.Adam and scikit-learn's adam) (default: both)")
+                        "and Adam (lr 1e-3; against torch.optim.Adam and scikit-learn's adam) (default: sgd; "
+                        "--full: both)")
     parser.add_argument("--dataset", choices=list(datasets.NAMES), default="mnist",
                         help="training data (default: mnist, the subset shipped with softgrad)")
     parser.add_argument("--root", help="folder of the full data sets (default $SOFTGRAD_DATA or "
@@ -55,11 +81,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--download", action="store_true", help="download missing data files with torchvision")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32",
                         help="floating-point type of the op benchmarks (training runs in float32)")
-    parser.add_argument("--quick", action="store_true", help="shorter blocks and fewer sizes: under a minute")
-    parser.add_argument("--repeats", type=int, default=None, help="timed repeats per case (default: 5, quick: 3)")
-    parser.add_argument("--no-anchors", dest="anchors", action="store_false",
-                        help="skip the PyTorch and scikit-learn anchors")
-    parser.add_argument("--no-ops", dest="ops", action="store_false", help="skip the op benchmarks")
+    parser.add_argument("--quick", action="store_true", help="shorter blocks and fewer op sizes")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed repeats per case (default: 3; --full: 5; --quick: 3)")
+    parser.add_argument("--anchors", action=argparse.BooleanOptionalAction, default=None,
+                        help="the anchors: the PyTorch autograd loop and scikit-learn's MLPClassifier (default: "
+                        "the PyTorch loop; --full: both; --no-anchors: none)")
+    parser.add_argument("--ops", action=argparse.BooleanOptionalAction, default=None,
+                        help="the op benchmarks (default: with --full only)")
     parser.add_argument("--no-training", dest="training", action="store_false", help="skip the training benchmarks")
     parser.add_argument("--same-process", action="store_true",
                         help="train every contender in this process (faster to start; but one library's idle "
@@ -76,8 +105,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add_shape_arguments(parser)
     args = parser.parse_args(argv)
     check_shape_arguments(parser, args)
-    if args.repeats is None:
-        args.repeats = 3 if args.quick else 5
+    resolve_sweep(args)
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
     if args.batch_size and min(args.batch_size) < 1:
@@ -89,6 +117,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                      f"classifiers ({classifiers}); python -m bench.regression benches softgrad's regressors "
                      "against scikit-learn's on diabetes, and --no-training runs the op benchmarks alone")
     return args
+
+
+def resolve_sweep(args: argparse.Namespace) -> None:
+    """The default sweep's choices, or --full's, where a flag left them open."""
+    full = args.full
+    if args.model is None:
+        args.model = "all" if full else "mlp"
+    if args.optimizer is None:
+        args.optimizer = ["sgd", "adam"] if full else ["sgd"]
+    if args.repeats is None:
+        args.repeats = 3 if args.quick or not full else 5
+    if args.ops is None:
+        args.ops = full
+    args.sklearn = bool(args.anchors) or (args.anchors is None and full)  # scikit-learn's anchor
+    args.anchors = args.anchors is not False  # the PyTorch loop
+    # the matmul ceilings and the roofline: detail, measured by --full and for --wide (or --same-process's table)
+    args.ceilings = full or args.wide
+    args.block_samples = None if full or args.quick else DEFAULT_BLOCK_SAMPLES
+
+
+def default_batch_sizes(args: argparse.Namespace) -> list[int]:
+    return BATCH_SIZES if args.full else DEFAULT_BATCH_SIZES
 
 
 def format_rate(value: float) -> str:
@@ -199,10 +249,22 @@ def main(argv: list[str] | None = None) -> int:
     except WorkerError as error:  # a contender's own process failed: it says which and why
         print(error, file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # before anything was measured (while loading or parsing): nothing to report
+        print("bench: interrupted", file=sys.stderr)
+        return 130
+
+
+def make_console(wide: bool) -> Console:
+    """The terminal's width on a terminal; to a file or a pipe 100 columns (200 with --wide). Each line is
+    written and flushed as it is printed, so a pipe shows every result as it is measured."""
+    with contextlib.suppress(AttributeError, ValueError):
+        sys.stdout.reconfigure(line_buffering=True)
+    return Console(width=None if sys.stdout.isatty() else (200 if wide else 100))
 
 
 def _main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    started = time.perf_counter()
     # this process and every contender's may hold the same GPU: none takes 75% of its memory up front, as
     # XLA would (set before any backend loads JAX; bench.worker does the same in each worker)
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
@@ -218,10 +280,8 @@ def _main(argv: list[str] | None = None) -> int:
     # the training data before anything is measured: a missing or damaged data set (or a failed --download)
     # is named in one line now, not after minutes of op benchmarks (main reports the DatasetError)
     data = datasets.load(args.dataset, root=args.root, download=args.download) if args.training else None
-    # a table wider than a pipe's default 80 columns, so redirected output stays readable
-    console = Console(width=None if sys.stdout.isatty() else 200)
+    console = make_console(args.wide)
     from softgrad.base.machine import machine_header
-    from softgrad.bench.roofline import matmul_gflops
 
     header = machine_header()
     console.print(f"[bold]softgrad bench[/bold] on {header['cpu']} ({header['cpu_count']} CPUs"
@@ -236,59 +296,150 @@ def _main(argv: list[str] | None = None) -> int:
     warning = forced_kernel_warning()
     if warning:
         console.print(f"[yellow]{escape(warning)}[/yellow]")
-    payload: dict = {"machine": header, "unavailable": unavailable, "blas_warning": warning}
+    payload: dict = {"machine": header, "unavailable": unavailable, "blas_warning": warning,
+                     "sweep": "full" if args.full else "default"}
+    if args.training or args.ops:
+        console.print(describe_sweep(args, data, names), highlight=False)
     op_results: list[OpResult] = []
-    training_records = []
-    chosen: dict = {}
-    large_vocab_rows = []
-    with console.status("measuring...") as status, contender_processes(args, names, status.update) as workers:
-        progress = status.update
-        if args.training or args.large_vocab:
-            progress("matmul roofline")
-            rates = matmul_gflops(1024 if args.quick else 2048)
-            payload["matmul_gflops"] = rates
-            console.print("matmul roofline (float32): " + ", ".join(f"{k} {v:,.1f} GFLOP/s" for k, v in rates.items()))
-        if args.ops:
-            for name in names:
-                worker = next((w for w in workers if w.name == name), None)
-                if worker is not None:
-                    progress(f"op throughput of {name} (in its own process)")
-                    op_results += worker.ops(args.dtype, args.quick, args.repeats)
-                else:
-                    op_results += measure_ops(get_backend(name), np.dtype(args.dtype), quick=args.quick,
-                                              repeats=args.repeats, progress=progress)
-        if args.training:
-            ceilings = measure_ceilings(args, names, progress, data) if args.same_process else {}
-            training_records, chosen = run_training(args, names, progress, rates, ceilings, workers, data)
-            payload["ceilings"] = ceilings
-            payload["isolated"] = not args.same_process
-        if args.large_vocab:
-            from softgrad.bench.large_vocab import REPEATS, run_section
+    training_records: list = []
+    large_vocab_rows: list = []
+    rates: dict[str, float] = {}
+    ceilings: dict = {}
+    interrupted = False
+    status = console.status("measuring...") if console.is_terminal else contextlib.nullcontext()
+    try:
+        with status as spinner, contender_processes(args, names, _progress(spinner)) as workers:
+            progress = _progress(spinner)
+            if (args.training and args.ceilings) or args.large_vocab:
+                progress("matmul roofline")
+                from softgrad.bench.roofline import matmul_gflops
 
-            # "all": the large-vocabulary table's own default set (numpy, torch, jax), each with its reason
-            large_vocab_rows, payload["large_vocab"] = run_section(
-                args, None if args.backend == "all" else [args.backend], 2 if args.quick else REPEATS, rates,
-                progress)
-    if op_results:
-        render_ops(op_results, console)
+                rates.update(matmul_gflops(1024 if args.quick else 2048))
+                payload["matmul_gflops"] = rates
+                console.print("matmul roofline (float32): " + ", ".join(f"{k} {v:,.1f} GFLOP/s" for k, v in rates.items()))
+            if args.ops:
+                for name in names:
+                    worker = next((w for w in workers if w.name == name), None)
+                    if worker is not None:
+                        progress(f"op throughput of {name} (in its own process)")
+                        measured = worker.ops(args.dtype, args.quick, args.repeats)
+                    else:
+                        measured = measure_ops(get_backend(name), np.dtype(args.dtype), quick=args.quick,
+                                               repeats=args.repeats, progress=progress)
+                    op_results += measured
+                    console.print(describe_ops(name, measured), highlight=False)
+            if args.training:
+                if args.same_process and args.ceilings:
+                    ceilings.update(measure_ceilings(args, names, progress, data))
+                payload["isolated"] = not args.same_process
+                width = max(len("torch-autograd"), *(len(short_name(n)) for n in [*names, *(w.name for w in workers)]))
+
+                def on_case(model: str, batch_size: int, optimizer: str) -> None:
+                    console.print(f"{model} batch {batch_size}, {optimizer}: {args.repeats} repeat"
+                                  f"{'s' if args.repeats > 1 else ''} (samples/s, spread, test accuracy after "
+                                  "one epoch)", highlight=False)
+
+                def on_record(record) -> None:
+                    training_records.append(record)
+                    console.print(escape(stream_line(record, width)), highlight=False)
+
+                run_training(args, names, progress, rates, ceilings if args.ceilings else None, workers, data,
+                             on_case=on_case, on_record=on_record)
+            if args.large_vocab:
+                from softgrad.bench.large_vocab import REPEATS, run_section
+
+                # "all": the large-vocabulary table's own default set (numpy, torch, jax), each with its reason
+                large_vocab_rows, payload["large_vocab"] = run_section(
+                    args, None if args.backend == "all" else [args.backend], 2 if args.quick else REPEATS, rates,
+                    progress)
+    except KeyboardInterrupt:
+        interrupted = True
+    # after a Ctrl-C, a second one does not cut the report short
+    with sigint_ignored() if interrupted else contextlib.nullcontext():
+        return report(args, console, payload, op_results, training_records, rates, ceilings, large_vocab_rows,
+                      unavailable, interrupted, time.perf_counter() - started)
+
+
+def _progress(spinner):
+    """The spinner's text on a terminal; nothing elsewhere (a pipe gets the result lines alone)."""
+    return spinner.update if spinner is not None else (lambda _: None)
+
+
+def describe_sweep(args, data, names: list[str]) -> str:
+    """What is about to be measured, in a sentence, and how to get more."""
+    parts = []
+    if args.training:
+        from softgrad.bench.contenders import widths
+
+        models = sorted(MODELS, key=lambda m: m != "mlp") if args.model == "all" else [args.model]
+        shapes = " and ".join(model_label(m, widths(m, data)) for m in models)
+        sizes = args.batch_size or default_batch_sizes(args)
+        contenders = [*names, *(["the PyTorch autograd loop"] if args.anchors else []),
+                      *(["scikit-learn"] if args.sklearn else [])]
+        parts.append(f"{shapes}, {' and '.join(o.upper() if o == 'sgd' else 'Adam' for o in args.optimizer)}, "
+                     f"batch {', '.join(map(str, sizes))}, {args.repeats} repeat{'s' if args.repeats > 1 else ''}: "
+                     f"{', '.join(contenders)}")
+    if args.ops:
+        parts.append("the op benchmarks")
+    more = "" if args.full else "\n(--full: every model, batch size, optimizer, op and anchor; --wide: the detail)"
+    return "sweep: " + "; ".join(parts) + more
+
+
+def describe_ops(name: str, results: list[OpResult]) -> str:
+    """One line per backend as its op benchmarks finish: the largest cross-entropy case."""
+    ce = [r for r in results if r.op.startswith("cross_entropy")]
+    largest = ce[-1] if ce else (results[-1] if results else None)
+    if largest is None:
+        return f"  ops {name}: nothing measured"
+    return (f"  ops {name}: {len(results)} cases; {largest.op} {largest.size}: "
+            f"{largest.timing.median_s * 1e6:,.1f} µs per call")
+
+
+def report(args, console: Console, payload: dict, op_results, training_records, rates, ceilings,
+           large_vocab_rows, unavailable: dict, interrupted: bool, elapsed_s: float) -> int:
+    """The recommendation first, then the tables (and with --wide the detail), then the JSON."""
+    from softgrad.bench.training import add_ratios, recommend, verdicts
+
+    payload["interrupted"] = interrupted
+    payload["elapsed_s"] = round(elapsed_s, 1)
     if training_records:
-        anchors = sorted({r.backend for r in training_records if r.backend.startswith("anchor:")})
-        from softgrad.bench.training import verdicts
-
-        decided = verdicts(training_records, chosen)
-        render_training(training_records, {k: v.winner for k, v in decided.items() if not v.too_close}, anchors,
-                        console)
-        render_ceilings(payload.get("ceilings", {}), console, payload.get("isolated", False))
-        console.print("% own ceiling: samples/s over what the step's matmuls alone allow on the row's own library "
-                      "(anchors: torch's, scikit-learn's NumPy); % best ceiling: over the fastest library's on the "
-                      "device", highlight=False)
-        if any((r.ceiling_fraction or 0) > 1 or (r.best_ceiling_fraction or 0) > 1 for r in training_records):
-            console.print("(!) above 100% of a ceiling: the ceiling was measured while the machine was busy; rerun "
-                          "the bench on an idle machine", highlight=False)
-        for model in dict.fromkeys(m for m, _ in sorted(decided)):
-            console.print(f"[bold]recommendation[/bold] (★) for {model}: " + "; ".join(
-                f"batch {batch}: {escape(v.describe())}" for (m, batch), v in sorted(decided.items()) if m == model),
-                highlight=False)
+        add_ratios(training_records, rates, ceilings if args.ceilings else None)
+    chosen = recommend(training_records)
+    decided = verdicts(training_records, chosen)
+    console.print()
+    if interrupted:
+        console.print(f"[bold red]interrupted[/bold red] after {elapsed_s:,.0f} s: what was measured so far "
+                      f"({len(training_records)} training rows, {len(op_results)} op cases)", highlight=False)
+    else:
+        console.print(f"measured in {elapsed_s:,.0f} s", highlight=False)
+    lines = recommendation_lines(training_records, decided)
+    payload["recommendation_text"] = lines
+    for line in lines:
+        console.print(f"[bold]recommendation:[/bold] {escape(line)}", highlight=False)
+    if training_records:
+        render_summary(training_records, decided, console, repeats=args.repeats)
+        render_cases(training_records, console)
+    if op_results:
+        render_ops_narrow(op_results, console)
+    if args.wide:
+        console.print("[bold]detail (--wide)[/bold]")
+        if op_results:
+            render_ops(op_results, console)
+        if training_records:
+            anchors = sorted({r.backend for r in training_records if r.backend.startswith("anchor:")})
+            render_training(training_records, {k: v.winner for k, v in decided.items() if not v.too_close}, anchors,
+                            console)
+            render_ceilings(ceilings, console, payload.get("isolated", False))
+            console.print("% own ceiling: samples/s over what the step's matmuls alone allow on the row's own "
+                          "library (anchors: torch's, scikit-learn's NumPy); % best ceiling: over the fastest "
+                          "library's on the device", highlight=False)
+            if any((r.ceiling_fraction or 0) > 1 or (r.best_ceiling_fraction or 0) > 1 for r in training_records):
+                console.print("(!) above 100% of a ceiling: the ceiling was measured while the machine was busy; "
+                              "rerun the bench on an idle machine", highlight=False)
+            for model in dict.fromkeys(m for m, _ in sorted(decided)):
+                console.print(f"[bold]recommendation[/bold] (★) for {model}: " + "; ".join(
+                    f"batch {batch}: {escape(v.describe())}" for (m, batch), v in sorted(decided.items())
+                    if m == model), highlight=False)
     if large_vocab_rows:
         from softgrad.bench.large_vocab import render as render_large_vocab
 
@@ -297,23 +448,23 @@ def _main(argv: list[str] | None = None) -> int:
         console.print(f"[dim]{escape(name)}: unavailable: {escape(reason)}[/dim]")
     if args.json:
         from softgrad.base.files import atomic_write_text
-
-        payload["ops"] = [dict(asdict(r), items_per_s=r.items_per_s, gb_per_s=r.gb_per_s) for r in op_results]
         from softgrad.bench.ops import sgd_floor_s
 
+        payload["ceilings"] = ceilings
+        payload["ops"] = [dict(asdict(r), items_per_s=r.items_per_s, gb_per_s=r.gb_per_s) for r in op_results]
         payload["sgd_floor_s"] = {b: sgd_floor_s(op_results, b) for b in dict.fromkeys(r.backend for r in op_results)}
         payload["records"] = [asdict(r) for r in training_records]
-        from softgrad.bench.training import verdicts
-
         payload["recommendation"] = [{"model": m, "batch_size": b, "backend": r.backend}
                                      for (m, b), r in sorted(chosen.items())]
         payload["verdicts"] = [
             {"model": m, "batch_size": b, "backend": v.winner.backend, "too_close": v.too_close, "margin": v.margin,
              "runner_up": None if v.runner_up is None else v.runner_up.backend}
-            for (m, b), v in sorted(verdicts(training_records, chosen).items())]
+            for (m, b), v in sorted(decided.items())]
         atomic_write_text(args.json, json.dumps(payload, indent=2))
         console.print(f"wrote {args.json}")
-    return 0
+    if args.full and not args.wide and training_records:
+        console.print("[dim]--wide: ceilings, % of ceiling, spreads, peak memory and every op column[/dim]")
+    return 130 if interrupted else 0
 
 
 def training_cases(args) -> list[tuple[str, int, str]]:
@@ -321,7 +472,8 @@ def training_cases(args) -> list[tuple[str, int, str]]:
     models = sorted(MODELS, key=lambda m: m != "mlp") if args.model == "all" else [args.model]  # the MLP first
     cases = []
     for optimizer in args.optimizer:
-        sizes = (args.batch_size or BATCH_SIZES) if optimizer == "sgd" or args.batch_size else ADAM_BATCH_SIZES
+        sizes = (args.batch_size or default_batch_sizes(args)) if optimizer == "sgd" or args.batch_size \
+            else ADAM_BATCH_SIZES
         cases += [(model, size, optimizer) for model in models for size in sizes]
     return cases
 
@@ -360,6 +512,7 @@ def contender_specs(args, names: list[str]) -> list[tuple[str, str | None]]:
             specs.append(("torch-autograd", "cpu"))
             if torch.cuda.is_available() and any(get_backend(n).on_gpu for n in names):
                 specs.append(("torch-autograd", "cuda"))
+    if getattr(args, "sklearn", True):
         try:
             import sklearn.neural_network  # noqa: F401
         except Exception:  # noqa: BLE001
@@ -382,12 +535,28 @@ def contender_processes(args, names: list[str], progress):
     try:
         yield workers
     finally:
-        for worker in workers:
-            worker.close()
+        with sigint_ignored():  # a second Ctrl-C while they close leaves none behind
+            for worker in workers:
+                worker.close()
+
+
+@contextlib.contextmanager
+def sigint_ignored():
+    """SIGINT ignored inside (in the main thread; elsewhere nothing changes), restored after."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def run_training(args, names: list[str], progress, matmul_rates: dict[str, float], ceilings=None, workers=(),
-                 data=None):
+                 data=None, on_case=None, on_record=None):
     """Every training row, by ``workers`` (bench.worker: a process per contender, which fills ``ceilings``
     with its library's matmul ceiling as it goes) or, with none, by contenders in this process."""
     from softgrad.bench.training import add_ratios, measure_training, recommend
@@ -402,12 +571,14 @@ def run_training(args, names: list[str], progress, matmul_rates: dict[str, float
 
         contenders, shared = [make_contender(kind, argument) for kind, argument in contender_specs(args, names)], None
     models = sorted(MODELS, key=lambda m: m != "mlp") if args.model == "all" else [args.model]  # the MLP first
-    batch_sizes = args.batch_size or BATCH_SIZES
+    batch_sizes = args.batch_size or default_batch_sizes(args)
     records = []
     for optimizer in args.optimizer:
         sizes = batch_sizes if optimizer == "sgd" or args.batch_size else ADAM_BATCH_SIZES
         records += measure_training(contenders, models, sizes, data, repeats=args.repeats, quick=args.quick,
-                                    optimizer=optimizer, progress=progress, ceilings=shared)
+                                    optimizer=optimizer, progress=progress, ceilings=shared,
+                                    block_samples=getattr(args, "block_samples", None), on_case=on_case,
+                                    on_record=on_record)
     add_ratios(records, matmul_rates, ceilings)
     return records, recommend(records)
 

@@ -51,17 +51,24 @@ def training_flops_per_sample(layer_widths: list[int]) -> float:
     return 4.0 * sum(weights) + 2.0 * sum(weights[1:])
 
 
-def steps_per_block(batch_size: int, quick: bool) -> int:
+def steps_per_block(batch_size: int, quick: bool, samples: int | None = None) -> int:
     # enough samples per block that one block takes well over a millisecond on any device
-    samples = 4096 if quick else 16384
+    if samples is None:
+        samples = 4096 if quick else 16384
     return max(4, samples // batch_size)
 
 
 def measure_training(contenders: list, models: list[str], batch_sizes: list[int], data, *, repeats: int,
                      quick: bool, with_accuracy: bool = True, optimizer: str = "sgd",
                      progress: Callable[[str], None] = lambda _: None,
-                     ceilings: dict[str, list[dict] | str] | None = None) -> list[TrainingRecord]:
+                     ceilings: dict[str, list[dict] | str] | None = None, block_samples: int | None = None,
+                     on_case: Callable[[str, int, str], None] | None = None,
+                     on_record: Callable[[TrainingRecord], None] | None = None) -> list[TrainingRecord]:
     """Every contender's training throughput in every (model, batch size), blocks interleaved.
+
+    ``block_samples``: samples per timed block (default 16,384; 4,096 with ``quick``). ``on_case(model, batch
+    size, optimizer)`` is called as a case starts and ``on_record(record)`` as each row is complete, so a
+    caller can print them as they are measured (and keep them if the run is interrupted).
 
     With ``ceilings`` (a dict, filled in place): contenders that run in a process of their own
     (:class:`bench.worker.IsolatedContender`) also time their library's matmul ceiling
@@ -81,6 +88,8 @@ def measure_training(contenders: list, models: list[str], batch_sizes: list[int]
         for batch_size in batch_sizes:
             if batch_size > len(data.y_train):
                 continue
+            if on_case is not None:
+                on_case(model, batch_size, optimizer)
             cases, warmups = {}, {}
             for contender in contenders:
                 progress(f"{model} batch {batch_size} {optimizer}: preparing {contender.name}")
@@ -88,7 +97,7 @@ def measure_training(contenders: list, models: list[str], batch_sizes: list[int]
                 # warm-up: compilation, first-call allocations, kernel selection
                 warmups[contender.name] = case.timed(2)
                 cases[contender.name] = case
-            steps = steps_per_block(batch_size, quick)
+            steps = steps_per_block(batch_size, quick, block_samples)
             rates: dict[str, list[float]] = {name: [] for name in cases}
             for repeat in range(repeats):  # interleaved, so drift in the machine hits everyone alike
                 for name, case in cases.items():
@@ -125,6 +134,8 @@ def measure_training(contenders: list, models: list[str], batch_sizes: list[int]
                 if cases[name].release is not None:
                     cases[name].release()
                 records.append(record)
+                if on_record is not None:
+                    on_record(record)
     return records
 
 

@@ -151,7 +151,7 @@ class IsolatedContender:
     interface: ``name``, ``on_gpu``, ``prepare(...)`` returning a :class:`Case`, ``accuracy(...)``; and
     ``library`` and ``ceiling(...)``: its library's matmul ceiling, timed in the same process."""
 
-    def __init__(self, kind: str, argument: str | None, data_spec: DataSpec) -> None:
+    def __init__(self, kind: str, argument: str | None, data_spec: DataSpec, *, wait: bool = True) -> None:
         context = multiprocessing.get_context("spawn")  # a fresh interpreter: no library loaded but its own
         self._conn, child = context.Pipe()
         self.name = f"{kind} {argument or ''}".strip()  # until the worker names it
@@ -159,6 +159,11 @@ class IsolatedContender:
                                         name=f"softgrad-bench-{kind}")
         self._process.start()
         child.close()
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
+        """The worker's first answer: its contender's name, device and library (or why it could not start)."""
         try:
             self.name, self.on_gpu, self.library = self._answer()
         except BaseException:
@@ -210,8 +215,8 @@ class IsolatedContender:
         if self._process.is_alive():
             try:
                 self._conn.send(("close",))
-                self._conn.poll(5) and self._conn.recv()
-            except (EOFError, OSError):
+                self._conn.poll(5) and self._conn.recv()  # the answer to a command interrupted by Ctrl-C, or close's
+            except Exception:  # noqa: BLE001  (a pipe broken or left mid-message: the process is ended below)
                 pass
             self._process.join(timeout=5)
         if self._process.is_alive():
@@ -228,9 +233,13 @@ def start_workers(specs: Sequence[tuple[str, str | None]], data_spec: DataSpec,
     """One :class:`IsolatedContender` per ``(kind, argument)``; those already started are closed if one fails."""
     workers: list[IsolatedContender] = []
     try:
+        # all started first, then each awaited: the interpreters import their libraries side by side
         for kind, argument in specs:
             progress(f"starting the process for {kind} {argument or ''}".strip())
-            workers.append(IsolatedContender(kind, argument, data_spec))
+            workers.append(IsolatedContender(kind, argument, data_spec, wait=False))
+        for worker in workers:
+            progress(f"waiting for the process of {worker.name}")
+            worker.wait_ready()
     except BaseException:
         for worker in workers:
             worker.close()

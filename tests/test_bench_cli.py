@@ -27,7 +27,8 @@ def run_bench(*args: str) -> subprocess.CompletedProcess:
 
 def test_bench_prints_the_tables_and_writes_json(tmp_path):
     out = tmp_path / "results" / "bench.json"
-    result = run_bench("--backend", "numpy", "--quick", "--repeats", "1", "--model", "linear",
+    # --full: the op benchmarks, Adam, scikit-learn and the ceilings; --wide: the tables of the detail
+    result = run_bench("--full", "--wide", "--backend", "numpy", "--quick", "--repeats", "1", "--model", "linear",
                        "--batch-size", "256", "--json", str(out))
     assert result.returncode == 0, result.stderr
     for text in ("op throughput", "cross_entropy + grad", "sgd_step", "training throughput: softmax regression, "
@@ -232,7 +233,7 @@ def test_the_ceiling_times_exactly_the_matmuls_a_step_needs():
 def test_same_process_trains_here_and_times_the_ceilings_beforehand(tmp_path):
     out = tmp_path / "bench.json"
     result = run_bench("--backend", "numpy", "--quick", "--repeats", "1", "--model", "linear", "--batch-size", "128",
-                       "--optimizer", "sgd", "--no-ops", "--no-anchors", "--same-process", "--json", str(out))
+                       "--optimizer", "sgd", "--no-ops", "--no-anchors", "--same-process", "--wide", "--json", str(out))
     assert result.returncode == 0, result.stderr
     payload = json.loads(out.read_text())
     assert payload["isolated"] is False
