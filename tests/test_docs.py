@@ -107,6 +107,22 @@ def test_the_docs_have_pages_and_the_readme_links_each():
         assert f"docs/{page.name}" in readme, f"README.md does not link docs/{page.name}"
 
 
+def test_relative_links_reach_their_files_and_headings():
+    def anchor(heading: str) -> str:  # GitHub's: lower case, punctuation dropped, spaces to hyphens
+        return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+    for page in [*PAGES, ROOT / "CHANGELOG.md"]:
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            if "://" in target:
+                continue
+            path, _, fragment = target.partition("#")
+            linked = (page.parent / path).resolve() if path else page
+            assert linked.exists(), f"{page_id(page)}: {target}"
+            if fragment:
+                headings = re.findall(r"^#+ (.*)$", linked.read_text(), flags=re.M)
+                assert fragment in {anchor(h) for h in headings}, f"{page_id(page)}: {target}"
+
+
 def test_every_block_is_runnable_or_shown():
     for page in PAGES:
         for block in blocks(page):
