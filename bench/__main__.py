@@ -45,7 +45,9 @@ from softgrad.training.models import MODELS
 BATCH_SIZES = [64, 256, 1024]  # --full's
 DEFAULT_BATCH_SIZES = [64, 256]  # the default sweep's
 ADAM_BATCH_SIZES = [256]  # one size: Adam's rows compare the optimizer step, the SGD rows cover the sizes
-DEFAULT_BLOCK_SAMPLES = 8192  # samples per timed block in the default sweep (--full: 16,384; --quick: 4,096)
+DEFAULT_BLOCK_SAMPLES = 8192  # samples per timed block in the default sweep at most (--full: 16,384; --quick: 4,096)
+DEFAULT_BLOCK_SECONDS = 0.25  # the default sweep's blocks: about this long each, however slow the contender
+DEFAULT_ACCURACY_SAMPLES = 4096  # the default sweep's accuracy check: an epoch on this many training rows
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -135,6 +137,8 @@ def resolve_sweep(args: argparse.Namespace) -> None:
     # the matmul ceilings and the roofline: detail, measured by --full and for --wide (or --same-process's table)
     args.ceilings = full or args.wide
     args.block_samples = None if full or args.quick else DEFAULT_BLOCK_SAMPLES
+    args.block_seconds = None if full else DEFAULT_BLOCK_SECONDS
+    args.accuracy_samples = None if full else DEFAULT_ACCURACY_SAMPLES
 
 
 def default_batch_sizes(args: argparse.Namespace) -> list[int]:
@@ -336,8 +340,8 @@ def _main(argv: list[str] | None = None) -> int:
 
                 def on_case(model: str, batch_size: int, optimizer: str) -> None:
                     console.print(f"{model} batch {batch_size}, {optimizer}: {args.repeats} repeat"
-                                  f"{'s' if args.repeats > 1 else ''} (samples/s, spread, test accuracy after "
-                                  "one epoch)", highlight=False)
+                                  f"{'s' if args.repeats > 1 else ''} (samples/s, spread, {accuracy_note(args)})",
+                                  highlight=False)
 
                 def on_record(record) -> None:
                     training_records.append(record)
@@ -358,6 +362,13 @@ def _main(argv: list[str] | None = None) -> int:
     with sigint_ignored() if interrupted else contextlib.nullcontext():
         return report(args, console, payload, op_results, training_records, rates, ceilings, large_vocab_rows,
                       unavailable, interrupted, time.perf_counter() - started)
+
+
+def accuracy_note(args) -> str:
+    if args.accuracy_samples:
+        return (f"test accuracy after an epoch of {args.accuracy_samples:,} training rows, on "
+                f"{args.accuracy_samples // 2:,} test rows")
+    return "test accuracy after one epoch"
 
 
 def _progress(spinner):
@@ -419,6 +430,7 @@ def report(args, console: Console, payload: dict, op_results, training_records, 
     if training_records:
         render_summary(training_records, decided, console, repeats=args.repeats)
         render_cases(training_records, console)
+        console.print(f"accuracy: {accuracy_note(args)}", highlight=False)
     if op_results:
         render_ops_narrow(op_results, console)
     if args.wide:
@@ -578,7 +590,8 @@ def run_training(args, names: list[str], progress, matmul_rates: dict[str, float
         records += measure_training(contenders, models, sizes, data, repeats=args.repeats, quick=args.quick,
                                     optimizer=optimizer, progress=progress, ceilings=shared,
                                     block_samples=getattr(args, "block_samples", None), on_case=on_case,
-                                    on_record=on_record)
+                                    on_record=on_record, block_seconds=getattr(args, "block_seconds", None),
+                                    accuracy_samples=getattr(args, "accuracy_samples", None))
     add_ratios(records, matmul_rates, ceilings)
     return records, recommend(records)
 

@@ -32,6 +32,17 @@ def _check_optimizer(optimizer: str) -> None:
         raise ValueError(f"bench: optimizer {optimizer!r} is not benchmarked; choose one of {', '.join(OPTIMIZERS)}")
 
 
+def accuracy_subset(data, samples: int | None):
+    """``data`` with its first ``samples`` training rows and half as many test rows (all of them with
+    None): the default sweep's short accuracy check, which still tells a fast wrong backend from the rest."""
+    if not samples:
+        return data
+    from dataclasses import replace
+
+    return replace(data, x_train=data.x_train[:samples], y_train=data.y_train[:samples],
+                   x_test=data.x_test[:max(1, samples // 2)], y_test=data.y_test[:max(1, samples // 2)])
+
+
 def widths(model: str, data) -> list[int]:
     return [data.num_features, *MODELS[model], data.num_classes]
 

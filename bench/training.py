@@ -63,12 +63,18 @@ def measure_training(contenders: list, models: list[str], batch_sizes: list[int]
                      progress: Callable[[str], None] = lambda _: None,
                      ceilings: dict[str, list[dict] | str] | None = None, block_samples: int | None = None,
                      on_case: Callable[[str, int, str], None] | None = None,
-                     on_record: Callable[[TrainingRecord], None] | None = None) -> list[TrainingRecord]:
+                     on_record: Callable[[TrainingRecord], None] | None = None,
+                     block_seconds: float | None = None,
+                     accuracy_samples: int | None = None) -> list[TrainingRecord]:
     """Every contender's training throughput in every (model, batch size), blocks interleaved.
 
     ``block_samples``: samples per timed block (default 16,384; 4,096 with ``quick``). ``on_case(model, batch
     size, optimizer)`` is called as a case starts and ``on_record(record)`` as each row is complete, so a
     caller can print them as they are measured (and keep them if the run is interrupted).
+    ``block_seconds``: each contender's block is as many steps as take about that long (timed on 4 steps
+    after the warm-up; at least 4, at most ``block_samples``' worth), so a slow contender or a busy machine
+    does not stretch the run. ``accuracy_samples``: the accuracy epoch on that many training rows only
+    (:func:`bench.contenders.accuracy_subset`).
 
     With ``ceilings`` (a dict, filled in place): contenders that run in a process of their own
     (:class:`bench.worker.IsolatedContender`) also time their library's matmul ceiling
@@ -98,6 +104,12 @@ def measure_training(contenders: list, models: list[str], batch_sizes: list[int]
                 warmups[contender.name] = case.timed(2)
                 cases[contender.name] = case
             steps = steps_per_block(batch_size, quick, block_samples)
+            steps_of = {name: steps for name in cases}
+            if block_seconds:
+                for name, case in cases.items():
+                    progress(f"{model} batch {batch_size}: sizing {name}'s blocks")
+                    step_s = max(case.timed(4) / 4, 1e-9)
+                    steps_of[name] = int(min(steps, max(4, round(block_seconds / step_s))))
             rates: dict[str, list[float]] = {name: [] for name in cases}
             for repeat in range(repeats):  # interleaved, so drift in the machine hits everyone alike
                 for name, case in cases.items():
@@ -105,7 +117,7 @@ def measure_training(contenders: list, models: list[str], batch_sizes: list[int]
                     # Let the previous contender's worker threads go idle: OpenBLAS and OpenMP threads
                     # spin for a while after their last task and would steal cores from this block.
                     time.sleep(PAUSE_S)
-                    rates[name].append(steps * batch_size / case.timed(steps))
+                    rates[name].append(steps_of[name] * batch_size / case.timed(steps_of[name]))
                 for library, contender in ceiling_of.items():
                     if (library, tuple(model_widths), batch_size) in failed:
                         continue  # it failed in an earlier repeat: its reason stands
@@ -130,7 +142,16 @@ def measure_training(contenders: list, models: list[str], batch_sizes: list[int]
                 record.on_gpu = bool(getattr(contender, "on_gpu", False))
                 if with_accuracy:
                     progress(f"{model} batch {batch_size}: {name}: one epoch for the accuracy")
-                    record.accuracy = contender.accuracy(model, batch_size, data, optimizer)
+                    if not accuracy_samples:
+                        record.accuracy = contender.accuracy(model, batch_size, data, optimizer)
+                    elif hasattr(contender, "ceiling"):  # in a process of its own, which holds the data
+                        record.accuracy = contender.accuracy(model, batch_size, None, optimizer,
+                                                             samples=accuracy_samples)
+                    else:
+                        from softgrad.bench.contenders import accuracy_subset
+
+                        record.accuracy = contender.accuracy(model, batch_size,
+                                                             accuracy_subset(data, accuracy_samples), optimizer)
                 if cases[name].release is not None:
                     cases[name].release()
                 records.append(record)

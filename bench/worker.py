@@ -119,8 +119,11 @@ def serve(conn, kind: str, argument: str | None, data_spec: DataSpec) -> None:
                 cases.pop(args[0], None)
                 value = None
             elif command == "accuracy":
-                model, batch_size, optimizer = args
-                value = contender.accuracy(model, batch_size, data(), optimizer)
+                from softgrad.bench.contenders import accuracy_subset
+
+                model, batch_size, optimizer, *samples = args
+                value = contender.accuracy(model, batch_size, accuracy_subset(data(), (samples or [None])[0]),
+                                           optimizer)
             elif command == "ceiling":
                 from softgrad.bench.ceiling import measure
 
@@ -200,8 +203,10 @@ class IsolatedContender:
         return Case(timed, lambda: None, lambda: self._call("peak_memory", case_id), timed_run=timed,
                     release=lambda: self._call("release", case_id))
 
-    def accuracy(self, model: str, batch_size: int, data: Any = None, optimizer: str = "sgd") -> float:
-        return self._call("accuracy", model, batch_size, optimizer)
+    def accuracy(self, model: str, batch_size: int, data: Any = None, optimizer: str = "sgd",
+                 samples: int | None = None) -> float:
+        """``samples``: train on that many of the worker's training rows (bench.contenders.accuracy_subset)."""
+        return self._call("accuracy", model, batch_size, optimizer, samples)
 
     def ceiling(self, widths: Sequence[int], batch_size: int, min_block_s: float) -> dict:
         """One block of :func:`bench.ceiling.measure` for this contender's library, in its process."""
