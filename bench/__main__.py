@@ -247,6 +247,10 @@ def choose_backends(requested: str) -> tuple[list[str], dict[str, str]]:
 def main(argv: list[str] | None = None) -> int:
     try:
         return _main(argv)
+    except BrokenPipeError:  # the reader went away (python -m bench | head): the workers are closed; quietly
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (datasets.DatasetError, OSError) as error:  # data files; a --json path that cannot be written
         print(f"bench: {error}", file=sys.stderr)
         return 2
