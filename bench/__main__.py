@@ -190,7 +190,7 @@ def render_training(records, chosen, anchors: list[str], console: Console) -> No
         trained = "" if optimizer == "sgd" else ", Adam (lr 1e-3)"
         table = Table(title=f"training throughput: {label}, batch {batch_size}{trained}")
         columns = ["backend", "samples/s", "spread", *[f"× {a.removeprefix('anchor:')}" for a in anchors],
-                   "% own ceiling", "% best ceiling", "60k-sample epoch", "accuracy (1 epoch)", "peak memory",
+                   "% own ceiling", "% best ceiling", "60k-sample epoch", "accuracy", "peak memory",
                    "first 2 steps"]
         for column in columns:
             table.add_column(column, justify="left" if column == "backend" else "right", no_wrap=column == "backend")
