@@ -50,9 +50,13 @@ DEFAULT_BLOCK_SECONDS = 0.25  # the default sweep's blocks: about this long each
 DEFAULT_ACCURACY_SAMPLES = 4096  # the default sweep's accuracy check: an epoch on this many training rows
 
 
+# the name usage and errors give: `softgrad bench` sets it when it runs this command
+PROG_NAME = "python -m bench"
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = OneLineErrorParser(
-        prog="python -m bench",
+        prog=PROG_NAME,
         description="Which backend is fastest for your network on this machine: by default the MLP at batch 64 "
         "and 256 (SGD) on every available backend beside the PyTorch autograd loop, about a minute on 2 cores; "
         "--full for the complete sweep, --wide for the detail. Medians of interleaved repeats; the device is "

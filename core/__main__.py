@@ -72,7 +72,15 @@ def run_command(name: str, argv: Sequence[str]) -> int:
     module, function, _ = COMMANDS[name]
 
     def command(args: list[str] | None) -> int | None:
-        return getattr(importlib.import_module(module), function)(args)
+        loaded = importlib.import_module(module)
+        own_name = getattr(loaded, "PROG_NAME", None)  # a command that also runs alone (python -m bench)
+        if own_name is None:
+            return getattr(loaded, function)(args)
+        loaded.PROG_NAME = f"{PROG} {name}"  # named as the user called it, for this call only
+        try:
+            return getattr(loaded, function)(args)
+        finally:
+            loaded.PROG_NAME = own_name
 
     return run_main(f"{PROG} {name}", command, list(argv))
 
