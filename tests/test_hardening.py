@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -311,9 +312,13 @@ def test_a_damaged_auto_cache_is_ignored_and_an_enormous_batch_is_not_probed(tmp
     probed = []
     monkeypatch.setattr(auto, "probe", lambda name, widths, batch_size, dtype: probed.append(batch_size) or 1.0)
     data = datasets.synthetic(n_train=50, n_test=10, num_features=4, num_classes=2, seed=0)
-    for damaged in ("[1, 2, 3]", "{not json", json.dumps({"anything": "else"})):
+    for damaged, warned in (("[1, 2, 3]", True), ("{not json", True), (json.dumps({"anything": "else"}), False)):
         (tmp_path / "auto-backend.json").write_text(damaged)
-        fit(MLP([4, 2]), data, backend="auto", epochs=1, batch_size=10**9, progress=False, log=None)
+        with warnings.catch_warnings(record=True) as caught:  # one warning for a cache that does not parse
+            warnings.simplefilter("always")
+            fit(MLP([4, 2]), data, backend="auto", epochs=1, batch_size=10**9, progress=False, log=None)
+        said = [str(w.message) for w in caught if "ignoring the cache" in str(w.message)]
+        assert len(said) == warned, said
     assert probed and set(probed) == {50}
     assert isinstance(json.loads((tmp_path / "auto-backend.json").read_text()), dict)
 
