@@ -116,6 +116,15 @@ def test_the_wheel_s_metadata(wheel):
     assert "numpy = softgrad.backends.numpy_backend:NumPyBackend" in entry_points
 
 
+def test_the_links_in_core_lay_out_the_package_dir_mapping():
+    """core/<name> links to ../<name> for each folder pyproject maps into softgrad (and nothing else links)."""
+    mapping = PYPROJECT["tool"]["setuptools"]["package-dir"]
+    inner = {package.split(".", 1)[1]: folder for package, folder in mapping.items() if package != "softgrad"}
+    links = {path.name: os.readlink(path) for path in (ROOT / "core").iterdir() if path.is_symlink()}
+    assert links == {name: f"../{folder}" for name, folder in inner.items()}
+    assert mapping["softgrad"] == "core"
+
+
 def test_the_package_list_holds_every_package_folder():
     """pyproject.toml lists its packages by hand (the package-dir mapping): every folder of the repository's
     that holds Python files is in the list, as a real package (an __init__.py), and nothing else but the
