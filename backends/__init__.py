@@ -2,14 +2,14 @@
 
 Each is registered through the ``softgrad.backends`` entry points in
 ``pyproject.toml``, exactly as a plugin from outside this repository is; the
-registry itself lives in :mod:`core.base.registry` and is re-exported here.
+registry itself lives in :mod:`softgrad.numerics.registry` and is re-exported here.
 ``get_backend("numpy")`` imports neither torch nor cupy.
 """
 
 from __future__ import annotations
 
-from softgrad.base.errors import BackendUnavailableError
-from softgrad.base.registry import (
+from softgrad.numerics.errors import BackendUnavailableError
+from softgrad.numerics.registry import (
            available_backends,
            backend_names,
            get_backend,

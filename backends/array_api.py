@@ -6,10 +6,10 @@ only plumbing and what its framework fuses or does in place. Everything here
 returns new arrays and modifies none of its inputs, so it is correct on a
 library whose arrays are immutable.
 
-The losses and optimizers are defined once, in :mod:`core.base.losses` and
-:mod:`core.base.optim`; this class exposes each as methods (``X``, ``X_grad``,
+The losses and optimizers are defined once, in :mod:`softgrad.numerics.losses` and
+:mod:`softgrad.numerics.optim`; this class exposes each as methods (``X``, ``X_grad``,
 ``X_and_grad``; ``X_init``, ``X_step``), including those registered after it
-was defined. The docstrings live in :mod:`core.base.protocol`.
+was defined. The docstrings live in :mod:`softgrad.numerics.protocol`.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from softgrad.base import validation as v
-from softgrad.base.losses import binary as _binary
-from softgrad.base.losses.support import checked_max, device_of
-from softgrad.base.methods import registered_method, unit_methods
+from softgrad.numerics import validation as v
+from softgrad.numerics.losses import binary as _binary
+from softgrad.numerics.losses.support import checked_max, device_of
+from softgrad.numerics.methods import registered_method, unit_methods
 
 
 class ArrayAPIBackend:

@@ -14,7 +14,7 @@ same source with NVRTC at first use (``cupy.RawModule``).
   pass: weight decay, momentum (``buf = g`` on the first step), dampening,
   Nesterov.
 - ``linear_ce_head_*``: one chunk of ``linear_cross_entropy``
-  (``core/base/losses/linear_cross_entropy.py``, ``ChunkOps.head``) for class
+  (``core/numerics/losses/linear_cross_entropy.py``, ``ChunkOps.head``) for class
   labels, one block per row of the chunk's logits: the same online max /
   sum-of-exponentials (a NaN logit makes the row's max NaN, as ``max`` does),
   then in one more pass over the row the logit gradient written over the

@@ -9,13 +9,13 @@ import numpy as np
 from softgrad.backends.array_api import ArrayAPIBackend
 from softgrad.backends.cuda_kernels import SOURCE, linear_ce_head_launch, sgd_launch, softmax_xent_launch
 from softgrad.backends.numpy_backend import as_host_array
-from softgrad.base import validation as v
-from softgrad.base.errors import BackendUnavailableError
-from softgrad.base.losses import cross_entropy as shared_cross_entropy
-from softgrad.base.losses.linear_cross_entropy import ChunkOps, Plan
-from softgrad.base.losses.support import validate_class_loss
-from softgrad.base.optim import sgd
-from softgrad.base.optim.sgd import SGDState
+from softgrad.numerics import validation as v
+from softgrad.numerics.errors import BackendUnavailableError
+from softgrad.numerics.losses import cross_entropy as shared_cross_entropy
+from softgrad.numerics.losses.linear_cross_entropy import ChunkOps, Plan
+from softgrad.numerics.losses.support import validate_class_loss
+from softgrad.numerics.optim import sgd
+from softgrad.numerics.optim.sgd import SGDState
 
 PIP_CUPY = "pip install 'softgrad[cupy]'  (or: pip install cupy-cuda12x / cupy-cuda13x to match your CUDA driver)"
 
@@ -215,7 +215,7 @@ class CuPyBackend(ArrayAPIBackend):
 
 
 class CuPyChunkOps(ChunkOps):
-    """``linear_cross_entropy``'s chunk operations on the GPU (see core/base/losses/linear_cross_entropy.py).
+    """``linear_cross_entropy``'s chunk operations on the GPU (see core/numerics/losses/linear_cross_entropy.py).
 
     One ``(rows, V)`` buffer, reused from chunk to chunk: the logits are
     multiplied into it, and the kernel ``linear_ce_head_*`` turns it into the

@@ -1,6 +1,6 @@
 """``linear_cross_entropy``'s chunk operations in place, for the backends whose arrays are mutable.
 
-The shared definition (:mod:`core.base.losses.linear_cross_entropy`) allocates
+The shared definition (:mod:`softgrad.numerics.losses.linear_cross_entropy`) allocates
 each intermediate anew: ``exp``, ``softmax``, the one-hot, ``G``: five
 ``(rows, V)`` arrays a chunk. Here a chunk owns one buffer, reused from chunk
 to chunk: the logits are multiplied into it, turned into ``exp(z - max)``
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from softgrad.base.losses.linear_cross_entropy import ChunkOps, Plan
+from softgrad.numerics.losses.linear_cross_entropy import ChunkOps, Plan
 
 
 class InPlaceChunkOps(ChunkOps):

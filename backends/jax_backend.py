@@ -40,13 +40,13 @@ from typing import Any
 import numpy as np
 from softgrad.backends.array_api import ArrayAPIBackend, FusedCrossEntropy
 from softgrad.backends.numpy_backend import as_host_array
-from softgrad.base import validation as v
-from softgrad.base.errors import BackendUnavailableError
-from softgrad.base.losses import linear_cross_entropy as lce
-from softgrad.base.losses.support import quiet_floating_point, validate_class_loss
-from softgrad.base.methods import linear_cross_entropy_methods
-from softgrad.base.optim import adam, get_optimizer, sgd
-from softgrad.base.optim.sgd import SGDState
+from softgrad.numerics import validation as v
+from softgrad.numerics.errors import BackendUnavailableError
+from softgrad.numerics.losses import linear_cross_entropy as lce
+from softgrad.numerics.losses.support import quiet_floating_point, validate_class_loss
+from softgrad.numerics.methods import linear_cross_entropy_methods
+from softgrad.numerics.optim import adam, get_optimizer, sgd
+from softgrad.numerics.optim.sgd import SGDState
 
 PIP_JAX = "pip install 'softgrad[jax]'  (or: pip install 'jax[cpu]')"
 
@@ -352,7 +352,7 @@ def _compiled_linear_cross_entropy(*args, **static):
 
 def _linear_ce_kernel(x, w, b, target, weight, idx, scale, n_chunks, ce_scale, z_scale, z_loss, weight_sum,
                       denominator, z_denominator, *, reduction, kind, eps, softcap, has_z, chunk, want_grad):
-    """``core.base.losses.linear_cross_entropy``'s loop and ``ChunkOps.head``'s arithmetic, in their order.
+    """``softgrad.numerics.losses.linear_cross_entropy``'s loop and ``ChunkOps.head``'s arithmetic, in their order.
 
     ``x`` (N, d), ``w`` (V, d), ``b`` (V,) or None, ``target`` (N,) labels or (N, V) probabilities, ``weight``
     the plan's class weights or None, ``idx`` the kept rows padded with N to whole chunks (None: every row),
@@ -489,7 +489,7 @@ def _compiled_sgd(params, grads, buffers, lr, momentum_value, dampening, weight_
 
 
 def _sgd_kernel(params, grads, buffers, lr, momentum_value, dampening, weight_decay, *, momentum, nesterov, decay):
-    """``core.base.optim.sgd.step``'s arithmetic, in its order (checked against it by the suite)."""
+    """``softgrad.numerics.optim.sgd.step``'s arithmetic, in its order (checked against it by the suite)."""
     new_params, new_buffers = [], []
     for i, (p, g) in enumerate(zip(params, grads)):
         if decay:

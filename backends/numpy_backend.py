@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 from softgrad.backends import numba_kernels
 from softgrad.backends.array_api import ArrayAPIBackend, FusedCrossEntropy
-from softgrad.base import validation as v
-from softgrad.base.losses.support import plain_class_targets
-from softgrad.base.optim import sgd
-from softgrad.base.optim.sgd import SGDState
+from softgrad.numerics import validation as v
+from softgrad.numerics.losses.support import plain_class_targets
+from softgrad.numerics.optim import sgd
+from softgrad.numerics.optim.sgd import SGDState
 
 # NumPy dtype kinds an array may hold: bool, signed/unsigned integer, float.
 _SUPPORTED_KINDS = "biuf"

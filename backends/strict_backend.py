@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from softgrad.backends.array_api import ArrayAPIBackend
 from softgrad.backends.numpy_backend import as_host_array
-from softgrad.base.errors import BackendUnavailableError
+from softgrad.numerics.errors import BackendUnavailableError
 
 PIP_STRICT = "pip install array-api-strict  (or: pip install 'softgrad[test]')"
 

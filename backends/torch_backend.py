@@ -12,12 +12,12 @@ from typing import Any
 import numpy as np
 from softgrad.backends.array_api import ArrayAPIBackend, FusedCrossEntropy
 from softgrad.backends.numpy_backend import as_host_array
-from softgrad.base import validation as v
-from softgrad.base.errors import BackendUnavailableError
-from softgrad.base.losses.support import plain_class_targets
-from softgrad.base.methods import linear_cross_entropy_methods
-from softgrad.base.optim import sgd
-from softgrad.base.optim.sgd import SGDState
+from softgrad.numerics import validation as v
+from softgrad.numerics.errors import BackendUnavailableError
+from softgrad.numerics.losses.support import plain_class_targets
+from softgrad.numerics.methods import linear_cross_entropy_methods
+from softgrad.numerics.optim import sgd
+from softgrad.numerics.optim.sgd import SGDState
 
 PIP_TORCH = "pip install 'softgrad[torch]'  (or: pip install torch)"
 
@@ -218,8 +218,8 @@ class TorchBackend(FusedCrossEntropy, ArrayAPIBackend):
         functional ones: autograd refuses the in-place ones' ``out=`` (as the fused cross-entropy leaves such
         logits to the shared definition, so the loss stays differentiable)."""
         if any(getattr(a, "requires_grad", False) for a in (input, linear_weight, *options.values())):
-            from softgrad.base.losses import linear_cross_entropy as chunked
-            from softgrad.base.methods import _known_options, _linear_keywords_only
+            from softgrad.numerics.losses import linear_cross_entropy as chunked
+            from softgrad.numerics.methods import _known_options, _linear_keywords_only
 
             _linear_keywords_only(op, positional)
             _known_options(op, options, exclude=() if op.endswith("_and_grad") else ("grad_output",))

@@ -27,7 +27,6 @@ from rich.markup import escape
 from rich.table import Table
 from softgrad import datasets
 from softgrad.backends import available_backends, backend_names, get_backend
-from softgrad.base.errors import BackendUnavailableError
 from softgrad.bench.ops import OpResult, measure_ops
 from softgrad.bench.report import (
     model_label,
@@ -39,7 +38,8 @@ from softgrad.bench.report import (
     stream_line,
 )
 from softgrad.bench.worker import WorkerError
-from softgrad.training.cli import OneLineErrorParser
+from softgrad.commands.cli import OneLineErrorParser
+from softgrad.numerics.errors import BackendUnavailableError
 from softgrad.training.models import MODELS
 
 BATCH_SIZES = [64, 256, 1024]  # --full's
@@ -281,7 +281,7 @@ def _main(argv: list[str] | None = None) -> int:
     # XLA would (set before any backend loads JAX; bench.worker does the same in each worker)
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     if args.json:
-        from softgrad.base.files import writable_target
+        from softgrad.numerics.files import writable_target
 
         writable_target(args.json)  # before minutes of measuring, not after
     try:
@@ -293,7 +293,7 @@ def _main(argv: list[str] | None = None) -> int:
     # is named in one line now, not after minutes of op benchmarks (main reports the DatasetError)
     data = datasets.load(args.dataset, root=args.root, download=args.download) if args.training else None
     console = make_console(args.wide)
-    from softgrad.base.machine import machine_header
+    from softgrad.numerics.machine import machine_header
 
     header = machine_header()
     console.print(f"[bold]softgrad bench[/bold] on {header['cpu']} ({header['cpu_count']} CPUs"
@@ -467,8 +467,8 @@ def report(args, console: Console, payload: dict, op_results, training_records, 
     for name, reason in unavailable.items():
         console.print(f"[dim]{escape(name)}: unavailable: {escape(reason)}[/dim]")
     if args.json:
-        from softgrad.base.files import atomic_write_text
         from softgrad.bench.ops import sgd_floor_s
+        from softgrad.numerics.files import atomic_write_text
 
         payload["ceilings"] = ceilings
         payload["ops"] = [dict(asdict(r), items_per_s=r.items_per_s, gb_per_s=r.gb_per_s) for r in op_results]

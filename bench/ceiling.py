@@ -63,7 +63,7 @@ def measure(backend_name: str, widths: Sequence[int], batch_size: int, *, repeat
 
     Each timed block repeats the step ``calls`` times; by default as many as take ``min_block_s`` (the first
     block, which calibrates, is then the first timed one). ``calls`` in the result is the count used."""
-    from softgrad.base.registry import get_backend
+    from softgrad.numerics.registry import get_backend
 
     be = get_backend(backend_name)
     rng = np.random.default_rng(0)
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.backend:
         parser.error("name a backend")
-    from softgrad.base.errors import BackendUnavailableError
+    from softgrad.numerics.errors import BackendUnavailableError
 
     try:
         for batch in args.batch_size:

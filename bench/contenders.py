@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from softgrad.base.registry import get_backend
+from softgrad.numerics.registry import get_backend
 from softgrad.training.loop import fit
 from softgrad.training.models import MLP, MODELS
 from softgrad.training.step import TrainSettings, train_step

@@ -180,8 +180,8 @@ def _norm(a) -> float | None:
 
 def _softgrad_call(backend: str, x, w, b, t, device: str = "cpu"):
     """A function doing one forward plus backward, and one giving (loss, norms, chunk rows) of the last."""
-    from softgrad.base.losses.linear_cross_entropy import ChunkOps, plan_chunk
-    from softgrad.base.registry import get_backend
+    from softgrad.numerics.losses.linear_cross_entropy import ChunkOps, plan_chunk
+    from softgrad.numerics.registry import get_backend
 
     be = get_backend(backend)
     if be.on_gpu != (device == "cuda"):
@@ -246,7 +246,7 @@ def measure_child(spec: dict) -> dict:
     import gc
     import tracemalloc
 
-    from softgrad.base.machine import blas_info
+    from softgrad.numerics.machine import blas_info
 
     device = spec.get("device", "cpu")
 
@@ -320,7 +320,7 @@ def _timed_calls(call, first: float, spec: dict) -> list[float]:
 
 def _measure_cuda(spec: dict, call, result) -> dict:
     """``measure_child`` on a GPU: the device allocator's peak (torch's, or the backend's own count)."""
-    from softgrad.base.machine import blas_info
+    from softgrad.numerics.machine import blas_info
 
     torch_allocator = spec["kind"] != "softgrad" or spec["backend"].startswith("torch")
     out: dict = {}
@@ -336,7 +336,7 @@ def _measure_cuda(spec: dict, call, result) -> dict:
         out.update(memory_method=CUDA_ALLOCATOR, baseline_device_bytes=baseline,
                    peak_extra_bytes=max(0, torch.cuda.max_memory_allocated() - baseline))
     else:
-        from softgrad.base.registry import get_backend
+        from softgrad.numerics.registry import get_backend
 
         be = get_backend(spec["backend"])
         start = time.perf_counter()
@@ -395,8 +395,8 @@ def dense_bytes(tokens: int, vocab: int, itemsize: int = 4) -> int:
 
 def backend_status(names: list[str], device: str = "cpu") -> dict[str, str | None]:
     """Each backend asked for: None where it runs here, on ``device``, else why not."""
-    from softgrad.base.errors import BackendUnavailableError
-    from softgrad.base.registry import get_backend
+    from softgrad.numerics.errors import BackendUnavailableError
+    from softgrad.numerics.registry import get_backend
 
     reasons: dict[str, str | None] = {}
     for name in names:
@@ -692,12 +692,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bench.large_vocab: --device cuda: {missing}", file=sys.stderr)
             return 2
     from rich.console import Console
-    from softgrad.base.machine import machine_header
     from softgrad.bench.roofline import matmul_gflops
+    from softgrad.numerics.machine import machine_header
 
     try:
         if args.json:
-            from softgrad.base.files import writable_target
+            from softgrad.numerics.files import writable_target
 
             writable_target(args.json)  # before minutes of measuring, not after
     except OSError as error:
@@ -717,7 +717,7 @@ def main(argv: list[str] | None = None) -> int:
     render(rows, console, rates)
     console.print(f"measured in {time.perf_counter() - started:,.0f} s", highlight=False)
     if args.json:
-        from softgrad.base.files import atomic_write_text
+        from softgrad.numerics.files import atomic_write_text
 
         try:
             atomic_write_text(args.json, json.dumps({"machine": header, "matmul_gflops": rates,

@@ -6,8 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from softgrad.base.protocol import Backend
 from softgrad.bench.timing import Timing, ready, time_call
+from softgrad.numerics.protocol import Backend
 
 # (N, C): an MNIST batch, a large batch of 10 classes, ImageNet-sized classes.
 SIZES = [(64, 10), (1024, 10), (1024, 1000), (8192, 1000)]

@@ -21,7 +21,7 @@ What a user imports, all from ``softgrad``::
   :data:`Reduction`;
 - ``__version__``.
 
-Everything else (``softgrad.base``, ``softgrad.training``, ``softgrad.backends``, ``softgrad.datasets``,
+Everything else (``softgrad.numerics``, ``softgrad.training``, ``softgrad.backends``, ``softgrad.datasets``,
 ``softgrad.bench``) is the implementation, importable but free to change. The command line is ``softgrad``
 (``softgrad/__main__.py``).
 
@@ -37,30 +37,28 @@ refuses to bind the module over it), so reach that module as ``from softgrad.eva
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import TYPE_CHECKING
 
 #: every public name -> the module it comes from; imported on first use
 _PUBLIC: dict[str, str] = {
     # backends
-    "Backend": "softgrad.base.protocol",
-    "BackendUnavailableError": "softgrad.base.errors",
-    "available_backends": "softgrad.base.registry",
-    "backend_names": "softgrad.base.registry",
-    "get_backend": "softgrad.base.registry",
-    "register_backend": "softgrad.base.registry",
+    "Backend": "softgrad.numerics.protocol",
+    "BackendUnavailableError": "softgrad.numerics.errors",
+    "available_backends": "softgrad.numerics.registry",
+    "backend_names": "softgrad.numerics.registry",
+    "get_backend": "softgrad.numerics.registry",
+    "register_backend": "softgrad.numerics.registry",
     # losses and optimizers by name
-    "LOSSES": "softgrad.base.losses",
-    "Loss": "softgrad.base.losses",
-    "Reduction": "softgrad.base.protocol",
-    "get_loss": "softgrad.base.losses",
-    "register_loss": "softgrad.base.losses",
-    "OPTIMIZERS": "softgrad.base.optim",
-    "Optimizer": "softgrad.base.optim",
-    "SGDState": "softgrad.base.optim.sgd",
-    "get_optimizer": "softgrad.base.optim",
-    "register_optimizer": "softgrad.base.optim",
+    "LOSSES": "softgrad.numerics.losses",
+    "Loss": "softgrad.numerics.losses",
+    "Reduction": "softgrad.numerics.protocol",
+    "get_loss": "softgrad.numerics.losses",
+    "register_loss": "softgrad.numerics.losses",
+    "OPTIMIZERS": "softgrad.numerics.optim",
+    "Optimizer": "softgrad.numerics.optim",
+    "SGDState": "softgrad.numerics.optim.sgd",
+    "get_optimizer": "softgrad.numerics.optim",
+    "register_optimizer": "softgrad.numerics.optim",
     # models and training
     "MLP": "softgrad.training.models",
     "classic_mlp": "softgrad.training.models",
@@ -85,13 +83,13 @@ __all__ = ["Backend", "BackendUnavailableError", "CheckpointError", "Dataset", "
            "register_loss", "register_optimizer", "softmax_regression"]
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time each comes from _PUBLIC on first use
-    from softgrad.base.errors import BackendUnavailableError
-    from softgrad.base.losses import LOSSES, Loss, get_loss, register_loss
-    from softgrad.base.optim import OPTIMIZERS, Optimizer, get_optimizer, register_optimizer
-    from softgrad.base.optim.sgd import SGDState
-    from softgrad.base.protocol import Backend, Reduction
-    from softgrad.base.registry import available_backends, backend_names, get_backend, register_backend
     from softgrad.datasets import Dataset, DatasetError, from_arrays, load
+    from softgrad.numerics.errors import BackendUnavailableError
+    from softgrad.numerics.losses import LOSSES, Loss, get_loss, register_loss
+    from softgrad.numerics.optim import OPTIMIZERS, Optimizer, get_optimizer, register_optimizer
+    from softgrad.numerics.optim.sgd import SGDState
+    from softgrad.numerics.protocol import Backend, Reduction
+    from softgrad.numerics.registry import available_backends, backend_names, get_backend, register_backend
     from softgrad.training.checkpoint import CheckpointError
     from softgrad.training.loop import TrainingDivergedError, evaluate, fit, predict
     from softgrad.training.models import MLP, classic_mlp, softmax_regression
@@ -125,19 +123,3 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted({*globals(), *_PUBLIC, "__version__"})
-
-
-class _Package(types.ModuleType):
-    """The package, whose public names no submodule of the same name hides.
-
-    Importing a submodule binds it on its package; ``import softgrad.evaluate`` (the command's module) would
-    otherwise replace the function :func:`evaluate`. The import machinery's binding is skipped for such names.
-    """
-
-    def __setattr__(self, name: str, value) -> None:
-        if name in _PUBLIC and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

@@ -9,7 +9,7 @@
 
 Each subcommand is the ``main`` of its module (:data:`COMMANDS`), imported only when asked for, so
 ``softgrad --help`` and ``softgrad --version`` import no array library. What a subcommand raises is mapped to
-its exit status in one place, :func:`softgrad.training.cli.run_main`: 2 with one line for bad input, 1 with one
+its exit status in one place, :func:`softgrad.commands.cli.run_main`: 2 with one line for bad input, 1 with one
 line for a bug (``SOFTGRAD_DEBUG=1`` shows its traceback), 130 for Ctrl-C.
 """
 
@@ -22,10 +22,10 @@ from collections.abc import Sequence
 
 #: subcommand -> (module, function, what it does); the module is imported only when its subcommand runs
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "train": ("softgrad.train", "main", "train a classifier or a regressor on any backend; write a run folder"),
-    "evaluate": ("softgrad.evaluate", "main", "a trained run's test figures: accuracy per class, confusion "
+    "train": ("softgrad.commands.train", "main", "train a classifier or a regressor on any backend; write a run folder"),
+    "evaluate": ("softgrad.commands.evaluate", "main", "a trained run's test figures: accuracy per class, confusion "
                  "matrix (RMSE, MAE, R² for a regressor)"),
-    "predict": ("softgrad.evaluate", "predict_main", "a trained run's predictions for .npy arrays and image "
+    "predict": ("softgrad.commands.evaluate", "predict_main", "a trained run's predictions for .npy arrays and image "
                 "files"),
     "bench": ("softgrad.bench.__main__", "main", "measure the backends on this machine and recommend one"),
     "conformance": ("softgrad.backends.conformance.__main__", "main", "check one registered backend against "
@@ -67,7 +67,7 @@ def _unknown_command(name: str) -> int:
 
 def run_command(name: str, argv: Sequence[str]) -> int:
     """Subcommand ``name`` with its arguments ``argv``: its exit status, errors mapped by ``run_main``."""
-    from softgrad.training.cli import run_main
+    from softgrad.commands.cli import run_main
 
     module, function, _ = COMMANDS[name]
 

@@ -102,9 +102,9 @@ def boom(*args, **kwargs):
 
 
 @pytest.mark.parametrize("name, module, function, args", [
-    ("train", "softgrad.train", "run", ["--dataset", "synthetic"]),
-    ("evaluate", "softgrad.evaluate", "run", ["some-run"]),
-    ("predict", "softgrad.evaluate", "run", ["some-run", "x.npy"]),
+    ("train", "softgrad.commands.train", "run", ["--dataset", "synthetic"]),
+    ("evaluate", "softgrad.commands.evaluate", "run", ["some-run"]),
+    ("predict", "softgrad.commands.evaluate", "run", ["some-run", "x.npy"]),
     ("conformance", "softgrad.backends.conformance.__main__", "get_backend", ["numpy"]),
 ])
 def test_a_bug_is_one_line_status_1_and_names_softgrad_debug(capsys, monkeypatch, name, module, function, args):
@@ -120,12 +120,12 @@ def test_ctrl_c_is_one_line_and_status_130(capsys, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(importlib.import_module("softgrad.evaluate"), "run", interrupted)
+    monkeypatch.setattr(importlib.import_module("softgrad.commands.evaluate"), "run", interrupted)
     status, _, err = softgrad(capsys, "evaluate", "some-run")
     assert status == 130 and err == "softgrad evaluate: interrupted\n"
 
 
-BUGGY_TRAIN = ("import sys, softgrad.train as train\n"
+BUGGY_TRAIN = ("import sys, softgrad.commands.train as train\n"
                "def run(args):\n"
                "    raise ZeroDivisionError('a bug')\n"
                "train.run = run\n"
@@ -154,7 +154,7 @@ def no_plots(monkeypatch):
     def stand_in(*args, **kwargs):
         next(a for a in (*args, *kwargs.values()) if isinstance(a, Path)).write_bytes(b"figure")
 
-    train = importlib.import_module("softgrad.train")
+    train = importlib.import_module("softgrad.commands.train")
     for name in ("plot_curves", "plot_regression", "plot_predictions"):
         monkeypatch.setattr(train.reports, name, stand_in)
 

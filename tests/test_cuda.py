@@ -16,7 +16,7 @@ from softgrad.backends import get_backend
 from softgrad.backends.conformance import reference as ref
 from softgrad.backends.conformance.strategies import masked_logits_and_labels
 from softgrad.backends.cuda_kernels import KERNEL_NAMES, SOURCE
-from softgrad.base.losses import cross_entropy as shared
+from softgrad.numerics.losses import cross_entropy as shared
 
 from tests.conftest import BACKEND_STATUS as STATUS
 from tests.conftest import assert_close, backend_param

@@ -23,8 +23,8 @@ from softgrad.backends.conformance import reference as ref
 from softgrad.backends.conformance.strategies import logits, masked_logits_and_labels
 from softgrad.backends.cuda_kernels import SOURCE, linear_ce_head_launch, sgd_launch, softmax_xent_launch
 from softgrad.backends.cupy_backend import CuPyBackend
-from softgrad.base.losses.linear_cross_entropy import ChunkOps
-from softgrad.base.losses.linear_cross_entropy import linear_cross_entropy as shared_linear_cross_entropy
+from softgrad.numerics.losses.linear_cross_entropy import ChunkOps
+from softgrad.numerics.losses.linear_cross_entropy import linear_cross_entropy as shared_linear_cross_entropy
 
 from tests.conftest import TOLERANCES, assert_close
 from tests.cuda_on_cpu import EmulationError, build, compiler, cpu_cupy_backend

@@ -22,13 +22,13 @@ def command(module: str, *args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def run_folder(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("eval") / "run"
-    result = command("softgrad.train", "--model", "linear", "--epochs", "1", "--out", str(out), "--quiet")
+    result = command("softgrad.commands.train", "--model", "linear", "--epochs", "1", "--out", str(out), "--quiet")
     assert result.returncode == 0, result.stderr
     return out
 
 
 def test_evaluate_a_run_writes_the_confusion_matrix(run_folder):
-    result = command("softgrad.evaluate", str(run_folder))
+    result = command("softgrad.commands.evaluate", str(run_folder))
     assert result.returncode == 0, result.stderr
     accuracy = float(result.stdout.split("test accuracy ")[1].split("%")[0])
     assert accuracy > 85 and "per class" in result.stdout
@@ -37,7 +37,7 @@ def test_evaluate_a_run_writes_the_confusion_matrix(run_folder):
     np.testing.assert_array_equal(cm.sum(axis=1), [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009])
     assert np.trace(cm) / cm.sum() * 100 == pytest.approx(accuracy, abs=0.01)
     assert (run_folder / "confusion-numpy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    on_torch = command("softgrad.evaluate", str(run_folder / "checkpoint.npz"), "--backend", "torch",
+    on_torch = command("softgrad.commands.evaluate", str(run_folder / "checkpoint.npz"), "--backend", "torch",
                        "--out", str(run_folder / "torch"))
     assert on_torch.returncode == 0 and f"test accuracy {accuracy:.2f}%" in on_torch.stdout
 
@@ -51,7 +51,7 @@ def test_predict_arrays_and_image_files(run_folder, tmp_path):
     matplotlib.image.imsave(tmp_path / "first.png", images[0], cmap="gray", vmin=0, vmax=255)
     model = checkpoint.load(run_folder / "checkpoint.npz")[0]
     expected = predict(model, datasets.load("mnist").x_test[:5])
-    result = command("softgrad.evaluate", str(run_folder), "--predict", str(tmp_path / "five.npy"),
+    result = command("softgrad.commands.evaluate", str(run_folder), "--predict", str(tmp_path / "five.npy"),
                      str(tmp_path / "first.png"))
     assert result.returncode == 0, result.stderr
     lines = dict(line.split(": ", 1) for line in result.stdout.strip().splitlines())
@@ -69,5 +69,5 @@ def test_evaluate_names_what_it_cannot_use(run_folder, tmp_path):
                           ([str(run_folder), "--predict", str(tmp_path / "bad.npy")], "cannot read it as a NumPy array"),
                           ([str(run_folder), "--predict", str(matplotlib_png)], "the image is 12x10; mnist images are 28x28"),
                           ([str(run_folder), "--backend", "no-such"], "unknown backend 'no-such'")):
-        result = command("softgrad.evaluate", *args)
+        result = command("softgrad.commands.evaluate", *args)
         assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr, result.stderr

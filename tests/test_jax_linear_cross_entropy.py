@@ -15,8 +15,8 @@ torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.skipif(available_backends().get("jax") != "available", reason="the jax backend is unavailable")
 
 from softgrad.backends import jax_backend  # noqa: E402
-from softgrad.base.losses import linear_cross_entropy as shared_loop  # noqa: E402
-from softgrad.base.methods import linear_cross_entropy_methods  # noqa: E402
+from softgrad.numerics.losses import linear_cross_entropy as shared_loop  # noqa: E402
+from softgrad.numerics.methods import linear_cross_entropy_methods  # noqa: E402
 
 F = torch.nn.functional
 

@@ -44,11 +44,11 @@ def add_line(path: Path, after: str, line: str) -> None:
 
 def test_an_import_of_a_higher_layer_inside_a_function_breaks_the_contract(tmp_path):
     code = copy_of_the_code(tmp_path)
-    add_line(code / "softgrad/base/registry.py", "def backend_names() -> list[str]:\n",
+    add_line(code / "softgrad/numerics/registry.py", "def backend_names() -> list[str]:\n",
              "    import softgrad.backends.numpy_backend  # noqa: F401\n")
     result = lint_imports(code)
     assert result.returncode == 1
-    assert "BROKEN" in result.stdout and "softgrad.base.registry -> softgrad.backends.numpy_backend" in result.stdout
+    assert "BROKEN" in result.stdout and "softgrad.numerics.registry -> softgrad.backends.numpy_backend" in result.stdout
 
 
 def test_a_circle_between_sibling_modules_breaks_the_contract(tmp_path):
@@ -61,7 +61,7 @@ def test_a_circle_between_sibling_modules_breaks_the_contract(tmp_path):
 
 
 def test_the_bottom_layer_imports_no_array_library():
-    code = ("import sys, softgrad, softgrad.base, softgrad.backends\n"
+    code = ("import sys, softgrad, softgrad.numerics, softgrad.backends\n"
             "print(sorted(m for m in ('numpy', 'torch', 'cupy', 'array_api_strict') if m in sys.modules))\n")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr

@@ -574,7 +574,7 @@ def test_bfloat16_and_float16_on_torch(dtype, rtol):
 
 
 def test_a_from_scratch_backend_gets_linear_cross_entropy_from_complete():
-    from softgrad.base.protocol import complete
+    from softgrad.numerics.protocol import complete
 
     from tests.test_plugins import FromScratch
 

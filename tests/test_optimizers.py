@@ -33,11 +33,11 @@ from softgrad.backends.conformance.strategies import (
     rmsprop_settings,
     with_gradient_scale,
 )
-from softgrad.base.optim import Optimizer, get_optimizer
-from softgrad.base.optim.adagrad import AdagradState
-from softgrad.base.optim.adam import AdamState
-from softgrad.base.optim.rmsprop import RMSpropState
-from softgrad.base.optim.sgd import SGDState
+from softgrad.numerics.optim import Optimizer, get_optimizer
+from softgrad.numerics.optim.adagrad import AdagradState
+from softgrad.numerics.optim.adam import AdamState
+from softgrad.numerics.optim.rmsprop import RMSpropState
+from softgrad.numerics.optim.sgd import SGDState
 
 torch = pytest.importorskip("torch")
 

@@ -22,7 +22,7 @@ from softgrad.backends import (
     register_backend,
     unregister_backend,
 )
-from softgrad.base.protocol import Backend
+from softgrad.numerics.protocol import Backend
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -134,7 +134,7 @@ def test_the_conformance_kit_on_an_unknown_or_broken_backend_exits_2(site):
 
 def test_core_train_trains_on_the_outside_plugin(site):
     out = site / "run"
-    result = run(site, "-m", "softgrad.train", "--backend", "outside", "--dataset", "synthetic", "--model", "linear",
+    result = run(site, "-m", "softgrad.commands.train", "--backend", "outside", "--dataset", "synthetic", "--model", "linear",
                  "--epochs", "2", "--out", str(out), "--quiet")
     assert result.returncode == 0, result.stderr
     assert json.loads((out / "run.json").read_text())["backend"] == "outside"

@@ -20,33 +20,33 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # what a user imports from softgrad, and where each comes from; a change here is a change of the public API
 PUBLIC = {
-    "Backend": "softgrad.base.protocol",
-    "BackendUnavailableError": "softgrad.base.errors",
+    "Backend": "softgrad.numerics.protocol",
+    "BackendUnavailableError": "softgrad.numerics.errors",
     "CheckpointError": "softgrad.training.checkpoint",
     "Dataset": "softgrad.datasets",
     "DatasetError": "softgrad.datasets",
-    "LOSSES": "softgrad.base.losses",
-    "Loss": "softgrad.base.losses",
+    "LOSSES": "softgrad.numerics.losses",
+    "Loss": "softgrad.numerics.losses",
     "MLP": "softgrad.training.models",
-    "OPTIMIZERS": "softgrad.base.optim",
-    "Optimizer": "softgrad.base.optim",
-    "Reduction": "softgrad.base.protocol",
-    "SGDState": "softgrad.base.optim.sgd",
+    "OPTIMIZERS": "softgrad.numerics.optim",
+    "Optimizer": "softgrad.numerics.optim",
+    "Reduction": "softgrad.numerics.protocol",
+    "SGDState": "softgrad.numerics.optim.sgd",
     "TrainingDivergedError": "softgrad.training.loop",
-    "available_backends": "softgrad.base.registry",
-    "backend_names": "softgrad.base.registry",
+    "available_backends": "softgrad.numerics.registry",
+    "backend_names": "softgrad.numerics.registry",
     "classic_mlp": "softgrad.training.models",
     "evaluate": "softgrad.training.loop",
     "fit": "softgrad.training.loop",
     "from_arrays": "softgrad.datasets",
-    "get_backend": "softgrad.base.registry",
-    "get_loss": "softgrad.base.losses",
-    "get_optimizer": "softgrad.base.optim",
+    "get_backend": "softgrad.numerics.registry",
+    "get_loss": "softgrad.numerics.losses",
+    "get_optimizer": "softgrad.numerics.optim",
     "load": "softgrad.datasets",
     "predict": "softgrad.training.loop",
-    "register_backend": "softgrad.base.registry",
-    "register_loss": "softgrad.base.losses",
-    "register_optimizer": "softgrad.base.optim",
+    "register_backend": "softgrad.numerics.registry",
+    "register_loss": "softgrad.numerics.losses",
+    "register_optimizer": "softgrad.numerics.optim",
     "softmax_regression": "softgrad.training.models",
 }
 
@@ -100,15 +100,15 @@ def test_importing_softgrad_imports_no_array_library_and_the_first_use_does():
 
 
 def test_the_command_s_module_never_hides_the_function_evaluate():
-    """``softgrad.evaluate`` is the function, before and after the module of ``softgrad evaluate`` (also named
-    softgrad.evaluate) is imported, whichever comes first."""
-    result = python("import importlib, softgrad, softgrad.evaluate, types\n"
+    """``softgrad.evaluate`` is the function, before and after the module of ``softgrad evaluate``
+    (softgrad.commands.evaluate) is imported, whichever comes first."""
+    result = python("import importlib, softgrad, softgrad.commands.evaluate, types\n"
                     "from softgrad.training.loop import evaluate\n"
                     "import softgrad.training\n"
                     "print(softgrad.evaluate is evaluate)\n"
                     "from softgrad import evaluate as e\n"
                     "print(e is evaluate)\n"
-                    "module = importlib.import_module('softgrad.evaluate')\n"
+                    "module = importlib.import_module('softgrad.commands.evaluate')\n"
                     "print(isinstance(module, types.ModuleType), callable(module.main), softgrad.evaluate is evaluate)\n")
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["True", "True", "True", "True", "True"]
@@ -116,10 +116,11 @@ def test_the_command_s_module_never_hides_the_function_evaluate():
 
 def test_subpackages_and_modules_still_import_by_name():
     import softgrad
-    from softgrad import datasets, train
+    from softgrad import datasets
+    from softgrad.commands import train
 
     assert datasets is sys.modules["softgrad.datasets"] and datasets.load is softgrad.load
-    assert train is sys.modules["softgrad.train"] and callable(train.main)
+    assert train is sys.modules["softgrad.commands.train"] and callable(train.main)
 
 
 def test_an_unknown_name_is_an_attribute_error():

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from softgrad import datasets
-from softgrad.base import OPTIMIZERS
+from softgrad.numerics import OPTIMIZERS
 from softgrad.training import checkpoint, evaluate, fit, predict
 from softgrad.training.metrics import regression_metrics
 from softgrad.training.models import MLP
@@ -224,7 +224,7 @@ def test_a_checkpoint_keeps_array_loss_options_and_resumes_with_them(tmp_path):
 
 
 def test_clear_errors_for_optimizer_calls():
-    from softgrad.base.registry import get_backend
+    from softgrad.numerics.registry import get_backend
 
     be = get_backend("numpy")
     params, grads = [be.asarray(np.ones(3))], [be.asarray(np.ones(3))]

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def train(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "softgrad.train", *args], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "softgrad.commands.train", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=600)
 
 
@@ -178,7 +178,7 @@ def test_curves_have_a_loss_axis_and_an_accuracy_axis(tmp_path):
 def test_the_default_command_runs_without_torch(tmp_path):
     # a base install (pip install -e . without extras): torch and torchvision absent
     code = ("import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None\n"
-            "from softgrad.train import main\n"
+            "from softgrad.commands.train import main\n"
             f"sys.exit(main(['--model', 'linear', '--epochs', '1', '--out', {str(tmp_path / 'run')!r}, '--quiet']))\n")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
@@ -192,7 +192,7 @@ def test_ctrl_c_before_the_first_epoch_says_nothing_was_saved(tmp_path):
     # a process started in the background inherits SIGINT ignored (as under nohup or `make &`): restore
     # Python's own handler, as an interactive terminal would have it
     code = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
-            "from softgrad.train import main\n"
+            "from softgrad.commands.train import main\n"
             f"sys.exit(main(['--epochs', '5', '--out', {str(out)!r}]))\n")
     process = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
@@ -244,7 +244,7 @@ def test_a_binary_task_from_the_command_line(tmp_path):
 
     model, state, _, settings = checkpoint.load(out / "checkpoint.npz")
     assert model.widths == [784, 1] and settings["optimizer"] == "adam" and settings["lr"] == 1e-3
-    evaluated = subprocess.run([sys.executable, "-m", "softgrad.evaluate", str(out)], cwd=ROOT, capture_output=True,
+    evaluated = subprocess.run([sys.executable, "-m", "softgrad.commands.evaluate", str(out)], cwd=ROOT, capture_output=True,
                                text=True, timeout=600)
     assert evaluated.returncode == 0, evaluated.stderr
     assert f"test accuracy {history[-1]['test_accuracy']:.2%}" in evaluated.stdout
@@ -253,7 +253,7 @@ def test_a_binary_task_from_the_command_line(tmp_path):
 
 
 def test_every_hyperparameter_of_every_optimizer_is_a_flag():
-    from softgrad.base import OPTIMIZERS
+    from softgrad.numerics import OPTIMIZERS
 
     result = train("--help")
     assert result.returncode == 0

@@ -10,9 +10,9 @@ import json
 import sys
 from dataclasses import asdict
 
-from softgrad.base.errors import BackendUnavailableError
-from softgrad.base.files import atomic_write_text
-from softgrad.base.registry import backend_names, get_backend
+from softgrad.numerics.errors import BackendUnavailableError
+from softgrad.numerics.files import atomic_write_text
+from softgrad.numerics.registry import backend_names, get_backend
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -30,9 +30,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-from softgrad.base.files import TEMP_PREFIX, TEMP_SUFFIX, current_umask
-from softgrad.base.protocol import Backend
-from softgrad.base.registry import available_backends, get_backend
+from softgrad.numerics.files import TEMP_PREFIX, TEMP_SUFFIX, current_umask
+from softgrad.numerics.protocol import Backend
+from softgrad.numerics.registry import available_backends, get_backend
 from softgrad.training.models import MLP
 from softgrad.training.step import TrainSettings, train_step
 
@@ -58,7 +58,7 @@ def reprobe_requested() -> bool:
 
 
 def _cache_key(widths: Sequence[int], batch_size: int, dtype: str, candidates: list[str]) -> str:
-    from softgrad.base.machine import cpu_name, gpu_name, versions
+    from softgrad.numerics.machine import cpu_name, gpu_name, versions
 
     return json.dumps({"widths": list(widths), "batch_size": batch_size, "dtype": dtype, "candidates": candidates,
                        "cpu": cpu_name(), "cpus": os.cpu_count(), "gpu": gpu_name(), "versions": versions()},

@@ -33,10 +33,10 @@ from typing import Any
 
 import numpy as np
 from softgrad import datasets
-from softgrad.base.files import atomic_write
-from softgrad.base.optim import get_optimizer
-from softgrad.base.optim.sgd import SGDState
-from softgrad.base.protocol import Backend
+from softgrad.numerics.files import atomic_write
+from softgrad.numerics.optim import get_optimizer
+from softgrad.numerics.optim.sgd import SGDState
+from softgrad.numerics.protocol import Backend
 from softgrad.training.models import MLP
 
 FORMAT = "softgrad-checkpoint-2"

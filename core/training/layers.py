@@ -12,7 +12,7 @@ import math
 from typing import Any
 
 import numpy as np
-from softgrad.base.protocol import Array, Backend
+from softgrad.numerics.protocol import Array, Backend
 
 # ---- dense: y = x W + b ---------------------------------------------------------------
 

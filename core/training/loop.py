@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from softgrad.base.files import claim_folder, remove_stale_temporaries
-from softgrad.base.losses import Loss, get_loss
-from softgrad.base.optim import Optimizer, get_optimizer
-from softgrad.base.protocol import Backend
+from softgrad.numerics.files import claim_folder, remove_stale_temporaries
+from softgrad.numerics.losses import Loss, get_loss
+from softgrad.numerics.optim import Optimizer, get_optimizer
+from softgrad.numerics.protocol import Backend
 from softgrad.training import checkpoint
 from softgrad.training.auto import resolve_backend
 from softgrad.training.metrics import regression_metrics
@@ -458,8 +458,8 @@ def fit(model: MLP, data, backend: Backend | str | None = None, *, loss: Loss | 
     ``backend``: a name, a Backend, ``"auto"`` (the fastest available for this
     network and batch size, from a short cached probe; see
     :mod:`core.training.auto`), or ``None`` to stay on the model's backend.
-    ``loss`` and ``optimizer``: names from :data:`core.base.LOSSES` and
-    :data:`core.base.OPTIMIZERS` or definitions (default cross-entropy and
+    ``loss`` and ``optimizer``: names from :data:`softgrad.numerics.LOSSES` and
+    :data:`softgrad.numerics.OPTIMIZERS` or definitions (default cross-entropy and
     SGD). The optimizer's hyperparameters are keyword arguments
     (``momentum=0.9``); ``loss_options`` are the loss's (``{"label_smoothing": 0.1}``).
 

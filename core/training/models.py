@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from softgrad.base.protocol import Array, Backend
-from softgrad.base.registry import get_backend
+from softgrad.numerics.protocol import Array, Backend
+from softgrad.numerics.registry import get_backend
 from softgrad.training.layers import (
     dense_backward,
     dense_forward,

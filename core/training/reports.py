@@ -6,7 +6,7 @@ import io
 from pathlib import Path
 
 import numpy as np
-from softgrad.base.files import atomic_write
+from softgrad.numerics.files import atomic_write
 
 
 def _pyplot():

@@ -9,8 +9,8 @@ from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from typing import Any
 
-from softgrad.base.losses import Loss, get_loss
-from softgrad.base.optim import Optimizer, get_optimizer
+from softgrad.numerics.losses import Loss, get_loss
+from softgrad.numerics.optim import Optimizer, get_optimizer
 from softgrad.training.models import MLP
 
 #: fit's own hyperparameters per optimizer where they differ from torch's defaults: SGD with Nesterov

@@ -34,7 +34,7 @@ def debugging() -> bool:
 def bad_input_errors() -> tuple[type[BaseException], ...]:
     """The exceptions that mean bad input (a flag, a file, the data, a backend that cannot run here), not a bug:
     their message says what to fix. Imported when asked, so a command's start imports no array library."""
-    from softgrad.base.errors import BackendUnavailableError
+    from softgrad.numerics.errors import BackendUnavailableError
 
     try:
         from softgrad.datasets import DatasetError

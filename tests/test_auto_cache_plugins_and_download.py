@@ -1,4 +1,4 @@
-"""Issue 20, round 2 of the hardening: the auto-backend cache, plugins that exit at import, the bench's
+"""The auto-backend cache, plugins that exit at import, the bench's
 data checks, and the offline download of the image data sets."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import time
 import pytest
 from softgrad.training import auto
 
-# ---- the auto-backend cache (item 9, and "--backend auto caches a probe forever") -------------------------
+# ---- the auto-backend cache -------------------------
 
 RATES = {"numpy": 10.0, "torch": 30.0}
 
@@ -159,7 +159,7 @@ def test_softgrad_auto_reprobe_probes_again(picker, tmp_path, monkeypatch, value
         assert picker()[0] == "torch" and picker.probed == ["numpy", "torch"]
 
 
-# ---- a plugin that exits at import or at start (item 12) ---------------------------------------------------
+# ---- a plugin that exits at import or at start ---------------------------------------------------
 
 EXITS = {
     "exit3": "import sys\nsys.exit(3)",
@@ -180,7 +180,7 @@ def exiting_plugins(tmp_path, monkeypatch):
     import importlib.metadata
     import textwrap
 
-    from softgrad.base import registry
+    from softgrad.numerics import registry
 
     monkeypatch.syspath_prepend(str(tmp_path))
     names = []
@@ -239,7 +239,7 @@ def test_the_conformance_kit_and_auto_survive_a_plugin_that_exits(exiting_plugin
     assert auto.pick_backend([4, 3], 8, log=None) not in exiting_plugins  # a working backend, chosen
 
 
-# ---- bench: the data checked before anything is measured (item 15) ------------------------------------------
+# ---- bench: the data checked before anything is measured ------------------------------------------
 
 BENCH_FAST = ["--backend", "numpy", "--quick", "--model", "linear", "--batch-size", "256", "--repeats", "1"]
 

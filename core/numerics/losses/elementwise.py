@@ -14,7 +14,7 @@ import math
 import numbers
 from typing import Any
 
-from softgrad.base import validation as v
+from softgrad.numerics import validation as v
 
 
 def check_reduction(op: str, reduction: Any) -> None:

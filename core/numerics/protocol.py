@@ -31,18 +31,18 @@ Functional contract
 Every operation returns its result. Callers always use what is returned and
 never rely on an input being modified: on a library whose arrays are immutable
 (JAX) nothing can be modified in place, and the shared implementation
-(``backends/array_api.py`` and the definitions in :mod:`core.base.losses` and
-:mod:`core.base.optim`) never does. A backend whose arrays are mutable may
+(``backends/array_api.py`` and the definitions in :mod:`softgrad.numerics.losses` and
+:mod:`softgrad.numerics.optim`) never does. A backend whose arrays are mutable may
 update its own outputs and optimizer state in place for speed (NumPy's scratch
 buffers, torch's fused SGD, the CuPy kernels); the suite checks each such
 override against the shared definition.
 
 Losses and optimizers
 ---------------------
-Each loss in :data:`core.base.losses.LOSSES` is exposed by every backend that
+Each loss in :data:`softgrad.numerics.losses.LOSSES` is exposed by every backend that
 builds on the shared implementation as ``X``, ``X_grad`` and ``X_and_grad``
 (``cross_entropy``, ``cross_entropy_grad``, ``cross_entropy_and_grad``), and
-each optimizer in :data:`core.base.optim.OPTIMIZERS` as ``X_init`` and
+each optimizer in :data:`softgrad.numerics.optim.OPTIMIZERS` as ``X_init`` and
 ``X_step`` (``sgd_init``, ``sgd_step``). The ones below are the protocol's
 minimum; a plugin that implements the protocol from scratch must provide them.
 
@@ -66,7 +66,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from softgrad.base.optim.sgd import SGDState
+from softgrad.numerics.optim.sgd import SGDState
 
 Array = Any
 Reduction = Literal["none", "mean", "sum"]
@@ -390,7 +390,7 @@ class Backend(Protocol):
     # ---- optimizer -------------------------------------------------------
 
     def sgd_init(self, params: Sequence[Array]) -> SGDState:
-        """The initial :class:`~core.base.optim.sgd.SGDState` for ``params``: step 0, no momentum buffers."""
+        """The initial :class:`~softgrad.numerics.optim.sgd.SGDState` for ``params``: step 0, no momentum buffers."""
         ...
 
     def sgd_step(
@@ -468,7 +468,7 @@ def complete(backend: Any) -> Any:
     if getattr(backend, "xp", None) is not None:
         import types
 
-        from softgrad.base.methods import unit_methods
+        from softgrad.numerics.methods import unit_methods
 
         for name, method in unit_methods().items():  # losses and optimizers it does not define itself
             if not hasattr(backend, name):
@@ -493,7 +493,7 @@ def _relu_bias_backward(backend: Any) -> Callable[[Any, Any], Any]:
 
 def _shared(backend: Any, name: str) -> Callable[[Any], Any]:
     """The shared definition of ``name`` bound to ``backend`` (it needs only ``xp`` and ``to_numpy``)."""
-    from softgrad.base.losses import binary
+    from softgrad.numerics.losses import binary
 
     function = getattr(binary, name)
     return lambda x: function(backend, x, op=name)
@@ -503,7 +503,7 @@ def _shared_linear(backend: Any, want_grad: bool) -> Callable[..., Any] | None:
     """The shared, chunked ``linear_cross_entropy`` (or ``_and_grad``) bound to ``backend``."""
     if getattr(backend, "xp", None) is None and _namespace_of(backend) is None:
         return None
-    from softgrad.base.methods import linear_cross_entropy_methods
+    from softgrad.numerics.methods import linear_cross_entropy_methods
 
     method = linear_cross_entropy_methods()["linear_cross_entropy_and_grad" if want_grad else "linear_cross_entropy"]
     return method.__get__(backend, type(backend))

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from softgrad.base.losses.elementwise import (
+from softgrad.numerics.losses.elementwise import (
     check_pair,
     check_positive,
     check_same_shape_weight,
@@ -37,7 +37,7 @@ from softgrad.base.losses.elementwise import (
     scale_gradient,
     weight_sum,
 )
-from softgrad.base.losses.support import quiet_floating_point
+from softgrad.numerics.losses.support import quiet_floating_point
 
 
 def _finish(be, op, input, target, per_element, grad, reduction, want_grad, weight=None, mean_by_weight=True):

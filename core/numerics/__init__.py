@@ -5,12 +5,12 @@ no array library at module level; backends are found through the registry's
 entry points, never imported by name.
 """
 
-from softgrad.base.errors import BackendUnavailableError
-from softgrad.base.losses import LOSSES, Loss, get_loss, register_loss
-from softgrad.base.optim import OPTIMIZERS, Optimizer, get_optimizer, register_optimizer
-from softgrad.base.optim.sgd import SGDState
-from softgrad.base.protocol import Backend, Reduction
-from softgrad.base.registry import available_backends, backend_names, get_backend, register_backend
+from softgrad.numerics.errors import BackendUnavailableError
+from softgrad.numerics.losses import LOSSES, Loss, get_loss, register_loss
+from softgrad.numerics.optim import OPTIMIZERS, Optimizer, get_optimizer, register_optimizer
+from softgrad.numerics.optim.sgd import SGDState
+from softgrad.numerics.protocol import Backend, Reduction
+from softgrad.numerics.registry import available_backends, backend_names, get_backend, register_backend
 
 __all__ = ["LOSSES", "OPTIMIZERS", "Backend", "BackendUnavailableError", "Loss", "Optimizer", "Reduction",
            "SGDState", "available_backends", "backend_names", "get_backend", "get_loss", "get_optimizer",

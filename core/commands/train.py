@@ -4,7 +4,7 @@
     softgrad train --dataset mnist --binary 0 --optimizer adam --lr 1e-3     # "is it a 0?"
     softgrad train --dataset diabetes --model linear --optimizer adam --lr 0.01
 
-(``python -m softgrad train`` is the same command; in a checkout, so is ``python -m core.train``.)
+(``python -m softgrad train`` is the same command; in a checkout, so is ``python -m softgrad.commands.train``.)
 
 One line per epoch, then per-class accuracy (classification) or RMSE, MAE and
 R² (regression). The run folder holds ``checkpoint.npz``, ``history.json``,
@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 from softgrad import datasets
-from softgrad.base.files import (
+from softgrad.commands.cli import OneLineErrorParser, run_main
+from softgrad.numerics.files import (
     LOCK_NAME,
     FolderBusyError,
     atomic_write_text,
@@ -34,12 +35,11 @@ from softgrad.base.files import (
     claim_folder,
     writable_target,
 )
-from softgrad.base.losses import LOSSES, Loss
-from softgrad.base.optim import OPTIMIZERS, get_optimizer
-from softgrad.base.registry import backend_names, get_backend
+from softgrad.numerics.losses import LOSSES, Loss
+from softgrad.numerics.optim import OPTIMIZERS, get_optimizer
+from softgrad.numerics.registry import backend_names, get_backend
 from softgrad.training import reports
 from softgrad.training.auto import resolve_backend
-from softgrad.training.cli import OneLineErrorParser, run_main
 from softgrad.training.layers import ACTIVATIONS
 from softgrad.training.loop import (
     TrainingDivergedError,
@@ -526,7 +526,7 @@ def report_regression(model: MLP, data: datasets.Dataset, loss: Loss, out: Path,
 
 def main(argv: list[str] | None = None) -> int:
     """``softgrad train``'s exit status: 0; 2 for bad input, 1 for a run that diverged or a bug, each with one
-    line (:func:`softgrad.training.cli.run_main` maps them); 130 when interrupted."""
+    line (:func:`softgrad.commands.cli.run_main` maps them); 130 when interrupted."""
     return run_main(PROG, _main, argv)
 
 

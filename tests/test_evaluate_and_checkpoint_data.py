@@ -1,4 +1,4 @@
-"""Issue 20's classes for evaluate and checkpoints: inputs scaled as the run's training data were, the data a
+"""softgrad evaluate, predict and checkpoints: inputs scaled as the run's training data were, the data a
 checkpoint was trained on recorded, NaN/inf refused, crafted .npy headers refused before any allocation,
 non-checkpoints named in one line, and readable plots that never replace a training run's files.
 
@@ -20,7 +20,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from softgrad import datasets
-from softgrad.evaluate import main as evaluate_main  # the command's module (softgrad.evaluate: the function)
+from softgrad.commands.evaluate import (
+    main as evaluate_main,  # the command's module (softgrad.evaluate: the function)
+)
 from softgrad.training import MLP, checkpoint, fit, predict, reports
 from softgrad.training import evaluate as evaluate_model
 
@@ -61,7 +63,7 @@ def diabetes_run(tmp_path_factory) -> Path:
     return out
 
 
-# ---- item 2: --predict scales inputs exactly as the run's training data were -----------------------------
+# ---- --predict scales inputs exactly as the run's training data were -----------------------------
 
 
 def test_predict_on_diabetes_raw_rows_prints_what_predict_gives(diabetes_run, tmp_path, capsys):
@@ -150,7 +152,7 @@ def test_predict_reads_pixels_from_the_recorded_scale_not_from_the_values(tmp_pa
                     "0..255")
 
 
-# ---- item 4: the checkpoint records the data; own arrays; a differing --dataset ---------------------------
+# ---- the checkpoint records the data; own arrays; a differing --dataset ---------------------------
 
 
 @pytest.mark.parametrize("task", ["classification", "regression"])
@@ -227,7 +229,7 @@ def test_the_data_record_survives_json_and_is_checked_at_load(diabetes_run, tmp_
             checkpoint.load(tmp_path / "bad.npz")
 
 
-# ---- item 5: NaN and inf ----------------------------------------------------------------------------------
+# ---- NaN and inf ----------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("backend", ["numpy", "torch"])
@@ -266,7 +268,7 @@ def test_non_finite_files_and_checkpoints_are_refused(diabetes_run, tmp_path, ca
     _one_line_error(*_evaluate(capsys, tmp_path / "bad.npz", "--dataset", "diabetes")[::2], "NaN")
 
 
-# ---- item 10: crafted .npy headers refused from the headers ----------------------------------------------
+# ---- crafted .npy headers refused from the headers ----------------------------------------------
 
 
 def _crafted(src: Path, dst: Path, member: str, shape, descr: str, payload: bytes = b"") -> Path:
@@ -302,7 +304,7 @@ def test_a_crafted_header_is_refused_before_any_allocation(diabetes_run, tmp_pat
     assert peak < 20 << 20, f"{peak:,} bytes allocated before the refusal"
 
 
-# ---- item 11: a seed below zero, files that are not checkpoints -------------------------------------------
+# ---- a seed below zero, files that are not checkpoints -------------------------------------------
 
 
 @pytest.mark.parametrize("seed", [-1, True, -(2**70)])

@@ -6,15 +6,15 @@ by name and field, and any backend can resume it. Each step rule equals its
 ``torch.optim`` counterpart with ``foreach=False``:
 
 ``sgd``
-    ``torch.optim.SGD`` (:mod:`core.base.optim.sgd`)
+    ``torch.optim.SGD`` (:mod:`softgrad.numerics.optim.sgd`)
 ``adam``, ``adamw``
     ``torch.optim.Adam`` and ``torch.optim.AdamW``: one state and one step
     rule, AdamW's defaults being decoupled weight decay 0.01
-    (:mod:`core.base.optim.adam`)
+    (:mod:`softgrad.numerics.optim.adam`)
 ``rmsprop``
-    ``torch.optim.RMSprop`` (:mod:`core.base.optim.rmsprop`)
+    ``torch.optim.RMSprop`` (:mod:`softgrad.numerics.optim.rmsprop`)
 ``adagrad``
-    ``torch.optim.Adagrad`` (:mod:`core.base.optim.adagrad`); its
+    ``torch.optim.Adagrad`` (:mod:`softgrad.numerics.optim.adagrad`); its
     ``initial_accumulator_value`` is given to ``init``
 
 To add an optimizer, write one module beside ``sgd.py`` with its state, its
@@ -31,8 +31,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from softgrad.base.catalog import Catalog
-from softgrad.base.optim import adagrad, adam, rmsprop, sgd
+from softgrad.numerics.catalog import Catalog
+from softgrad.numerics.optim import adagrad, adam, rmsprop, sgd
 
 
 @dataclass(frozen=True)

@@ -44,8 +44,8 @@ import math
 import numbers
 from typing import Any
 
-from softgrad.base import validation as v
-from softgrad.base.losses.support import (
+from softgrad.numerics import validation as v
+from softgrad.numerics.losses.support import (
     device_of,
     index_target,
     quiet_floating_point,

@@ -1,4 +1,4 @@
-"""Issue 20, the train command and the run folder: optimizer checks before any work, flags named, one-line
+"""softgrad train and the run folder: optimizer checks before any work, flags named, one-line
 parser errors, a run folder owned by one process, no output over a file the run did not write, writability
 first, a resume before the first checkpoint, a model too big refused, and the confusing results."""
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from softgrad import datasets, train
-from softgrad.base.files import atomic_write, claim_folder, remove_stale_temporaries
+from softgrad.numerics.files import atomic_write, claim_folder, remove_stale_temporaries
 from softgrad.training import MLP, fit
 from softgrad.training import loop as loop_module
 
@@ -58,7 +58,7 @@ def one_line(text: str) -> bool:
     return len(text.strip().splitlines()) == 1 and "Traceback" not in text
 
 
-# ---- item 3: the optimizer's own checks, before any work, in the flags' terms ------------------------------
+# ---- the optimizer's own checks, before any work, in the flags' terms ------------------------------
 
 # (flags, the optimizer, its keyword arguments for torch.optim, the flag the message must name)
 TORCH_REFUSES = [
@@ -137,7 +137,7 @@ def test_parser_errors_are_one_line_for_every_command():
 
     import softgrad.bench.__main__ as bench
 
-    evaluate = importlib.import_module("softgrad.evaluate")  # the command's module (softgrad.evaluate: the function)
+    evaluate = importlib.import_module("softgrad.commands.evaluate")  # the command's module (softgrad.evaluate: the function)
 
     for parse in (lambda: train.build_parser().parse_args(["--dataset", "nope"]),
                   lambda: evaluate.build_parser().parse_args(["run", "--dataset", "nope"]),
@@ -151,9 +151,9 @@ def test_parser_errors_are_one_line_for_every_command():
             err.getvalue()
 
 
-# ---- item 7: a run folder is one process's at a time ---------------------------------------------------------
+# ---- a run folder is one process's at a time ---------------------------------------------------------
 
-HOLD = ("import sys, time\nfrom core.base.files import claim_folder\n"
+HOLD = ("import sys, time\nfrom softgrad.numerics.files import claim_folder\n"
         "with claim_folder(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(60)\n")
 
 
@@ -243,7 +243,7 @@ def test_stale_temporary_cleanup_spares_a_live_write(tmp_path):
     assert (tmp_path / "checkpoint.npz").read_bytes() == b"new"
 
 
-# ---- item 8: no output over a file the run did not write --------------------------------------------------
+# ---- no output over a file the run did not write --------------------------------------------------
 
 @pytest.mark.parametrize("name", ["history.json", "curves.png", "predictions.png", "fit.png", "run.json",
                                   "checkpoint.npz"])
@@ -284,7 +284,7 @@ def test_json_never_replaces_a_run_output_or_a_users_file(tmp_path, no_plots):
     assert status == 2 and (out / "checkpoint.npz").read_bytes() == before
 
 
-# ---- item 14: every output's writability before any work ----------------------------------------------------
+# ---- every output's writability before any work ----------------------------------------------------
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
 def test_unwritable_outputs_are_refused_before_the_data_is_read(tmp_path):
@@ -298,7 +298,7 @@ def test_unwritable_outputs_are_refused_before_the_data_is_read(tmp_path):
         assert not (tmp_path / "run").exists()
 
 
-# ---- item 13 and the confusing results: resume ----------------------------------------------------------------
+# ---- resume ----------------------------------------------------------------
 
 @pytest.mark.parametrize("form", ["folder", "checkpoint path"])
 def test_resume_of_a_run_stopped_before_its_first_checkpoint_starts_it_again(form, tmp_path, no_plots):
@@ -337,7 +337,7 @@ def test_fit_refuses_to_resume_with_fewer_epochs(tmp_path):
         fit(MLP([5, 2]), data, epochs=1, resume=checkpoint, progress=False, log=None)
 
 
-# ---- item 11: a model too big for memory, refused before allocating -------------------------------------------
+# ---- a model too big for memory, refused before allocating -------------------------------------------
 
 def test_a_model_too_big_for_memory_is_refused_before_allocating(tmp_path, monkeypatch):
     import tracemalloc

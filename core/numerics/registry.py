@@ -2,7 +2,7 @@
 
 Every backend, the built-in ones included, is declared the same way: an entry
 point in the group ``softgrad.backends`` whose name is the backend's name and
-whose value is a callable returning a :class:`~softgrad.base.protocol.Backend`
+whose value is a callable returning a :class:`~softgrad.numerics.protocol.Backend`
 (NetworkX discovers its backends the same way). softgrad's own are declared in
 its ``pyproject.toml``::
 
@@ -25,8 +25,8 @@ import inspect
 import threading
 from collections.abc import Callable
 
-from softgrad.base.errors import BackendUnavailableError
-from softgrad.base.protocol import Backend, complete, missing_members
+from softgrad.numerics.errors import BackendUnavailableError
+from softgrad.numerics.protocol import Backend, complete, missing_members
 
 ENTRY_POINT_GROUP = "softgrad.backends"
 

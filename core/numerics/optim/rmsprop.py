@@ -16,7 +16,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from softgrad.base.optim.adam import check_flag, check_param_arrays, check_real, check_step_arguments, lerp
+from softgrad.numerics.optim.adam import (
+    check_flag,
+    check_param_arrays,
+    check_real,
+    check_step_arguments,
+    lerp,
+)
 
 #: torch.optim.RMSprop's defaults for every hyperparameter but lr (1e-2)
 DEFAULTS: dict[str, Any] = {"alpha": 0.99, "eps": 1e-8, "weight_decay": 0.0, "momentum": 0.0, "centered": False,

@@ -1,7 +1,7 @@
 """The registered losses and optimizers as backend methods: ``X``, ``X_grad``, ``X_and_grad``; ``X_init``, ``X_step``.
 
 The shared implementation (``backends/array_api.py``) has them as methods, and
-:func:`core.base.protocol.complete` binds them to a backend written without
+:func:`softgrad.numerics.protocol.complete` binds them to a backend written without
 them (a plugin that implements only the protocol's minimum), so every
 registered loss and optimizer works on every backend that has ``xp``.
 """
@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from softgrad.base.losses import LOSSES, Loss
-from softgrad.base.optim import OPTIMIZERS, Optimizer
-from softgrad.base.validation import array_list
+from softgrad.numerics.losses import LOSSES, Loss
+from softgrad.numerics.optim import OPTIMIZERS, Optimizer
+from softgrad.numerics.validation import array_list
 
 
 def loss_methods(loss: Loss) -> dict[str, Callable]:
@@ -31,7 +31,7 @@ def loss_methods(loss: Loss) -> dict[str, Callable]:
         return compute(self, input, target, op=f"{name}_and_grad", want_grad=True, **options)
 
     value.__doc__ = compute.__doc__
-    grad.__doc__ = f"The gradient of :meth:`{name}` with respect to its input (see core.base.losses)."
+    grad.__doc__ = f"The gradient of :meth:`{name}` with respect to its input (see softgrad.numerics.losses)."
     value_and_grad.__doc__ = f"``({name}(...), {name}_grad(...))`` from one pass."
     return {name: value, f"{name}_grad": grad, f"{name}_and_grad": value_and_grad}
 
@@ -80,8 +80,8 @@ def _keywords_only(op: str, positional: tuple) -> None:
 
 
 def linear_cross_entropy_methods() -> dict[str, Callable]:
-    """``linear_cross_entropy`` and ``linear_cross_entropy_and_grad``, chunked (core.base.losses.linear_cross_entropy)."""
-    from softgrad.base.losses import linear_cross_entropy as chunked
+    """``linear_cross_entropy`` and ``linear_cross_entropy_and_grad``, chunked (softgrad.numerics.losses.linear_cross_entropy)."""
+    from softgrad.numerics.losses import linear_cross_entropy as chunked
 
     def value(self, input, linear_weight, target, *positional, **options):
         _linear_keywords_only("linear_cross_entropy", positional)
@@ -107,7 +107,7 @@ def _linear_keywords_only(op: str, positional: tuple) -> None:
 
 
 def _known_options(op: str, options: dict, exclude: tuple = ()) -> None:
-    from softgrad.base.losses.linear_cross_entropy import OPTIONS
+    from softgrad.numerics.losses.linear_cross_entropy import OPTIONS
 
     known = [name for name in OPTIONS if name not in exclude]
     unknown = sorted(set(options) - set(known))

@@ -11,7 +11,7 @@ import functools
 import numbers
 from typing import Any
 
-from softgrad.base import validation as v
+from softgrad.numerics import validation as v
 
 
 def quiet_floating_point(function):

@@ -1,4 +1,5 @@
-"""Issue 10's classes of wrong results and lost files: each test fails without its fix."""
+"""Optimizer steps under threads and on read-only arrays, writes through links and umasks, damaged and crafted
+checkpoints, and the errors that name bad input (each test fails without its fix)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import warnings
 import numpy as np
 import pytest
 from softgrad.backends import get_backend
-from softgrad.base.files import atomic_write_text, current_umask, remove_stale_temporaries
+from softgrad.numerics.files import atomic_write_text, current_umask, remove_stale_temporaries
 
 # ---- wrong results -----------------------------------------------------------------------------------
 
@@ -256,7 +257,7 @@ def test_huge_unsigned_labels_are_printed_as_they_are():
 
 
 def test_sgd_names_bad_parameters_hyperparameters_and_states(be):
-    from softgrad.base import SGDState
+    from softgrad.numerics import SGDState
 
     p = [be.asarray(np.ones(3))]
     with pytest.raises(ValueError, match="lr must be finite and >= 0"):
@@ -273,7 +274,7 @@ def test_sgd_names_bad_parameters_hyperparameters_and_states(be):
 
 def test_a_state_from_another_backend_is_named_as_such():
     torch_backend = pytest.importorskip("torch") and get_backend("torch")
-    from softgrad.base import SGDState
+    from softgrad.numerics import SGDState
 
     p = [torch_backend.asarray(np.ones(3))]
     with pytest.raises(TypeError, match="momentum buffer 0 of the state is a numpy.ndarray, not an array of the "

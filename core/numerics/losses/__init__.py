@@ -15,10 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from softgrad.base.catalog import Catalog
-from softgrad.base.losses import binary as _binary
-from softgrad.base.losses import cross_entropy as _cross_entropy
-from softgrad.base.losses import regression as _regression
+from softgrad.numerics.catalog import Catalog
+from softgrad.numerics.losses import binary as _binary
+from softgrad.numerics.losses import cross_entropy as _cross_entropy
+from softgrad.numerics.losses import regression as _regression
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from softgrad.backends.array_api import ArrayAPIBackend, shared_method
 from softgrad.backends.conformance.elementwise_checks import ELEMENTWISE_LOSSES, elementwise_case
 from softgrad.backends.conformance.strategies import logits, loss_case, sgd_settings
-from softgrad.base import LOSSES, OPTIMIZERS
-from softgrad.base.losses import Loss, register_loss
+from softgrad.numerics import LOSSES, OPTIMIZERS
+from softgrad.numerics.losses import Loss, register_loss
 from softgrad.training import checkpoint
 from softgrad.training.loop import fit
 from softgrad.training.models import MLP
@@ -206,7 +206,7 @@ def test_a_checkpoint_of_the_first_format_still_loads_and_resumes_exactly(tmp_pa
 def test_checkpoints_store_any_optimizer_state_by_name_and_field(tmp_path):
     from typing import NamedTuple
 
-    from softgrad.base.optim import Optimizer, register_optimizer
+    from softgrad.numerics.optim import Optimizer, register_optimizer
 
     class CountingState(NamedTuple):
         count: int
@@ -235,7 +235,7 @@ def test_checkpoints_store_any_optimizer_state_by_name_and_field(tmp_path):
         assert type(state.last).__module__.startswith("torch") and state.history[1:] == (None, None, None)
         np.testing.assert_array_equal(loaded.be.to_numpy(state.history[0]), loaded.be.to_numpy(state.last))
     finally:
-        from softgrad.base.optim import OPTIMIZERS as registry
+        from softgrad.numerics.optim import OPTIMIZERS as registry
 
         registry.pop("counting_for_test")
 

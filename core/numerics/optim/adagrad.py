@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from softgrad.base.optim.adam import check_flag, check_param_arrays, check_real, check_step_arguments
+from softgrad.numerics.optim.adam import check_flag, check_param_arrays, check_real, check_step_arguments
 
 #: torch.optim.Adagrad's defaults for every hyperparameter but lr (1e-2)
 DEFAULTS: dict[str, Any] = {"lr_decay": 0.0, "weight_decay": 0.0, "initial_accumulator_value": 0.0, "eps": 1e-10,

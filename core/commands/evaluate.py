@@ -5,7 +5,7 @@ own files.
     softgrad predict runs/... digits.npy 7.png        # predictions for arrays or images
 
 (``softgrad evaluate RUN --predict FILE...`` is the same as ``softgrad predict``; ``python -m softgrad`` is the
-same command as ``softgrad``; in a checkout, ``python -m core.evaluate`` is ``softgrad evaluate``.)
+same command as ``softgrad``; in a checkout, ``python -m softgrad.commands.evaluate`` is ``softgrad evaluate``.)
 
 ``RUN`` is a run folder or a ``checkpoint.npz``. What the model was trained on
 comes from the run's ``run.json``, else from the checkpoint, which records the
@@ -38,11 +38,11 @@ from pathlib import Path
 
 import numpy as np
 from softgrad import datasets
-from softgrad.base.files import atomic_write_text, check_writable
-from softgrad.base.losses import LOSSES
-from softgrad.base.registry import backend_names
+from softgrad.commands.cli import OneLineErrorParser, run_main
+from softgrad.numerics.files import atomic_write_text, check_writable
+from softgrad.numerics.losses import LOSSES
+from softgrad.numerics.registry import backend_names
 from softgrad.training import checkpoint, reports
-from softgrad.training.cli import OneLineErrorParser, run_main
 from softgrad.training.loop import as_rows, check_data, evaluate, predict
 from softgrad.training.metrics import confusion_matrix, per_class_accuracy
 
@@ -275,7 +275,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``softgrad evaluate``'s exit status: 0; 2 for bad input, 1 for a bug, each with one line
-    (:func:`softgrad.training.cli.run_main` maps them)."""
+    (:func:`softgrad.commands.cli.run_main` maps them)."""
     return run_main(PROG, lambda args: run(build_parser().parse_args(args)), argv)
 
 

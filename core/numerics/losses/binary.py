@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from softgrad.base import validation as v
-from softgrad.base.losses.elementwise import check_pair, finish_elementwise, first_bad, scale_gradient
-from softgrad.base.losses.support import quiet_floating_point
+from softgrad.numerics import validation as v
+from softgrad.numerics.losses.elementwise import check_pair, finish_elementwise, first_bad, scale_gradient
+from softgrad.numerics.losses.support import quiet_floating_point
 
 
 def _sigmoid_parts(be: Any, z: Any):

@@ -16,7 +16,7 @@ The bias corrections are Python floats, as torch computes them; ``eps`` is
 added after the second moment is bias-corrected, outside the square root.
 
 The checks and the argument checks at the end of this module are shared with
-:mod:`core.base.optim.rmsprop` and :mod:`core.base.optim.adagrad`.
+:mod:`softgrad.numerics.optim.rmsprop` and :mod:`softgrad.numerics.optim.adagrad`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import struct
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
-from softgrad.base import validation as v
+from softgrad.numerics import validation as v
 
 #: torch.optim.Adam's defaults for every hyperparameter but lr (1e-3)
 DEFAULTS: dict[str, Any] = {"betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0, "amsgrad": False,

@@ -11,7 +11,7 @@ import numbers
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from softgrad.base import validation as v
+from softgrad.numerics import validation as v
 
 #: torch.optim.SGD's defaults for every hyperparameter but lr
 DEFAULTS = {"momentum": 0.0, "dampening": 0.0, "nesterov": False, "weight_decay": 0.0}

@@ -1,4 +1,4 @@
-"""Issue 20, the backends' part: every fused or in-place path on any memory layout, and the raw errors and silent
+"""Every backend's fused or in-place path on any memory layout, and the raw errors and silent
 NaNs the attack found, each as a class over every backend.
 
 References: ``torch.optim.X(foreach=False)`` and ``torch.nn.functional`` with autograd, in float64 on contiguous
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from softgrad.backends import get_backend
 from softgrad.backends.numpy_backend import NumPyBackend
-from softgrad.base import validation as v
-from softgrad.base.optim.sgd import SGDState
+from softgrad.numerics import validation as v
+from softgrad.numerics.optim.sgd import SGDState
 
 from tests.conftest import AVAILABLE
 
@@ -86,7 +86,7 @@ def _torch_optim(name, params0, grads, **hyperparameters):
     return [t.detach().numpy() for t in tensors]
 
 
-# ---- item 1: the in-place SGD on views ---------------------------------------------------------------------
+# ---- the in-place SGD on views ---------------------------------------------------------------------
 
 
 def test_the_issues_strided_view_example(mutable):
@@ -223,7 +223,7 @@ def test_internal_overlap_matches_enumerating_the_elements(seed):
     assert v.has_internal_overlap(shape, strides, 4) == (len(np.unique(offsets)) < len(offsets))
 
 
-# ---- item 11: the raw errors and silent NaNs ----------------------------------------------------------------
+# ---- the raw errors and silent NaNs ----------------------------------------------------------------
 
 
 def test_optimizers_take_any_iterable_of_arrays(be):
@@ -358,7 +358,7 @@ def test_torch_meta_tensors_are_named(call):
         call(be, lambda *shape: torch.empty(*shape, device="meta", dtype=torch.float64))
 
 
-# ---- item 6: the L1 gradient of a subnormal residual ----------------------------------------------------------
+# ---- the L1 gradient of a subnormal residual ----------------------------------------------------------
 
 
 @pytest.mark.skipif("jax" not in AVAILABLE, reason="JAX is not installed")

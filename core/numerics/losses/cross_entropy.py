@@ -1,7 +1,7 @@
 """Cross-entropy and the negative log-likelihood: value and analytic gradient, against ``be.xp``.
 
 PyTorch's semantics (``torch.nn.functional.cross_entropy`` and ``nll_loss``),
-documented in :mod:`core.base.protocol`: class-index or probability targets,
+documented in :mod:`softgrad.numerics.protocol`: class-index or probability targets,
 ``weight``, ``ignore_index``, ``reduction`` and ``label_smoothing``. Where
 PyTorch returns NaN and the mathematics has a value (a ``-inf`` logit that
 the target puts no mass on), this returns the value.
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from softgrad.base.losses.support import (
+from softgrad.numerics.losses.support import (
     checked_max,
     finish_loss,
     index_target,
