@@ -97,6 +97,15 @@ class ArrayAPIBackend:
     def argmax(self, x, axis=-1):
         return self.xp.argmax(x, axis=axis)
 
+    def take(self, x, indices, axis=0):
+        return self.xp.take(x, indices, axis=axis)
+
+    def reshape(self, x, shape):
+        return self.xp.reshape(x, tuple(shape))
+
+    def all_finite(self, x):
+        return bool(self.to_numpy(self.xp.all(self.xp.isfinite(x))))
+
     def _device_of(self, x):
         return device_of(x)
 

@@ -179,6 +179,19 @@ class Backend(Protocol):
         """Index of the largest entry along ``axis`` (the first one on ties), as integers."""
         ...
 
+    def take(self, x: Array, indices: Array, axis: int = 0) -> Array:
+        """The entries of ``x`` at ``indices`` (a 1-D integer array of this backend) along ``axis``:
+        ``numpy.take``, a new array (shuffling a data set: ``take(x, order)``)."""
+        ...
+
+    def reshape(self, x: Array, shape: tuple[int, ...]) -> Array:
+        """``x`` with the same entries in C order and shape ``shape`` (a view where the library can)."""
+        ...
+
+    def all_finite(self, x: Array) -> bool:
+        """Whether every entry of ``x`` is finite (no NaN, no ``inf``), as a Python bool (one transfer)."""
+        ...
+
     # ---- softmax -------------------------------------------------------
 
     def softmax(self, z: Array, axis: int = -1) -> Array:
@@ -453,6 +466,9 @@ def complete(backend: Any) -> Any:
         "linear_cross_entropy": lambda: _shared_linear(backend, want_grad=False),
         "linear_cross_entropy_and_grad": lambda: _shared_linear(backend, want_grad=True),
         "log_sigmoid": lambda: _shared(backend, "log_sigmoid"),
+        "take": lambda: lambda x, indices, axis=0: backend.xp.take(x, indices, axis=axis),
+        "reshape": lambda: lambda x, shape: backend.xp.reshape(x, tuple(shape)),
+        "all_finite": lambda: lambda x: bool(backend.to_numpy(backend.xp.all(backend.xp.isfinite(x)))),
         "on_gpu": lambda: str(getattr(backend, "device", "")).startswith("cuda"),
         "peak_memory": lambda: lambda run: _run_untracked(run),
         "xp": lambda: _namespace_of(backend),
