@@ -1,0 +1,69 @@
+"""``load(name)``: any data set softgrad knows, by name, with the recipe that loads it again."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from softgrad.datasets._binary import binary as binary_task
+from softgrad.datasets._catalogue import IMAGE_SETS, NAMES, REGRESSION_NAMES, default_root
+from softgrad.datasets._cifar import load_cifar_npz
+from softgrad.datasets._dataset import Dataset
+from softgrad.datasets._images import has_files, missing
+from softgrad.datasets._mnist import has_all_idx, load_idx, load_shipped_mnist
+from softgrad.datasets._record import recipe
+from softgrad.datasets._regression import diabetes, toy_regression
+from softgrad.datasets._synthetic import synthetic
+from softgrad.datasets._torchvision import load_vision
+
+
+def load(name: str, root: str | os.PathLike | None = None, download: bool = False, *,
+         binary: str | int | Sequence[str | int] | None = None, **options) -> Dataset:
+    """The train and test arrays of ``name`` and its class names.
+
+    ``name``: ``"mnist"``, ``"fashion-mnist"``, ``"cifar10"``,
+    ``"synthetic"`` (``options`` go to :func:`synthetic`), or one of the
+    regression sets ``"toy-regression"`` and ``"diabetes"`` (see
+    :func:`toy_regression` and :func:`diabetes`; both ship with softgrad, so
+    ``root`` and ``download`` are not used for them). ``root`` is the
+    folder torchvision reads (``<root>/MNIST/raw/...``), or for MNIST and
+    Fashion-MNIST a folder that holds the four IDX files itself (such as a
+    copy of the small real samples); ``download=True`` fetches missing files
+    into the torchvision layout. For MNIST with neither the full files in
+    ``root`` nor ``download``, the shipped subset is used.
+
+    ``binary``: turn a classification set into a two-class task, as
+    :func:`binary` does (``"even"``, ``"odd"``, ``"0"``, ``"0,6"``,
+    ``[0, 6]``, ``"Sandal"``); a ``ValueError`` for regression sets.
+    """
+    if binary is not None and name in REGRESSION_NAMES:
+        raise ValueError(f"load({name!r}, binary={binary!r}): {name} is a regression data set; a binary task "
+                         f"needs a classification one ({', '.join(n for n in NAMES if n not in REGRESSION_NAMES)})")
+    data = _by_name(name, root, download, options)
+    data = dataclasses.replace(data, recipe=recipe(name, root, options))
+    return data if binary is None else binary_task(data, binary)
+
+
+def _by_name(name: str, root: str | os.PathLike | None, download: bool, options: dict) -> Dataset:
+    if name == "synthetic":
+        return synthetic(**options)
+    if options:
+        raise TypeError(f"load({name!r}): unexpected options {sorted(options)}")
+    if name not in IMAGE_SETS:
+        if name == "toy-regression":
+            return toy_regression()
+        if name == "diabetes":
+            return diabetes()
+        raise ValueError(f"unknown data set {name!r}; choose one of {', '.join(NAMES)}")
+    folder = Path(root) if root is not None else default_root()
+    if name != "cifar10" and has_all_idx(folder):  # the four IDX files right there, in no layout
+        return load_idx(name, folder, source=f"{name} IDX files in {folder}")
+    if name == "cifar10" and list(folder.glob("train-images*.npz")):  # arrays saved with np.savez
+        return load_cifar_npz(folder)
+    if name == "mnist" and not download and not has_files(name, folder):
+        if root is not None:
+            raise missing(name, folder)
+        return load_shipped_mnist()
+    return load_vision(name, folder, download, source=f"torchvision {IMAGE_SETS[name].torchvision_class} in {folder}")
