@@ -79,11 +79,11 @@ class Optimizer:
         named = {p.name for p in parameters if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
         return {k: value for k, value in hyperparameters.items() if k in named}
 
-    def check_names(self, hyperparameters: Mapping[str, Any], op: str | None = None) -> None:
+    def check_names(self, hyperparameters: Mapping[str, Any], where: str | None = None) -> None:
         """A TypeError naming any of ``hyperparameters`` this optimizer does not have (``lr`` aside), and those it has."""
         unknown = sorted(set(hyperparameters) - set(self.defaults))
         if unknown:
-            raise TypeError(f"{op + ': ' if op else ''}{self.name} has no hyperparameter "
+            raise TypeError(f"{where + ': ' if where else ''}{self.name} has no hyperparameter "
                             f"{', '.join(map(repr, unknown))}; it takes lr"
                             f"{''.join(', ' + k for k in self.defaults)}")
 

@@ -18,9 +18,10 @@ set of hyperparameters can be passed to both, and ignores it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
 
-from softgrad.numerics.optim.adam import check_flag, check_param_arrays, check_real, check_step_arguments
+from softgrad.numerics.optim.checks import check_flag, check_param_arrays, check_real, check_step_arguments
 
 #: torch.optim.Adagrad's defaults for every hyperparameter but lr (1e-2)
 DEFAULTS: dict[str, Any] = {"lr_decay": 0.0, "weight_decay": 0.0, "initial_accumulator_value": 0.0, "eps": 1e-10,
@@ -41,22 +42,42 @@ class AdagradState(NamedTuple):
     sum: tuple[Any, ...] = ()
 
 
-def _check(lr: Any, lr_decay: Any, weight_decay: Any, initial_accumulator_value: Any, eps: Any,
-           maximize: Any) -> dict[str, Any]:
-    op = "adagrad_step"
-    # in torch's order: lr, lr_decay, weight_decay, initial_accumulator_value, eps
-    return {"lr": check_real(op, "lr", lr), "lr_decay": check_real(op, "lr_decay", lr_decay),
-            "weight_decay": check_real(op, "weight_decay", weight_decay),
-            "initial_accumulator_value": check_real(op, "initial_accumulator_value", initial_accumulator_value),
-            "eps": check_real(op, "eps", eps), "maximize": check_flag(op, "maximize", maximize)}
+@dataclass(frozen=True)
+class AdagradHyperparameters:
+    """One Adagrad step's hyperparameters, checked (:meth:`checked`) and as Python numbers.
+
+    ``initial_accumulator_value`` is the initial state's (see :func:`init`):
+    a step checks it and does not use it.
+    """
+
+    lr: float = 1e-2
+    lr_decay: float = 0.0
+    weight_decay: float = 0.0
+    initial_accumulator_value: float = 0.0
+    eps: float = 1e-10
+    maximize: bool = False
+
+    @classmethod
+    def checked(cls, *, lr: Any, lr_decay: Any, weight_decay: Any, initial_accumulator_value: Any, eps: Any,
+                maximize: Any) -> AdagradHyperparameters:
+        """The hyperparameters as Python numbers, or a clear error."""
+        where = "adagrad_step"
+        # in torch's order: lr, lr_decay, weight_decay, initial_accumulator_value, eps
+        return cls(lr=check_real(where, "lr", lr), lr_decay=check_real(where, "lr_decay", lr_decay),
+                   weight_decay=check_real(where, "weight_decay", weight_decay),
+                   initial_accumulator_value=check_real(where, "initial_accumulator_value",
+                                                        initial_accumulator_value),
+                   eps=check_real(where, "eps", eps), maximize=check_flag(where, "maximize", maximize))
 
 
 def check(lr: float = 0.01, lr_decay: float = 0.0, weight_decay: float = 0.0, initial_accumulator_value: float = 0.0,
           eps: float = 1e-10, maximize: bool = False) -> dict[str, Any]:
     """The hyperparameters, checked and as Python numbers (what ``step`` takes besides lr)."""
-    out = _check(lr, lr_decay, weight_decay, initial_accumulator_value, eps, maximize)
-    del out["lr"]
-    return out
+    values = asdict(AdagradHyperparameters.checked(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
+                                                   initial_accumulator_value=initial_accumulator_value, eps=eps,
+                                                   maximize=maximize))
+    del values["lr"]
+    return values
 
 
 def init(be: Any, params: Sequence[Any], *, initial_accumulator_value: float = 0.0,
@@ -76,22 +97,31 @@ def step(be: Any, params: Sequence[Any], grads: Sequence[Any], state: AdagradSta
     ``g`` is ``-g`` when ``maximize``, then ``g + weight_decay p``.
     ``initial_accumulator_value`` is the state's (see ``adagrad_init``): checked, not used here.
     """
-    h = _check(lr, lr_decay, weight_decay, initial_accumulator_value, eps, maximize)
-    lr, lr_decay, weight_decay, eps, maximize = h["lr"], h["lr_decay"], h["weight_decay"], h["eps"], h["maximize"]
+    hyper = AdagradHyperparameters.checked(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
+                                           initial_accumulator_value=initial_accumulator_value, eps=eps,
+                                           maximize=maximize)
     sums = state.sum if isinstance(state, AdagradState) else None
-    count = check_step_arguments(be, "adagrad_step", params, grads, state, AdagradState, "adagrad_init",
-                                 {"sum": sums}) + 1
+    count = check_step_arguments(be, "adagrad_step", params, grads, state, state_type=AdagradState,
+                                 init="adagrad_init", buffers={"sum": sums}) + 1
     if sums is None:
         raise TypeError("adagrad_step: the state's sum must be one array per parameter; was it made by adagrad_init?")
-    xp = be.xp
-    clr = lr / (1 + (count - 1) * lr_decay)  # a Python float, as torch computes it
+    clr = hyper.lr / (1 + (count - 1) * hyper.lr_decay)  # a Python float, as torch computes it
     new_params, new_sums = [], []
     for p, g, s in zip(params, grads, sums):
-        if maximize:
-            g = -g
-        if weight_decay != 0:
-            g = g + weight_decay * p
-        s = s + g * g  # torch: addcmul_(g, g, value=1)
-        new_params.append(p + ((-clr) * g) / (xp.sqrt(s) + eps))
+        p, s = update_one(be.xp, p, g, s, clr, hyper)
+        new_params.append(p)
         new_sums.append(s)
     return new_params, AdagradState(step=count, sum=tuple(new_sums))
+
+
+def update_one(xp: Any, p: Any, g: Any, sum_: Any, clr: float, hyper: AdagradHyperparameters) -> tuple[Any, Any]:
+    """One parameter's update at the step's decayed learning rate ``clr``, in torch's order: ``(p, sum)``.
+
+    Pure arithmetic on ``xp``: a backend may compile it.
+    """
+    if hyper.maximize:
+        g = -g
+    if hyper.weight_decay != 0:
+        g = g + hyper.weight_decay * p
+    sum_ = sum_ + g * g  # torch: addcmul_(g, g, value=1)
+    return p + ((-clr) * g) / (xp.sqrt(sum_) + hyper.eps), sum_
