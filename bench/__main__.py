@@ -19,14 +19,14 @@ import os
 import signal
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 from softgrad import datasets
 from softgrad.backends import available_backends, backend_names, get_backend
+from softgrad.bench.detail import render_detail
 from softgrad.bench.ops import OpResult, measure_ops
 from softgrad.bench.report import (
     model_label,
@@ -54,7 +54,8 @@ DEFAULT_ACCURACY_SAMPLES = 4096  # the default sweep's accuracy check: an epoch 
 PROG_NAME = "python -m bench"
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The bench's flags, named as the user called it (``PROG_NAME``, read when called)."""
     parser = OneLineErrorParser(
         prog=PROG_NAME,
         description="Which backend is fastest for your network on this machine: by default the MLP at batch 64 "
@@ -106,9 +107,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "_and_grad per backend (numpy, torch, jax with --backend all) beside torch's "
                         "linear_cross_entropy, dense and chunked; a few minutes, seconds with --quick")
     parser.add_argument("--json", metavar="PATH", help="also write every figure to PATH as JSON")
-    from softgrad.bench.large_vocab import add_shape_arguments, check_shape_arguments
+    from softgrad.bench.large_vocab import add_shape_arguments
 
     add_shape_arguments(parser)
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The arguments, the sweep they leave open resolved (:func:`resolve_sweep`), each checked: a usage error
+    (exit status 2, one line) before anything is measured."""
+    from softgrad.bench.large_vocab import check_shape_arguments
+
+    parser = build_parser()
     args = parser.parse_args(argv)
     check_shape_arguments(parser, args)
     resolve_sweep(args)
@@ -147,95 +157,6 @@ def resolve_sweep(args: argparse.Namespace) -> None:
 
 def default_batch_sizes(args: argparse.Namespace) -> list[int]:
     return BATCH_SIZES if args.full else DEFAULT_BATCH_SIZES
-
-
-def format_rate(value: float) -> str:
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if value >= scale:
-            return f"{value / scale:.2f} {unit}"
-    return f"{value:.1f}"
-
-
-def render_ops(results: list[OpResult], console: Console) -> None:
-    table = Table(title="op throughput (median of repeats)")
-    for column in ("op", "size", "backend", "dtype", "time / call", "spread", "rows or params / s", "GB/s",
-                   "% of copy"):
-        table.add_column(column, justify="right" if column not in ("op", "backend") else "left")
-    # group by op, then size in the order measured, then backend: rows to compare sit together
-    op_order, size_order, backend_order = ({}, {}, {})
-    for r in results:
-        op_order.setdefault(r.op, len(op_order))
-        size_order.setdefault(r.size, len(size_order))
-        backend_order.setdefault(r.backend, len(backend_order))
-    ordered = sorted(results, key=lambda r: (op_order[r.op], size_order[r.size], backend_order[r.backend]))
-    copies = {(r.backend, r.size): r.gb_per_s for r in results if r.op == "device copy"}
-    for r in ordered:
-        copy = copies.get((r.backend, r.size))
-        table.add_row(r.op, r.size, r.backend, r.dtype, f"{r.timing.median_s * 1e6:,.1f} µs",
-                      f"±{r.timing.spread_s / r.timing.median_s * 50:.0f}%", format_rate(r.items_per_s),
-                      f"{r.gb_per_s:,.1f}", "-" if copy is None or r.op == "device copy" else f"{r.gb_per_s / copy:.0%}")
-    console.print(table)
-    from softgrad.bench.ops import sgd_floor_s
-
-    for backend in backend_order:
-        floor = sgd_floor_s(results, backend)
-        sgd = next((r for r in results if r.backend == backend and r.op.startswith("sgd_step")), None)
-        if floor is not None and sgd is not None:
-            console.print(f"sgd_step on {backend}: {sgd.timing.median_s * 1e6:,.0f} µs per update; its memory traffic "
-                          f"({sgd.bytes_moved / 1e6:.1f} MB: parameters, gradients and buffers read, parameters and "
-                          f"buffers written) at {backend}'s copy rate allows {floor * 1e6:,.0f} µs "
-                          f"({floor / sgd.timing.median_s:.0%} of the way there)", highlight=False)
-
-
-def render_training(records, chosen, anchors: list[str], console: Console) -> None:
-    cases = sorted({r.case for r in records}, key=lambda k: (k[2] != "sgd", k[0] != "mlp", k[1]))
-    for model, batch_size, optimizer in cases:
-        label = "MLP 784-512-256-128-64-10" if model == "mlp" else "softmax regression"
-        trained = "" if optimizer == "sgd" else ", Adam (lr 1e-3)"
-        table = Table(title=f"training throughput: {label}, batch {batch_size}{trained}")
-        columns = ["backend", "samples/s", "spread", *[f"× {a.removeprefix('anchor:')}" for a in anchors],
-                   "% own ceiling", "% best ceiling", "60k-sample epoch", "accuracy", "peak memory",
-                   "first 2 steps"]
-        for column in columns:
-            table.add_column(column, justify="left" if column == "backend" else "right", no_wrap=column == "backend")
-        case = [r for r in records if r.case == (model, batch_size, optimizer)]
-        for r in sorted(case, key=lambda r: -r.samples_per_s):
-            name = r.backend + (" ★" if chosen.get((model, batch_size)) is r else "")
-            table.add_row(
-                name, f"{r.samples_per_s:,.0f}", f"±{r.spread * 50:.0f}%",
-                *[f"{r.ratios[a]:.2f}" if a in r.ratios else "-" for a in anchors],
-                _percent(r.ceiling_fraction), _percent(r.best_ceiling_fraction),
-                f"{60_000 / r.samples_per_s:.2f} s",
-                "-" if r.accuracy is None else f"{r.accuracy:.2%}",
-                "-" if r.peak_memory_bytes is None else f"{r.peak_memory_bytes / 2**20:,.1f} MiB",
-                "-" if r.warmup_s is None else f"{r.warmup_s * 1e3:,.0f} ms",
-            )
-        console.print(table)
-
-
-def _percent(fraction: float | None) -> str:
-    if fraction is None:
-        return "-"
-    return f"{fraction:.0%}" + (" (!)" if fraction > 1 else "")
-
-
-def render_ceilings(ceilings: dict, console: Console, isolated: bool = False) -> None:
-    """One line per library: the samples/s its step's matmuls alone allow, per network and batch size."""
-    where = ("timed between the training blocks, in the process that trains on it" if isolated
-             else "in a process of its own")
-    for name, cases in ceilings.items():
-        if isinstance(cases, str):
-            console.print(f"[dim]{escape(cases)}[/dim]")
-            continue
-        measured = [c for c in cases if "error" not in c]
-        if measured:
-            console.print(f"matmul ceiling of {name} (a step's matmuls alone, {where}): " + ", ".join(
-                f"{'-'.join(map(str, c['widths']))} batch {c['batch_size']} ({c['products']} products): "
-                f"{c['samples_per_s']:,.0f} samples/s ({c['gflops']:.0f} GFLOP/s)" for c in measured), highlight=False)
-        for c in cases:
-            if "error" in c:
-                console.print(f"[dim]{escape(c['error'])} ({'-'.join(map(str, c['widths']))} batch "
-                              f"{c['batch_size']})[/dim]")
 
 
 def choose_backends(requested: str) -> tuple[list[str], dict[str, str]]:
@@ -293,6 +214,21 @@ def _main(argv: list[str] | None = None) -> int:
     # is named in one line now, not after minutes of op benchmarks (main reports the DatasetError)
     data = datasets.load(args.dataset, root=args.root, download=args.download) if args.training else None
     console = make_console(args.wide)
+    payload = print_header(console, args, unavailable)
+    if args.training or args.ops:
+        console.print(describe_sweep(args, data, names), highlight=False)
+    measured = Measured()
+    interrupted = measure(args, console, names, data, measured, payload)
+    # after a Ctrl-C, a second one does not cut the report short
+    with sigint_ignored() if interrupted else contextlib.nullcontext():
+        return report(args, console, payload, measured, unavailable, interrupted=interrupted,
+                      elapsed_s=time.perf_counter() - started)
+
+
+def print_header(console: Console, args, unavailable: dict) -> dict:
+    """The machine, its versions and NumPy's BLAS, in two lines (a third if the BLAS kernel was forced);
+    the JSON payload they start."""
+    from softgrad.bench.blas_kernel import forced_kernel_warning
     from softgrad.numerics.machine import machine_header
 
     header = machine_header()
@@ -303,73 +239,92 @@ def _main(argv: list[str] | None = None) -> int:
             for b in header["blas"] if b.get("user_api") == "blas"]
     console.print("NumPy's BLAS (threadpoolctl): " + ("; ".join(blas) or "not reported (threadpoolctl is not installed)"),
                   highlight=False)
-    from softgrad.bench.blas_kernel import forced_kernel_warning
-
     warning = forced_kernel_warning()
     if warning:
         console.print(f"[yellow]{escape(warning)}[/yellow]")
-    payload: dict = {"machine": header, "unavailable": unavailable, "blas_warning": warning,
-                     "sweep": "full" if args.full else "default"}
-    if args.training or args.ops:
-        console.print(describe_sweep(args, data, names), highlight=False)
-    op_results: list[OpResult] = []
-    training_records: list = []
-    large_vocab_rows: list = []
-    rates: dict[str, float] = {}
-    ceilings: dict = {}
-    interrupted = False
+    return {"machine": header, "unavailable": unavailable, "blas_warning": warning,
+            "sweep": "full" if args.full else "default"}
+
+
+@dataclass
+class Measured:
+    """What the sections have measured so far: filled as they go, so that a Ctrl-C reports what there is."""
+
+    op_results: list[OpResult] = field(default_factory=list)
+    training_records: list = field(default_factory=list)
+    large_vocab_rows: list = field(default_factory=list)
+    rates: dict[str, float] = field(default_factory=dict)  # matmul GFLOP/s per device (bench.roofline)
+    ceilings: dict = field(default_factory=dict)  # matmul ceilings per library (bench.ceiling)
+
+
+def measure(args, console: Console, names: list[str], data, measured: Measured, payload: dict) -> bool:
+    """Every section the arguments ask for, in order, into ``measured``; whether Ctrl-C stopped it."""
     status = console.status("measuring...") if console.is_terminal else contextlib.nullcontext()
     try:
         with status as spinner, contender_processes(args, names, _progress(spinner)) as workers:
             progress = _progress(spinner)
             if (args.training and args.ceilings) or args.large_vocab:
-                progress("matmul roofline")
-                from softgrad.bench.roofline import matmul_gflops
-
-                rates.update(matmul_gflops(1024 if args.quick else 2048))
-                payload["matmul_gflops"] = rates
-                console.print("matmul roofline (float32): " + ", ".join(f"{k} {v:,.1f} GFLOP/s" for k, v in rates.items()))
+                measure_roofline(args, console, progress, measured, payload)
             if args.ops:
-                for name in names:
-                    worker = next((w for w in workers if w.name == name), None)
-                    if worker is not None:
-                        progress(f"op throughput of {name} (in its own process)")
-                        measured = worker.ops(args.dtype, args.quick, args.repeats)
-                    else:
-                        measured = measure_ops(get_backend(name), np.dtype(args.dtype), quick=args.quick,
-                                               repeats=args.repeats, progress=progress)
-                    op_results += measured
-                    console.print(describe_ops(name, measured), highlight=False)
+                measure_op_section(args, console, names, workers, progress, measured)
             if args.training:
-                if args.same_process and args.ceilings:
-                    ceilings.update(measure_ceilings(args, names, progress, data))
-                payload["isolated"] = not args.same_process
-                width = max(len("torch-autograd"), *(len(short_name(n)) for n in [*names, *(w.name for w in workers)]))
-
-                def on_case(model: str, batch_size: int, optimizer: str) -> None:
-                    console.print(f"{model} batch {batch_size}, {optimizer}: {args.repeats} repeat"
-                                  f"{'s' if args.repeats > 1 else ''} (samples/s, spread, {accuracy_note(args)})",
-                                  highlight=False)
-
-                def on_record(record) -> None:
-                    training_records.append(record)
-                    console.print(escape(stream_line(record, width)), highlight=False)
-
-                run_training(args, names, progress, rates, ceilings if args.ceilings else None, workers, data,
-                             on_case=on_case, on_record=on_record)
+                measure_training_section(args, console, names, workers, progress, measured, data, payload)
             if args.large_vocab:
                 from softgrad.bench.large_vocab import REPEATS, run_section
 
                 # "all": the large-vocabulary table's own default set (numpy, torch, jax), each with its reason
-                large_vocab_rows, payload["large_vocab"] = run_section(
-                    args, None if args.backend == "all" else [args.backend], 2 if args.quick else REPEATS, rates,
-                    progress)
+                measured.large_vocab_rows, payload["large_vocab"] = run_section(
+                    args, None if args.backend == "all" else [args.backend], 2 if args.quick else REPEATS,
+                    measured.rates, progress)
     except KeyboardInterrupt:
-        interrupted = True
-    # after a Ctrl-C, a second one does not cut the report short
-    with sigint_ignored() if interrupted else contextlib.nullcontext():
-        return report(args, console, payload, op_results, training_records, rates, ceilings, large_vocab_rows,
-                      unavailable, interrupted, time.perf_counter() - started)
+        return True
+    return False
+
+
+def measure_roofline(args, console: Console, progress, measured: Measured, payload: dict) -> None:
+    """The machine's matmul rate per device, which the ceilings and the large-vocabulary table read against."""
+    from softgrad.bench.roofline import matmul_gflops
+
+    progress("matmul roofline")
+    measured.rates.update(matmul_gflops(1024 if args.quick else 2048))
+    payload["matmul_gflops"] = measured.rates
+    console.print("matmul roofline (float32): "
+                  + ", ".join(f"{k} {v:,.1f} GFLOP/s" for k, v in measured.rates.items()))
+
+
+def measure_op_section(args, console: Console, names: list[str], workers, progress, measured: Measured) -> None:
+    """The op benchmarks of each backend, in its worker's process where it has one; a line per backend."""
+    for name in names:
+        worker = next((w for w in workers if w.name == name), None)
+        if worker is not None:
+            progress(f"op throughput of {name} (in its own process)")
+            results = worker.ops(args.dtype, args.quick, args.repeats)
+        else:
+            results = measure_ops(get_backend(name), np.dtype(args.dtype), quick=args.quick, repeats=args.repeats,
+                                  progress=progress)
+        measured.op_results += results
+        console.print(describe_ops(name, results), highlight=False)
+
+
+def measure_training_section(args, console: Console, names: list[str], workers, progress, measured: Measured,
+                             data, payload: dict) -> None:
+    """The training rows, a line per contender as it is measured (the ceilings first with --same-process)."""
+    if args.same_process and args.ceilings:
+        measured.ceilings.update(measure_ceilings(args, names, progress, data))
+    payload["isolated"] = not args.same_process
+    width = max(len("torch-autograd"), *(len(short_name(n)) for n in [*names, *(w.name for w in workers)]))
+
+    def on_case(model: str, batch_size: int, optimizer: str) -> None:
+        console.print(f"{model} batch {batch_size}, {optimizer}: {args.repeats} repeat"
+                      f"{'s' if args.repeats > 1 else ''} (samples/s, spread, {accuracy_note(args)})",
+                      highlight=False)
+
+    def on_record(record) -> None:
+        measured.training_records.append(record)
+        console.print(escape(stream_line(record, width)), highlight=False)
+
+    run_training(args, names, progress, ceilings=measured.ceilings if args.ceilings else None, workers=workers,
+                 data=data, on_case=on_case, on_record=on_record)
 
 
 def accuracy_note(args) -> str:
@@ -414,77 +369,67 @@ def describe_ops(name: str, results: list[OpResult]) -> str:
             f"{largest.timing.median_s * 1e6:,.1f} µs per call")
 
 
-def report(args, console: Console, payload: dict, op_results, training_records, rates, ceilings,
-           large_vocab_rows, unavailable: dict, interrupted: bool, elapsed_s: float) -> int:
-    """The recommendation first, then the tables (and with --wide the detail), then the JSON."""
+def report(args, console: Console, payload: dict, measured: Measured, unavailable: dict, *, interrupted: bool,
+           elapsed_s: float) -> int:
+    """The recommendation first, then the tables (and with --wide the detail), then the JSON; the exit status."""
     from softgrad.bench.training import add_ratios, recommend, verdicts
 
+    records, op_results = measured.training_records, measured.op_results
     payload["interrupted"] = interrupted
     payload["elapsed_s"] = round(elapsed_s, 1)
-    if training_records:
-        add_ratios(training_records, rates, ceilings if args.ceilings else None)
-    chosen = recommend(training_records)
-    decided = verdicts(training_records, chosen)
+    if records:
+        add_ratios(records, measured.rates, measured.ceilings if args.ceilings else None)
+    chosen = recommend(records)  # the verdicts, once: the summary, the detail and the JSON read them
+    decided = verdicts(records, chosen)
     console.print()
     if interrupted:
         console.print(f"[bold red]interrupted[/bold red] after {elapsed_s:,.0f} s: what was measured so far "
-                      f"({len(training_records)} training rows, {len(op_results)} op cases)", highlight=False)
+                      f"({len(records)} training rows, {len(op_results)} op cases)", highlight=False)
     else:
         console.print(f"measured in {elapsed_s:,.0f} s", highlight=False)
-    lines = recommendation_lines(training_records, decided)
+    lines = recommendation_lines(records, decided)
     payload["recommendation_text"] = lines
     for line in lines:
         console.print(f"[bold]recommendation:[/bold] {escape(line)}", highlight=False)
-    if training_records:
-        render_summary(training_records, decided, console, repeats=args.repeats)
-        render_cases(training_records, console)
+    if records:
+        render_summary(records, decided, console, repeats=args.repeats)
+        render_cases(records, console)
         console.print(f"accuracy: {accuracy_note(args)}", highlight=False)
     if op_results:
         render_ops_narrow(op_results, console)
     if args.wide:
-        console.print("[bold]detail (--wide)[/bold]")
-        if op_results:
-            render_ops(op_results, console)
-        if training_records:
-            anchors = sorted({r.backend for r in training_records if r.backend.startswith("anchor:")})
-            render_training(training_records, {k: v.winner for k, v in decided.items() if not v.too_close}, anchors,
-                            console)
-            render_ceilings(ceilings, console, payload.get("isolated", False))
-            console.print("% own ceiling: samples/s over what the step's matmuls alone allow on the row's own "
-                          "library (anchors: torch's, scikit-learn's NumPy); % best ceiling: over the fastest "
-                          "library's on the device", highlight=False)
-            if any((r.ceiling_fraction or 0) > 1 or (r.best_ceiling_fraction or 0) > 1 for r in training_records):
-                console.print("(!) above 100% of a ceiling: the ceiling was measured while the machine was busy; "
-                              "rerun the bench on an idle machine", highlight=False)
-            for model in dict.fromkeys(m for m, _ in sorted(decided)):
-                console.print(f"[bold]recommendation[/bold] (★) for {model}: " + "; ".join(
-                    f"batch {batch}: {escape(v.describe())}" for (m, batch), v in sorted(decided.items())
-                    if m == model), highlight=False)
-    if large_vocab_rows:
+        render_detail(console, op_results, records, decided, measured.ceilings, payload.get("isolated", False))
+    if measured.large_vocab_rows:
         from softgrad.bench.large_vocab import render as render_large_vocab
 
-        render_large_vocab(large_vocab_rows, console, rates)
+        render_large_vocab(measured.large_vocab_rows, console, measured.rates)
     for name, reason in unavailable.items():
         console.print(f"[dim]{escape(name)}: unavailable: {escape(reason)}[/dim]")
     if args.json:
-        from softgrad.bench.ops import sgd_floor_s
-        from softgrad.numerics.files import atomic_write_text
-
-        payload["ceilings"] = ceilings
-        payload["ops"] = [dict(asdict(r), items_per_s=r.items_per_s, gb_per_s=r.gb_per_s) for r in op_results]
-        payload["sgd_floor_s"] = {b: sgd_floor_s(op_results, b) for b in dict.fromkeys(r.backend for r in op_results)}
-        payload["records"] = [asdict(r) for r in training_records]
-        payload["recommendation"] = [{"model": m, "batch_size": b, "backend": r.backend}
-                                     for (m, b), r in sorted(chosen.items())]
-        payload["verdicts"] = [
-            {"model": m, "batch_size": b, "backend": v.winner.backend, "too_close": v.too_close, "margin": v.margin,
-             "runner_up": None if v.runner_up is None else v.runner_up.backend}
-            for (m, b), v in sorted(decided.items())]
-        atomic_write_text(args.json, json.dumps(payload, indent=2))
+        write_json(args.json, payload, measured, chosen, decided)
         console.print(f"wrote {args.json}")
-    if args.full and not args.wide and training_records:
+    if args.full and not args.wide and records:
         console.print("[dim]--wide: ceilings, % of ceiling, spreads, peak memory and every op column[/dim]")
     return 130 if interrupted else 0
+
+
+def write_json(path: str, payload: dict, measured: Measured, chosen: dict, decided: dict) -> None:
+    """Every figure, the recommendation and its verdicts, to ``path`` (written whole or not at all)."""
+    from softgrad.bench.ops import sgd_floor_s
+    from softgrad.numerics.files import atomic_write_text
+
+    op_results = measured.op_results
+    payload["ceilings"] = measured.ceilings
+    payload["ops"] = [dict(asdict(r), items_per_s=r.items_per_s, gb_per_s=r.gb_per_s) for r in op_results]
+    payload["sgd_floor_s"] = {b: sgd_floor_s(op_results, b) for b in dict.fromkeys(r.backend for r in op_results)}
+    payload["records"] = [asdict(r) for r in measured.training_records]
+    payload["recommendation"] = [{"model": m, "batch_size": b, "backend": r.backend}
+                                 for (m, b), r in sorted(chosen.items())]
+    payload["verdicts"] = [
+        {"model": m, "batch_size": b, "backend": v.winner.backend, "too_close": v.too_close, "margin": v.margin,
+         "runner_up": None if v.runner_up is None else v.runner_up.backend}
+        for (m, b), v in sorted(decided.items())]
+    atomic_write_text(path, json.dumps(payload, indent=2))
 
 
 def training_cases(args) -> list[tuple[str, int, str]]:
@@ -575,11 +520,12 @@ def sigint_ignored():
         signal.signal(signal.SIGINT, previous)
 
 
-def run_training(args, names: list[str], progress, matmul_rates: dict[str, float], ceilings=None, workers=(),
-                 data=None, on_case=None, on_record=None):
+def run_training(args, names: list[str], progress, *, ceilings=None, workers=(), data=None, on_case=None,
+                 on_record=None) -> list:
     """Every training row, by ``workers`` (bench.worker: a process per contender, which fills ``ceilings``
-    with its library's matmul ceiling as it goes) or, with none, by contenders in this process."""
-    from softgrad.bench.training import add_ratios, measure_training, recommend
+    with its library's matmul ceiling as it goes) or, with none, by contenders in this process. The ratios
+    and the verdicts are the report's, taken once over every row measured."""
+    from softgrad.bench.training import measure_training
 
     if data is None:
         progress(f"loading {args.dataset}")
@@ -600,8 +546,7 @@ def run_training(args, names: list[str], progress, matmul_rates: dict[str, float
                                     block_samples=getattr(args, "block_samples", None), on_case=on_case,
                                     on_record=on_record, block_seconds=getattr(args, "block_seconds", None),
                                     accuracy_samples=getattr(args, "accuracy_samples", None))
-    add_ratios(records, matmul_rates, ceilings)
-    return records, recommend(records)
+    return records
 
 
 if __name__ == "__main__":
