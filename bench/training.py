@@ -82,34 +82,19 @@ def measure_training(contenders: list, models: list[str], batch_sizes: list[int]
     ceiling are measured in the same minutes by the same process.
     """
     records = []
-    ceiling_of: dict[str, object] = {}  # library -> the contender whose process times its ceiling
+    ceiling_of = _ceiling_processes(contenders) if ceilings is not None else {}
     failed: set[tuple[str, tuple[int, ...], int]] = set()  # (library, widths, batch size) whose ceiling failed
-    if ceilings is not None:
-        for contender in contenders:
-            if hasattr(contender, "ceiling"):
-                ceiling_of.setdefault(contender.library, contender)
     for model in models:
         model_widths = widths(model, data)
-        flops = training_flops_per_sample(model_widths)
         for batch_size in batch_sizes:
             if batch_size > len(data.y_train):
                 continue
+            shape = _Shape(model, model_widths, batch_size, optimizer)
             if on_case is not None:
                 on_case(model, batch_size, optimizer)
-            cases, warmups = {}, {}
-            for contender in contenders:
-                progress(f"{model} batch {batch_size} {optimizer}: preparing {contender.name}")
-                case = contender.prepare(model, batch_size, data, optimizer)
-                # warm-up: compilation, first-call allocations, kernel selection
-                warmups[contender.name] = case.timed(2)
-                cases[contender.name] = case
-            steps = steps_per_block(batch_size, quick, block_samples)
-            steps_of = {name: steps for name in cases}
-            if block_seconds:
-                for name, case in cases.items():
-                    progress(f"{model} batch {batch_size}: sizing {name}'s blocks")
-                    step_s = max(case.timed(4) / 4, 1e-9)
-                    steps_of[name] = int(min(steps, max(4, round(block_seconds / step_s))))
+            cases, warmups = _prepare(contenders, shape, data, progress)
+            steps_of = _block_steps(cases, shape, steps_per_block(batch_size, quick, block_samples), block_seconds,
+                                    progress)
             rates: dict[str, list[float]] = {name: [] for name in cases}
             for repeat in range(repeats):  # interleaved, so drift in the machine hits everyone alike
                 for name, case in cases.items():
@@ -118,46 +103,107 @@ def measure_training(contenders: list, models: list[str], batch_sizes: list[int]
                     # spin for a while after their last task and would steal cores from this block.
                     time.sleep(PAUSE_S)
                     rates[name].append(steps_of[name] * batch_size / case.timed(steps_of[name]))
-                for library, contender in ceiling_of.items():
-                    if (library, tuple(model_widths), batch_size) in failed:
-                        continue  # it failed in an earlier repeat: its reason stands
-                    progress(f"{model} batch {batch_size}: matmul ceiling of {library} in {contender.name}'s "
-                             f"process (repeat {repeat + 1}/{repeats})")
-                    time.sleep(PAUSE_S)
-                    try:
-                        block = contender.ceiling(model_widths, batch_size, 0.03 if quick else 0.1)
-                    except RuntimeError as error:  # this case only: the library's other ceilings stand
-                        failed.add((library, tuple(model_widths), batch_size))
-                        add_ceiling_failure(ceilings, library, model_widths, batch_size, str(error))
-                        continue
-                    add_ceiling_block(ceilings, library, block)
+                _time_ceilings(ceiling_of, shape, f"repeat {repeat + 1}/{repeats}", quick=quick, ceilings=ceilings,
+                               failed=failed, progress=progress)
             for contender in contenders:
-                name = contender.name
-                median = statistics.median(rates[name])
-                record = TrainingRecord(name, model, batch_size, median,
-                                        (max(rates[name]) - min(rates[name])) / median, flops, optimizer=optimizer,
-                                        widths=model_widths)
-                record.peak_memory_bytes = cases[name].peak_memory()
-                record.warmup_s = warmups[name]
-                record.on_gpu = bool(getattr(contender, "on_gpu", False))
+                case = cases[contender.name]
+                record = _record(contender, shape, rates[contender.name], case.peak_memory(), warmups[contender.name])
                 if with_accuracy:
-                    progress(f"{model} batch {batch_size}: {name}: one epoch for the accuracy")
-                    if not accuracy_samples:
-                        record.accuracy = contender.accuracy(model, batch_size, data, optimizer)
-                    elif hasattr(contender, "ceiling"):  # in a process of its own, which holds the data
-                        record.accuracy = contender.accuracy(model, batch_size, None, optimizer,
-                                                             samples=accuracy_samples)
-                    else:
-                        from softgrad.bench.contenders import accuracy_subset
-
-                        record.accuracy = contender.accuracy(model, batch_size,
-                                                             accuracy_subset(data, accuracy_samples), optimizer)
-                if cases[name].release is not None:
-                    cases[name].release()
+                    progress(f"{model} batch {batch_size}: {contender.name}: one epoch for the accuracy")
+                    record.accuracy = _accuracy(contender, shape, data, accuracy_samples)
+                if case.release is not None:
+                    case.release()
                 records.append(record)
                 if on_record is not None:
                     on_record(record)
     return records
+
+
+def _ceiling_processes(contenders: list) -> dict[str, object]:
+    """Library -> the first contender in a process of its own that runs on it, which times its ceiling."""
+    ceiling_of: dict[str, object] = {}
+    for contender in contenders:
+        if hasattr(contender, "ceiling"):
+            ceiling_of.setdefault(contender.library, contender)
+    return ceiling_of
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """One training case: the network, its widths, the batch size and the optimizer."""
+
+    model: str
+    widths: list[int]
+    batch_size: int
+    optimizer: str
+
+
+def _prepare(contenders: list, shape: _Shape, data, progress: Callable[[str], None]) -> tuple[dict, dict]:
+    """Each contender's prepared case and the seconds of its first two steps (its warm-up: compilation,
+    first-call allocations, kernel selection)."""
+    cases, warmups = {}, {}
+    for contender in contenders:
+        progress(f"{shape.model} batch {shape.batch_size} {shape.optimizer}: preparing {contender.name}")
+        case = contender.prepare(shape.model, shape.batch_size, data, shape.optimizer)
+        warmups[contender.name] = case.timed(2)
+        cases[contender.name] = case
+    return cases, warmups
+
+
+def _block_steps(cases: dict, shape: _Shape, steps: int, block_seconds: float | None,
+                 progress: Callable[[str], None]) -> dict[str, int]:
+    """Steps per timed block for each contender: ``steps``, or with ``block_seconds`` as many as take about
+    that long at its pace over 4 steps (at least 4, at most ``steps``)."""
+    steps_of = {name: steps for name in cases}
+    if block_seconds:
+        for name, case in cases.items():
+            progress(f"{shape.model} batch {shape.batch_size}: sizing {name}'s blocks")
+            step_s = max(case.timed(4) / 4, 1e-9)
+            steps_of[name] = int(min(steps, max(4, round(block_seconds / step_s))))
+    return steps_of
+
+
+def _time_ceilings(ceiling_of: dict[str, object], shape: _Shape, repeat: str, *, quick: bool, ceilings: dict,
+                   failed: set, progress: Callable[[str], None]) -> None:
+    """One block of each library's matmul ceiling at ``shape``, timed in its contender's process, into
+    ``ceilings``; a failure is recorded (in ``ceilings`` and ``failed``) for this case only."""
+    for library, contender in ceiling_of.items():
+        if (library, tuple(shape.widths), shape.batch_size) in failed:
+            continue  # it failed in an earlier repeat: its reason stands
+        progress(f"{shape.model} batch {shape.batch_size}: matmul ceiling of {library} in {contender.name}'s "
+                 f"process ({repeat})")
+        time.sleep(PAUSE_S)
+        try:
+            block = contender.ceiling(shape.widths, shape.batch_size, 0.03 if quick else 0.1)
+        except RuntimeError as error:  # this case only: the library's other ceilings stand
+            failed.add((library, tuple(shape.widths), shape.batch_size))
+            add_ceiling_failure(ceilings, library, shape.widths, shape.batch_size, str(error))
+            continue
+        add_ceiling_block(ceilings, library, block)
+
+
+def _record(contender, shape: _Shape, rates: list[float], peak_memory: int | None,
+            warmup_s: float) -> TrainingRecord:
+    """The row of ``contender`` at ``shape``: the median of its repeats' samples/s and their spread."""
+    median = statistics.median(rates)
+    record = TrainingRecord(contender.name, shape.model, shape.batch_size, median, (max(rates) - min(rates)) / median,
+                            training_flops_per_sample(shape.widths), optimizer=shape.optimizer, widths=shape.widths)
+    record.peak_memory_bytes = peak_memory
+    record.warmup_s = warmup_s
+    record.on_gpu = bool(getattr(contender, "on_gpu", False))
+    return record
+
+
+def _accuracy(contender, shape: _Shape, data, accuracy_samples: int | None) -> float | None:
+    """The test accuracy after one epoch, on ``accuracy_samples`` training rows where given."""
+    if not accuracy_samples:
+        return contender.accuracy(shape.model, shape.batch_size, data, shape.optimizer)
+    if hasattr(contender, "ceiling"):  # in a process of its own, which holds the data
+        return contender.accuracy(shape.model, shape.batch_size, None, shape.optimizer, samples=accuracy_samples)
+    from softgrad.bench.contenders import accuracy_subset
+
+    return contender.accuracy(shape.model, shape.batch_size, accuracy_subset(data, accuracy_samples),
+                              shape.optimizer)
 
 
 def add_ceiling_failure(ceilings: dict[str, list[dict] | str], library: str, widths: list[int], batch_size: int,

@@ -80,23 +80,11 @@ def serve(conn, kind: str, argument: str | None, data_spec: DataSpec) -> None:
     # several workers may share one GPU: none takes 75% of its memory up front, as XLA would
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     try:
-        from softgrad.bench.ceiling import ANCHOR_LIBRARY
-
-        contender = make_contender(kind, argument)
-        library = ANCHOR_LIBRARY.get(contender.name, contender.name)
-        conn.send(("ok", (contender.name, bool(getattr(contender, "on_gpu", False)), library)))
+        worker = _Served(make_contender(kind, argument), data_spec)
+        conn.send(("ok", (worker.contender.name, bool(getattr(worker.contender, "on_gpu", False)), worker.library)))
     except BaseException as error:  # noqa: BLE001  (reported to the bench's process, which raises it)
         conn.send(("error", _one_line(error)))
         return
-    loaded: list = []  # the data, loaded on first use (a worker that only times ops never needs it)
-
-    def data():
-        if not loaded:
-            loaded.append(data_spec.load())
-        return loaded[0]
-
-    cases: dict[int, Case] = {}
-    calls: dict[tuple, int] = {}  # the ceiling's calls per block, calibrated on its first block
     while True:
         try:
             command, *args = conn.recv()
@@ -106,40 +94,7 @@ def serve(conn, kind: str, argument: str | None, data_spec: DataSpec) -> None:
             conn.send(("ok", None))
             return
         try:
-            if command == "prepare":
-                model, batch_size, optimizer = args
-                cases[len(cases)] = contender.prepare(model, batch_size, data(), optimizer)
-                value: Any = len(cases) - 1
-            elif command == "timed":
-                case_id, steps = args
-                value = cases[case_id].timed(steps)
-            elif command == "peak_memory":
-                value = cases[args[0]].peak_memory()
-            elif command == "release":
-                cases.pop(args[0], None)
-                value = None
-            elif command == "accuracy":
-                from softgrad.bench.contenders import accuracy_subset
-
-                model, batch_size, optimizer, *samples = args
-                value = contender.accuracy(model, batch_size, accuracy_subset(data(), (samples or [None])[0]),
-                                           optimizer)
-            elif command == "ceiling":
-                from softgrad.bench.ceiling import measure
-
-                widths, batch_size, min_block_s = args
-                key = (tuple(widths), batch_size)
-                value = measure(library, widths, batch_size, repeats=1, min_block_s=min_block_s,
-                                calls=calls.get(key))
-                calls[key] = value["calls"]
-            elif command == "ops":
-                import numpy as np
-                from softgrad.bench.ops import measure_ops
-
-                dtype, quick, repeats = args
-                value = measure_ops(contender.be, np.dtype(dtype), quick=quick, repeats=repeats)
-            else:
-                raise ValueError(f"unknown command {command!r}")
+            value = worker.answer(command, args)
         except Exception as error:  # noqa: BLE001
             conn.send(("error", _one_line(error)))
             continue
@@ -147,6 +102,66 @@ def serve(conn, kind: str, argument: str | None, data_spec: DataSpec) -> None:
             conn.send(("ok", value))
         except Exception as error:  # noqa: BLE001  (a value that cannot be sent: say why, not just die)
             conn.send(("error", f"its answer to {command!r} could not be sent back: {_one_line(error)}"))
+
+
+class _Served:
+    """What a worker holds between commands: its contender, the data (loaded on first use: a worker that
+    only times ops never needs it), its prepared cases, and the ceiling's calls per block."""
+
+    def __init__(self, contender, data_spec: DataSpec) -> None:
+        from softgrad.bench.ceiling import ANCHOR_LIBRARY
+
+        self.contender = contender
+        self.library = ANCHOR_LIBRARY.get(contender.name, contender.name)
+        self._data_spec = data_spec
+        self._loaded: list = []
+        self._cases: dict[int, Case] = {}
+        self._calls: dict[tuple, int] = {}  # calibrated on each (widths, batch size)'s first block
+
+    def data(self):
+        if not self._loaded:
+            self._loaded.append(self._data_spec.load())
+        return self._loaded[0]
+
+    def answer(self, command: str, args: list) -> Any:
+        """The value that answers ``command``; an exception, which the loop reports in one line."""
+        cases = self._cases
+        if command == "prepare":
+            model, batch_size, optimizer = args
+            cases[len(cases)] = self.contender.prepare(model, batch_size, self.data(), optimizer)
+            return len(cases) - 1
+        if command == "timed":
+            case_id, steps = args
+            return cases[case_id].timed(steps)
+        if command == "peak_memory":
+            return cases[args[0]].peak_memory()
+        if command == "release":
+            cases.pop(args[0], None)
+            return None
+        if command == "accuracy":
+            from softgrad.bench.contenders import accuracy_subset
+
+            model, batch_size, optimizer, *samples = args
+            return self.contender.accuracy(model, batch_size, accuracy_subset(self.data(), (samples or [None])[0]),
+                                           optimizer)
+        if command == "ceiling":
+            return self._ceiling(*args)
+        if command == "ops":
+            import numpy as np
+            from softgrad.bench.ops import measure_ops
+
+            dtype, quick, repeats = args
+            return measure_ops(self.contender.be, np.dtype(dtype), quick=quick, repeats=repeats)
+        raise ValueError(f"unknown command {command!r}")
+
+    def _ceiling(self, widths, batch_size: int, min_block_s: float) -> dict:
+        from softgrad.bench.ceiling import measure
+
+        key = (tuple(widths), batch_size)
+        value = measure(self.library, widths, batch_size, repeats=1, min_block_s=min_block_s,
+                        calls=self._calls.get(key))
+        self._calls[key] = value["calls"]
+        return value
 
 
 class IsolatedContender:
