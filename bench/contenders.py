@@ -16,9 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 from softgrad.numerics.registry import get_backend
-from softgrad.training.loop import fit
+from softgrad.training.fitting import fit
 from softgrad.training.models import MLP, MODELS
-from softgrad.training.step import TrainSettings, train_step
+from softgrad.training.settings import TrainSettings
+from softgrad.training.step import train_step
 
 # One procedure for every contender's short accuracy run: an epoch of SGD at a
 # constant rate, Nesterov momentum 0.9, weight decay 2e-3; or of Adam with torch's defaults (lr 1e-3).

@@ -23,15 +23,13 @@ What a user imports, all from ``softgrad``::
 
 Everything else (``softgrad.numerics``, ``softgrad.training``, ``softgrad.backends``, ``softgrad.datasets``,
 ``softgrad.bench``) is the implementation, importable but free to change. The command line is ``softgrad``
-(``softgrad/__main__.py``).
+(``softgrad/__main__.py``; the subcommands in ``softgrad.commands``).
 
 Importing ``softgrad`` imports no array library: each name above is imported from its module the first time
 it is used (:data:`_PUBLIC`, module ``__getattr__``), so ``softgrad --help`` and ``import softgrad`` stay fast.
 
-``softgrad.evaluate`` is the function :func:`softgrad.training.evaluate`. The module of the command
-``softgrad evaluate`` is named ``softgrad.evaluate`` too; importing it never hides the function (the package
-refuses to bind the module over it), so reach that module as ``from softgrad.evaluate import main`` or
-``importlib.import_module("softgrad.evaluate")``.
+``softgrad.evaluate`` is the function :func:`softgrad.training.inference.evaluate`; the command ``softgrad
+evaluate`` is the module ``softgrad.commands.evaluate`` (the commands live in ``softgrad.commands``).
 """
 
 from __future__ import annotations
@@ -63,10 +61,10 @@ _PUBLIC: dict[str, str] = {
     "MLP": "softgrad.training.models",
     "classic_mlp": "softgrad.training.models",
     "softmax_regression": "softgrad.training.models",
-    "fit": "softgrad.training.loop",
-    "evaluate": "softgrad.training.loop",
-    "predict": "softgrad.training.loop",
-    "TrainingDivergedError": "softgrad.training.loop",
+    "fit": "softgrad.training.fitting",
+    "evaluate": "softgrad.training.inference",
+    "predict": "softgrad.training.inference",
+    "TrainingDivergedError": "softgrad.training.fitting",
     "CheckpointError": "softgrad.training.checkpoint",
     # data sets
     "Dataset": "softgrad.datasets",
@@ -91,7 +89,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time each comes fro
     from softgrad.numerics.protocol import Backend, Reduction
     from softgrad.numerics.registry import available_backends, backend_names, get_backend, register_backend
     from softgrad.training.checkpoint import CheckpointError
-    from softgrad.training.loop import TrainingDivergedError, evaluate, fit, predict
+    from softgrad.training.fitting import TrainingDivergedError, fit
+    from softgrad.training.inference import evaluate, predict
     from softgrad.training.models import MLP, classic_mlp, softmax_regression
 
     __version__: str

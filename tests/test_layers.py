@@ -52,9 +52,9 @@ def test_an_import_of_a_higher_layer_inside_a_function_breaks_the_contract(tmp_p
 
 
 def test_a_circle_between_sibling_modules_breaks_the_contract(tmp_path):
-    code = copy_of_the_code(tmp_path)  # loop already imports auto; auto importing loop closes a circle
+    code = copy_of_the_code(tmp_path)  # runs already imports auto; auto importing runs closes a circle
     add_line(code / "softgrad/training/auto.py", "def cache_file() -> Path:\n",
-             "    import softgrad.training.loop  # noqa: F401\n")
+             "    import softgrad.training.runs  # noqa: F401\n")
     result = lint_imports(code)
     assert result.returncode == 1 and "Imports do not run in circles" in result.stdout
     assert "BROKEN" in result.stdout

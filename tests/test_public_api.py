@@ -32,18 +32,18 @@ PUBLIC = {
     "Optimizer": "softgrad.numerics.optim",
     "Reduction": "softgrad.numerics.protocol",
     "SGDState": "softgrad.numerics.optim.sgd",
-    "TrainingDivergedError": "softgrad.training.loop",
+    "TrainingDivergedError": "softgrad.training.fitting",
     "available_backends": "softgrad.numerics.registry",
     "backend_names": "softgrad.numerics.registry",
     "classic_mlp": "softgrad.training.models",
-    "evaluate": "softgrad.training.loop",
-    "fit": "softgrad.training.loop",
+    "evaluate": "softgrad.training.inference",
+    "fit": "softgrad.training.fitting",
     "from_arrays": "softgrad.datasets",
     "get_backend": "softgrad.numerics.registry",
     "get_loss": "softgrad.numerics.losses",
     "get_optimizer": "softgrad.numerics.optim",
     "load": "softgrad.datasets",
-    "predict": "softgrad.training.loop",
+    "predict": "softgrad.training.inference",
     "register_backend": "softgrad.numerics.registry",
     "register_loss": "softgrad.numerics.losses",
     "register_optimizer": "softgrad.numerics.optim",
@@ -103,7 +103,7 @@ def test_the_command_s_module_never_hides_the_function_evaluate():
     """``softgrad.evaluate`` is the function, before and after the module of ``softgrad evaluate``
     (softgrad.commands.evaluate) is imported, whichever comes first."""
     result = python("import importlib, softgrad, softgrad.commands.evaluate, types\n"
-                    "from softgrad.training.loop import evaluate\n"
+                    "from softgrad.training.inference import evaluate\n"
                     "import softgrad.training\n"
                     "print(softgrad.evaluate is evaluate)\n"
                     "from softgrad import evaluate as e\n"

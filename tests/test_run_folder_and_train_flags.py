@@ -15,17 +15,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from softgrad import datasets, train
+from softgrad import datasets
+from softgrad.commands import run_folder, train
 from softgrad.numerics.files import atomic_write, claim_folder, remove_stale_temporaries
 from softgrad.training import MLP, fit
-from softgrad.training import loop as loop_module
+from softgrad.training import fitting as fitting_module
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--dataset", "toy-regression", "--model", "linear", "--epochs", "1", "--quiet"]
 
 
 def cli(*argv: str, forbid_data: bool = False) -> tuple[int, str, str]:
-    """softgrad.train.main in this process: (status, stdout, stderr); with forbid_data, reading the data fails
+    """softgrad.commands.train.main in this process: (status, stdout, stderr); with forbid_data, reading the data fails
     the test (the argument must be refused before any work)."""
     out, err = io.StringIO(), io.StringIO()
 
@@ -182,7 +183,7 @@ def test_a_second_run_into_a_folder_in_use_is_refused_and_a_killed_holder_claims
 def test_the_default_folder_taken_by_a_run_started_in_the_same_second_passes_to_the_next_name(
         tmp_path, monkeypatch, no_plots):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(train.time, "strftime", lambda *args: "T")
+    monkeypatch.setattr(run_folder.time, "strftime", lambda *args: "T")
     taken = tmp_path / "runs" / "toy-regression-linear-numpy-T"
     holder = subprocess.Popen([sys.executable, "-c", HOLD, str(taken)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
@@ -369,7 +370,7 @@ def test_a_divergence_from_momentum_above_one_names_the_momentum():
     torch = pytest.importorskip("torch")
     torch.optim.SGD([torch.zeros(2, requires_grad=True)], lr=0.1, momentum=2.0)  # torch allows it: no refusal
     data = datasets.synthetic(n_train=200, n_test=20, num_features=5, num_classes=3, seed=0)
-    with pytest.raises(loop_module.TrainingDivergedError, match=r"momentum 2 >= 1 .* momentum below 1"):
+    with pytest.raises(fitting_module.TrainingDivergedError, match=r"momentum 2 >= 1 .* momentum below 1"):
         fit(MLP([5, 3]), data, epochs=30, batch_size=10, momentum=2.0, lr=0.1, lr_schedule="constant",
             progress=False, log=None)
 
@@ -390,7 +391,7 @@ def test_the_progress_bar_ends_at_the_epoch_lines_mean_loss(monkeypatch):
         def update(self, task, completed, loss):
             shown.append(loss)
 
-    monkeypatch.setattr(loop_module, "_progress_bar", lambda enabled: Bar())
+    monkeypatch.setattr(fitting_module, "_progress_bar", lambda enabled: Bar())
     data = datasets.synthetic(n_train=103, n_test=10, num_features=5, num_classes=3, seed=0)
     history = fit(MLP([5, 3]), data, epochs=1, batch_size=4, progress=True, log=None)
     # what was asked: the bar's last figure is the epoch line's (the epoch's mean loss), not the last batch's

@@ -15,9 +15,10 @@ from softgrad.backends.conformance.strategies import logits, loss_case, sgd_sett
 from softgrad.numerics import LOSSES, OPTIMIZERS
 from softgrad.numerics.losses import Loss, register_loss
 from softgrad.training import checkpoint
-from softgrad.training.loop import fit
+from softgrad.training.fitting import fit
 from softgrad.training.models import MLP
-from softgrad.training.step import TrainSettings, train_step
+from softgrad.training.settings import TrainSettings
+from softgrad.training.step import train_step
 
 from tests.conftest import AVAILABLE, assert_close
 from tests.test_training import small_data, train

@@ -10,7 +10,7 @@ from softgrad.numerics import OPTIMIZERS
 from softgrad.training import checkpoint, evaluate, fit, predict
 from softgrad.training.metrics import regression_metrics
 from softgrad.training.models import MLP
-from softgrad.training.step import TrainSettings
+from softgrad.training.settings import TrainSettings
 
 from tests.conftest import AVAILABLE
 

@@ -43,7 +43,8 @@ from softgrad.numerics.files import atomic_write_text, check_writable
 from softgrad.numerics.losses import LOSSES
 from softgrad.numerics.registry import backend_names
 from softgrad.training import checkpoint, reports
-from softgrad.training.loop import as_rows, check_data, evaluate, predict
+from softgrad.training.data_checks import check_data
+from softgrad.training.inference import as_rows, evaluate, predict
 from softgrad.training.metrics import confusion_matrix, per_class_accuracy
 
 PROG = "softgrad evaluate"

@@ -1,10 +1,17 @@
 """The layer above the backends: models with hand-written backward passes, the training loop,
 checkpoints, metrics and reports. It reaches a backend only through the registry and the protocol.
+
+By concern: :mod:`.settings` (what a run is set by), :mod:`.fitting` (:func:`fit`, the epoch loop),
+:mod:`.inference` (:func:`predict`, :func:`evaluate`), :mod:`.runs` (a run's start and resume),
+:mod:`.data_checks` and :mod:`.loss_options` (what is checked before training), :mod:`.step` (one step).
 """
 
-from softgrad.training.loop import TrainingDivergedError, check_data, evaluate, fit, predict
+from softgrad.training.data_checks import check_data
+from softgrad.training.fitting import TrainingDivergedError, fit
+from softgrad.training.inference import evaluate, predict
 from softgrad.training.models import MLP, classic_mlp, softmax_regression
-from softgrad.training.step import TRAINING_DEFAULTS, TrainSettings, train_step
+from softgrad.training.settings import TRAINING_DEFAULTS, TrainSettings
+from softgrad.training.step import train_step
 
 __all__ = ["MLP", "TRAINING_DEFAULTS", "TrainSettings", "TrainingDivergedError", "check_data", "classic_mlp",
            "evaluate", "fit", "predict", "softmax_regression", "train_step"]

@@ -34,7 +34,8 @@ from softgrad.numerics.files import TEMP_PREFIX, TEMP_SUFFIX, current_umask
 from softgrad.numerics.protocol import Backend
 from softgrad.numerics.registry import available_backends, get_backend
 from softgrad.training.models import MLP
-from softgrad.training.step import TrainSettings, train_step
+from softgrad.training.settings import TrainSettings
+from softgrad.training.step import train_step
 
 PROBE_SECONDS = 0.15  # per backend, after warm-up
 CACHE_NAME = "auto-backend.json"

@@ -1,0 +1,246 @@
+"""The flags of ``softgrad train``: its parser, the settings they make (a
+:class:`~softgrad.training.settings.RunSettings`, the object the library's settings are part of), and what is
+checked of them before any work, each error naming the flag given."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import re
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from softgrad import datasets
+from softgrad.commands.cli import OneLineErrorParser
+from softgrad.numerics.losses import LOSSES, get_loss
+from softgrad.numerics.optim import OPTIMIZERS, get_optimizer
+from softgrad.numerics.registry import backend_names, get_backend
+from softgrad.training.layers import ACTIVATIONS
+from softgrad.training.models import MODELS
+from softgrad.training.settings import TRAINING_DEFAULTS, TRAINING_LR, RunSettings, hyperparameter_names
+
+PROG = "softgrad train"
+#: every optimizer's hyperparameter (but lr): one flag each, with the optimizers that take it and their defaults
+HYPERPARAMETERS = hyperparameter_names()
+#: the defaults, as run.json records them (its keys are the only ones a run.json may hold)
+DEFAULTS = RunSettings().to_record()
+# what --resume takes from the run it continues: the model and the data must not change
+FROM_RUN = ("model", "hidden", "activation", "dataset", "binary", "root", "seed", "dtype")
+LOSS_RULE = "cross_entropy for classes, mse for regression data, bce_with_logits with --binary"
+
+
+def _betas(text: str) -> tuple[float, float]:
+    try:
+        first, second = (float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected two numbers such as 0.9,0.999, got {text!r}") from None
+    return first, second
+
+
+def _option(text: str) -> tuple[str, object]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    try:
+        return name, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return name, value
+
+
+def _show(value: object) -> str:
+    if isinstance(value, tuple):
+        return ",".join(f"{v:g}" for v in value)
+    return str(value).lower() if isinstance(value, bool) else f"{value:g}"
+
+
+def _optimizers_epilog(losses: list[str]) -> str:
+    lines = ["optimizers and their hyperparameters (defaults: torch.optim's, but fit's own for SGD):"]
+    for optimizer in OPTIMIZERS.values():
+        lr = TRAINING_LR.get(optimizer.name, optimizer.lr)
+        values = {**optimizer.defaults, **TRAINING_DEFAULTS.get(optimizer.name, {})}
+        settings = ", ".join(f"{key} {_show(value)}" for key, value in values.items())
+        lines.append(f"  {optimizer.name}: lr {lr:g}, {settings}")
+    lines.append("losses: " + ", ".join(losses) + f" (default: {LOSS_RULE})")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser, built when the command runs: the losses and optimizers it offers are the registry's then,
+    plugged-in ones included."""
+    losses = LOSSES.names()
+    p = OneLineErrorParser(
+        prog=PROG,
+        description="Train softmax regression, linear regression or an MLP with hand-written backprop on any "
+                    "softgrad backend.",
+        argument_default=None, epilog=_optimizers_epilog(losses), formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _model_and_data_flags(p)
+    _training_flags(p, losses)
+    p.add_argument("--out", help="run folder (default runs/<dataset>-<model>-<backend>-<time>)")
+    p.add_argument("--json", metavar="PATH", help="also write the history to PATH")
+    p.add_argument("--resume", metavar="RUN", help="continue the run in folder RUN (or from its checkpoint.npz)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no per-epoch lines")
+    return p
+
+
+def _model_and_data_flags(p: argparse.ArgumentParser) -> None:
+    d = DEFAULTS
+    p.add_argument("--backend", help=f"{', '.join(backend_names())}, or auto: the fastest here for this "
+                   f"network and batch size, from a short cached probe (default {d['backend']})")
+    p.add_argument("--model", choices=list(MODELS), help=f"linear (softmax regression for classes, linear "
+                   f"regression for values) or MLP (default {d['model']})")
+    p.add_argument("--hidden", help=f"MLP hidden widths, comma-separated (default {d['hidden']})")
+    p.add_argument("--activation", choices=list(ACTIVATIONS),
+                   help=f"hidden activation (default {d['activation']})")
+    p.add_argument("--dataset", choices=list(datasets.NAMES),
+                   help=f"data set (default {d['dataset']}: the shipped subset unless --root holds the full one)")
+    p.add_argument("--binary", metavar="CLASSES", help="a binary task: these classes against the rest, e.g. 0, "
+                   "'0,6', even, odd or a class name (trains one output with bce_with_logits unless --loss says)")
+    p.add_argument("--root", help="folder torchvision reads and downloads to (default $SOFTGRAD_DATA or ~/.cache/softgrad/data)")
+    p.add_argument("--download", action="store_true", default=None, help="download missing data files with torchvision")
+
+
+def _training_flags(p: argparse.ArgumentParser, losses: list[str]) -> None:
+    d = DEFAULTS
+    p.add_argument("--epochs", type=int, help=f"epochs in all, counting resumed ones (default {d['epochs']})")
+    p.add_argument("--batch-size", type=int, help=f"samples per SGD step (default {d['batch_size']})")
+    p.add_argument("--lr", type=float, help="peak learning rate (default 0.05 for sgd, else the optimizer's "
+                   "torch default: adam 0.001, rmsprop 0.01, ...)")
+    p.add_argument("--loss", choices=losses, help=f"the loss (default {LOSS_RULE})")
+    p.add_argument("--loss-option", dest="loss_options", metavar="NAME=VALUE", action="append", type=_option,
+                   help="an option of the loss, e.g. delta=0.5 (huber), beta=0.5 (smooth_l1), pos_weight=3.0 "
+                   "(bce_with_logits), label_smoothing=0.1 or weight=[1,2,...] (cross_entropy) (repeatable)")
+    p.add_argument("--chunked-head", action="store_true", default=None,
+                   help="fuse the last layer with cross-entropy, chunk by chunk (linear_cross_entropy): the batch's "
+                   "logits are never held, for many classes; same results, no train accuracy")
+    p.add_argument("--optimizer", choices=list(OPTIMIZERS), help=f"the optimizer (default {d['optimizer']})")
+    for key, takers in HYPERPARAMETERS.items():  # one flag per hyperparameter of any optimizer
+        sample = next(iter(takers.values()))
+        defaults = ", ".join(f"{name} {_show(value)}" for name, value in takers.items())
+        kwargs: dict = ({"action": argparse.BooleanOptionalAction} if isinstance(sample, bool)
+                        else {"type": _betas, "metavar": "B1,B2"} if isinstance(sample, tuple) else {"type": float})
+        p.add_argument(f"--{key.replace('_', '-')}", dest=key, help=f"default: {defaults}", **kwargs)
+    p.add_argument("--optimizer-option", dest="optimizer_options", metavar="NAME=VALUE", action="append",
+                   type=_option, help="any hyperparameter of the optimizer as NAME=VALUE, e.g. dampening=0.1 or "
+                   "betas=(0.9,0.99) (repeatable; for optimizers added as plugins)")
+    p.add_argument("--lr-schedule", choices=["cosine", "constant"], help=f"learning-rate schedule (default {d['lr_schedule']})")
+    p.add_argument("--seed", type=int, help=f"seeds the weights and the batch order (default {d['seed']})")
+    p.add_argument("--dtype", choices=["float32", "float64"], help=f"parameter and data type (default {d['dtype']})")
+
+
+def given_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings the command line named, under run.json's keys (NAME=VALUE options as mappings)."""
+    given = {k: v for k, v in vars(args).items() if v is not None and k in DEFAULTS}
+    for key in ("optimizer_options", "loss_options"):
+        if key in given:
+            given[key] = dict(given[key])
+    return given
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """The run's settings and where they came from: the flags named (``given``), the checkpoint a resumed run
+    continues (``resume_from``; None for a new run), and the folder of a run that stopped before its first
+    checkpoint (``restarted``), which ``--resume`` starts again from the beginning."""
+
+    settings: RunSettings
+    given: dict[str, Any]
+    resume_from: Path | None = None
+    restarted: Path | None = None
+
+
+def resolve_settings(args: argparse.Namespace) -> Resolved:
+    """The run's settings: flags given, else the resumed run's (its run.json), else the defaults."""
+    given = given_flags(args)
+    if not args.resume:
+        return Resolved(RunSettings.from_record(given), given)
+    run = Path(args.resume)
+    resume_from, restarted = (run if run.suffix == ".npz" else run / "checkpoint.npz"), None
+    run_json = resume_from.parent / "run.json"
+    if not run_json.is_file():
+        raise FileNotFoundError(f"--resume {args.resume}: no checkpoint.npz and run.json there")
+    if not resume_from.exists():  # stopped before its first epoch ended: nothing to continue from
+        print(f"{PROG}: {resume_from.parent} has no checkpoint (the run stopped before its first epoch "
+              "ended): starting it again from the beginning", file=sys.stderr)
+        resume_from, restarted = None, resume_from.parent
+    try:
+        saved = json.loads(run_json.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise ValueError(f"--resume: {run_json} is damaged or unreadable ({error})") from None
+    if not isinstance(saved, dict) or not set(saved) <= set(DEFAULTS):
+        raise ValueError(f"--resume: {run_json} does not hold a run's settings")
+    changed = [k for k in FROM_RUN if k in given and given[k] != saved.get(k)]
+    if changed:
+        raise ValueError(f"--resume continues the same model and data; drop {', '.join('--' + k for k in changed)}")
+    return Resolved(RunSettings.from_record({**saved, **given}), given, resume_from, restarted)
+
+
+def _flag(name: str, settings: RunSettings) -> str:
+    """The flag that sets the optimizer's hyperparameter ``name`` (``--optimizer-option`` where it came there)."""
+    if name in settings.by_option or (name not in HYPERPARAMETERS and name != "lr"):
+        return f"--optimizer-option {name}"
+    return f"--{name.replace('_', '-')}"
+
+
+def in_flag_terms(message: str, settings: RunSettings) -> str:
+    """An optimizer's message (``sgd_step: momentum must be ...``) in the command line's terms
+    (``--momentum must be ...``): the flags the user typed, not the functions that checked them."""
+    message = re.sub(r"^\w+_(?:step|init): ", "", message)
+    if message.startswith("nesterov momentum requires"):
+        return (f"{_flag('nesterov', settings)} needs {_flag('momentum', settings)} above 0 and "
+                f"{_flag('dampening', settings)} 0, as torch.optim.SGD does")
+    message = message.replace("betas[0]", "the first of --betas").replace("betas[1]", "the second of --betas")
+    names = sorted({*HYPERPARAMETERS, *settings.by_option, "lr"}, key=len, reverse=True)
+    return re.sub(r"(?<![\w-])(" + "|".join(map(re.escape, names)) + r")(?![\w\[])",
+                  lambda m: _flag(m.group(1), settings), message)
+
+
+def check_optimizer_flags(settings: RunSettings) -> None:
+    """The optimizer's hyperparameters as torch.optim checks them, each error naming the flag given."""
+    training = settings.training
+    optimizer = get_optimizer(training.optimizer)
+    takes = ", ".join(["--lr", *(_flag(k, RunSettings()) for k in optimizer.defaults)])
+    for key in training.hyperparameters:
+        if key not in settings.by_option and key not in optimizer.defaults:
+            raise ValueError(f"--{key.replace('_', '-')}: {optimizer.name} has no hyperparameter {key!r}; it takes "
+                             f"{takes}")
+    for key in settings.by_option:
+        if key == "lr":
+            raise ValueError("--optimizer-option lr: give the learning rate with --lr")
+        if key not in optimizer.defaults:
+            raise ValueError(f"--optimizer-option {key}: {optimizer.name} has no hyperparameter {key!r}; it takes "
+                             f"{takes}")
+    try:  # the loss's options and the fused head are checked on their own, with their flags' messages
+        replace(training, loss_options={}, chunked_head=False).check()
+    except (TypeError, ValueError) as error:
+        raise type(error)(in_flag_terms(str(error), settings)) from None
+
+
+def check_settings(settings: RunSettings, hidden_given: bool) -> None:
+    """Every setting, checked before the data is read and before anything is written (``hidden_given``:
+    the command line named ``--hidden``)."""
+    training = settings.training
+    if settings.backend != "auto":
+        get_backend(settings.backend)
+    settings.model.hidden_widths(hidden_given)
+    if not isinstance(training.seed, int) or training.seed < 0:
+        raise ValueError(f"--seed must be an integer >= 0, got {training.seed!r}")
+    epochs, batch_size = training.epochs, training.batch_size
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        # 0 epochs would leave a folder with no checkpoint that neither evaluate nor --resume could use
+        raise ValueError(f"--epochs must be at least 1 (it counts every epoch, resumed ones too), got {epochs!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {batch_size!r}")
+    check_optimizer_flags(settings)
+    if training.chunked_head and training.loss not in (None, "cross_entropy"):
+        raise ValueError(f"--chunked-head fuses the last layer with cross_entropy; --loss is {training.loss}")
+    if settings.data.binary is not None and training.loss is not None \
+            and get_loss(training.loss).targets == "value":
+        raise ValueError(f"--binary makes a classification task; --loss {training.loss} is a regression loss")
+
+
+__all__ = ["DEFAULTS", "FROM_RUN", "HYPERPARAMETERS", "PROG", "Resolved", "build_parser", "check_optimizer_flags",
+           "check_settings", "given_flags", "in_flag_terms", "resolve_settings"]

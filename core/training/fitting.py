@@ -1,0 +1,198 @@
+"""The training loop: :func:`fit`, one loop for every backend, loss and optimizer, epoch after epoch.
+
+The data goes to the backend once. Each epoch draws a permutation from a
+NumPy generator seeded with ``(seed, epoch)``, gathers the data in that order
+on the device once, and takes batches as contiguous slices: every backend
+sees the same batches in the same order, and a resumed run repeats exactly
+what an uninterrupted one would have done.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from softgrad.numerics.files import claim_folder, remove_stale_temporaries
+from softgrad.numerics.losses import Loss, get_loss
+from softgrad.numerics.optim import Optimizer, get_optimizer
+from softgrad.numerics.protocol import Backend
+from softgrad.training import checkpoint
+from softgrad.training.inference import batches, count_correct, evaluate
+from softgrad.training.loss_options import host_options
+from softgrad.training.models import MLP
+from softgrad.training.runs import Run, start_run
+from softgrad.training.settings import TrainSettings, default_loss
+from softgrad.training.step import backend_scope, train_step
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite; the message names the epoch and step."""
+
+
+def fit(model: MLP, data, backend: Backend | str | None = None, *, loss: Loss | str | None = None,
+        optimizer: Optimizer | str | None = None, epochs: int | None = None, batch_size: int | None = None,
+        lr: float | None = None, lr_schedule: str | None = None, seed: int | None = None,
+        loss_options: Mapping[str, Any] | None = None, checkpoint_path: str | Path | None = None,
+        resume: str | Path | None = None, progress: bool | None = None,
+        log: Callable[[str], None] | None = print, chunked_head: bool | None = None,
+        **hyperparameters: Any) -> list[dict]:
+    """Train ``model`` on ``data`` (a :class:`datasets.Dataset`); returns the history.
+
+    ``backend``: a name, a Backend, ``"auto"`` (the fastest available for this
+    network and batch size, from a short cached probe; see
+    :mod:`softgrad.training.auto`), or ``None`` to stay on the model's backend.
+    ``loss`` and ``optimizer``: names from :data:`softgrad.LOSSES` and
+    :data:`softgrad.OPTIMIZERS` or definitions (default: the data's loss,
+    :func:`~softgrad.training.settings.default_loss`, and SGD). The optimizer's hyperparameters are keyword
+    arguments (``momentum=0.9``); ``loss_options`` are the loss's (``{"label_smoothing": 0.1}``).
+
+    Everything left as ``None`` takes the :class:`TrainSettings` defaults
+    (10 epochs, batch 64, lr 0.05 with a cosine schedule, SGD with Nesterov
+    momentum 0.9 and weight decay 2e-3, seed 0), or, when resuming, the
+    checkpoint's.
+
+    The history has one record per epoch: ``epoch``, ``train_loss``,
+    ``train_accuracy``, ``test_loss``, ``test_accuracy`` (accuracies for class
+    targets only), ``seconds`` (training time, device synchronised),
+    ``samples_per_s`` and ``lr`` (at the epoch's end). With ``checkpoint_path``
+    the model, optimizer state and history are saved atomically after every
+    epoch; ``resume`` continues from such a checkpoint up to ``epochs``,
+    exactly as the uninterrupted run would have. ``progress`` shows a bar per
+    epoch (default: when stderr is a terminal). ``chunked_head=True`` fuses the
+    last layer with cross-entropy (``be.linear_cross_entropy_and_grad``): the
+    batch's logits are never held, for a large number of classes; the loss and
+    gradients are the dense path's, and ``train_accuracy`` is None. A NaN or infinite loss raises
+    :class:`TrainingDivergedError` and leaves the last good checkpoint.
+    """
+    given = {k: v for k, v in dict(epochs=epochs, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule,
+                                   seed=seed).items() if v is not None}
+    if loss is not None:
+        given["loss"] = loss.name if isinstance(loss, Loss) else loss
+        get_loss(loss)
+    elif resume is None:  # a resumed run keeps its checkpoint's loss
+        given["loss"] = default_loss(data, model.widths[-1])
+    if optimizer is not None:
+        given["optimizer"] = optimizer.name if isinstance(optimizer, Optimizer) else optimizer
+        get_optimizer(optimizer)
+    if loss_options is not None:
+        given["loss_options"] = host_options(model.be, loss_options)
+    if chunked_head is not None:
+        given["chunked_head"] = chunked_head
+    given["hyperparameters"] = {k: v for k, v in hyperparameters.items() if v is not None}
+    if resume is None:  # the settings as the optimizer checks them, before any work (a resumed run's: in start_run)
+        TrainSettings.from_dict(given).check()
+    show = sys.stderr.isatty() if progress is None else progress
+    if checkpoint_path is None:
+        return _fit(model, data, start_run(model, data, given, backend=backend, resume=resume, log=log),
+                    show=show, log=log, checkpoint_path=None)
+    # the checkpoint's folder is this run's while it trains: a second run there is refused, not interleaved
+    with claim_folder(Path(checkpoint_path).parent, "the checkpoint's folder"):
+        remove_stale_temporaries(Path(checkpoint_path).parent)  # what a killed run's write left behind
+        run = start_run(model, data, given, backend=backend, resume=resume, log=log)
+        return _fit(model, data, run, show=show, log=log, checkpoint_path=checkpoint_path)
+
+
+def _fit(model: MLP, data, run: Run, *, show: bool, log: Callable[[str], None] | None,
+         checkpoint_path) -> list[dict]:
+    """The run's epochs, each trained, evaluated on the test set, saved and logged; returns the history."""
+    settings = run.settings
+    for epoch in range(len(run.history) + 1, settings.epochs + 1):
+        with backend_scope(run.be):
+            record = _train_epoch(model, run, epoch, show, checkpoint_path)
+        test = evaluate(model, run.x_test, run.y_test, loss=settings.loss_definition,
+                        loss_options=settings.loss_options, target_mean=getattr(data, "target_mean", None),
+                        target_std=getattr(data, "target_std", None))
+        record = _epoch_record(record, test)
+        run.history.append(record)
+        if checkpoint_path is not None:
+            checkpoint.save(checkpoint_path, model, run.state, run.history, run.saved_settings,
+                            optimizer=settings.optimizer, data=data)  # what it trains on: evaluate reads it
+        if log is not None:
+            log(_epoch_line(record, settings.epochs))
+    return run.history
+
+
+def _epoch_record(record: dict[str, Any], test: dict[str, float]) -> dict[str, Any]:
+    """The epoch's history record: its training figures and the test set's, in the order the history keeps."""
+    record = {**record, **{f"test_{key}": value for key, value in test.items()}}
+    figures = (("train_loss", "train_accuracy", "test_loss", "test_accuracy") if "accuracy" in test
+               else ("train_loss", "test_loss", "test_rmse", "test_mae", "test_r2"))
+    return {key: record[key] for key in ("epoch", *figures, "seconds", "samples_per_s", "lr")}
+
+
+def _epoch_line(record: dict[str, Any], epochs: int) -> str:
+    """The line an epoch logs: its loss, the accuracies (or the test loss, RMSE and R²), the speed."""
+    train = "-" if record.get("train_accuracy") is None else f"{record['train_accuracy']:.2%}"
+    accuracy = (f"train {train}  test {record['test_accuracy']:.2%}  "
+                if "train_accuracy" in record else
+                f"test loss {record['test_loss']:.4f}  rmse {record['test_rmse']:.4g}  "
+                f"r2 {record['test_r2']:.3f}  ")
+    return (f"epoch {record['epoch']:>3}/{epochs}  loss {record['train_loss']:.4f}  {accuracy}"
+            f"{record['samples_per_s']:,.0f} samples/s  ({record['seconds']:.1f} s)")
+
+
+def _progress_bar(enabled: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("mean loss {task.fields[loss]}"), TimeRemainingColumn(),
+                    transient=True, disable=not enabled)
+
+
+def _train_epoch(model: MLP, run: Run, epoch: int, show: bool, checkpoint_path) -> dict[str, Any]:
+    """One epoch over the training set; returns its record without the test figures."""
+    settings, be = run.settings, run.be
+    n = run.x_train.shape[0]
+    steps_per_epoch = math.ceil(n / settings.batch_size)
+    loss_definition = settings.loss_definition
+    classes = loss_definition.targets != "value" and not settings.chunked_head  # a fused head has no logits
+    order = be.asarray(np.random.default_rng([settings.seed, epoch]).permutation(n))
+    be.synchronize()
+    start = time.perf_counter()
+    xs, ys = be.xp.take(run.x_train, order, axis=0), be.xp.take(run.y_train, order, axis=0)
+    total_loss = correct = 0
+    # overflow shows up as a non-finite loss, which stops training with a clear error below;
+    # NumPy's own overflow warnings would only repeat it as noise
+    with _progress_bar(show) as bar, np.errstate(over="ignore", invalid="ignore"):
+        task = bar.add_task(f"epoch {epoch}/{settings.epochs}", total=steps_per_epoch, loss="-")
+        for step, s in enumerate(batches(n, settings.batch_size), start=1):
+            step_lr = settings.lr_at(epoch, step - 1, steps_per_epoch)
+            try:
+                loss, logits, run.state = train_step(model, xs[s, ...], ys[s, ...], run.state, step_lr, settings)
+            except ValueError as error:
+                where = f" The last good checkpoint is {checkpoint_path}." if checkpoint_path and epoch > 1 else ""
+                raise TrainingDivergedError(
+                    f"training diverged at epoch {epoch}, step {step}: {error}. {_divergence_hint(settings, step_lr)}"
+                    f"{where}") from None
+            total_loss = total_loss + loss * (s.stop - s.start)
+            if classes:
+                correct = correct + count_correct(be, loss_definition, logits, ys[s, ...])
+            if show and (step % 20 == 0 or step == steps_per_epoch):
+                # the mean over the epoch so far, not this batch's: at the epoch's end it is the epoch line's
+                bar.update(task, completed=step, loss=f"{float(be.to_numpy(total_loss)) / s.stop:.4f}")
+    train_loss = float(be.to_numpy(total_loss)) / n
+    train_accuracy = int(be.to_numpy(correct)) / n if classes else None
+    be.synchronize()
+    seconds = time.perf_counter() - start
+    return {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_accuracy, "seconds": seconds,
+            "samples_per_s": n / seconds, "lr": settings.lr_at(epoch, steps_per_epoch, steps_per_epoch)}
+
+
+def _divergence_hint(settings: TrainSettings, step_lr: float) -> str:
+    """What to change after a divergence: a momentum >= 1 (each step larger than the last, which torch
+    allows) where there is one, else the learning rate; with every hyperparameter the run used."""
+    values = settings.resolved_hyperparameters
+    used = ", ".join(f"{k} {v}" for k, v in {"lr": f"{step_lr:g}", **values}.items())
+    momentum = values.get("momentum")
+    if isinstance(momentum, (int, float)) and momentum >= 1:
+        return (f"momentum {momentum:g} >= 1 makes every step larger than the last: use a momentum below 1 "
+                f"(0.9 is usual). The {settings.optimizer} settings: {used}.")
+    return f"Lower the learning rate (now {step_lr:g}; the {settings.optimizer} settings: {used})."
+
+
+__all__ = ["TrainingDivergedError", "fit"]
