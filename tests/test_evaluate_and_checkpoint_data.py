@@ -372,7 +372,7 @@ def test_prediction_titles_with_long_class_names_do_not_overlap(monkeypatch, tmp
     x = np.zeros((32, 16), np.float32)
     labels, predicted = np.arange(32) % 10, (np.arange(32) * 3) % 10
     fig, renderer = _figure(monkeypatch, lambda: reports.plot_predictions(
-        x, labels, predicted, classes, (4, 4), (0.0,), (1.0,), tmp_path / "p.png"))
+        x, labels, predicted, classes, image_shape=(4, 4), mean=(0.0,), std=(1.0,), path=tmp_path / "p.png"))
     axes = [ax for ax in fig.axes if ax.get_title()]
     titles = [ax.title.get_window_extent(renderer) for ax in axes]
     pictures = [ax.get_window_extent(renderer) for ax in axes]

@@ -223,6 +223,30 @@ def run(args: argparse.Namespace) -> int:
             check_writable(out / name, "--out" if args.out else "the run folder")
     model, _, _, trained = checkpoint.load(path, args.backend)
     loss = LOSSES.lookup(trained.get("loss") or saved.get("loss") or "cross_entropy")
+    data, record = _data_and_record(args, path, saved, model)
+    scale = {} if data is None else {"target_mean": data.target_mean, "target_std": data.target_std}
+    if args.predict:
+        _predict_files(model, loss, record, [Path(file) for file in args.predict], scale)
+        return 0
+    check_data(data, model, loss)
+    confusion_png, confusion_csv, fit_png = names
+    if loss.targets == "value":
+        figures = evaluate(model, data.x_test, data.y_test, loss=loss, **scale)
+        print(f"{model}; {data.source}")
+        print(f"test RMSE {figures['rmse']:.4g}  MAE {figures['mae']:.4g}  R² {figures['r2']:.4f}  "
+              f"({loss.name} {figures['loss']:.4g})")
+        reports.plot_regression(data, lambda x: predict(model, x, loss=loss, **scale), out / fit_png,
+                                title=f"{data.name}: {model}")
+        print(f"wrote {out}/: {fit_png}")
+        return 0
+    _report_classification(model, data, loss, out, (confusion_png, confusion_csv))
+    return 0
+
+
+def _data_and_record(args: argparse.Namespace, path: Path, saved: dict,
+                     model) -> tuple[datasets.Dataset | None, datasets.DataRecord]:
+    """The data the model was trained on (None where only the record is needed, for --predict, or where it
+    was arrays given by hand) and its record, checked to fit the model."""
     record = getattr(model, "trained_on", None)
     spec = _data_to_load(args, path, saved, record)
     data = None
@@ -236,29 +260,25 @@ def run(args: argparse.Namespace) -> int:
     if record.num_features != model.widths[0]:
         raise ValueError(f"{record.dataset} has {record.num_features} features; the model in {path} takes "
                          f"{model.widths[0]}")
-    scale = {} if data is None else {"target_mean": data.target_mean, "target_std": data.target_std}
-    if args.predict:
-        for file in map(Path, args.predict):
-            samples = as_rows(model, _load_samples(file, record), f"{file}")
-            if loss.targets == "value":
-                values = predict(model, samples, loss=loss, **scale)
-                shown = ", ".join(" ".join(f"{v:.4g}" for v in row) for row in values[:20])
-            else:
-                labels = predict(model, samples, loss=loss)
-                shown = ", ".join(record.classes[i] for i in labels[:20])
-            print(f"{file}: {shown}{' ...' if len(samples) > 20 else ''}")
-        return 0
-    check_data(data, model, loss)
-    confusion_png, confusion_csv, fit_png = names
-    if loss.targets == "value":
-        figures = evaluate(model, data.x_test, data.y_test, loss=loss, **scale)
-        print(f"{model}; {data.source}")
-        print(f"test RMSE {figures['rmse']:.4g}  MAE {figures['mae']:.4g}  R² {figures['r2']:.4f}  "
-              f"({loss.name} {figures['loss']:.4g})")
-        reports.plot_regression(data, lambda x: predict(model, x, loss=loss, **scale), out / fit_png,
-                                title=f"{data.name}: {model}")
-        print(f"wrote {out}/: {fit_png}")
-        return 0
+    return data, record
+
+
+def _predict_files(model, loss, record: datasets.DataRecord, files: list[Path], scale: dict) -> None:
+    """One line per file: its predictions (the first 20), classes by name or values in the data's units."""
+    for file in files:
+        samples = as_rows(model, _load_samples(file, record), f"{file}")
+        if loss.targets == "value":
+            values = predict(model, samples, loss=loss, **scale)
+            shown = ", ".join(" ".join(f"{v:.4g}" for v in row) for row in values[:20])
+        else:
+            labels = predict(model, samples, loss=loss)
+            shown = ", ".join(record.classes[i] for i in labels[:20])
+        print(f"{file}: {shown}{' ...' if len(samples) > 20 else ''}")
+
+
+def _report_classification(model, data: datasets.Dataset, loss, out: Path, names: tuple[str, str]) -> None:
+    """The test accuracy per class, and the confusion matrix as a figure and a CSV file (``names``)."""
+    confusion_png, confusion_csv = names
     predictions = predict(model, data.x_test, loss=loss)
     cm = confusion_matrix(data.y_test, predictions, data.num_classes)
     print(f"{model}; {data.source}")
@@ -271,7 +291,6 @@ def run(args: argparse.Namespace) -> int:
     atomic_write_text(out / confusion_csv, buffer.getvalue())
     reports.plot_confusion_matrix(cm, data.classes, out / confusion_png, title=f"{data.name}: {model}")
     print(f"wrote {out}/: {confusion_png}, {confusion_csv}")
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

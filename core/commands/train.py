@@ -222,8 +222,8 @@ def report_classification(model: MLP, data: datasets.Dataset, loss: Loss, out: P
         for name, value, total in zip(data.classes, per_class_accuracy(cm), cm.sum(axis=1)):
             print(f"  {name:>12}  {'n/a' if np.isnan(value) else f'{value:.2%}'}  ({total} samples)")
     if data.image_shape is not None:
-        reports.plot_predictions(data.x_test, data.y_test, predictions, data.classes, data.image_shape,
-                                 data.mean, data.std, out / "predictions.png")
+        reports.plot_predictions(data.x_test, data.y_test, predictions, data.classes, image_shape=data.image_shape,
+                                 mean=data.mean, std=data.std, path=out / "predictions.png")
 
 
 def report_regression(model: MLP, data: datasets.Dataset, loss: Loss, out: Path, quiet: bool) -> None:

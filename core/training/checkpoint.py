@@ -90,7 +90,7 @@ def _state_to(be: Backend, state: Any) -> Any:
     return type(state)(*(move(value) for value in state))
 
 
-def save(path: str | os.PathLike, model: MLP, state: Any, history: list[dict], settings: dict,
+def save(path: str | os.PathLike, model: MLP, state: Any, history: list[dict], settings: dict, *,
          optimizer: str = "sgd", data: Any = None) -> None:
     """Write ``model``, the optimizer ``state`` (a NamedTuple of ``optimizer``), history and settings.
 

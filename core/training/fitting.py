@@ -71,16 +71,7 @@ def fit(model: MLP, data, backend: Backend | str | None = None, *, loss: Loss | 
     """
     given = {k: v for k, v in dict(epochs=epochs, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule,
                                    seed=seed).items() if v is not None}
-    if loss is not None:
-        given["loss"] = loss.name if isinstance(loss, Loss) else loss
-        get_loss(loss)
-    elif resume is None:  # a resumed run keeps its checkpoint's loss
-        given["loss"] = default_loss(data, model.widths[-1])
-    if optimizer is not None:
-        given["optimizer"] = optimizer.name if isinstance(optimizer, Optimizer) else optimizer
-        get_optimizer(optimizer)
-    if loss_options is not None:
-        given["loss_options"] = host_options(model.be, loss_options)
+    given.update(_named(model, data, loss=loss, optimizer=optimizer, loss_options=loss_options, resume=resume))
     if chunked_head is not None:
         given["chunked_head"] = chunked_head
     given["hyperparameters"] = {k: v for k, v in hyperparameters.items() if v is not None}
@@ -95,6 +86,23 @@ def fit(model: MLP, data, backend: Backend | str | None = None, *, loss: Loss | 
         remove_stale_temporaries(Path(checkpoint_path).parent)  # what a killed run's write left behind
         run = start_run(model, data, given, backend=backend, resume=resume, log=log)
         return _fit(model, data, run, show=show, log=log, checkpoint_path=checkpoint_path)
+
+
+def _named(model: MLP, data, *, loss, optimizer, loss_options, resume) -> dict[str, Any]:
+    """The loss (by name; the data's when none is given to a new run), the optimizer and the loss's options
+    (on the host) as settings hold them, each checked as it comes."""
+    named: dict[str, Any] = {}
+    if loss is not None:
+        named["loss"] = loss.name if isinstance(loss, Loss) else loss
+        get_loss(loss)
+    elif resume is None:  # a resumed run keeps its checkpoint's loss
+        named["loss"] = default_loss(data, model.widths[-1])
+    if optimizer is not None:
+        named["optimizer"] = optimizer.name if isinstance(optimizer, Optimizer) else optimizer
+        get_optimizer(optimizer)
+    if loss_options is not None:
+        named["loss_options"] = host_options(model.be, loss_options)
+    return named
 
 
 def _fit(model: MLP, data, run: Run, *, show: bool, log: Callable[[str], None] | None,

@@ -88,7 +88,7 @@ def _prediction_title(true: str, predicted: str) -> str:
     return one_line if len(one_line) <= _TITLE_CHARS else f"{_short(true)}\n/ {_short(predicted)}"
 
 
-def plot_predictions(images: np.ndarray, labels: np.ndarray, predictions: np.ndarray, classes, image_shape,
+def plot_predictions(images: np.ndarray, labels: np.ndarray, predictions: np.ndarray, classes, *, image_shape,
                      mean, std, path: str | Path, count: int = 32) -> None:
     """A grid of test images titled "true / predicted" (two lines for long class names, each shortened to
     fit above its picture); wrong predictions in red."""
