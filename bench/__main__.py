@@ -266,9 +266,10 @@ def measure(args, console: Console, names: list[str], data, measured: Measured, 
             if (args.training and args.ceilings) or args.large_vocab:
                 measure_roofline(args, console, progress, measured, payload)
             if args.ops:
-                measure_op_section(args, console, names, workers, progress, measured)
+                measure_op_section(args, console, measured, names=names, workers=workers, progress=progress)
             if args.training:
-                measure_training_section(args, console, names, workers, progress, measured, data, payload)
+                measure_training_section(args, console, measured, names=names, workers=workers, progress=progress,
+                                         data=data, payload=payload)
             if args.large_vocab:
                 from softgrad.bench.large_vocab import REPEATS, run_section
 
@@ -292,7 +293,7 @@ def measure_roofline(args, console: Console, progress, measured: Measured, paylo
                   + ", ".join(f"{k} {v:,.1f} GFLOP/s" for k, v in measured.rates.items()))
 
 
-def measure_op_section(args, console: Console, names: list[str], workers, progress, measured: Measured) -> None:
+def measure_op_section(args, console: Console, measured: Measured, *, names: list[str], workers, progress) -> None:
     """The op benchmarks of each backend, in its worker's process where it has one; a line per backend."""
     for name in names:
         worker = next((w for w in workers if w.name == name), None)
@@ -306,7 +307,7 @@ def measure_op_section(args, console: Console, names: list[str], workers, progre
         console.print(describe_ops(name, results), highlight=False)
 
 
-def measure_training_section(args, console: Console, names: list[str], workers, progress, measured: Measured,
+def measure_training_section(args, console: Console, measured: Measured, *, names: list[str], workers, progress,
                              data, payload: dict) -> None:
     """The training rows, a line per contender as it is measured (the ceilings first with --same-process)."""
     if args.same_process and args.ceilings:
