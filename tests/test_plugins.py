@@ -234,3 +234,146 @@ def test_a_backend_without_the_newer_members_gets_their_defaults_and_trains():
         assert history[-1]["test_accuracy"] > 0.6
     finally:
         unregister_backend("from-scratch")
+
+
+# ---- losses and optimizers from outside the repository: the README's example, installed ---------------------
+
+
+def _readme_plugin_example() -> tuple[str, dict[str, dict[str, str]]]:
+    """The module and the entry points of README.md's "Plugging in a loss or an optimizer", as written there."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        tomllib = pytest.importorskip("tomli")
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Plugging in a loss or an optimizer", 1)[1].split("\n## ", 1)[0]
+    module = section.split("```python\n", 1)[1].split("```", 1)[0]
+    declared = tomllib.loads(section.split("```toml\n", 1)[1].split("```", 1)[0])
+    return module, declared["project"]["entry-points"]
+
+
+def _install(folder: Path, distribution: str, modules: dict[str, str], groups: dict[str, dict[str, str]]) -> None:
+    """A distribution as pip leaves it: its modules and a dist-info whose entry_points.txt holds ``groups``."""
+    for name, text in modules.items():
+        (folder / f"{name}.py").write_text(text)
+    dist = folder / f"{distribution.replace('-', '_')}-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {distribution}\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("".join(
+        f"[{group}]\n" + "".join(f"{name} = {value}\n" for name, value in entries.items()) + "\n"
+        for group, entries in groups.items()))
+
+
+BROKEN_UNITS = {"softgrad.losses": {"missing_module": "no_such_module_anywhere:LOSS",
+                                    "misnamed": "my_extras:SQUARED_HINGE"},
+                "softgrad.optimizers": {"exits_at_import": "exits_at_import:OPTIMIZER"}}
+
+WRONG_GRADIENT = '''
+from softgrad import Loss
+from my_extras import squared_hinge
+
+
+def halved(be, input, target, *, reduction="mean", op="halved_hinge", want_grad=False):
+    loss, grad = squared_hinge(be, input, target, reduction=reduction, op=op, want_grad=want_grad)
+    return loss, None if grad is None else 0.5 * grad
+
+
+HALVED_HINGE = Loss("halved_hinge", halved)
+'''
+
+
+@pytest.fixture(scope="module")
+def units_site(tmp_path_factory) -> Path:
+    """README's example distribution, beside one whose entry points are broken in three ways."""
+    folder = tmp_path_factory.mktemp("units")
+    module, groups = _readme_plugin_example()
+    _install(folder, "softgrad-my-extras", {"my_extras": module}, groups)
+    _install(folder, "softgrad-broken-units", {"exits_at_import": "import sys\nsys.exit(3)\n"}, BROKEN_UNITS)
+    return folder
+
+
+def test_the_readme_example_declares_a_loss_and_an_optimizer():
+    _, groups = _readme_plugin_example()
+    assert groups == {"softgrad.losses": {"squared_hinge": "my_extras:SQUARED_HINGE"},
+                      "softgrad.optimizers": {"plain_gd": "my_extras:PLAIN_GD"}}
+
+
+def test_plugged_in_units_are_registered_and_broken_ones_named(units_site):
+    result = run(units_site, "-c", textwrap.dedent("""
+        import json
+        import numpy as np
+        from softgrad import LOSSES, OPTIMIZERS, get_loss, get_optimizer
+        from softgrad.backends import get_backend
+
+        try:
+            get_loss("missing_module")
+        except ValueError as error:
+            lookup = str(error)
+        be = get_backend("numpy")
+        x, y = be.asarray(np.array([[0.5, -2.0], [0.25, 0.75]])), be.asarray(np.array([0, 1]))
+        value, grad = get_loss("squared_hinge").value_and_grad_on(be, x, y, reduction="sum")
+        plain_gd, ones = get_optimizer("plain_gd"), [be.asarray(np.ones(2))]
+        params, state = plain_gd.step_on(be, ones, ones, plain_gd.init_on(be, ones), lr=0.5)
+        print(json.dumps({"losses": LOSSES.names(), "optimizers": list(OPTIMIZERS), "lookup": lookup,
+                          "broken": {**LOSSES.broken(), **OPTIMIZERS.broken()}, "value": float(value),
+                          "grad": np.asarray(grad).tolist(), "params": np.asarray(params[0]).tolist(),
+                          "step": state.step}))
+    """))
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout)
+    assert {"squared_hinge", "cross_entropy", "mse"} <= set(found["losses"])
+    assert {"plain_gd", "sgd", "adam"} <= set(found["optimizers"])
+    assert not {"missing_module", "misnamed", "exits_at_import"} & set(found["losses"] + found["optimizers"])
+    broken = found["broken"]
+    assert "its plugin failed to load" in broken["missing_module"]
+    assert "No module named 'no_such_module_anywhere'" in broken["missing_module"]
+    assert "gives the loss 'squared_hinge'; the entry point's name must be" in broken["misnamed"]
+    assert "it called sys.exit(3)" in broken["exits_at_import"]
+    assert found["lookup"] == broken["missing_module"]
+    # the one-vs-all squared hinge of README: margins max(0, 1 - s z) are (0.5, 0) and (1.25, 0.25)
+    assert found["value"] == pytest.approx(0.25 + 1.5625 + 0.0625)
+    assert found["grad"] == [[-1.0, 0.0], [2.5, -0.5]]  # -2 s max(0, 1 - s z): exact in binary
+    assert found["params"] == [0.5, 0.5] and found["step"] == 1
+
+
+def test_softgrad_train_trains_with_the_plugged_in_loss_and_optimizer(units_site):
+    out = units_site / "run"
+    result = run(units_site, "-m", "softgrad", "train", "--dataset", "synthetic", "--model", "linear",
+                 "--loss", "squared_hinge", "--optimizer", "plain_gd", "--epochs", "2", "--out", str(out), "--quiet")
+    assert result.returncode == 0, result.stderr
+    recorded = json.loads((out / "run.json").read_text())
+    assert recorded["loss"] == "squared_hinge" and recorded["optimizer"] == "plain_gd"
+    history = json.loads((out / "history.json").read_text())
+    assert history[-1]["test_accuracy"] > 0.5  # the synthetic classes are separable; chance is 10%
+
+
+def test_the_conformance_kit_checks_the_plugged_in_units(units_site, tmp_path):
+    report = tmp_path / "report.json"
+    result = run(units_site, "-m", "softgrad.backends.conformance", "numpy", "--examples", "3", "--json", str(report))
+    assert result.returncode == 0, result.stdout + result.stderr
+    checked = {r["op"]: r["passed"] for r in json.loads(report.read_text())["results"]}
+    assert checked["plugged-in losses"] is True and checked["plugged-in optimizers"] is True
+    listing = run(units_site, "-c", "from softgrad.backends.conformance.plugged_in_checks import plugged_in_losses, "
+                                    "plugged_in_optimizers; print([u.name for u in plugged_in_losses()], "
+                                    "[u.name for u in plugged_in_optimizers()])")
+    assert listing.stdout.split() == ["['squared_hinge']", "['plain_gd']"], listing.stderr
+
+
+def test_the_conformance_kit_names_a_plugged_in_loss_whose_gradient_is_wrong(units_site, tmp_path_factory):
+    wrong = tmp_path_factory.mktemp("wrong")
+    _install(wrong, "softgrad-halved", {"halved_hinge": WRONG_GRADIENT},
+             {"softgrad.losses": {"halved_hinge": "halved_hinge:HALVED_HINGE"}})
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(wrong), str(units_site), str(ROOT)])}
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent("""
+        from softgrad.backends import get_backend
+        from softgrad.backends.conformance import run_checks
+        from softgrad.backends.conformance.plugged_in_checks import PLUGGED_IN_CHECKS
+
+        for r in run_checks(get_backend("numpy"), examples=3, checks=PLUGGED_IN_CHECKS):
+            print(r.op, r.dtype, r.passed, r.message.replace(chr(10), " "))
+    """)], cwd=wrong, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    failed = [line for line in lines if " False " in line]
+    assert len(failed) == 1 and failed[0].startswith("plugged-in losses float64 False"), lines
+    assert "plugged-in loss 'halved_hinge': its gradient against central finite differences" in failed[0]

@@ -5,7 +5,8 @@
 runs every check of :func:`all_checks` (the same checks softgrad's own suite
 runs on its backends: softmax and cross-entropy in ``checks.py``, the
 elementwise losses in ``elementwise_checks.py``, the optimizers in
-``optimizer_checks.py``, ``linear_cross_entropy`` in ``linear_checks.py``) on the backend registered as
+``optimizer_checks.py``, ``linear_cross_entropy`` in ``linear_checks.py``, the losses and optimizers
+plugged in from outside softgrad in ``plugged_in_checks.py``) on the backend registered as
 ``NAME``, in float32 and float64, prints a table (operation x dtype: pass or
 fail, the largest error against the references) and exits 0 only when
 everything passes. A plugin author installs ``softgrad[conformance]`` and runs
@@ -82,8 +83,9 @@ def all_checks() -> tuple:
     from softgrad.backends.conformance.elementwise_checks import ELEMENTWISE_CHECKS
     from softgrad.backends.conformance.linear_checks import LINEAR_CHECKS
     from softgrad.backends.conformance.optimizer_checks import OPTIMIZER_CHECKS
+    from softgrad.backends.conformance.plugged_in_checks import PLUGGED_IN_CHECKS
 
-    return (*CHECKS, *ELEMENTWISE_CHECKS, *OPTIMIZER_CHECKS, *LINEAR_CHECKS)
+    return (*CHECKS, *ELEMENTWISE_CHECKS, *OPTIMIZER_CHECKS, *LINEAR_CHECKS, *PLUGGED_IN_CHECKS)
 
 
 def _property(check, be, dtype, given, settings, st):

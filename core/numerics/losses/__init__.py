@@ -6,7 +6,9 @@ never modifies its inputs. Every backend built on the shared implementation
 then has ``be.X``, ``be.X_grad`` and ``be.X_and_grad``; a backend may
 override them with a fused kernel (the suite checks every override against
 ``compute``). ``fit`` and ``train_step`` take a loss by name or as a
-:class:`Loss`. To add one, see the README's "Extending softgrad".
+:class:`Loss`. To add one, call :func:`register_loss` or, from another
+distribution, declare an entry point in the group ``softgrad.losses`` (see
+:mod:`softgrad.numerics.catalog` and the README's "Extending softgrad").
 """
 
 from __future__ import annotations
@@ -60,6 +62,9 @@ class Loss:
         return self.compute(be, input, target, op=self.name, want_grad=False, **options)[0]
 
 
+#: the entry-point group through which a distribution outside softgrad plugs a loss in
+ENTRY_POINT_GROUP = "softgrad.losses"
+
 LOSSES: Catalog[Loss] = Catalog("loss", Loss)
 #: add a loss: every backend built on the shared code, fit and the command line then know it
 register_loss = LOSSES.register
@@ -78,5 +83,7 @@ for _short, _name in (("mse", "mse_loss"), ("l1", "l1_loss"), ("smooth_l1", "smo
                       ("huber", "huber_loss"), ("bce_with_logits", "binary_cross_entropy_with_logits")):
     LOSSES.alias(_short, _name)
 del _short, _name
+# the losses other distributions declare: read at the first read of LOSSES, after softgrad's own
+LOSSES.plug_in_from(ENTRY_POINT_GROUP)
 
-__all__ = ["LOSSES", "Loss", "get_loss", "register_loss"]
+__all__ = ["ENTRY_POINT_GROUP", "LOSSES", "Loss", "get_loss", "register_loss"]

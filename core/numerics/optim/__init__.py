@@ -19,7 +19,9 @@ by name and field, and any backend can resume it. Each step rule equals its
 
 To add an optimizer, write one module beside ``sgd.py`` with its state, its
 hyperparameter check and a functional ``step`` against ``be.xp``, and register
-an :class:`Optimizer` (see the README's "Extending softgrad"). Every backend
+an :class:`Optimizer` with :func:`register_optimizer`, or from another
+distribution through an entry point in the group ``softgrad.optimizers``
+(see the README's "Extending softgrad"). Every backend
 built on the shared implementation then has ``be.X_init`` and ``be.X_step``;
 a backend may override ``X_step`` with an in-place or fused update.
 """
@@ -111,6 +113,9 @@ class Optimizer:
         return self.step(be, params, grads, state, lr=lr, **hyperparameters)
 
 
+#: the entry-point group through which a distribution outside softgrad plugs an optimizer in
+ENTRY_POINT_GROUP = "softgrad.optimizers"
+
 OPTIMIZERS: Catalog[Optimizer] = Catalog("optimizer", Optimizer)
 #: add an optimizer: every backend built on the shared code, fit and the command line then know it
 register_optimizer = OPTIMIZERS.register
@@ -126,5 +131,7 @@ register_optimizer(Optimizer("rmsprop", rmsprop.RMSpropState, rmsprop.init, rmsp
                              rmsprop.DEFAULTS, lr=1e-2))
 register_optimizer(Optimizer("adagrad", adagrad.AdagradState, adagrad.init, adagrad.step, adagrad.check,
                              adagrad.DEFAULTS, lr=1e-2))
+# the optimizers other distributions declare: read at the first read of OPTIMIZERS, after softgrad's own
+OPTIMIZERS.plug_in_from(ENTRY_POINT_GROUP)
 
-__all__ = ["OPTIMIZERS", "Optimizer", "get_optimizer", "register_optimizer"]
+__all__ = ["ENTRY_POINT_GROUP", "OPTIMIZERS", "Optimizer", "get_optimizer", "register_optimizer"]
