@@ -162,7 +162,7 @@ def _train_epoch(model: MLP, run: Run, epoch: int, show: bool, checkpoint_path) 
     order = be.asarray(np.random.default_rng([settings.seed, epoch]).permutation(n))
     be.synchronize()
     start = time.perf_counter()
-    xs, ys = be.xp.take(run.x_train, order, axis=0), be.xp.take(run.y_train, order, axis=0)
+    xs, ys = be.take(run.x_train, order, axis=0), be.take(run.y_train, order, axis=0)
     total_loss = correct = 0
     # overflow shows up as a non-finite loss, which stops training with a clear error below;
     # NumPy's own overflow warnings would only repeat it as noise

@@ -51,7 +51,7 @@ def as_rows(model: MLP, x, what: str = "predict"):
         x = np.ascontiguousarray(np.asarray(x)).reshape(shape)
         return be.asarray(x, dtype=model.dtype)
     x = be.asarray(x, dtype=model.dtype)
-    return be.xp.reshape(x, shape) if tuple(x.shape) != shape else x
+    return be.reshape(x, shape) if tuple(x.shape) != shape else x
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ def check_finite_rows(model: MLP, x, what: str) -> None:
     """A ValueError naming the first row of ``x`` (rows on the model's backend) that holds NaN or inf: the
     model would answer it with a class (0) or a value that looks like any other."""
     be = model.be
-    if bool(be.to_numpy(be.xp.all(be.xp.isfinite(x)))):
+    if be.all_finite(x):
         return
     row = int(np.flatnonzero(~np.isfinite(np.asarray(be.to_numpy(x))).all(axis=1))[0])
     beyond = " (or a value beyond float32's range)" if model.dtype == np.float32 else ""
