@@ -397,3 +397,42 @@ def test_the_progress_bar_ends_at_the_epoch_lines_mean_loss(monkeypatch):
     # what was asked: the bar's last figure is the epoch line's (the epoch's mean loss), not the last batch's
     assert shown[-1] == f"{history[0]['train_loss']:.4f}"
     assert len(set(shown)) > 1 and np.isfinite([float(v) for v in shown]).all()
+
+
+def test_a_loss_registered_after_the_command_is_imported_is_a_loss_choice(tmp_path, no_plots):
+    """--loss offers the registry's losses when the command runs (as a plugged-in one joins it), not a list
+    fixed at import; the run trains with it and run.json names it."""
+    from softgrad.numerics.losses import LOSSES, Loss, register_loss
+
+    register_loss(Loss("mse_for_the_train_test", LOSSES["mse_loss"].compute, targets="value"))
+    try:
+        assert "mse_for_the_train_test" in train.build_parser().format_help()
+        status, _, err = cli(*FAST, "--loss", "mse_for_the_train_test", "--out", str(tmp_path / "run"))
+        assert status == 0, err
+        assert json.loads((tmp_path / "run" / "run.json").read_text())["loss"] == "mse_for_the_train_test"
+    finally:
+        LOSSES.pop("mse_for_the_train_test")
+    status, _, err = cli(*FAST, "--loss", "mse_for_the_train_test", "--out", str(tmp_path / "gone"))
+    assert status == 2 and "invalid choice: 'mse_for_the_train_test'" in err
+
+
+def test_the_default_loss_rule_is_one_for_fit_and_the_command(tmp_path, no_plots):
+    """The loss a run takes unnamed: mse for regression data, bce_with_logits for one output on two classes
+    (the command's --binary builds one output), else cross_entropy; fit and softgrad train ask the same rule."""
+    from softgrad.training.settings import default_loss
+
+    regression, blobs = datasets.load("toy-regression"), datasets.load("synthetic", n_train=40, n_test=10,
+                                                                        num_features=4, num_classes=2, seed=0)
+    assert default_loss(regression, 1) == "mse_loss"
+    assert default_loss(blobs, 1) == "binary_cross_entropy_with_logits"
+    assert default_loss(blobs, 2) == "cross_entropy"
+    for outputs in (1, 2):
+        model = MLP([4, outputs], seed=0)
+        fit(model, blobs, epochs=1, progress=False, log=None)
+        assert model.loss == default_loss(blobs, outputs)
+    for flags, loss in ((["--binary", "0"], "binary_cross_entropy_with_logits"), ([], "cross_entropy")):
+        out = tmp_path / f"run{len(flags)}"
+        status, _, err = cli("--dataset", "synthetic", "--model", "linear", "--epochs", "1", "--quiet", *flags,
+                             "--out", str(out))
+        assert status == 0, err
+        assert json.loads((out / "run.json").read_text())["loss"] == loss
