@@ -8,14 +8,11 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
+import softgrad.datasets  # the package, not ._dataset (which imports this module): Dataset, and load
 from softgrad.datasets._catalogue import IMAGE_SETS, NAMES, TASKS
 from softgrad.datasets._scaling import InputScaling
-
-if TYPE_CHECKING:  # the package, not softgrad.datasets._dataset, which imports this module
-    import softgrad.datasets
 
 
 @dataclass(frozen=True)
@@ -55,11 +52,8 @@ class DataRecord:
         if self.recipe is None:
             raise ValueError(f"{self.name!r} was made from arrays given by hand (datasets.from_arrays), which "
                              "cannot be loaded again")
-        # through the package: softgrad.datasets.load is the one a caller patched, and no import runs in a circle
-        import softgrad.datasets as package
-
-        recipe = self.recipe
-        return package.load(recipe["name"], root=root if root is not None else recipe.get("root"),
+        recipe = self.recipe  # softgrad.datasets.load, so that a caller who patched it is heard
+        return softgrad.datasets.load(recipe["name"], root=root if root is not None else recipe.get("root"),
                             download=download, binary=recipe.get("binary"), **dict(recipe.get("options") or {}))
 
     def to_json(self) -> dict:
