@@ -7,9 +7,14 @@ returns new arrays and modifies none of its inputs, so it is correct on a
 library whose arrays are immutable.
 
 The losses and optimizers are defined once, in :mod:`softgrad.numerics.losses` and
-:mod:`softgrad.numerics.optim`; this class exposes each as methods (``X``, ``X_grad``,
-``X_and_grad``; ``X_init``, ``X_step``), including those registered after it
-was defined. The docstrings live in :mod:`softgrad.numerics.protocol`.
+:mod:`softgrad.numerics.optim`; the class body binds each built-in one with one line
+(``X``, ``X_grad``, ``X_and_grad``; ``X_init``, ``X_step``). One registered later runs
+through ``Loss.value_and_grad_on`` / ``Optimizer.step_on`` (:mod:`softgrad.numerics.methods`).
+The hooks' defaults come from :class:`softgrad.numerics.hooks.BackendDefaults`. The
+docstrings live in :mod:`softgrad.numerics.protocol` and :mod:`softgrad.numerics.hooks`.
+
+A subclass overrides what its framework does better as an ordinary method, and
+returns ``super().<method>(...)`` where its fast path declines the case.
 """
 
 from __future__ import annotations
@@ -18,19 +23,33 @@ from collections.abc import Callable
 from typing import Any
 
 from softgrad.numerics import validation as v
-from softgrad.numerics.losses import binary as _binary
+from softgrad.numerics.hooks import BackendDefaults
 from softgrad.numerics.losses.support import checked_max, device_of
-from softgrad.numerics.methods import registered_method, unit_methods
+from softgrad.numerics.methods import loss_methods, optimizer_methods, registered_method
 
 
-class ArrayAPIBackend:
+class ArrayAPIBackend(BackendDefaults):
     name: str
     device: str
     xp: Any  # an array-API namespace
     array_type: type | tuple[type, ...]  # the framework's array class(es)
-    on_gpu: bool = False
 
-    def _check_array(self, op: str, what: str, x: Any) -> None:
+    # ---- the built-in losses and optimizers (softgrad.numerics.losses, softgrad.numerics.optim) -----------
+    cross_entropy, cross_entropy_grad, cross_entropy_and_grad = loss_methods("cross_entropy")
+    nll_loss, nll_loss_grad, nll_loss_and_grad = loss_methods("nll_loss")
+    mse_loss, mse_loss_grad, mse_loss_and_grad = loss_methods("mse_loss")
+    l1_loss, l1_loss_grad, l1_loss_and_grad = loss_methods("l1_loss")
+    smooth_l1_loss, smooth_l1_loss_grad, smooth_l1_loss_and_grad = loss_methods("smooth_l1_loss")
+    huber_loss, huber_loss_grad, huber_loss_and_grad = loss_methods("huber_loss")
+    (binary_cross_entropy_with_logits, binary_cross_entropy_with_logits_grad,
+     binary_cross_entropy_with_logits_and_grad) = loss_methods("binary_cross_entropy_with_logits")
+    sgd_init, sgd_step = optimizer_methods("sgd")
+    adam_init, adam_step = optimizer_methods("adam")
+    adamw_init, adamw_step = optimizer_methods("adamw")
+    rmsprop_init, rmsprop_step = optimizer_methods("rmsprop")
+    adagrad_init, adagrad_step = optimizer_methods("adagrad")
+
+    def check_array(self, op: str, what: str, x: Any) -> None:
         if not isinstance(x, self.array_type):
             raise TypeError(
                 f"{op}: {what} is a {type(x).__module__}.{type(x).__name__}, not an array of the "
@@ -40,21 +59,10 @@ class ArrayAPIBackend:
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} on {self.device}>"
 
-    def __getattr__(self, attribute: str):
-        # losses and optimizers registered after this class was defined (plug-ins) are methods too
-        method = registered_method(attribute)
-        if method is None:
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute {attribute!r}")
-        return method.__get__(self, type(self))
-
     # ---- plumbing ------------------------------------------------------------
 
     def synchronize(self) -> None:
         pass
-
-    def peak_memory(self, run: Callable[[], object]) -> int | None:
-        run()
-        return None
 
     def matmul(self, a, b):
         return a @ b
@@ -62,15 +70,8 @@ class ArrayAPIBackend:
     def affine(self, x, weight, bias):
         return x @ weight + bias
 
-    def affine_relu(self, x, weight, bias):
-        return self.maximum(self.affine(x, weight, bias), 0.0)
-
     def relu_backward(self, h, dh):
         return self.xp.where(h > 0, dh, self.xp.zeros_like(dh))
-
-    def relu_bias_backward(self, h, dh):
-        dz = self.relu_backward(h, dh)
-        return dz, self.sum(dz, axis=0)
 
     def maximum(self, a, b):
         if isinstance(b, (int, float)):
@@ -88,35 +89,16 @@ class ArrayAPIBackend:
     def tanh(self, x):
         return self.xp.tanh(x)
 
-    def sigmoid(self, x):
-        return _binary.sigmoid(self, x)
-
-    def log_sigmoid(self, x):
-        return _binary.log_sigmoid(self, x)
-
     def argmax(self, x, axis=-1):
         return self.xp.argmax(x, axis=axis)
-
-    def take(self, x, indices, axis=0):
-        return self.xp.take(x, indices, axis=axis)
-
-    def reshape(self, x, shape):
-        return self.xp.reshape(x, tuple(shape))
-
-    def all_finite(self, x):
-        return bool(self.to_numpy(self.xp.all(self.xp.isfinite(x))))
 
     def _device_of(self, x):
         return device_of(x)
 
-    def _label_range(self, labels) -> tuple[int, int]:
-        """The smallest and largest label (torch fetches both in one transfer)."""
-        return int(self.xp.min(labels)), int(self.xp.max(labels))
-
     # ---- softmax ---------------------------------------------------------------
 
     def _prepare_softmax_input(self, op: str, z, axis: int) -> int:
-        self._check_array(op, "the input", z)
+        self.check_array(op, "the input", z)
         v.check_float_array(op, "the input", z.dtype)
         axis = v.normalize_axis(op, axis, z.ndim)
         v.check_not_empty(op, "the input", tuple(z.shape))
@@ -136,31 +118,7 @@ class ArrayAPIBackend:
         return shifted - self.xp.log(self.xp.sum(self.xp.exp(shifted), axis=axis, keepdims=True))
 
 
-class FusedCrossEntropy:
-    """``cross_entropy``, ``_grad`` and ``_and_grad`` through the backend's ``_fused_cross_entropy(op, logits,
-    target, options)`` where it takes the case (it returns ``(loss, grad)``), else the shared definition,
-    which also diagnoses what the fused path declines. Listed before ArrayAPIBackend among the bases."""
-
-    def cross_entropy_and_grad(self, logits, target, **options):
-        fast = self._fused_cross_entropy("cross_entropy_and_grad", logits, target, options)
-        if fast is not None:
-            return fast
-        return shared_method("cross_entropy_and_grad")(self, logits, target, **options)
-
-    def cross_entropy(self, logits, target, **options):
-        fast = self._fused_cross_entropy("cross_entropy", logits, target, options)
-        if fast is not None:
-            return fast[0]
-        return shared_method("cross_entropy")(self, logits, target, **options)
-
-    def cross_entropy_grad(self, logits, target, **options):
-        fast = self._fused_cross_entropy("cross_entropy_grad", logits, target, options)
-        if fast is not None:
-            return fast[1]
-        return shared_method("cross_entropy_grad")(self, logits, target, **options)
-
-
-# ---- the registered losses and optimizers, as methods -------------------------------------
+# ---- the reference an override is checked against ------------------------------------------------
 
 
 def shared_method(attribute: str) -> Callable:
@@ -169,9 +127,3 @@ def shared_method(attribute: str) -> Callable:
     if method is None:
         raise AttributeError(f"no registered loss or optimizer provides {attribute!r}")
     return method
-
-
-# The losses and optimizers defined with softgrad are ordinary methods (visible to dir() and help()).
-for _name, _method in unit_methods().items():
-    setattr(ArrayAPIBackend, _name, _method)
-del _name, _method

@@ -11,7 +11,6 @@ from softgrad.backends.cuda_kernels import SOURCE, linear_ce_head_launch, sgd_la
 from softgrad.backends.numpy_backend import as_host_array
 from softgrad.numerics import validation as v
 from softgrad.numerics.errors import BackendUnavailableError
-from softgrad.numerics.losses import cross_entropy as shared_cross_entropy
 from softgrad.numerics.losses.linear_cross_entropy import ChunkOps, Plan
 from softgrad.numerics.losses.support import validate_class_loss
 from softgrad.numerics.optim import sgd
@@ -124,15 +123,24 @@ class CuPyBackend(ArrayAPIBackend):
             self._module = self.cupy.RawModule(code=SOURCE, options=("-std=c++14",))
         return self._module.get_function(name)
 
-    def _shared_cross_entropy(self, op, logits, target, options, want_grad):
-        return shared_cross_entropy.cross_entropy(self, logits, target, op=op, want_grad=want_grad, **options)
+    def cross_entropy_and_grad(self, logits, target, **options):
+        fast = self._fused_cross_entropy("cross_entropy_and_grad", logits, target, options)
+        return fast if fast is not None else super().cross_entropy_and_grad(logits, target, **options)
+
+    def cross_entropy_grad(self, logits, target, **options):
+        fast = self._fused_cross_entropy("cross_entropy_grad", logits, target, options)
+        return fast[1] if fast is not None else super().cross_entropy_grad(logits, target, **options)
+
+    # cross_entropy (the value alone) is the shared one: the kernel's gradient would be wasted
 
     def _fused_cross_entropy(self, op, logits, target, options):
-        """One kernel for the common case (class indices, no weight, no smoothing), else the shared path.
+        """One kernel (``cuda_kernels.softmax_xent``) for the common case (class indices, no weight, no
+        smoothing); None where the shared definition must run.
 
         The kernel's row losses are summed and checked once; anything unusual
         (an ignored or out-of-range label, a row with no softmax) shows up as a
         non-finite total, and the shared path then computes or diagnoses it.
+        Reference: ``softgrad.numerics.losses.cross_entropy.cross_entropy``.
         """
         weight = options.get("weight")
         ignore_index = options.get("ignore_index", -100)
@@ -143,7 +151,7 @@ class CuPyBackend(ArrayAPIBackend):
                 validate_class_loss(self, op, logits, target, weight, ignore_index, reduction, label_smoothing))
         n, classes = logits.shape if kind else (0, 0)
         if (kind != "index" or weight is not None or label_smoothing != 0.0 or 0 <= ignore_index < classes):
-            return self._shared_cross_entropy(op, logits, target, options, want_grad=True)
+            return None
         cupy = self.cupy
         logits = cupy.ascontiguousarray(logits)
         labels = cupy.ascontiguousarray(target.astype(cupy.int64, copy=False))
@@ -155,17 +163,11 @@ class CuPyBackend(ArrayAPIBackend):
                                               (logits, labels, grad, row_loss, np.int64(n), np.int64(classes), scale))
         total = row_loss.sum()
         if not math.isfinite(float(total)):  # one 8-byte read back: the step's only synchronisation
-            return self._shared_cross_entropy(op, logits, target, options, want_grad=True)
+            return None
         loss = row_loss if reduction == "none" else (total / n if reduction == "mean" else total)
         return loss, grad
 
-    def cross_entropy_and_grad(self, logits, target, **options):
-        return self._fused_cross_entropy("cross_entropy_and_grad", logits, target, options)
-
-    def cross_entropy_grad(self, logits, target, **options):
-        return self._fused_cross_entropy("cross_entropy_grad", logits, target, options)[1]
-
-    def _linear_ce_ops(self):
+    def chunk_ops(self):
         """``linear_cross_entropy``'s chunks with the fused ``linear_ce_head_*`` kernel (CuPyChunkOps)."""
         return CuPyChunkOps(self)
 

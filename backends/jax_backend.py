@@ -35,16 +35,17 @@ from __future__ import annotations
 
 import functools
 import numbers
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
-from softgrad.backends.array_api import ArrayAPIBackend, FusedCrossEntropy
+from softgrad.backends.array_api import ArrayAPIBackend
 from softgrad.backends.numpy_backend import as_host_array
 from softgrad.numerics import validation as v
 from softgrad.numerics.errors import BackendUnavailableError
 from softgrad.numerics.losses import linear_cross_entropy as lce
 from softgrad.numerics.losses.support import quiet_floating_point, validate_class_loss
-from softgrad.numerics.methods import linear_cross_entropy_methods
+from softgrad.numerics.methods import linear_cross_entropy_methods, loss_methods, optimizer_methods
 from softgrad.numerics.optim import adam, get_optimizer, sgd
 from softgrad.numerics.optim.sgd import SGDState
 
@@ -70,21 +71,56 @@ def _jax():
 
 
 class _Namespace:
-    """``jax.numpy`` with each function run in the backend's 64-bit scope (dtypes and constants as they are)."""
+    """``jax.numpy`` with each function run in the backend's 64-bit scope (dtypes and constants as they are):
+    every public name of ``jax.numpy`` copied once, the functions wrapped by :func:`_in_x64`."""
 
     def __init__(self, jnp: Any) -> None:
-        self._jnp = jnp
         self.__name__ = jnp.__name__
-
-    def __getattr__(self, name: str) -> Any:
-        value = getattr(self._jnp, name)
-        if callable(value) and not isinstance(value, type):
-            value = _in_x64(value)
-        setattr(self, name, value)  # once per name
-        return value
+        for name in dir(jnp):
+            if not name.startswith("_"):
+                value = getattr(jnp, name)
+                setattr(self, name, _in_x64(value) if callable(value) and not isinstance(value, type) else value)
 
 
-class JaxBackend(FusedCrossEntropy, ArrayAPIBackend):
+class JaxBackend(ArrayAPIBackend):
+    """Every method runs in the 64-bit scope: its own ones decorated with :func:`_in_x64`, the inherited
+    ones re-bound below, one line each (tests/test_jax.py checks that none is left out)."""
+
+    # ---- inherited, in the 64-bit scope --------------------------------------------------------------
+    check_array = _in_x64(ArrayAPIBackend.check_array)
+    matmul = _in_x64(ArrayAPIBackend.matmul)
+    affine = _in_x64(ArrayAPIBackend.affine)
+    relu_backward = _in_x64(ArrayAPIBackend.relu_backward)
+    maximum = _in_x64(ArrayAPIBackend.maximum)
+    sum = _in_x64(ArrayAPIBackend.sum)
+    tanh = _in_x64(ArrayAPIBackend.tanh)
+    argmax = _in_x64(ArrayAPIBackend.argmax)
+    softmax = _in_x64(ArrayAPIBackend.softmax)
+    log_softmax = _in_x64(ArrayAPIBackend.log_softmax)
+    take = _in_x64(ArrayAPIBackend.take)
+    reshape = _in_x64(ArrayAPIBackend.reshape)
+    all_finite = _in_x64(ArrayAPIBackend.all_finite)
+    where = _in_x64(ArrayAPIBackend.where)
+    sigmoid = _in_x64(ArrayAPIBackend.sigmoid)
+    log_sigmoid = _in_x64(ArrayAPIBackend.log_sigmoid)
+    peak_memory = _in_x64(ArrayAPIBackend.peak_memory)
+    chunk_ops = _in_x64(ArrayAPIBackend.chunk_ops)
+    affine_relu = _in_x64(ArrayAPIBackend.affine_relu)
+    relu_backward_inplace = _in_x64(ArrayAPIBackend.relu_backward_inplace)
+    relu_bias_backward = _in_x64(ArrayAPIBackend.relu_bias_backward)
+    nll_loss, nll_loss_grad, nll_loss_and_grad = map(_in_x64, loss_methods("nll_loss"))
+    mse_loss, mse_loss_grad, mse_loss_and_grad = map(_in_x64, loss_methods("mse_loss"))
+    l1_loss, l1_loss_grad, l1_loss_and_grad = map(_in_x64, loss_methods("l1_loss"))
+    smooth_l1_loss, smooth_l1_loss_grad, smooth_l1_loss_and_grad = map(_in_x64, loss_methods("smooth_l1_loss"))
+    huber_loss, huber_loss_grad, huber_loss_and_grad = map(_in_x64, loss_methods("huber_loss"))
+    (binary_cross_entropy_with_logits, binary_cross_entropy_with_logits_grad,
+     binary_cross_entropy_with_logits_and_grad) = map(_in_x64, loss_methods("binary_cross_entropy_with_logits"))
+    sgd_init = _in_x64(optimizer_methods("sgd")[0])
+    adam_init = _in_x64(optimizer_methods("adam")[0])
+    adamw_init = _in_x64(optimizer_methods("adamw")[0])
+    rmsprop_init, rmsprop_step = map(_in_x64, optimizer_methods("rmsprop"))
+    adagrad_init, adagrad_step = map(_in_x64, optimizer_methods("adagrad"))
+
     def __init__(self, platform: str = "cpu") -> None:
         name = "jax" if platform == "cpu" else f"jax:{platform}"
         try:
@@ -113,6 +149,7 @@ class JaxBackend(FusedCrossEntropy, ArrayAPIBackend):
         """The context the training loop runs a step in: JAX's 64-bit mode, so float64 stays float64."""
         return self.jax.enable_x64(True)
 
+    @_in_x64
     def asarray(self, x: Any, dtype: Any = None):
         jax = self.jax
         if isinstance(x, jax.Array):
@@ -133,9 +170,11 @@ class JaxBackend(FusedCrossEntropy, ArrayAPIBackend):
             raise TypeError(f"{self.name}.asarray: floating arrays must be float32 or float64, got {out.dtype}")
         return out
 
+    @_in_x64
     def to_numpy(self, x: Any) -> np.ndarray:
         return np.array(x, copy=True) if isinstance(x, self.jax.Array) else np.asarray(x)
 
+    @_in_x64
     def synchronize(self) -> None:
         if self._last is not None:
             self._last.block_until_ready()
@@ -143,7 +182,8 @@ class JaxBackend(FusedCrossEntropy, ArrayAPIBackend):
     def _device_of(self, x: Any):
         return self._device
 
-    def _difference_sign(self, input, target, d):
+    @_in_x64
+    def difference_sign(self, input, target, d):
         """``sign(input - target)`` where the difference is subnormal too (the regression losses' gradient).
 
         XLA runs with subnormals flushed to zero (FTZ and DAZ: on the CPU and GPU alike, comparisons
@@ -167,15 +207,32 @@ class JaxBackend(FusedCrossEntropy, ArrayAPIBackend):
         exact = (kx > ky).astype(d.dtype) - (kx < ky).astype(d.dtype)
         return jnp.where(s == 0, exact, s)
 
-    def _label_range(self, labels) -> tuple[int, int]:
+    @_in_x64
+    def label_range(self, labels) -> tuple[int, int]:
         low, high = np.asarray(self._jnp.stack([self._jnp.min(labels), self._jnp.max(labels)]))
         return int(low), int(high)
 
     # ---- compiled: the fused cross-entropy and the optimizer updates -----------------------------
 
+    @_in_x64
+    def cross_entropy_and_grad(self, logits, target, **options):
+        fast = self._fused_cross_entropy("cross_entropy_and_grad", logits, target, options)
+        return fast if fast is not None else super().cross_entropy_and_grad(logits, target, **options)
+
+    @_in_x64
+    def cross_entropy(self, logits, target, **options):
+        fast = self._fused_cross_entropy("cross_entropy", logits, target, options)
+        return fast[0] if fast is not None else super().cross_entropy(logits, target, **options)
+
+    @_in_x64
+    def cross_entropy_grad(self, logits, target, **options):
+        fast = self._fused_cross_entropy("cross_entropy_grad", logits, target, options)
+        return fast[1] if fast is not None else super().cross_entropy_grad(logits, target, **options)
+
     def _fused_cross_entropy(self, op, logits, target, options):
         """The compiled loss and gradient for class-index targets and no other option but ``reduction``;
-        None where the shared definition must run (other options, or something to diagnose)."""
+        None where the shared definition must run (other options, or something to diagnose). Reference:
+        ``softgrad.numerics.losses.cross_entropy.cross_entropy``."""
         reduction = options.get("reduction", "mean")
         if set(options) - {"reduction"} or reduction not in ("mean", "sum", "none"):
             return None
@@ -190,10 +247,12 @@ class JaxBackend(FusedCrossEntropy, ArrayAPIBackend):
 
     # ---- compiled: the chunked cross-entropy of a linear layer ---------------------------------------
 
+    @_in_x64
     def linear_cross_entropy(self, input, linear_weight, target, *positional, **options):
         return self._linear_cross_entropy("linear_cross_entropy", input, linear_weight, target, positional,
                                           options)
 
+    @_in_x64
     def linear_cross_entropy_and_grad(self, input, linear_weight, target, *positional, **options):
         return self._linear_cross_entropy("linear_cross_entropy_and_grad", input, linear_weight, target,
                                           positional, options)
@@ -217,13 +276,14 @@ class JaxBackend(FusedCrossEntropy, ArrayAPIBackend):
                             chunk_size=None, memory_budget=None, grad_output=None):
         if ignore_index is None:  # torch's linear_cross_entropy default: -100 for class indices
             ignore_index = -100
-        kind = lce.check_arguments(self, op, input, linear_weight, target, linear_bias, weight, reduction,
-                                   ignore_index, label_smoothing, z_loss, softcap, chunk_size, memory_budget,
-                                   grad_output)
+        options = lce.LinearCrossEntropyOptions(
+            linear_bias=linear_bias, weight=weight, reduction=reduction, ignore_index=ignore_index,
+            label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap, chunk_size=chunk_size,
+            memory_budget=memory_budget, grad_output=grad_output)
+        kind = lce.check_arguments(self, op, input, linear_weight, target, options)
         # grad_output is applied here (the plan's copy per kept row would be an array whose shape varies)
-        plan, _ = lce.make_plan(self, op, kind, input, linear_weight, target, weight, reduction, ignore_index,
-                                label_smoothing, z_loss, softcap, chunk_size, memory_budget, None,
-                                lce.ChunkOps.buffers)
+        plan, _ = lce.make_plan(self, op, kind, input, linear_weight, target, replace(options, grad_output=None),
+                                buffers=lce.ChunkOps.buffers)
         n = int(input.shape[0])
         chunk = _linear_ce_chunk(plan, n, int(input.shape[1]), chunk_size, memory_budget)
         slots = -(-n // chunk)
@@ -250,6 +310,7 @@ class JaxBackend(FusedCrossEntropy, ArrayAPIBackend):
         self._last = loss
         return (loss, grads) if want_grad else loss
 
+    @_in_x64
     def sgd_step(self, params, grads, state, *, lr, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0):
         params, grads = v.array_list("sgd_step", "params", params), v.array_list("sgd_step", "grads", grads)
         lr, momentum, dampening, weight_decay = sgd.check_step(self, params, grads, state, lr, momentum, dampening,
@@ -262,9 +323,11 @@ class JaxBackend(FusedCrossEntropy, ArrayAPIBackend):
         self._last = new_params[-1] if new_params else self._last
         return new_params, SGDState(state.step + 1, state.momentum_buffers if momentum == 0.0 else tuple(new_buffers))
 
+    @_in_x64
     def adam_step(self, params, grads, state, *, lr=1e-3, **hyperparameters):
         return self._adam("adam_step", "adam_init", params, grads, state, lr, hyperparameters, adam.DEFAULTS)
 
+    @_in_x64
     def adamw_step(self, params, grads, state, *, lr=1e-3, **hyperparameters):
         adam._adamw_decoupled(hyperparameters.get("decoupled_weight_decay", True))
         return self._adam("adamw_step", "adamw_init", params, grads, state, lr, hyperparameters, adam.ADAMW_DEFAULTS)
@@ -281,10 +344,6 @@ class JaxBackend(FusedCrossEntropy, ArrayAPIBackend):
         return new_params, adam.AdamState(step=step, exp_avg=tuple(exp_avgs), exp_avg_sq=tuple(exp_avg_sqs),
                                           max_exp_avg_sq=state.max_exp_avg_sq if new_maxima is None
                                           else tuple(new_maxima))
-
-    def __getattr__(self, attribute: str):
-        method = super().__getattr__(attribute)  # a loss or optimizer registered after this class
-        return _in_x64(method)
 
 
 def _host(x: Any) -> np.ndarray:
@@ -529,10 +588,3 @@ def gpu_backend(platform: str = "gpu") -> JaxBackend:
     """The ``jax:gpu`` entry point: JAX on its first GPU."""
     return JaxBackend(platform)
 
-
-# Every method (the shared ones, the losses and optimizers registered with softgrad) runs in the 64-bit scope.
-for _name in dir(JaxBackend):
-    _value = getattr(JaxBackend, _name)
-    if not _name.startswith("__") and callable(_value) and _name not in ("scope",):
-        setattr(JaxBackend, _name, _in_x64(_value))
-del _name, _value

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 from softgrad.backends import numba_kernels
-from softgrad.backends.array_api import ArrayAPIBackend, FusedCrossEntropy
+from softgrad.backends.array_api import ArrayAPIBackend
 from softgrad.numerics import validation as v
 from softgrad.numerics.losses.support import plain_class_targets
 from softgrad.numerics.optim import sgd
@@ -44,7 +44,7 @@ def as_host_array(x: Any, dtype: Any, who: str) -> np.ndarray:
     return array
 
 
-class NumPyBackend(FusedCrossEntropy, ArrayAPIBackend):
+class NumPyBackend(ArrayAPIBackend):
     name = "numpy"
     device = "cpu"
 
@@ -106,11 +106,15 @@ class NumPyBackend(FusedCrossEntropy, ArrayAPIBackend):
         return np.maximum(y, 0, out=y)
 
     def relu_backward(self, h, dh):
+        return self.relu_backward_inplace(h, dh.copy())  # the protocol's is functional: dh is left as it is
+
+    def relu_backward_inplace(self, h, dh):
+        """The hook: :meth:`ArrayAPIBackend.relu_backward` (its reference) written into ``dh``."""
         k = self.kernels
         if k is not None and h.shape == dh.shape and numba_kernels.takes(h, dh) and dh.flags.writeable:
             k.relu_backward(h.reshape(-1), dh.reshape(-1))
             return dh
-        np.copyto(dh, 0, where=~(h > 0))  # the protocol lets this overwrite dh; a NaN where h <= 0 is 0 too
+        np.copyto(dh, 0, where=~(h > 0))  # a NaN where h <= 0 is 0 too, as in the shared where
         return dh
 
     def relu_bias_backward(self, h, dh):
@@ -120,7 +124,7 @@ class NumPyBackend(FusedCrossEntropy, ArrayAPIBackend):
             dbias = np.empty(dh.shape[1], dh.dtype)
             k.relu_bias_backward(h, dh, dbias)  # the bias gradient summed in the same pass
             return dh, dbias
-        dz = self.relu_backward(h, dh)
+        dz = self.relu_backward_inplace(h, dh)
         return dz, dz.sum(axis=0)
 
     def softmax(self, z, axis: int = -1):
@@ -138,9 +142,22 @@ class NumPyBackend(FusedCrossEntropy, ArrayAPIBackend):
 
     # ---- cross-entropy: one compiled sweep per row for class-index targets --------------------
 
+    def cross_entropy_and_grad(self, logits, target, **options):
+        fast = self._fused_cross_entropy("cross_entropy_and_grad", logits, target, options)
+        return fast if fast is not None else super().cross_entropy_and_grad(logits, target, **options)
+
+    def cross_entropy(self, logits, target, **options):
+        fast = self._fused_cross_entropy("cross_entropy", logits, target, options)
+        return fast[0] if fast is not None else super().cross_entropy(logits, target, **options)
+
+    def cross_entropy_grad(self, logits, target, **options):
+        fast = self._fused_cross_entropy("cross_entropy_grad", logits, target, options)
+        return fast[1] if fast is not None else super().cross_entropy_grad(logits, target, **options)
+
     def _fused_cross_entropy(self, op, logits, target, options):
         """The compiled loss and gradient of the plain case (:func:`plain_class_targets`); None where the
-        shared definition must run (other options, or something to diagnose, which it names)."""
+        shared definition must run (other options, or something to diagnose, which it names). Reference:
+        ``softgrad.numerics.losses.cross_entropy.cross_entropy`` (the kernel: ``numba_kernels.cross_entropy_rows``)."""
         k = self.kernels
         plain = None if k is None else plain_class_targets(self, op, logits, target, options)
         if plain is None or not numba_kernels.takes(logits):
@@ -160,7 +177,7 @@ class NumPyBackend(FusedCrossEntropy, ArrayAPIBackend):
             return None  # the summed loss overflows: the shared definition says so
         return (total / logits.dtype.type(n) if reduction == "mean" else total), grad
 
-    def _linear_ce_ops(self):
+    def chunk_ops(self):
         from softgrad.backends.inplace_linear_ce import NumPyChunkOps
 
         return NumPyChunkOps(self)

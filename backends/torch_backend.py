@@ -10,7 +10,7 @@ import math
 from typing import Any
 
 import numpy as np
-from softgrad.backends.array_api import ArrayAPIBackend, FusedCrossEntropy
+from softgrad.backends.array_api import ArrayAPIBackend
 from softgrad.backends.numpy_backend import as_host_array
 from softgrad.numerics import validation as v
 from softgrad.numerics.errors import BackendUnavailableError
@@ -22,7 +22,7 @@ from softgrad.numerics.optim.sgd import SGDState
 PIP_TORCH = "pip install 'softgrad[torch]'  (or: pip install torch)"
 
 
-class TorchBackend(FusedCrossEntropy, ArrayAPIBackend):
+class TorchBackend(ArrayAPIBackend):
     def __init__(self, device: str = "cpu") -> None:
         try:
             import torch
@@ -70,8 +70,8 @@ class TorchBackend(FusedCrossEntropy, ArrayAPIBackend):
 
     # ---- plumbing ---------------------------------------------------------------
 
-    def _check_array(self, op: str, what: str, x: Any) -> None:
-        super()._check_array(op, what, x)
+    def check_array(self, op: str, what: str, x: Any) -> None:
+        super().check_array(op, what, x)
         if x.is_meta:
             raise TypeError(_meta_message(op, what))
 
@@ -167,11 +167,24 @@ class TorchBackend(FusedCrossEntropy, ArrayAPIBackend):
 
     # ---- cross-entropy: torch's log_softmax, then the gradient in place on it ----------------
 
+    def cross_entropy_and_grad(self, logits, target, **options):
+        fast = self._fused_cross_entropy("cross_entropy_and_grad", logits, target, options)
+        return fast if fast is not None else super().cross_entropy_and_grad(logits, target, **options)
+
+    def cross_entropy(self, logits, target, **options):
+        fast = self._fused_cross_entropy("cross_entropy", logits, target, options)
+        return fast[0] if fast is not None else super().cross_entropy(logits, target, **options)
+
+    def cross_entropy_grad(self, logits, target, **options):
+        fast = self._fused_cross_entropy("cross_entropy_grad", logits, target, options)
+        return fast[1] if fast is not None else super().cross_entropy_grad(logits, target, **options)
+
     def _fused_cross_entropy(self, op, logits, target, options):
         """Four kernels for the plain case (:func:`plain_class_targets`): log_softmax, the picked
         log-probabilities, their sum, and exp / scatter / scale in place for the gradient. None where the
         shared definition must run: other options, tensors that require grad (the in-place gradient would
-        break autograd), or a loss that is not finite, which it diagnoses and names (one read-back decides)."""
+        break autograd), or a loss that is not finite, which it diagnoses and names (one read-back decides).
+        Reference: ``softgrad.numerics.losses.cross_entropy.cross_entropy``."""
         if getattr(logits, "requires_grad", False):
             return None
         plain = plain_class_targets(self, op, logits, target, options)
@@ -201,7 +214,7 @@ class TorchBackend(FusedCrossEntropy, ArrayAPIBackend):
             cache[key] = self.torch.full((1, 1), -1.0, dtype=like.dtype, device=like.device)
         return cache[key]
 
-    def _linear_ce_ops(self):
+    def chunk_ops(self):
         from softgrad.backends.inplace_linear_ce import TorchChunkOps
 
         return TorchChunkOps(self)
@@ -229,7 +242,7 @@ class TorchBackend(FusedCrossEntropy, ArrayAPIBackend):
             return (loss, grads) if op.endswith("_and_grad") else loss
         return linear_cross_entropy_methods()[op](self, input, linear_weight, target, *positional, **options)
 
-    def _label_range(self, labels) -> tuple[int, int]:
+    def label_range(self, labels) -> tuple[int, int]:
         low, high = self.torch.aminmax(labels)
         return int(low), int(high)
 

@@ -241,9 +241,20 @@ def test_checkpoints_store_any_optimizer_state_by_name_and_field(tmp_path):
         registry.pop("counting_for_test")
 
 
-def test_a_loss_registered_later_is_a_method_of_every_shared_backend(be):
+def test_every_built_in_loss_and_optimizer_is_bound_in_the_shared_class_body():
+    """One line per unit in ArrayAPIBackend's body (loss_methods / optimizer_methods): none left out."""
+    for loss in LOSSES.values():
+        for attribute in (loss.name, f"{loss.name}_grad", f"{loss.name}_and_grad"):
+            assert attribute in vars(ArrayAPIBackend), attribute
+    for optimizer in OPTIMIZERS.values():
+        for attribute in (f"{optimizer.name}_init", f"{optimizer.name}_step"):
+            assert attribute in vars(ArrayAPIBackend), attribute
+
+
+def test_a_loss_registered_later_runs_on_every_shared_backend_through_the_dispatch(be):
     if not isinstance(be, ArrayAPIBackend):
         pytest.skip("not built on the shared implementation")
+    from softgrad.numerics.methods import method_of
 
     def half_squared_error(be, input, target, *, reduction="mean", op="half_squared_error", want_grad=False):
         diff = input - target
@@ -255,8 +266,13 @@ def test_a_loss_registered_later_is_a_method_of_every_shared_backend(be):
     register_loss(Loss("half_squared_error_for_test", half_squared_error, targets="value"))
     try:
         x, t = np.array([[1.0, 2.0], [3.0, 5.0]]), np.array([[0.0, 2.0], [1.0, 1.0]])
-        value, grad = be.half_squared_error_for_test_and_grad(be.asarray(x), be.asarray(t), reduction="sum")
+        loss = LOSSES["half_squared_error_for_test"]
+        for value, grad in (method_of(be, "half_squared_error_for_test_and_grad")(be.asarray(x), be.asarray(t),
+                                                                                   reduction="sum"),
+                            loss.value_and_grad_on(be, be.asarray(x), be.asarray(t), reduction="sum")):
+            assert float(be.to_numpy(value)) == pytest.approx(0.5 * (1 + 4 + 16))
+            np.testing.assert_allclose(be.to_numpy(grad), x - t)
+        value = method_of(be, "half_squared_error_for_test")(be.asarray(x), be.asarray(t), reduction="sum")
         assert float(be.to_numpy(value)) == pytest.approx(0.5 * (1 + 4 + 16))
-        np.testing.assert_allclose(be.to_numpy(grad), x - t)
     finally:
         LOSSES.pop("half_squared_error_for_test")

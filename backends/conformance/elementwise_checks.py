@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from softgrad.backends.conformance import reference_elementwise as ref
 from softgrad.backends.conformance.checks import Check, _raises, _torch, assert_close
 from softgrad.backends.conformance.strategies import SCALES
+from softgrad.numerics.methods import method_of
 
 REGRESSION_LOSSES = ("mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss")
 BCE = "binary_cross_entropy_with_logits"
@@ -86,9 +87,9 @@ def elementwise_losses_match_references(be, dtype, data):
     """X, X_grad and X_and_grad of every elementwise loss against float64 NumPy and torch (with autograd)."""
     name, x, target, options, scale = data.draw(elementwise_case(dtype))
     xb, tb, kwargs = be.asarray(x), be.asarray(target), _on(be, options)
-    value = be.to_numpy(getattr(be, name)(xb, tb, **kwargs))
-    grad = be.to_numpy(getattr(be, f"{name}_grad")(xb, tb, **kwargs))
-    both = [be.to_numpy(a) for a in getattr(be, f"{name}_and_grad")(xb, tb, **kwargs)]
+    value = be.to_numpy(method_of(be, name)(xb, tb, **kwargs))
+    grad = be.to_numpy(method_of(be, f"{name}_grad")(xb, tb, **kwargs))
+    both = [be.to_numpy(a) for a in method_of(be, f"{name}_and_grad")(xb, tb, **kwargs)]
     expected_shape = x.shape if options["reduction"] == "none" else ()
     assert value.shape == expected_shape and value.dtype == dtype, (value.shape, value.dtype)
     assert grad.shape == x.shape and grad.dtype == dtype, (grad.shape, grad.dtype)
@@ -108,7 +109,7 @@ def elementwise_gradients_match_finite_differences(be, dtype, data):
     """Directional derivatives of the float64 reference loss against the backend's gradient."""
     name, x, target, options, _ = data.draw(elementwise_case(np.float64, max_n=32))
     options["reduction"] = data.draw(st.sampled_from(["mean", "sum"]))
-    grad = be.to_numpy(getattr(be, f"{name}_grad")(be.asarray(x), be.asarray(target), **_on(be, options)))
+    grad = be.to_numpy(method_of(be, f"{name}_grad")(be.asarray(x), be.asarray(target), **_on(be, options)))
     d = np.abs(x - target)
     kinks = [d] if name in REGRESSION_LOSSES else []  # |d| is not differentiable at 0
     threshold = options.get("beta", options.get("delta"))
@@ -168,7 +169,7 @@ def elementwise_bad_input_is_named(be, dtype, data):
     nan_target = be.asarray(np.array([[1.0], [0.0], [np.nan]], dtype=dtype))
     for name in ELEMENTWISE_LOSSES:
         for suffix in ("", "_grad", "_and_grad"):
-            call = getattr(be, name + suffix)
+            call = method_of(be, name + suffix)
             op = name + suffix
             _raises(ValueError, r"shape \(3, 1\) but the target \(3,\)", lambda c=call: c(x, flat),
                     f"{op}: (N, 1) against (N,)")
@@ -184,7 +185,7 @@ def elementwise_bad_input_is_named(be, dtype, data):
                     f"{op}: NaN input")
             _raises(ValueError, r"target holds nan at \(2, 0\)", lambda c=call: c(x, nan_target), f"{op}: NaN target")
     for suffix in ("", "_grad", "_and_grad"):
-        call = getattr(be, BCE + suffix)
+        call = method_of(be, BCE + suffix)
         for bad in (1.5, -0.25):
             target = be.asarray(np.array([[1.0], [bad], [0.0]], dtype=dtype))
             _raises(ValueError, rf"target holds {bad} at \(1, 0\); targets are probabilities in \[0, 1\]",
@@ -194,24 +195,24 @@ def elementwise_bad_input_is_named(be, dtype, data):
         _raises(ValueError, "weight has shape", lambda c=call: c(
             x, column, weight=be.asarray(np.ones((2, 1), dtype=dtype))), f"{BCE}{suffix}: weight (2, 1) for (3, 1)")
     for name in ("mse_loss", "l1_loss", "huber_loss"):
-        _raises(ValueError, "the weight has shape", lambda n=name: getattr(be, n)(
+        _raises(ValueError, "the weight has shape", lambda n=name: method_of(be, n)(
             x, column, weight=be.asarray(np.ones(3, dtype=dtype))), f"{name}: a weight of another shape")
-        _raises(ValueError, "the weight holds nan", lambda n=name: getattr(be, n)(
+        _raises(ValueError, "the weight holds nan", lambda n=name: method_of(be, n)(
             x, column, weight=be.asarray(np.array([[1.0], [np.nan], [1.0]], dtype=dtype))), f"{name}: NaN weight")
     for name in ("mse_loss", "l1_loss"):
-        _raises(ValueError, "sum of the weights, which is 0", lambda n=name: getattr(be, n)(
+        _raises(ValueError, "sum of the weights, which is 0", lambda n=name: method_of(be, n)(
             x, column, weight=be.asarray(np.zeros((3, 1), dtype=dtype))), f"{name}: weights summing to 0")
     for name, key in (("smooth_l1_loss", "beta"), ("huber_loss", "delta")):
         for bad in (-1.0, float("nan"), float("inf")):
-            _raises(ValueError, f"{key} must be finite", lambda n=name, k=key, b=bad: getattr(be, n)(x, column, **{k: b}),
+            _raises(ValueError, f"{key} must be finite", lambda n=name, k=key, b=bad: method_of(be, n)(x, column, **{k: b}),
                     f"{name}: {key}={bad}")
-        _raises(TypeError, f"{key} must be a real number", lambda n=name, k=key: getattr(be, n)(x, column, **{k: "1"}),
+        _raises(TypeError, f"{key} must be a real number", lambda n=name, k=key: method_of(be, n)(x, column, **{k: "1"}),
                 f"{name}: {key} as a string")
-    _raises(ValueError, "delta must be finite and > 0", lambda: be.huber_loss(x, column, delta=0.0), "huber delta=0")
+    _raises(ValueError, "delta must be finite and > 0", lambda: method_of(be, "huber_loss")(x, column, delta=0.0), "huber delta=0")
     for op in ("sigmoid", "log_sigmoid"):
-        _raises(ValueError, "NaN", lambda o=op: getattr(be, o)(be.asarray(np.array([0.0, np.nan], dtype=dtype))),
+        _raises(ValueError, "NaN", lambda o=op: method_of(be, o)(be.asarray(np.array([0.0, np.nan], dtype=dtype))),
                 f"{op} of NaN")
-        _raises(TypeError, "float32 or float64", lambda o=op: getattr(be, o)(be.asarray(np.array([1, 2]))),
+        _raises(TypeError, "float32 or float64", lambda o=op: method_of(be, o)(be.asarray(np.array([1, 2]))),
                 f"{op} of integers")
 
 

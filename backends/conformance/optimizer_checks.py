@@ -23,6 +23,7 @@ from softgrad.backends.conformance.strategies import (
     rmsprop_settings,
     with_gradient_scale,
 )
+from softgrad.numerics.methods import method_of
 
 #: small shapes: the checks test the update rule, not the throughput
 SHAPES = ((4, 3), (3,), (2, 1, 2))
@@ -49,9 +50,9 @@ def _trajectory(be, dtype, data, name: str, settings_strategy, reference: Callab
         oracle = (tensors, getattr(torch.optim, torch_class)(tensors, lr=lr, foreach=False, **torch_hyper))
 
     params = [be.asarray(p.copy()) for p in params0]
-    state = getattr(be, f"{name}_init")(params, **{k: hyper[k] for k in init_keys})
+    state = method_of(be, f"{name}_init")(params, **{k: hyper[k] for k in init_keys})
     assert state.step == 0
-    step = getattr(be, f"{name}_step")
+    step = method_of(be, f"{name}_step")
     # The error of each step is a few roundings of values no larger than the largest parameter so far
     # (an update is the difference of two parameters), and the gradients do not depend on the
     # parameters, so the errors add up: the absolute tolerance grows with the steps and that magnitude.

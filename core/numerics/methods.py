@@ -1,21 +1,68 @@
 """The registered losses and optimizers as backend methods: ``X``, ``X_grad``, ``X_and_grad``; ``X_init``, ``X_step``.
 
-The shared implementation (``backends/array_api.py``) has them as methods, and
-:func:`softgrad.numerics.protocol.complete` binds them to a backend written without
-them (a plugin that implements only the protocol's minimum), so every
-registered loss and optimizer works on every backend that has ``xp``.
+A backend class binds each loss and optimizer it carries with one line in its
+class body, which a reader finds by grepping the name::
+
+    cross_entropy, cross_entropy_grad, cross_entropy_and_grad = loss_methods("cross_entropy")
+    sgd_init, sgd_step = optimizer_methods("sgd")
+
+A backend that does better overrides the method as an ordinary method and
+calls ``super()`` where its fused path declines. A loss or optimizer
+registered later (a plugin, an entry point) is no attribute of any backend: it
+runs on every backend through one dispatch, :meth:`Loss.value_and_grad_on
+<softgrad.numerics.losses.Loss.value_and_grad_on>` and :meth:`Optimizer.step_on
+<softgrad.numerics.optim.Optimizer.step_on>` (what the training loop calls), or
+:func:`method_of` for any one method name: the backend's own method where it
+has one, the shared definition otherwise.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from softgrad.numerics.losses import LOSSES, Loss
 from softgrad.numerics.optim import OPTIMIZERS, Optimizer
 from softgrad.numerics.validation import array_list
 
 
-def loss_methods(loss: Loss) -> dict[str, Callable]:
+def loss_methods(name: str) -> tuple[Callable, Callable, Callable]:
+    """``(X, X_grad, X_and_grad)`` of the registered loss ``name``: functions taking the backend first."""
+    value, grad, value_and_grad = _loss_methods(LOSSES[name]).values()
+    return value, grad, value_and_grad
+
+
+def optimizer_methods(name: str) -> tuple[Callable, Callable]:
+    """``(X_init, X_step)`` of the registered optimizer ``name``: functions taking the backend first."""
+    init, step = _optimizer_methods(OPTIMIZERS[name]).values()
+    return init, step
+
+
+def method_of(be: Any, attribute: str) -> Callable:
+    """``be``'s own method ``attribute`` where it has one, else the shared definition of the registered loss or
+    optimizer method of that name (``"mse_loss_grad"``, ``"adam_step"``) bound to ``be``.
+
+    The one dispatch for units registered after a backend's class was written. Raises ``AttributeError``
+    for a name no backend method and no registered unit provides.
+    """
+    own = getattr(be, attribute, None)
+    if own is not None:
+        return own
+    shared = registered_method(attribute)
+    if shared is None:
+        raise AttributeError(f"{type(be).__name__!r} has no method {attribute!r} and no registered loss or "
+                             "optimizer provides it")
+
+    def in_scope(*args: Any, **kwargs: Any) -> Any:
+        with be.scope():  # the hook: the context the backend computes in (JAX's 64-bit mode)
+            return shared(be, *args, **kwargs)
+
+    in_scope.__name__ = in_scope.__qualname__ = attribute
+    in_scope.__doc__ = shared.__doc__
+    return in_scope
+
+
+def _loss_methods(loss: Loss) -> dict[str, Callable]:
     name, compute = loss.name, loss.compute
 
     def value(self, input, target, *positional, **options):
@@ -36,7 +83,7 @@ def loss_methods(loss: Loss) -> dict[str, Callable]:
     return {name: value, f"{name}_grad": grad, f"{name}_and_grad": value_and_grad}
 
 
-def optimizer_methods(optimizer: Optimizer) -> dict[str, Callable]:
+def _optimizer_methods(optimizer: Optimizer) -> dict[str, Callable]:
     step = optimizer.step
 
     def init_method(self, params, **hyperparameters):
@@ -60,14 +107,16 @@ def optimizer_methods(optimizer: Optimizer) -> dict[str, Callable]:
 
 
 def registered_method(attribute: str) -> Callable | None:
+    """The shared definition of the registered loss or optimizer method ``attribute`` (a function taking the
+    backend first), or None."""
     for loss in LOSSES.values():
         if attribute.startswith(loss.name):
-            method = loss_methods(loss).get(attribute)
+            method = _loss_methods(loss).get(attribute)
             if method is not None:
                 return method
     for optimizer in OPTIMIZERS.values():
         if attribute.startswith(optimizer.name):
-            method = optimizer_methods(optimizer).get(attribute)
+            method = _optimizer_methods(optimizer).get(attribute)
             if method is not None:
                 return method
     return None
@@ -113,14 +162,3 @@ def _known_options(op: str, options: dict, exclude: tuple = ()) -> None:
     unknown = sorted(set(options) - set(known))
     if unknown:
         raise TypeError(f"{op}: unknown option(s) {', '.join(unknown)}; it takes {', '.join(known)}")
-
-
-def unit_methods() -> dict[str, Callable]:
-    """Every registered loss's and optimizer's methods, by name (functions taking the backend first)."""
-    methods: dict[str, Callable] = {}
-    for loss in LOSSES.values():
-        methods.update(loss_methods(loss))
-    for optimizer in OPTIMIZERS.values():
-        methods.update(optimizer_methods(optimizer))
-    methods.update(linear_cross_entropy_methods())
-    return methods

@@ -37,14 +37,30 @@ update its own outputs and optimizer state in place for speed (NumPy's scratch
 buffers, torch's fused SGD, the CuPy kernels); the suite checks each such
 override against the shared definition.
 
+Two parts
+---------
+:class:`Backend` (this module) is what every backend must do.
+:class:`softgrad.numerics.hooks.BackendHooks` is what a backend may do for speed
+or to describe itself (``scope``, ``label_range``, ``chunk_ops``,
+``check_array``, ``difference_sign``, ``affine_relu``,
+``relu_backward_inplace``, ``relu_bias_backward``, ``on_gpu``,
+``peak_memory``); every hook has its default in
+:class:`softgrad.numerics.hooks.BackendDefaults`, so the layers above call any
+member of either part as an ordinary method.
+
 Losses and optimizers
 ---------------------
-Each loss in :data:`softgrad.numerics.losses.LOSSES` is exposed by every backend that
-builds on the shared implementation as ``X``, ``X_grad`` and ``X_and_grad``
+Each loss in :data:`softgrad.numerics.losses.LOSSES` is, on a backend built on
+the shared implementation, the methods ``X``, ``X_grad`` and ``X_and_grad``
 (``cross_entropy``, ``cross_entropy_grad``, ``cross_entropy_and_grad``), and
-each optimizer in :data:`softgrad.numerics.optim.OPTIMIZERS` as ``X_init`` and
-``X_step`` (``sgd_init``, ``sgd_step``). The ones below are the protocol's
-minimum; a plugin that implements the protocol from scratch must provide them.
+each optimizer in :data:`softgrad.numerics.optim.OPTIMIZERS` the methods
+``X_init`` and ``X_step`` (``sgd_init``, ``sgd_step``), each bound by one line
+of the class body (:mod:`softgrad.numerics.methods`). A loss or optimizer
+registered later runs on every backend through ``Loss.value_and_grad_on`` and
+``Optimizer.step_on`` (or :func:`softgrad.numerics.methods.method_of`): the
+backend's own method where it has one, the shared definition otherwise. The
+ones below are the protocol's minimum; a plugin that implements the protocol
+from scratch must provide them.
 
 Non-finite values
 -----------------
@@ -63,9 +79,11 @@ Non-finite values
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import types
+from collections.abc import Sequence
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from softgrad.numerics.hooks import BackendDefaults
 from softgrad.numerics.optim.sgd import SGDState
 
 Array = Any
@@ -80,19 +98,9 @@ class Backend(Protocol):
     name: str
     #: where arrays live: ``"cpu"``, ``"cuda:0"``, ...
     device: str
-    #: whether the arrays live on a GPU (bench reads it against the GPU's own matmul rate,
-    #: and runs the PyTorch CUDA anchor beside it)
-    on_gpu: bool
     #: the array namespace (array API standard) of this backend's arrays: what the shared
     #: definitions of losses and optimizers compute with
     xp: Any
-
-    def peak_memory(self, run: Callable[[], object]) -> int | None:
-        """Call ``run()`` and return the peak bytes this backend allocated meanwhile.
-
-        ``None`` where the framework keeps no such statistic (torch on the CPU).
-        """
-        ...
 
     # ---- plumbing --------------------------------------------------------
 
@@ -126,24 +134,11 @@ class Backend(Protocol):
         """``x @ weight + bias``: ``(n, k) @ (k, m) + (m,) -> (n, m)``, fused where the framework can."""
         ...
 
-    def affine_relu(self, x: Array, weight: Array, bias: Array) -> Array:
-        """``maximum(x @ weight + bias, 0)``: a dense layer and its ReLU, the bias and the ReLU in one pass
-        over the product where the framework can (NaN stays NaN, as in ``maximum``). Defaults to
-        ``maximum(affine(x, weight, bias), 0.0)``."""
-        ...
-
     def relu_backward(self, h: Array, dh: Array) -> Array:
-        """The gradient through a ReLU whose output is ``h``: ``dh`` where ``h > 0``, else 0.
-
-        May overwrite ``dh`` (pass a fresh array you no longer need).
+        """The gradient through a ReLU whose output is ``h``: ``dh`` where ``h > 0``, else 0 (NaN in ``dh``
+        where ``h <= 0`` gives 0 too). A new array; ``dh`` is not modified (the in-place variant is the
+        hook :meth:`~softgrad.numerics.hooks.BackendHooks.relu_backward_inplace`).
         """
-        ...
-
-    def relu_bias_backward(self, h: Array, dh: Array) -> tuple[Array, Array]:
-        """``(dz, dbias)``: the gradient through a ReLU whose output ``h`` is ``(n, m)``,
-        ``dz = relu_backward(h, dh)``, and the bias gradient of the dense layer before it,
-        ``dbias = sum(dz, axis=0)``, in one pass where the framework can. May overwrite ``dh``.
-        Defaults to those two calls."""
         ...
 
     def maximum(self, a: Array, b: Array | float) -> Array:
@@ -190,6 +185,10 @@ class Backend(Protocol):
 
     def all_finite(self, x: Array) -> bool:
         """Whether every entry of ``x`` is finite (no NaN, no ``inf``), as a Python bool (one transfer)."""
+        ...
+
+    def where(self, condition: Array, x: Array, y: Array) -> Array:
+        """``x`` where the boolean ``condition`` holds, else ``y`` (arrays of one shape and dtype), a new array."""
         ...
 
     # ---- softmax -------------------------------------------------------
@@ -444,85 +443,29 @@ def protocol_members() -> list[str]:
     return sorted(names)
 
 
-def _run_untracked(run: Callable[[], object]) -> None:
-    run()
-
-
 def complete(backend: Any) -> Any:
-    """Give a backend written before these members were declared their documented defaults.
+    """Give a backend written from scratch (its own class, not built on ``ArrayAPIBackend``) the members it lacks.
 
-    ``on_gpu``: whether ``device`` names a CUDA device; ``peak_memory``: runs and
-    reports ``None``; ``xp``: the array API namespace of the backend's arrays
-    (through array-api-compat), where it can be found; ``affine_relu``: ``maximum(affine(...), 0.0)``; ``relu_bias_backward``:
-    ``relu_backward`` then ``sum(axis=0)``; ``sigmoid``,
-    ``log_sigmoid``, ``linear_cross_entropy[_and_grad]`` and every registered loss's and optimizer's methods
-    (``mse_loss``, ``adam_step``, ...): the shared definitions, computed with
-    ``xp``. Returns ``backend``.
+    The one place where members are added to an instance (``get_backend`` calls it): every method of
+    :class:`~softgrad.numerics.hooks.BackendDefaults` the backend does not define (the hooks, and ``take``,
+    ``reshape``, ``all_finite``, ``where``, ``sigmoid``, ``log_sigmoid``, ``linear_cross_entropy[_and_grad]``),
+    bound to it; ``xp``: the array API namespace of its arrays (through array-api-compat), where one is found;
+    ``on_gpu``: whether ``device`` names a CUDA device. A backend that inherits ``BackendDefaults``, or that
+    has no ``__dict__`` to hold them, is returned as it is (:func:`missing_members` then says what it lacks).
+    Returns ``backend``.
     """
-    defaults: dict[str, Callable[[], Any]] = {
-        "sigmoid": lambda: _shared(backend, "sigmoid"),
-        "affine_relu": lambda: _affine_relu(backend),
-        "relu_bias_backward": lambda: _relu_bias_backward(backend),
-        "linear_cross_entropy": lambda: _shared_linear(backend, want_grad=False),
-        "linear_cross_entropy_and_grad": lambda: _shared_linear(backend, want_grad=True),
-        "log_sigmoid": lambda: _shared(backend, "log_sigmoid"),
-        "take": lambda: lambda x, indices, axis=0: backend.xp.take(x, indices, axis=axis),
-        "reshape": lambda: lambda x, shape: backend.xp.reshape(x, tuple(shape)),
-        "all_finite": lambda: lambda x: bool(backend.to_numpy(backend.xp.all(backend.xp.isfinite(x)))),
-        "on_gpu": lambda: str(getattr(backend, "device", "")).startswith("cuda"),
-        "peak_memory": lambda: lambda run: _run_untracked(run),
-        "xp": lambda: _namespace_of(backend),
-    }
-    for name, default in defaults.items():
-        if not hasattr(backend, name):
-            try:
-                value = default()
-                if value is not None:
-                    setattr(backend, name, value)
-            except Exception:  # a backend that refuses attributes keeps what it has; missing_members says so
-                pass
-    if getattr(backend, "xp", None) is not None:
-        import types
-
-        from softgrad.numerics.methods import unit_methods
-
-        for name, method in unit_methods().items():  # losses and optimizers it does not define itself
-            if not hasattr(backend, name):
-                try:
-                    setattr(backend, name, types.MethodType(method, backend))
-                except Exception:
-                    pass
+    if isinstance(backend, BackendDefaults) or not hasattr(backend, "__dict__"):
+        return backend
+    if not hasattr(backend, "xp"):
+        xp = _namespace_of(backend)
+        if xp is not None:
+            backend.xp = xp
+    if not hasattr(backend, "on_gpu"):
+        backend.on_gpu = str(getattr(backend, "device", "")).startswith("cuda")
+    for name, default in vars(BackendDefaults).items():
+        if callable(default) and not name.startswith("_") and not hasattr(backend, name):
+            setattr(backend, name, types.MethodType(default, backend))
     return backend
-
-
-def _affine_relu(backend: Any) -> Callable[[Any, Any, Any], Any]:
-    return lambda x, weight, bias: backend.maximum(backend.affine(x, weight, bias), 0.0)
-
-
-def _relu_bias_backward(backend: Any) -> Callable[[Any, Any], Any]:
-    def relu_bias_backward(h: Any, dh: Any) -> tuple[Any, Any]:
-        dz = backend.relu_backward(h, dh)
-        return dz, backend.sum(dz, axis=0)
-
-    return relu_bias_backward
-
-
-def _shared(backend: Any, name: str) -> Callable[[Any], Any]:
-    """The shared definition of ``name`` bound to ``backend`` (it needs only ``xp`` and ``to_numpy``)."""
-    from softgrad.numerics.losses import binary
-
-    function = getattr(binary, name)
-    return lambda x: function(backend, x, op=name)
-
-
-def _shared_linear(backend: Any, want_grad: bool) -> Callable[..., Any] | None:
-    """The shared, chunked ``linear_cross_entropy`` (or ``_and_grad``) bound to ``backend``."""
-    if getattr(backend, "xp", None) is None and _namespace_of(backend) is None:
-        return None
-    from softgrad.numerics.methods import linear_cross_entropy_methods
-
-    method = linear_cross_entropy_methods()["linear_cross_entropy_and_grad" if want_grad else "linear_cross_entropy"]
-    return method.__get__(backend, type(backend))
 
 
 def _namespace_of(backend: Any) -> Any:
@@ -530,7 +473,7 @@ def _namespace_of(backend: Any) -> Any:
 
     try:
         return array_api_compat.array_namespace(backend.asarray([0.0]))
-    except Exception:
+    except Exception:  # no asarray, or arrays array-api-compat does not know: missing_members names xp
         return None
 
 

@@ -35,10 +35,9 @@ def dtype_name(dtype: Any) -> str:
 
 
 def check_backend_array(be: Any, op: str, what: str, x: Any) -> None:
-    """A TypeError naming ``what`` when ``x`` is not an array of ``be`` (for backends that can tell)."""
-    check = getattr(be, "_check_array", None)
-    if check is not None:
-        check(op, what, x)
+    """A TypeError naming ``what`` when ``x`` is not an array of ``be`` (the hook ``be.check_array``: backends
+    that cannot tell accept everything)."""
+    be.check_array(op, what, x)
 
 
 def is_integer_dtype(name: str) -> bool:

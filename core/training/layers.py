@@ -1,4 +1,5 @@
-"""Layers: each forward beside its hand-written backward, calling only ``be.*``.
+"""Layers: each forward beside its hand-written backward, calling only documented ``be.*`` members
+(the Backend protocol and its hooks, :mod:`softgrad.numerics.hooks`).
 
 A forward returns its output and what its backward needs (the cache); a
 backward takes the cache and the gradient of the loss with respect to the
@@ -12,6 +13,7 @@ import math
 from typing import Any
 
 import numpy as np
+from softgrad.numerics.hooks import BackendHooks
 from softgrad.numerics.protocol import Array, Backend
 
 # ---- dense: y = x W + b ---------------------------------------------------------------
@@ -21,8 +23,8 @@ def dense_forward(be: Backend, x: Array, weight: Array, bias: Array) -> Array:
     return be.affine(x, weight, bias)
 
 
-def dense_relu_forward(be: Backend, x: Array, weight: Array, bias: Array) -> Array:
-    """``relu(x W + b)``, the bias and the ReLU fused where the backend can; its backward is
+def dense_relu_forward(be: BackendHooks, x: Array, weight: Array, bias: Array) -> Array:
+    """``relu(x W + b)``, the bias and the ReLU fused where the backend can (the hook ``be.affine_relu``); its backward is
     :meth:`ReLU.backward` then :func:`dense_backward`."""
     return be.affine_relu(x, weight, bias)
 
@@ -46,11 +48,11 @@ class ReLU:
     def forward(self, be: Backend, z: Array) -> Array:
         return be.maximum(z, 0.0)
 
-    def backward(self, be: Backend, h: Array, dh: Array) -> Array:
-        # dh is the fresh product dy W^T, free to overwrite; the subgradient at 0 is 0, as in PyTorch
-        return be.relu_backward(h, dh)
+    def backward(self, be: BackendHooks, h: Array, dh: Array) -> Array:
+        # dh is the fresh product dy W^T, free to overwrite (the hook); the subgradient at 0 is 0, as in PyTorch
+        return be.relu_backward_inplace(h, dh)
 
-    def bias_backward(self, be: Backend, h: Array, dh: Array) -> tuple[Array, Array]:
+    def bias_backward(self, be: BackendHooks, h: Array, dh: Array) -> tuple[Array, Array]:
         """``(backward(h, dh), its column sums)``: the sums are the bias gradient of the dense layer
         before the ReLU, in the same pass where the backend can (``be.relu_bias_backward``)."""
         return be.relu_bias_backward(h, dh)
@@ -69,7 +71,7 @@ class LeakyReLU:
 
     def backward(self, be: Backend, h: Array, dh: Array) -> Array:
         # h > 0 exactly where z > 0, since the slope is positive
-        return be.xp.where(h > 0, dh, self.negative_slope * dh)
+        return be.where(h > 0, dh, self.negative_slope * dh)
 
 
 class Sigmoid:

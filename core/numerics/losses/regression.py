@@ -55,11 +55,10 @@ def _finish(be, op, input, target, per_element, grad, reduction, want_grad, weig
 
 
 def _sign(be, input, target, d):
-    """``sign(d)`` with ``d = input - target``, through the backend's ``_difference_sign`` where it has one: XLA
-    flushes subnormals to 0 in every operation (comparisons included), so on JAX ``sign`` of a residual below
-    the smallest normal number would be 0 where torch and NumPy give +-1; JAX's hook reads the bits."""
-    exact = getattr(be, "_difference_sign", None)
-    return be.xp.sign(d) if exact is None else exact(input, target, d)
+    """``sign(d)`` with ``d = input - target``, through the hook ``be.difference_sign`` (default ``xp.sign(d)``):
+    XLA flushes subnormals to 0 in every operation (comparisons included), so on JAX ``sign`` of a residual
+    below the smallest normal number would be 0 where torch and NumPy give +-1; JAX's hook reads the bits."""
+    return be.difference_sign(input, target, d)
 
 
 def _check(be, op, input, target, reduction, weight):

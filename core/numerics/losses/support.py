@@ -54,12 +54,8 @@ def checked_max(be: Any, op: str, z: Any, axis: int) -> Any:
 
 
 def label_range(be: Any, labels: Any) -> tuple[int, int]:
-    """The smallest and largest label; a backend may fetch both in one transfer (``_label_range``)."""
-    fetch = getattr(be, "_label_range", None)
-    if fetch is not None:
-        return fetch(labels)
-    xp = be.xp
-    return int(xp.min(labels)), int(xp.max(labels))
+    """The smallest and largest label (the hook ``be.label_range``: torch and JAX fetch both in one transfer)."""
+    return be.label_range(labels)
 
 
 def index_target(be: Any, op: str, target: Any, num_classes: int, ignore_index: int):
