@@ -18,11 +18,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from softgrad.numerics.losses import softmax_cross_entropy
 from softgrad.numerics.losses.support import (
     checked_max,
+    device_of,
     finish_loss,
     index_target,
-    is_label,
     mean_denominator,
     one_hot,
     pick,
@@ -69,71 +70,29 @@ def cross_entropy(be: Any, logits: Any, target: Any, *, weight: Any = None, igno
                   want_grad: bool = False):
     """The loss (reduced) and, if asked, its gradient, from one pass of softmax.
 
-    With ``shifted = z - max`` and ``s = sum(exp(shifted))``,
-    ``log_softmax = shifted - log s``, so each sample's loss
-    ``-sum_c q_c log_softmax_c = (sum_c q_c) log s - sum_c q_c shifted_c``
-    needs no full log_softmax matrix, and the gradient is
-    ``(sum_c q_c) softmax - q``.
+    ``loss_i = s_i lse(z_i) - sum_c q_ic z_ic`` and ``d loss_i / d z_i = s_i softmax(z_i) - q_i``,
+    with ``q`` the target distribution and ``s`` its mass (see
+    :mod:`softgrad.numerics.losses.softmax_cross_entropy`, whose pure functions compute it); this
+    checks the arguments first and names the cause of a non-finite loss after.
     """
     xp = be.xp
     kind = validate_class_loss(be, op, logits, target, weight, ignore_index, reduction, label_smoothing)
     n, num_classes = logits.shape
-    eps, ignore_index = float(label_smoothing), int(ignore_index)
-    shifted = logits - xp.max(logits, axis=1, keepdims=True)  # checked with the loss
-    exp_shifted = xp.exp(shifted)
-    row_sum = xp.sum(exp_shifted, axis=1, keepdims=True)
-    log_row_sum = xp.log(row_sum)[:, 0]
-
     if kind == "index":
-        labels, kept = index_target(be, op, target, num_classes, ignore_index)
-        weights = sample_weight(be, logits, labels, kept, weight)
-        if weights is not None:
+        labels, kept = index_target(be, op, target, num_classes, int(ignore_index))
+        if weight is not None or kept is not None:
             # a zero weight would hide a row with no softmax from the loss; its gradient would be NaN
             checked_max(be, op, logits, 1)
-        # nll part: weight[t] * (log s - shifted[t]); ignored samples weigh 0
-        nll = log_row_sum - pick(be, shifted, labels)
-        if weights is not None:
-            nll = times_unless_zero(be, weights, nll)
-        per_sample = nll if eps == 0.0 else (1.0 - eps) * nll
-        # mass = sum_c q[i, c] = (1 - eps) w_t + eps / C * sum(weight), 0 if ignored
-        mass = 1.0 if weights is None else (1.0 - eps) * weights
-        kept_f = 1.0 if kept is None else xp.astype(kept, logits.dtype)
-        if eps > 0.0:
-            neg_log_softmax = log_row_sum[:, None] - shifted
-            if weight is not None:
-                neg_log_softmax = times_unless_zero(be, weight[None, :], neg_log_softmax)
-            smooth = xp.sum(neg_log_softmax, axis=1)
-            if kept is not None:  # an ignored row counts 0 even where its smooth term is infinite
-                smooth = times_unless_zero(be, kept_f, smooth)
-            per_sample = per_sample + (eps / num_classes) * smooth
-            if weights is not None:
-                class_weight_sum = float(num_classes) if weight is None else xp.sum(weight)
-                mass = mass + (eps / num_classes) * kept_f * class_weight_sum
-        denominator = mean_denominator(be, op, n, weights) if reduction == "mean" else 1
+        rows = softmax_cross_entropy.index_rows(xp, logits, labels, kept=kept, class_weight=weight,
+                                                label_smoothing=label_smoothing, want_grad=want_grad,
+                                                device=device_of(logits))
+        denominator = mean_denominator(be, op, n, rows.weights) if reduction == "mean" else 1
     else:
-        q = target if eps == 0.0 else (1.0 - eps) * target + eps / num_classes
-        if weight is not None:
-            q = q * weight[None, :]
-        mass = xp.sum(q, axis=1)
-        per_sample = mass * log_row_sum - xp.sum(times_unless_zero(be, q, shifted), axis=1)
+        rows = softmax_cross_entropy.probability_rows(xp, logits, target, class_weight=weight,
+                                                      label_smoothing=label_smoothing, want_grad=want_grad)
         denominator = n
-    loss = finish_loss(be, op, per_sample, reduction, denominator, logits,
+    loss = finish_loss(be, op, rows.loss, reduction, denominator, logits,
                        inputs={"class weight": weight, "probability target": None if kind == "index" else target})
     if not want_grad:
         return loss, None
-
-    grad = exp_shifted / row_sum
-    if kind == "index":
-        if not isinstance(mass, float):
-            grad = grad * mass[:, None]
-        if eps > 0.0:
-            class_weight = 1.0 if weight is None else weight[None, :]
-            kept_column = kept_f if kept is None else kept_f[:, None]
-            grad = grad - (eps / num_classes) * (class_weight * kept_column)
-        onehot_mass = (1.0 - eps) if weights is None else (1.0 - eps) * weights[:, None]
-        grad = xp.where(is_label(be, labels, num_classes), grad - onehot_mass, grad)
-    else:
-        grad = grad * mass[:, None] - q
-    if reduction == "mean":
-        grad = grad / denominator
-    return loss, grad
+    return loss, rows.grad / denominator if reduction == "mean" else rows.grad

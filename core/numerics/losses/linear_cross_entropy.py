@@ -66,7 +66,8 @@ from softgrad.numerics.losses.linear_ce_plan import (
     make_plan,
     plan_chunk,
 )
-from softgrad.numerics.losses.support import device_of, quiet_floating_point, times_unless_zero
+from softgrad.numerics.losses.softmax_cross_entropy import log_sum_exp_rows
+from softgrad.numerics.losses.support import device_of, quiet_floating_point
 
 
 class ChunkOps:
@@ -130,48 +131,21 @@ class ChunkOps:
         probabilities; ``row_scale`` is ``grad_output`` for these rows or None.
         """
         xp = self.xp
-        eps, num_classes = plan.eps, plan.num_classes
         tanh = None
         if plan.softcap is not None:
             tanh = xp.tanh(z / plan.softcap)
             z = plan.softcap * tanh
-        m = xp.max(z, axis=1)
-        finite = xp.isfinite(m)
-        m_safe = xp.where(finite, m, xp.zeros_like(m))  # a row with no softmax is diagnosed by the caller
-        e = xp.exp(z - m_safe[:, None])
-        s = xp.sum(e, axis=1)
-        lse = m_safe + xp.log(s)
-        p = e / s[:, None]
-        if plan.kind == "index":
-            columns = xp.arange(num_classes, device=device_of(target))
-            is_target = target[:, None] == columns[None, :]
-            z_t = xp.sum(xp.where(is_target, z, xp.zeros_like(z)), axis=1)
-            w_t = None if plan.weight is None else xp.take(plan.weight, target)
-            nll = lse - z_t
-            ce = nll if w_t is None else times_unless_zero(self.be, w_t, nll)
-            if eps != 0.0:
-                ce = (1.0 - eps) * ce
-                neg_logp = lse[:, None] - z
-                if plan.weight is not None:
-                    neg_logp = times_unless_zero(self.be, plan.weight[None, :], neg_logp)
-                ce = ce + (eps / num_classes) * xp.sum(neg_logp, axis=1)
-            mass = (1.0 - eps) * (1.0 if w_t is None else w_t) + (eps / num_classes) * plan.weight_sum
-            onehot = xp.astype(is_target, z.dtype) * ((1.0 - eps) * (1.0 if w_t is None else w_t[:, None]))
-            q = onehot if eps == 0.0 else onehot + (eps / num_classes) * (
-                1.0 if plan.weight is None else plan.weight[None, :])
-        else:
-            q = target if eps == 0.0 else (1.0 - eps) * target + eps / num_classes
-            if plan.weight is not None:
-                q = q * plan.weight[None, :]
-            mass = xp.sum(q, axis=1)
-            ce = mass * lse - xp.sum(times_unless_zero(self.be, q, z), axis=1)
+        rows = log_sum_exp_rows(xp, z, target, kind=plan.kind, label_smoothing=plan.eps, weight=plan.weight,
+                                weight_sum=plan.weight_sum,
+                                device=device_of(target) if plan.kind == "index" else None)
+        mass = rows.mass
         if isinstance(mass, float):
-            mass = xp.full(lse.shape, mass, dtype=z.dtype, device=device_of(z))
-        p_factor, q_factor = plan.gradient_factors(mass, lse, row_scale)
-        g = p * p_factor[:, None] - (q_factor if isinstance(q_factor, float) else q_factor[:, None]) * q
+            mass = xp.full(rows.lse.shape, mass, dtype=z.dtype, device=device_of(z))
+        p_factor, q_factor = plan.gradient_factors(mass, rows.lse, row_scale)
+        g = rows.softmax * p_factor[:, None] - (q_factor if isinstance(q_factor, float) else q_factor[:, None]) * rows.q
         if tanh is not None:
             g = g * (1.0 - tanh * tanh)
-        return ce, lse, m, g
+        return rows.loss, rows.lse, rows.row_max, g
 
 
 def _bad_input(be: Any, op: str, plan: Plan, rows: Any, row_max: Any, row_loss: Any, inputs: dict) -> ValueError:
