@@ -13,6 +13,10 @@ logits of any magnitude. Its derivative with respect to ``z``:
     d loss / d z = weight * ((1 - y) * sigmoid(z) - pos_weight * y * sigmoid(-z))
 
 which is ``sigmoid(z) - y`` without weights.
+
+References: PyTorch's ``torch.nn.functional.binary_cross_entropy_with_logits``
+(the semantics, ``pos_weight`` included); optax's ``sigmoid_binary_cross_entropy``
+(the same softplus form).
 """
 
 from __future__ import annotations

@@ -11,7 +11,11 @@ The gradient is the classic one: with the per-sample target distribution
 ``d loss[i] / d z[i, j] = s_i * softmax(z)[i, j] - q[i, j]``, which is
 ``softmax - y`` for a one-hot target. (Differentiate
 ``-sum_c q_c (z_c - log sum_k exp z_k)``: the first term gives ``-q_j``, the
-log-sum-exp gives ``s * exp z_j / sum_k exp z_k``.)
+log-sum-exp gives ``s * exp z_j / sum_k exp z_k``.) The arithmetic itself is
+:mod:`softgrad.numerics.losses.softmax_cross_entropy`'s pure functions, with
+the references; this module checks the arguments and diagnoses non-finite
+values around them. ``nll_loss`` is ``loss_i = -w_{t_i} logp_{i, t_i}``
+(``torch.nn.functional.nll_loss``).
 """
 
 from __future__ import annotations

@@ -23,6 +23,11 @@ torch's autograd gives; ``smooth_l1_loss`` with ``beta=0`` is ``l1_loss``.
 gradient. Its ``"mean"`` follows torch, which is not uniform: the weighted
 sum over the sum of the weights for ``mse_loss`` and ``l1_loss``, over the
 element count for ``huber_loss``.
+
+References: PyTorch's ``torch.nn.functional.mse_loss``, ``l1_loss``,
+``smooth_l1_loss`` and ``huber_loss`` (the semantics); Huber 1964, "Robust
+Estimation of a Location Parameter" (the Huber loss); Girshick 2015, "Fast
+R-CNN" (the smooth L1 loss); optax's ``squared_error`` and ``huber_loss``.
 """
 
 from __future__ import annotations
