@@ -23,13 +23,15 @@ from softgrad.training.models import MODELS
 from softgrad.training.settings import TRAINING_DEFAULTS, TRAINING_LR, RunSettings, hyperparameter_names
 
 PROG = "softgrad train"
-#: every optimizer's hyperparameter (but lr): one flag each, with the optimizers that take it and their defaults
-HYPERPARAMETERS = hyperparameter_names()
-#: the defaults, as run.json records them (its keys are the only ones a run.json may hold)
-DEFAULTS = RunSettings().to_record()
 # what --resume takes from the run it continues: the model and the data must not change
 FROM_RUN = ("model", "hidden", "activation", "dataset", "binary", "root", "seed", "dtype")
 LOSS_RULE = "cross_entropy for classes, mse for regression data, bce_with_logits with --binary"
+
+
+def run_defaults() -> dict[str, Any]:
+    """The defaults as run.json records them; its keys are the only ones a run.json may hold. Read when the
+    command runs, with the optimizers registered then (one key per hyperparameter of any of them)."""
+    return RunSettings().to_record()
 
 
 def _betas(text: str) -> tuple[float, float]:
@@ -87,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _model_and_data_flags(p: argparse.ArgumentParser) -> None:
-    d = DEFAULTS
+    d = run_defaults()
     p.add_argument("--backend", help=f"{', '.join(backend_names())}, or auto: the fastest here for this "
                    f"network and batch size, from a short cached probe (default {d['backend']})")
     p.add_argument("--model", choices=list(MODELS), help=f"linear (softmax regression for classes, linear "
@@ -104,7 +106,7 @@ def _model_and_data_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _training_flags(p: argparse.ArgumentParser, losses: list[str]) -> None:
-    d = DEFAULTS
+    d = run_defaults()
     p.add_argument("--epochs", type=int, help=f"epochs in all, counting resumed ones (default {d['epochs']})")
     p.add_argument("--batch-size", type=int, help=f"samples per SGD step (default {d['batch_size']})")
     p.add_argument("--lr", type=float, help="peak learning rate (default 0.05 for sgd, else the optimizer's "
@@ -117,7 +119,7 @@ def _training_flags(p: argparse.ArgumentParser, losses: list[str]) -> None:
                    help="fuse the last layer with cross-entropy, chunk by chunk (linear_cross_entropy): the batch's "
                    "logits are never held, for many classes; same results, no train accuracy")
     p.add_argument("--optimizer", choices=list(OPTIMIZERS), help=f"the optimizer (default {d['optimizer']})")
-    for key, takers in HYPERPARAMETERS.items():  # one flag per hyperparameter of any optimizer
+    for key, takers in hyperparameter_names().items():  # one flag per hyperparameter of any optimizer
         sample = next(iter(takers.values()))
         defaults = ", ".join(f"{name} {_show(value)}" for name, value in takers.items())
         kwargs: dict = ({"action": argparse.BooleanOptionalAction} if isinstance(sample, bool)
@@ -133,7 +135,8 @@ def _training_flags(p: argparse.ArgumentParser, losses: list[str]) -> None:
 
 def given_flags(args: argparse.Namespace) -> dict[str, Any]:
     """The settings the command line named, under run.json's keys (NAME=VALUE options as mappings)."""
-    given = {k: v for k, v in vars(args).items() if v is not None and k in DEFAULTS}
+    keys = run_defaults()
+    given = {k: v for k, v in vars(args).items() if v is not None and k in keys}
     for key in ("optimizer_options", "loss_options"):
         if key in given:
             given[key] = dict(given[key])
@@ -170,7 +173,7 @@ def resolve_settings(args: argparse.Namespace) -> Resolved:
         saved = json.loads(run_json.read_text())
     except (OSError, UnicodeDecodeError, ValueError) as error:
         raise ValueError(f"--resume: {run_json} is damaged or unreadable ({error})") from None
-    if not isinstance(saved, dict) or not set(saved) <= set(DEFAULTS):
+    if not isinstance(saved, dict) or not set(saved) <= set(run_defaults()):
         raise ValueError(f"--resume: {run_json} does not hold a run's settings")
     changed = [k for k in FROM_RUN if k in given and given[k] != saved.get(k)]
     if changed:
@@ -180,7 +183,7 @@ def resolve_settings(args: argparse.Namespace) -> Resolved:
 
 def _flag(name: str, settings: RunSettings) -> str:
     """The flag that sets the optimizer's hyperparameter ``name`` (``--optimizer-option`` where it came there)."""
-    if name in settings.by_option or (name not in HYPERPARAMETERS and name != "lr"):
+    if name in settings.by_option or (name not in hyperparameter_names() and name != "lr"):
         return f"--optimizer-option {name}"
     return f"--{name.replace('_', '-')}"
 
@@ -193,7 +196,7 @@ def in_flag_terms(message: str, settings: RunSettings) -> str:
         return (f"{_flag('nesterov', settings)} needs {_flag('momentum', settings)} above 0 and "
                 f"{_flag('dampening', settings)} 0, as torch.optim.SGD does")
     message = message.replace("betas[0]", "the first of --betas").replace("betas[1]", "the second of --betas")
-    names = sorted({*HYPERPARAMETERS, *settings.by_option, "lr"}, key=len, reverse=True)
+    names = sorted({*hyperparameter_names(), *settings.by_option, "lr"}, key=len, reverse=True)
     return re.sub(r"(?<![\w-])(" + "|".join(map(re.escape, names)) + r")(?![\w\[])",
                   lambda m: _flag(m.group(1), settings), message)
 
@@ -242,5 +245,5 @@ def check_settings(settings: RunSettings, hidden_given: bool) -> None:
         raise ValueError(f"--binary makes a classification task; --loss {training.loss} is a regression loss")
 
 
-__all__ = ["DEFAULTS", "FROM_RUN", "HYPERPARAMETERS", "PROG", "Resolved", "build_parser", "check_optimizer_flags",
+__all__ = ["FROM_RUN", "PROG", "run_defaults", "Resolved", "build_parser", "check_optimizer_flags",
            "check_settings", "given_flags", "in_flag_terms", "resolve_settings"]
