@@ -20,7 +20,7 @@ from softgrad.numerics.optim import OPTIMIZERS, get_optimizer
 from softgrad.numerics.registry import backend_names, get_backend
 from softgrad.training.layers import ACTIVATIONS
 from softgrad.training.models import MODELS
-from softgrad.training.settings import TRAINING_DEFAULTS, TRAINING_LR, RunSettings, hyperparameter_names
+from softgrad.training.settings import RunSettings, TrainSettings, hyperparameter_names
 
 PROG = "softgrad train"
 # what --resume takes from the run it continues: the model and the data must not change
@@ -60,11 +60,10 @@ def _show(value: object) -> str:
 
 def _optimizers_epilog(losses: list[str]) -> str:
     lines = ["optimizers and their hyperparameters (defaults: torch.optim's, but fit's own for SGD):"]
-    for optimizer in OPTIMIZERS.values():
-        lr = TRAINING_LR.get(optimizer.name, optimizer.lr)
-        values = {**optimizer.defaults, **TRAINING_DEFAULTS.get(optimizer.name, {})}
-        settings = ", ".join(f"{key} {_show(value)}" for key, value in values.items())
-        lines.append(f"  {optimizer.name}: lr {lr:g}, {settings}")
+    for name in OPTIMIZERS:
+        training = TrainSettings(optimizer=name)  # fit's defaults for the optimizer, as a run takes them
+        settings = ", ".join(f"{key} {_show(value)}" for key, value in training.resolved_hyperparameters.items())
+        lines.append(f"  {name}: lr {training.lr:g}, {settings}")
     lines.append("losses: " + ", ".join(losses) + f" (default: {LOSS_RULE})")
     return "\n".join(lines)
 
@@ -109,8 +108,8 @@ def _training_flags(p: argparse.ArgumentParser, losses: list[str]) -> None:
     d = run_defaults()
     p.add_argument("--epochs", type=int, help=f"epochs in all, counting resumed ones (default {d['epochs']})")
     p.add_argument("--batch-size", type=int, help=f"samples per SGD step (default {d['batch_size']})")
-    p.add_argument("--lr", type=float, help="peak learning rate (default 0.05 for sgd, else the optimizer's "
-                   "torch default: adam 0.001, rmsprop 0.01, ...)")
+    p.add_argument("--lr", type=float, help=f"peak learning rate (default {d['lr']:g} for {d['optimizer']}, else "
+                   "the optimizer's torch default: adam 0.001, rmsprop 0.01, ...)")
     p.add_argument("--loss", choices=losses, help=f"the loss (default {LOSS_RULE})")
     p.add_argument("--loss-option", dest="loss_options", metavar="NAME=VALUE", action="append", type=_option,
                    help="an option of the loss, e.g. delta=0.5 (huber), beta=0.5 (smooth_l1), pos_weight=3.0 "
