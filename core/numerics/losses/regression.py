@@ -45,7 +45,11 @@ from softgrad.numerics.losses.elementwise import (
 from softgrad.numerics.losses.support import quiet_floating_point
 
 
-def _finish(be, op, input, target, per_element, grad, reduction, want_grad, weight=None, mean_by_weight=True):
+def _finish(be: Any, op: str, input: Any, target: Any, per_element: Any, grad: Any, *, reduction: str,
+            want_grad: bool, weight: Any = None, mean_by_weight: bool = True):
+    """The loss reduced (after one finiteness check) and, with ``want_grad``, ``grad()`` scaled to match: each
+    element's loss and gradient times ``weight`` where given; ``"mean"`` divides by the weights' sum when
+    ``mean_by_weight`` (torch's mse and l1), else by the element count (torch's weighted Huber)."""
     denominator = None
     if weight is not None:
         per_element = per_element * weight
@@ -78,7 +82,8 @@ def mse_loss(be: Any, input: Any, target: Any, *, reduction: str = "mean", weigh
     """Mean squared error, ``(input - target)**2`` reduced; gradient ``2 (input - target)``."""
     _check(be, op, input, target, reduction, weight)
     d = input - target
-    return _finish(be, op, input, target, d * d, lambda: 2.0 * d, reduction, want_grad, weight)
+    return _finish(be, op, input, target, d * d, lambda: 2.0 * d, reduction=reduction, want_grad=want_grad,
+                   weight=weight)
 
 
 @quiet_floating_point
@@ -87,8 +92,8 @@ def l1_loss(be: Any, input: Any, target: Any, *, reduction: str = "mean", weight
     """Mean absolute error, ``|input - target|`` reduced; gradient ``sign(input - target)``, 0 at 0."""
     _check(be, op, input, target, reduction, weight)
     d = input - target
-    return _finish(be, op, input, target, be.xp.abs(d), lambda: _sign(be, input, target, d), reduction, want_grad,
-                   weight)
+    return _finish(be, op, input, target, be.xp.abs(d), lambda: _sign(be, input, target, d),
+                   reduction=reduction, want_grad=want_grad, weight=weight)
 
 
 @quiet_floating_point
@@ -101,11 +106,12 @@ def smooth_l1_loss(be: Any, input: Any, target: Any, *, reduction: str = "mean",
     d = input - target
     magnitude = xp.abs(d)
     if beta == 0.0:  # the quadratic piece vanishes: L1, as in torch
-        return _finish(be, op, input, target, magnitude, lambda: _sign(be, input, target, d), reduction, want_grad)
+        return _finish(be, op, input, target, magnitude, lambda: _sign(be, input, target, d), reduction=reduction,
+                       want_grad=want_grad)
     small = magnitude < beta
     per_element = xp.where(small, 0.5 * magnitude * magnitude / beta, magnitude - 0.5 * beta)
     return _finish(be, op, input, target, per_element, lambda: xp.where(small, d / beta, _sign(be, input, target, d)),
-                   reduction, want_grad)
+                   reduction=reduction, want_grad=want_grad)
 
 
 @quiet_floating_point
@@ -120,4 +126,4 @@ def huber_loss(be: Any, input: Any, target: Any, *, reduction: str = "mean", del
     small = magnitude < delta
     per_element = xp.where(small, 0.5 * magnitude * magnitude, delta * (magnitude - 0.5 * delta))
     return _finish(be, op, input, target, per_element, lambda: xp.where(small, d, delta * _sign(be, input, target, d)),
-                   reduction, want_grad, weight, mean_by_weight=False)  # torch's weighted Huber mean: / numel
+                   reduction=reduction, want_grad=want_grad, weight=weight, mean_by_weight=False)  # torch's weighted Huber mean: / numel

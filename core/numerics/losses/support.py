@@ -178,7 +178,7 @@ def finish_loss(be: Any, op: str, per_sample: Any, reduction: str, denominator: 
 
 
 def validate_class_loss(be: Any, op: str, logits: Any, target: Any, weight: Any, ignore_index: Any,
-                        reduction: Any, label_smoothing: Any, what: str = "logits") -> str:
+                        reduction: Any, label_smoothing: Any, *, what: str = "logits") -> str:
     """The checks of a classification loss; returns the target's kind, ``"index"`` or ``"prob"``."""
     v.check_backend_array(be, op, what, logits)
     v.check_backend_array(be, op, "target", target)
