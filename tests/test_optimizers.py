@@ -483,3 +483,29 @@ def test_inputs_are_not_modified(be, dtype, name):
         assert all(new is not g for new, g in zip(new_params, grads))
         params, state = new_params, new_state
     assert all(field is not None for field in state)  # every buffer was exercised
+
+
+@pytest.mark.parametrize(("name", "module", "hyperparameters"), [
+    ("sgd", "sgd", "SGDHyperparameters"), ("adam", "adam", "AdamHyperparameters"),
+    ("adamw", "adam", "AdamHyperparameters"), ("rmsprop", "rmsprop", "RMSpropHyperparameters"),
+    ("adagrad", "adagrad", "AdagradHyperparameters")])
+def test_each_optimizer_carries_its_hyperparameters_as_one_frozen_value(name, module, hyperparameters):
+    """One frozen dataclass per optimizer, named as torch names the hyperparameters; its check returns what
+    Optimizer.check returns (every hyperparameter but lr, as Python numbers)."""
+    import dataclasses
+    import importlib
+
+    cls = getattr(importlib.import_module(f"softgrad.numerics.optim.{module}"), hyperparameters)
+    optimizer = get_optimizer(name)
+    assert dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen
+    assert {f.name for f in dataclasses.fields(cls)} == {"lr", *optimizer.defaults}
+    checked = optimizer.check(lr=optimizer.lr, **optimizer.defaults)
+    assert checked == {k: v for k, v in optimizer.defaults.items()}
+
+
+def test_the_adaptive_optimizers_share_their_checks_from_one_module():
+    """RMSprop and Adagrad take their checks from optim/checks.py, not from adam.py."""
+    from softgrad.numerics.optim import adagrad, checks, rmsprop
+
+    for module in (rmsprop, adagrad):
+        assert module.check_real is checks.check_real and module.check_step_arguments is checks.check_step_arguments

@@ -131,3 +131,48 @@ def test_momentum_buffers_must_match_the_parameters(be):
     state = SGDState(step=1, momentum_buffers=(be.asarray(np.ones(4)),))
     with pytest.raises(ValueError, match="momentum buffer 0 has shape"):
         be.sgd_step(params, [be.asarray(np.ones(3))], state, lr=0.1, momentum=0.9)
+
+
+# ---- the pure per-parameter update and the hyperparameters as one value ----------------------------------
+
+
+@given(settings=sgd_settings(), steps=st.integers(1, 4), seed=st.integers(0, 2**32 - 1))
+def test_update_one_is_the_shared_step_for_one_parameter(settings, steps, seed):
+    """sgd.update_one, what a compiling backend reuses, gives the shared step's numbers exactly."""
+    from softgrad.numerics.optim import sgd
+
+    numpy_backend = get_backend("numpy")
+    rng = np.random.default_rng(seed)
+    param = rng.standard_normal((3, 4)).astype(np.float32)
+    mine, buffer = param.copy(), None
+    params, state = [param.copy()], SGDState()
+    hyper = sgd.SGDHyperparameters.checked(**settings)
+    for _ in range(steps):
+        grad = rng.standard_normal((3, 4)).astype(np.float32)
+        before = grad.copy()
+        params, state = sgd.step(numpy_backend, params, [grad], state, **settings)
+        mine, buffer = sgd.update_one(mine, grad, buffer, hyper)
+        np.testing.assert_array_equal(mine, params[0])
+        if state.momentum_buffers is None:
+            assert buffer is None
+        else:
+            np.testing.assert_array_equal(buffer, state.momentum_buffers[0])
+            assert state.momentum_buffers[0] is not grad  # the shared step's state never aliases a gradient
+        np.testing.assert_array_equal(grad, before)
+
+
+def test_sgd_hyperparameters_are_one_checked_frozen_value():
+    import dataclasses
+
+    from softgrad.numerics.optim.sgd import DEFAULTS, SGDHyperparameters
+
+    hyper = SGDHyperparameters.checked(lr=np.float32(0.5), momentum=np.float64(0.9), nesterov=True)
+    assert hyper == SGDHyperparameters(lr=0.5, momentum=0.9, dampening=0.0, nesterov=True, weight_decay=0.0)
+    assert all(type(getattr(hyper, name)) is float for name in ("lr", "momentum", "dampening", "weight_decay"))
+    assert {f.name for f in dataclasses.fields(SGDHyperparameters)} == {"lr", *DEFAULTS}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        hyper.lr = 1.0
+    with pytest.raises(ValueError, match="sgd_step: nesterov momentum requires momentum > 0 and dampening == 0"):
+        SGDHyperparameters.checked(lr=0.1, nesterov=True)
+    with pytest.raises(ValueError, match=r"sgd_step: momentum must be finite and >= 0, got -1"):
+        SGDHyperparameters.checked(lr=0.1, momentum=-1)
