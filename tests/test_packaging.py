@@ -89,7 +89,7 @@ def test_the_wheel_holds_only_softgrad(wheel):
     assert f"{info}/licenses/LICENSE" in names
     # the package as the repository's folders lay it out, with the shipped data and the command
     for path in ("softgrad/__init__.py", "softgrad/__main__.py", "softgrad/commands/train.py", "softgrad/numerics/registry.py",
-                 "softgrad/training/loop.py", "softgrad/backends/numpy_backend.py",
+                 "softgrad/training/fitting.py", "softgrad/backends/numpy_backend.py",
                  "softgrad/backends/conformance/__main__.py", "softgrad/datasets/__init__.py",
                  "softgrad/bench/__main__.py", "softgrad/datasets/data/mnist/README.md",
                  "softgrad/datasets/data/diabetes/README.md"):
