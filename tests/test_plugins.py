@@ -377,3 +377,45 @@ def test_the_conformance_kit_names_a_plugged_in_loss_whose_gradient_is_wrong(uni
     failed = [line for line in lines if " False " in line]
     assert len(failed) == 1 and failed[0].startswith("plugged-in losses float64 False"), lines
     assert "plugged-in loss 'halved_hinge': its gradient against central finite differences" in failed[0]
+
+
+def test_a_catalog_reads_its_entry_points_once_at_the_first_read_and_keeps_its_own_names(monkeypatch):
+    import importlib.metadata
+
+    from softgrad.numerics.catalog import Catalog
+    from softgrad.numerics.losses import LOSSES, Loss
+
+    loaded = []
+
+    class FakeEntryPoint:
+        def __init__(self, name, value):
+            self.name, self.value, self.dist = name, value, None
+
+        def load(self):
+            loaded.append(self.name)
+            if isinstance(self.value, BaseException):
+                raise self.value
+            return self.value
+
+    own = LOSSES["cross_entropy"]
+    plugged = Loss("plugged", own.compute)
+    points = [FakeEntryPoint("cross_entropy", Loss("cross_entropy", lambda *a, **k: None)),
+              FakeEntryPoint("plugged", lambda: plugged), FakeEntryPoint("fails", RuntimeError("no"))]
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: points if group == "test.units" else [])
+    catalog = Catalog("loss", Loss)
+    catalog.register(own)
+    catalog.plug_in_from("test.units")
+    assert catalog["cross_entropy"] is own and loaded == []  # a name it holds: no plugin is loaded for it
+    assert list(catalog) == ["cross_entropy", "plugged"] and catalog.lookup("plugged") is plugged
+    assert sorted(loaded) == ["fails", "plugged"]  # softgrad's own name is never loaded from a plugin
+    assert list(catalog.broken()) == ["fails"]
+    assert catalog.broken()["fails"].startswith("loss 'fails': its plugin failed to load (entry point ")
+    assert catalog.broken()["fails"].endswith("): RuntimeError: no")
+    list(catalog)
+    assert sorted(loaded) == ["fails", "plugged"]  # read once
+
+    points[:] = [FakeEntryPoint("interrupted", KeyboardInterrupt())]
+    interrupted = Catalog("loss", Loss)
+    interrupted.plug_in_from("test.units")
+    with pytest.raises(KeyboardInterrupt):
+        list(interrupted)
