@@ -2,13 +2,15 @@
 
 A :class:`Loss` names a function ``compute(be, input, target, *, op,
 want_grad, **options) -> (loss, grad | None)`` that returns new arrays and
-never modifies its inputs. Every backend built on the shared implementation
-then has ``be.X``, ``be.X_grad`` and ``be.X_and_grad``; a backend may
-override them with a fused kernel (the suite checks every override against
-``compute``). ``fit`` and ``train_step`` take a loss by name or as a
-:class:`Loss`. To add one, call :func:`register_loss` or, from another
-distribution, declare an entry point in the group ``softgrad.losses`` (see
-:mod:`softgrad.numerics.catalog` and the README's "Extending softgrad").
+never modifies its inputs. softgrad's own are methods of every backend
+(``be.X``, ``be.X_grad``, ``be.X_and_grad``), which a backend may override
+with a fused kernel (the suite checks every override against ``compute``);
+one registered later runs on every backend through
+:meth:`Loss.value_and_grad_on` and :meth:`Loss.value_on`. ``fit`` and
+``train_step`` take a loss by name or as a :class:`Loss`. To add one, call
+:func:`register_loss` or, from another distribution, declare an entry point
+in the group ``softgrad.losses`` (see :mod:`softgrad.numerics.catalog`,
+docs/extending.md and the README's "Plugging in a loss or an optimizer").
 """
 
 from __future__ import annotations

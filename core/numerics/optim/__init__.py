@@ -21,9 +21,11 @@ To add an optimizer, write one module beside ``sgd.py`` with its state, its
 hyperparameter check and a functional ``step`` against ``be.xp``, and register
 an :class:`Optimizer` with :func:`register_optimizer`, or from another
 distribution through an entry point in the group ``softgrad.optimizers``
-(see the README's "Extending softgrad"). Every backend
-built on the shared implementation then has ``be.X_init`` and ``be.X_step``;
-a backend may override ``X_step`` with an in-place or fused update.
+(docs/extending.md; the README's "Plugging in a loss or an optimizer").
+softgrad's own are methods of every backend (``be.X_init``, ``be.X_step``),
+which a backend may override with an in-place or fused update; one
+registered later runs on every backend through :meth:`Optimizer.init_on`
+and :meth:`Optimizer.step_on`.
 """
 
 from __future__ import annotations
