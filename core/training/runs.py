@@ -20,19 +20,20 @@ from softgrad.training.models import MLP
 from softgrad.training.settings import TrainSettings
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Run:
-    """What an epoch needs: the settings, the backend, the data on it, the optimizer state, the history."""
+    """What an epoch needs: the settings, the backend, the data on it, the optimizer state (which each step
+    replaces), the history (which each epoch extends)."""
 
     settings: TrainSettings
+    saved_settings: dict  # the settings as checkpoints store them (arrays as lists)
     be: Backend
     state: Any
     history: list[dict]
-    saved_settings: dict | None = None  # the settings as checkpoints store them (arrays as lists)
-    x_train: Any = None
-    y_train: Any = None
-    x_test: Any = None
-    y_test: Any = None
+    x_train: Any
+    y_train: Any
+    x_test: Any
+    y_test: Any
 
 
 def check_resume(model: MLP, path, optimizer: str | None = None):
@@ -98,18 +99,19 @@ def start_run(model: MLP, data, given: dict[str, Any], *, backend: Backend | str
     # the settings as saved (host values) and as trained with (array options on the backend)
     saved_settings = settings.to_dict()
     settings = dataclasses.replace(settings, loss_options=options_on(be, settings.loss_options, model.dtype))
-    run = Run(settings, be, state, history, saved_settings)
-    _data_to_device(model, data, run)
+    run = Run(settings=settings, saved_settings=saved_settings, be=be, state=state, history=history,
+              **_data_on(be, model, data, settings.loss_definition))
     check_loss_options(model, data, settings.loss_definition, settings.loss_options)
     _record_task(model, data, settings)
     return run
 
 
-def _data_to_device(model: MLP, data, run: Run) -> None:
-    """The data to the run's backend once, the test set too (evaluated after every epoch)."""
-    be, loss = run.be, run.settings.loss_definition
-    run.x_train, run.y_train = be.asarray(data.x_train, dtype=model.dtype), targets_on(be, data.y_train, loss, model.dtype)
-    run.x_test, run.y_test = be.asarray(data.x_test, dtype=model.dtype), targets_on(be, data.y_test, loss, model.dtype)
+def _data_on(be: Backend, model: MLP, data, loss) -> dict[str, Any]:
+    """The data on the run's backend, once, the test set too (evaluated after every epoch)."""
+    return {"x_train": be.asarray(data.x_train, dtype=model.dtype),
+            "y_train": targets_on(be, data.y_train, loss, model.dtype),
+            "x_test": be.asarray(data.x_test, dtype=model.dtype),
+            "y_test": targets_on(be, data.y_test, loss, model.dtype)}
 
 
 def _record_task(model: MLP, data, settings: TrainSettings) -> None:
