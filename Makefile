@@ -17,19 +17,24 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet $(PINS) -e '.[torch,vision,cupy,jax,test,anchors,fast]'
 	touch $@
 
-# The suite runs on WORKERS processes (pytest-xdist); WORKERS=0 runs it in this process.
+# The suite runs on WORKERS processes (pytest-xdist); WORKERS=0 runs it in this process. --dist loadgroup:
+# tests spread one at a time, except those tests/conftest.py groups because they share a costly fixture.
+# The Hypothesis profile is "ci" (tests/conftest.py's default) unless HYPOTHESIS_PROFILE names another.
 WORKERS ?= 2
+PYTEST  := $(PY) -m pytest -n $(WORKERS) --dist loadgroup
 
+# The complete suite, which CI runs (.ci/run): every backend, every test.
 test: $(STAMP)
-	HYPOTHESIS_PROFILE=$${HYPOTHESIS_PROFILE:-ci} $(PY) -m pytest -n $(WORKERS)
+	$(PYTEST)
 
-# The edit loop: everything but the tests marked slow (real-data training, the bench, many subprocesses).
+# The edit loop: the CPU backends but JAX and the emulated CuPy, without the slow tier (tests/conftest.py's SLOW).
+FAST_BACKENDS := numpy,numpy-immutable,torch,array-api-strict
 test-fast: $(STAMP)
-	HYPOTHESIS_PROFILE=$${HYPOTHESIS_PROFILE:-ci} $(PY) -m pytest -n $(WORKERS) -m "not slow"
+	SOFTGRAD_TEST_BACKENDS=$${SOFTGRAD_TEST_BACKENDS:-$(FAST_BACKENDS)} $(PYTEST) -m "not slow"
 
-# The long Hypothesis profile: many more examples, random seeds.
+# The complete suite with the long Hypothesis profile: many more examples, random seeds.
 test-long: $(STAMP)
-	HYPOTHESIS_PROFILE=long $(PY) -m pytest -n $(WORKERS)
+	HYPOTHESIS_PROFILE=long $(PYTEST)
 
 # This machine pins OpenBLAS to AVX2 (OPENBLAS_CORETYPE, OPENBLAS_L2_SIZE); a user's machine does not:
 # the benchmarks drop both, in their own command only (the header records the kernel threadpoolctl sees).

@@ -1,29 +1,62 @@
-"""Hypothesis profiles and the backend fixtures shared by the suite."""
+"""What every test shares: the processes' settings, the Hypothesis profiles, the slow tier, the backend fixtures."""
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
+from pathlib import Path
 
-import numpy as np
-import pytest
-from hypothesis import HealthCheck, settings
-from softgrad.backends import available_backends, backend_names, get_backend, register_backend
+ROOT = Path(__file__).resolve().parents[1]
 
-from tests.immutable_numpy import ImmutableNumPyBackend
+
+def _one_thread_per_worker() -> None:
+    """Under pytest-xdist (make test: 2 workers on 2 cores) each worker's BLAS and torch run one thread.
+
+    Each would start a thread per core, and OpenBLAS's threads spin while they wait: with two processes on
+    this 2-core machine under load, one epoch of the classic MLP on MNIST took 168 s with the default
+    threads against 14 s with one. Set before NumPy or torch is imported (they read it when loaded); the
+    tests' own subprocesses inherit it. A value already set is kept."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(name, "1")
+
+
+def _jax_compilation_cache() -> None:
+    """JAX keeps what XLA compiles in .pytest_cache/jax (git-ignored; make clean removes it): the second
+    worker, the tests' subprocesses and the next run load a shape's program instead of compiling it again.
+    Set through JAX's environment variables, read when JAX is imported, so a run that needs no JAX does not
+    import it; every program is kept (no minimum compile time or size)."""
+    if importlib.util.find_spec("jax") is None:
+        return
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(ROOT / ".pytest_cache" / "jax"))
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+
+_one_thread_per_worker()
+_jax_compilation_cache()
+
+import numpy as np  # noqa: E402  (after the thread settings above, which NumPy reads when it loads)
+import pytest  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
+from softgrad.backends import available_backends, backend_names, get_backend, register_backend  # noqa: E402
+
+from tests.immutable_numpy import ImmutableNumPyBackend  # noqa: E402
 
 # The shared implementation on NumPy arrays that refuse every in-place operation (tests/immutable_numpy.py),
 # registered as a plugin would be at run time, so every backend test runs on it too.
 IMMUTABLE = "numpy-immutable"
 register_backend(IMMUTABLE, ImmutableNumPyBackend, replace=True)
 
-# "ci": deterministic and bounded (make test, .ci/run). "dev": Hypothesis'
-# defaults with random seeds. "long": many more examples (make test-long).
+# "ci", the default (bare pytest, make test, make test-fast, .ci/run): deterministic and bounded.
+# On request with HYPOTHESIS_PROFILE: "dev", Hypothesis' defaults with random seeds; "long", many more
+# examples (make test-long).
 _common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.register_profile("ci", max_examples=30, derandomize=True, print_blob=True, **_common)
 settings.register_profile("dev", max_examples=100, **_common)
 settings.register_profile("long", max_examples=1000, **_common)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 # Every registered backend (softgrad's own and any plugin installed here), as NetworkX's suite runs on
 # its backends; SOFTGRAD_TEST_BACKENDS=name,name narrows the list.
@@ -116,18 +149,44 @@ def dtype(request):
     return request.param
 
 
-# The fast tier (make test-fast) leaves out the tests that train on real data, run the bench or start
-# many subprocesses: each takes tens of seconds here. The full suite (make test) runs them all.
-SLOW_FILES = {"test_bench_cli.py", "test_benchmarks.py"}
-SLOW_TESTS = {
-    "test_accuracy_on_mnist_with_the_defaults", "test_bench_all_measures_the_outside_plugin",
-    "test_backends_agree_with_each_other", "test_the_code_blocks_run",
-    "test_the_conformance_kit_fails_a_subtly_wrong_softmax_and_names_it",
-    "test_the_conformance_kit_passes_the_outside_plugin", "test_a_resumed_run_stays_on_its_backend",
+# The slow tier: what make test-fast leaves out and make test runs. One list, here: a file (all its tests) or
+# file::test (all its parameters), each with why it is slow on this 2-core machine.
+SLOW = {
+    "test_bench_cli.py": "each test runs the bench",
+    "test_benchmarks.py": "pytest-benchmark's timed operations and training steps",
+    "test_bench_output.py::test_results_stream_through_a_pipe_and_ctrl_c_reports_what_was_measured":
+        "a bench process, read through a pipe",
+    "test_training.py::test_accuracy_on_mnist_with_the_defaults": "10 epochs on MNIST, per model and backend",
+    "test_properties.py::test_backends_agree_with_each_other": "every backend against every other",
+    "test_docs.py::test_the_code_blocks_run": "each page in a new process; the README's trainings on MNIST",
+    "test_plugins.py::test_bench_all_measures_the_outside_plugin": "the bench in a new process",
+    "test_plugins.py::test_the_conformance_kit_passes_the_outside_plugin": "the conformance kit in a new process",
+    "test_plugins.py::test_the_conformance_kit_fails_a_subtly_wrong_softmax_and_names_it":
+        "the conformance kit in a new process",
+    "test_packaging.py::test_the_wheel_in_a_fresh_venv": "a new venv, the wheel installed and trained",
+    "test_packaging.py::test_the_command_works_from_a_folder_named_like_its_parts":
+        "each command in a new process",
+    "test_train_cli.py::test_a_resumed_run_stays_on_its_backend": "two trainings on torch",
 }
 
 
+def _check_the_slow_list() -> None:
+    """A renamed or deleted test would leave its entry matching nothing, and the test in the fast tier."""
+    for entry in SLOW:
+        file, _, test = entry.partition("::")
+        path = ROOT / "tests" / file
+        if not path.is_file() or (test and f"def {test}(" not in path.read_text()):
+            raise pytest.UsageError(f"tests/conftest.py SLOW names {entry}, which is not in tests/")
+
+
+def _is_slow(item: pytest.Item) -> bool:
+    file = item.path.name
+    return file in SLOW or f"{file}::{getattr(item, 'originalname', item.name)}" in SLOW
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest's -m selection and xdist's groups read the marks
 def pytest_collection_modifyitems(config, items):
+    _check_the_slow_list()
     for item in items:
-        if item.path.name in SLOW_FILES or getattr(item, "originalname", item.name) in SLOW_TESTS:
+        if _is_slow(item):
             item.add_marker(pytest.mark.slow)

@@ -196,7 +196,6 @@ def test_softgrad_works_beside_a_top_level_datasets_package_in_one_process(tmp_p
     assert last == "0 hugging face: mnist True 0.0-stand-in softgrad.datasets True", result.stdout
 
 
-@pytest.mark.slow
 def test_the_wheel_in_a_fresh_venv(wheel, tmp_path):
     """Installed from the wheel into a new venv (beside a package named ``datasets`` installed there too),
     ``softgrad train --epochs 1`` works from a folder named like its parts, ``from datasets import

@@ -1,4 +1,7 @@
-"""``softgrad train`` end to end: the run folder, --resume, --help and errors."""
+"""``softgrad train`` end to end: the run folder, --resume, --help and errors.
+
+The command runs in the test's process (tests/in_process.py); a new interpreter only where the process is
+what is tested: a base install without torch, Ctrl-C."""
 
 from __future__ import annotations
 
@@ -8,12 +11,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+from softgrad.commands import evaluate
+from softgrad.commands import train as train_command
+
+from tests import in_process
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def train(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "softgrad.commands.train", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600)
+def train(*args: str) -> in_process.Finished:
+    """``python -m softgrad.commands.train ARGS``, in this process."""
+    return in_process.run(train_command.main, *args)
 
 
 def test_train_writes_the_run_folder_and_resumes(tmp_path):
@@ -244,8 +252,7 @@ def test_a_binary_task_from_the_command_line(tmp_path):
 
     model, state, _, settings = checkpoint.load(out / "checkpoint.npz")
     assert model.widths == [784, 1] and settings["optimizer"] == "adam" and settings["lr"] == 1e-3
-    evaluated = subprocess.run([sys.executable, "-m", "softgrad.commands.evaluate", str(out)], cwd=ROOT, capture_output=True,
-                               text=True, timeout=600)
+    evaluated = in_process.run(evaluate.main, out)
     assert evaluated.returncode == 0, evaluated.stderr
     assert f"test accuracy {history[-1]['test_accuracy']:.2%}" in evaluated.stdout
     refused = train("--dataset", "mnist", "--loss", "bce_with_logits", "--out", str(tmp_path / "no"))

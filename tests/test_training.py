@@ -139,7 +139,6 @@ def test_data_that_does_not_fit_the_model():
 # ---- accuracy on real MNIST: the shipped 20,000-image subset, the official test set -------------
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("backend", [b for b in ("numpy", "torch") if b in AVAILABLE])
 @pytest.mark.parametrize("model_name, target", [("mlp", 0.975), ("linear", 0.91)])
 def test_accuracy_on_mnist_with_the_defaults(backend, model_name, target):
