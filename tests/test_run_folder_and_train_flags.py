@@ -436,3 +436,24 @@ def test_the_default_loss_rule_is_one_for_fit_and_the_command(tmp_path, no_plots
                              "--out", str(out))
         assert status == 0, err
         assert json.loads((out / "run.json").read_text())["loss"] == loss
+
+
+def test_run_json_is_the_run_settings_record_and_reads_back_the_same():
+    """run.json is RunSettings' record: flags given and defaults in one flat mapping, hyperparameters given as
+    --optimizer-option kept apart; it reads back to the same settings, and an older run.json (lr null, no
+    chunked_head) reads with the defaults."""
+    from softgrad.training.settings import RunSettings, TrainSettings
+
+    args = train.build_parser().parse_args(["--dataset", "synthetic", "--optimizer", "adam", "--eps", "1e-6",
+                                            "--optimizer-option", "amsgrad=True", "--loss-option", "label_smoothing=0.1"])
+    settings = train.resolve_settings(args).settings
+    record = settings.to_record()
+    assert record["eps"] == 1e-6 and record["amsgrad"] is None and record["optimizer_options"] == {"amsgrad": True}
+    assert record["lr"] == 1e-3 and record["loss"] is None and record["loss_options"] == {"label_smoothing": 0.1}
+    assert RunSettings.from_record(json.loads(json.dumps(record))) == settings
+    assert settings.training.hyperparameters == {"eps": 1e-6, "amsgrad": True}
+    old = {key: value for key, value in RunSettings().to_record().items() if key != "chunked_head"}
+    assert RunSettings.from_record({**old, "lr": None, "optimizer": "adam"}).training == TrainSettings(
+        optimizer="adam")
+    with pytest.raises(TypeError, match="unknown run settings: nope"):
+        RunSettings.from_record({"nope": 1})
