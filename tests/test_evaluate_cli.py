@@ -1,9 +1,10 @@
-"""``softgrad evaluate`` and ``softgrad predict``: a run's test accuracy, per-class table and confusion matrix; predictions for files."""
+"""``softgrad evaluate`` and ``softgrad predict``: a run's test accuracy, per-class table and confusion matrix; predictions for files.
+
+The commands run in the test's process (tests/in_process.py)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import importlib
 from pathlib import Path
 
 import numpy as np
@@ -11,12 +12,12 @@ import pytest
 from softgrad import datasets
 from softgrad.datasets.idx import read_idx
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests import in_process
 
 
-def command(module: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600)
+def command(module: str, *args: str) -> in_process.Finished:
+    """``python -m MODULE ARGS``, in this process."""
+    return in_process.run(importlib.import_module(module).main, *args)
 
 
 @pytest.fixture(scope="module")
