@@ -44,6 +44,7 @@ from softgrad.backends.numpy_backend import as_host_array
 from softgrad.numerics import validation as v
 from softgrad.numerics.errors import BackendUnavailableError
 from softgrad.numerics.losses import linear_cross_entropy as lce
+from softgrad.numerics.losses.softmax_cross_entropy import index_rows, log_sum_exp_rows
 from softgrad.numerics.losses.support import quiet_floating_point, validate_class_loss
 from softgrad.numerics.methods import linear_cross_entropy_methods, loss_methods, optimizer_methods
 from softgrad.numerics.optim import adam, get_optimizer, sgd
@@ -317,9 +318,9 @@ class JaxBackend(ArrayAPIBackend):
                                                                nesterov, weight_decay)
         first = momentum != 0.0 and state.momentum_buffers is None
         buffers = None if momentum == 0.0 or first else list(state.momentum_buffers)
-        new_params, new_buffers = _compiled_sgd(list(params), list(grads), buffers, lr, momentum, dampening,
-                                                weight_decay, momentum=momentum != 0.0, nesterov=bool(nesterov),
-                                                decay=weight_decay != 0.0)
+        new_params, new_buffers = _compiled_sgd(list(params), list(grads), buffers, lr, momentum=momentum,
+                                                dampening=dampening, nesterov=bool(nesterov),
+                                                weight_decay=weight_decay)
         self._last = new_params[-1] if new_params else self._last
         return new_params, SGDState(state.step + 1, state.momentum_buffers if momentum == 0.0 else tuple(new_buffers))
 
@@ -367,17 +368,16 @@ def _compiled_cross_entropy(logits, labels, reduction):
 
 
 def _cross_entropy_kernel(logits, labels, *, reduction):
+    """The shared definition's arithmetic (``softmax_cross_entropy.index_rows``, what
+    ``softgrad.numerics.losses.cross_entropy.cross_entropy`` runs), compiled, with one flag instead of its
+    checks: every label in range and the loss finite."""
     jnp = _jax().numpy
     n, num_classes = logits.shape
     # checked in the labels' own dtype: int32 would wrap a label of 2**32 + 1 (or a uint64 above 2**63) into range
     in_range = jnp.all(labels < num_classes) if jnp.issubdtype(labels.dtype, jnp.unsignedinteger) else \
         jnp.all((labels >= 0) & (labels < num_classes))
     safe = jnp.clip(labels, 0, num_classes - 1).astype(jnp.int32)
-    shifted = logits - jnp.max(logits, axis=1, keepdims=True)
-    exp_shifted = jnp.exp(shifted)
-    row_sum = jnp.sum(exp_shifted, axis=1, keepdims=True)
-    per_sample = jnp.log(row_sum)[:, 0] - jnp.take_along_axis(shifted, safe[:, None], axis=1)[:, 0]
-    grad = exp_shifted / row_sum - (safe[:, None] == jnp.arange(num_classes)[None, :]).astype(logits.dtype)
+    per_sample, grad, _ = index_rows(jnp, logits, safe, want_grad=True)
     if reduction == "none":
         loss, finite = per_sample, jnp.all(jnp.isfinite(per_sample))
     else:
@@ -426,7 +426,6 @@ def _linear_ce_kernel(x, w, b, target, weight, idx, scale, n_chunks, ce_scale, z
     padded = -(-n // chunk) * chunk
     wc = w.astype(cd)
     bc = None if b is None else b.astype(cd)
-    columns = jnp.arange(num_classes)
     vector_scale = scale is not None and jnp.ndim(scale) == 1
 
     def head(start):
@@ -441,35 +440,11 @@ def _linear_ce_kernel(x, w, b, target, weight, idx, scale, n_chunks, ce_scale, z
         if softcap is not None:
             tanh = jnp.tanh(z / softcap)
             z = softcap * tanh
-        m = jnp.max(z, axis=1)
-        m_safe = jnp.where(jnp.isfinite(m), m, jnp.zeros_like(m))
-        e = jnp.exp(z - m_safe[:, None])
-        s = jnp.sum(e, axis=1)
-        lse = m_safe + jnp.log(s)
-        p = e / s[:, None]
-        if kind == "index":
-            tc = tc.astype(jnp.int32)
-            is_target = tc[:, None] == columns[None, :]
-            z_t = jnp.take_along_axis(z, tc[:, None], axis=1)[:, 0]
-            w_t = None if weight is None else jnp.take(weight, tc)
-            nll = lse - z_t
-            ce = nll if w_t is None else _times_unless_zero(w_t, nll)
-            if eps != 0.0:
-                ce = (1.0 - eps) * ce
-                neg_logp = lse[:, None] - z
-                if weight is not None:
-                    neg_logp = _times_unless_zero(weight[None, :], neg_logp)
-                ce = ce + (eps / num_classes) * jnp.sum(neg_logp, axis=1)
-            mass = (1.0 - eps) * (1.0 if w_t is None else w_t) + (eps / num_classes) * weight_sum
-            onehot = is_target.astype(cd) * ((1.0 - eps) * (1.0 if w_t is None else w_t[:, None]))
-            q = onehot if eps == 0.0 else onehot + (eps / num_classes) * (1.0 if weight is None else weight[None, :])
-        else:
-            tc = tc.astype(cd)
-            q = tc if eps == 0.0 else (1.0 - eps) * tc + eps / num_classes
-            if weight is not None:
-                q = q * weight[None, :]
-            mass = jnp.sum(q, axis=1)
-            ce = mass * lse - jnp.sum(_times_unless_zero(q, z), axis=1)
+        # the shared head's arithmetic (ChunkOps.head runs the same function on be.xp)
+        tc = tc.astype(jnp.int32) if kind == "index" else tc.astype(cd)
+        head_rows = log_sum_exp_rows(jnp, z, tc, kind=kind, label_smoothing=eps, weight=weight,
+                                     weight_sum=weight_sum)
+        ce, lse, p, mass, q = head_rows.loss, head_rows.lse, head_rows.softmax, head_rows.mass, head_rows.q
         z_row = z_loss * lse * lse if has_z else None
         row_loss = ce if z_row is None else ce + z_row
         ce_sum = jnp.sum(jnp.where(valid, ce, jnp.zeros_like(ce)))
@@ -535,31 +510,27 @@ def _linear_ce_kernel(x, w, b, target, weight, idx, scale, n_chunks, ce_scale, z
     return loss, grads, ok
 
 
-def _times_unless_zero(factor, values):
-    """``factor * values`` where a zero factor gives 0 even against -inf (``support.times_unless_zero``)."""
-    jnp = _jax().numpy
-    return jnp.where(factor != 0, factor * values, jnp.zeros_like(values))
+SGD_STATIC = ("momentum", "dampening", "nesterov", "weight_decay")
 
 
-def _compiled_sgd(params, grads, buffers, lr, momentum_value, dampening, weight_decay, *, momentum, nesterov, decay):
-    return _jit(_sgd_kernel, ("momentum", "nesterov", "decay"))(
-        params, grads, buffers, lr, momentum_value, dampening, weight_decay, momentum=momentum, nesterov=nesterov,
-        decay=decay)
+def _compiled_sgd(params, grads, buffers, lr, *, momentum, dampening, nesterov, weight_decay):
+    return _jit(_sgd_kernel, SGD_STATIC)(
+        params, grads, buffers, lr, momentum=momentum, dampening=dampening, nesterov=nesterov,
+        weight_decay=weight_decay)
 
 
-def _sgd_kernel(params, grads, buffers, lr, momentum_value, dampening, weight_decay, *, momentum, nesterov, decay):
-    """``softgrad.numerics.optim.sgd.step``'s arithmetic, in its order (checked against it by the suite)."""
+def _sgd_kernel(params, grads, buffers, lr, *, momentum, dampening, nesterov, weight_decay):
+    """``softgrad.numerics.optim.sgd.update_one`` (the shared step's arithmetic) on every parameter, compiled:
+    ``lr`` traced, the rest static (update_one branches on them; a run keeps them, so it compiles once).
+    A buffer that is None (every one on the first step) starts as ``buf = g``; None is part of the pytree's
+    structure, so each pattern of None compiles once."""
+    hyper = sgd.SGDHyperparameters(lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov,
+                                   weight_decay=weight_decay)
     new_params, new_buffers = [], []
     for i, (p, g) in enumerate(zip(params, grads)):
-        if decay:
-            g = g + weight_decay * p
-        if momentum:
-            # a buffer that is None (every one on the first step) starts here: buf = g, as in torch.optim.SGD;
-            # None is part of the pytree's structure, so each pattern of None compiles once
-            b = g if buffers is None or buffers[i] is None else momentum_value * buffers[i] + (1.0 - dampening) * g
-            new_buffers.append(b)
-            g = g + momentum_value * b if nesterov else b
-        new_params.append(p - lr * g)
+        p, b = sgd.update_one(p, g, None if buffers is None else buffers[i], hyper)
+        new_params.append(p)
+        new_buffers.append(b)
     return new_params, new_buffers
 
 

@@ -202,6 +202,7 @@ CHECK_THE_EXAMPLES = """
 import numpy as np
 import torch
 from softgrad import get_backend
+from softgrad.numerics.methods import method_of
 
 rng = np.random.default_rng(0)
 z, y = rng.standard_normal((16, 5)) * 3, rng.integers(0, 5, 16)
@@ -211,10 +212,10 @@ expected = ((p - torch.nn.functional.one_hot(torch.tensor(y), 5)) ** 2).sum(dim=
 (autograd,) = torch.autograd.grad(expected, zt)
 for name in ("numpy", "torch", "array-api-strict", "mine"):
     be = get_backend(name)
-    loss, grad = be.brier_and_grad(be.asarray(z), be.asarray(y))
+    loss, grad = method_of(be, "brier_and_grad")(be.asarray(z), be.asarray(y))
     np.testing.assert_allclose(be.to_numpy(loss), expected.item(), rtol=1e-12)
     np.testing.assert_allclose(be.to_numpy(grad), autograd.numpy(), rtol=1e-10, atol=1e-14)
-    params, state = be.signum_step([be.asarray(np.ones(3))], [be.asarray(np.array([1.0, -2.0, 0.0]))],
-                                   be.signum_init(None), lr=0.5, beta=0.9)
+    params, state = method_of(be, "signum_step")([be.asarray(np.ones(3))], [be.asarray(np.array([1.0, -2.0, 0.0]))],
+                                                 method_of(be, "signum_init")(None), lr=0.5, beta=0.9)
     np.testing.assert_array_equal(be.to_numpy(params[0]), [0.5, 1.5, 1.0])
 """

@@ -397,7 +397,8 @@ def training_follows_the_numpy_trajectory(be, dtype, data):
 
 
 def dense_layer_ops_match_references(be, dtype, data):
-    """affine_relu, relu_backward and relu_bias_backward against float64 NumPy written out, over shapes
+    """affine_relu, relu_backward (which leaves dh as it is), relu_backward_inplace and relu_bias_backward
+    against float64 NumPy written out, over shapes
     from one element to more than a vector register's worth of rows and columns, NaN and exact zeros
     included (NaN stays NaN forward; the gradient is 0 wherever h is not > 0, as in PyTorch)."""
     rng = np.random.default_rng(11)
@@ -416,8 +417,12 @@ def dense_layer_ops_match_references(be, dtype, data):
         if n * m > 1:
             dh[-1, -1], h[-1, -1] = np.nan, 0.0  # a NaN gradient behind a closed ReLU gives 0
         dz = np.where(h > 0, dh, 0.0)
-        got = be.to_numpy(be.relu_backward(be.asarray(h), be.asarray(dh.copy())))
+        dh_on_backend = be.asarray(dh.copy())
+        got = be.to_numpy(be.relu_backward(be.asarray(h), dh_on_backend))
         np.testing.assert_array_equal(got, dz.astype(dtype), err_msg=f"relu_backward {n}x{m}")
+        np.testing.assert_array_equal(be.to_numpy(dh_on_backend), dh, err_msg=f"relu_backward wrote into dh {n}x{m}")
+        got = be.to_numpy(be.relu_backward_inplace(be.asarray(h), be.asarray(dh.copy())))  # the hook may write dh
+        np.testing.assert_array_equal(got, dz.astype(dtype), err_msg=f"relu_backward_inplace {n}x{m}")
         got, dbias = (be.to_numpy(a) for a in be.relu_bias_backward(be.asarray(h), be.asarray(dh.copy())))
         np.testing.assert_array_equal(got, dz.astype(dtype), err_msg=f"relu_bias_backward {n}x{m}")
         assert dbias.shape == (m,) and dbias.dtype == dtype, f"relu_bias_backward: bias gradient {dbias.shape} {dbias.dtype}"
