@@ -17,11 +17,13 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet $(PINS) -e '.[torch,vision,cupy,jax,test,anchors,fast]'
 	touch $@
 
-# The suite runs on WORKERS processes (pytest-xdist); WORKERS=0 runs it in this process. --dist loadgroup:
-# tests spread one at a time, except those tests/conftest.py groups because they share a costly fixture.
-# The Hypothesis profile is "ci" (tests/conftest.py's default) unless HYPOTHESIS_PROFILE names another.
+# The suite runs on WORKERS processes (pytest-xdist; WORKERS=0 runs it in this process), each with one BLAS
+# and torch thread (tests/conftest.py). xdist's default --dist load: tests go out a few at a time, so a long
+# test does not hold a queue behind it (--dist loadgroup is ignored on pytest 9.2, pytest-xdist issue 1386;
+# loadfile would run the largest files on one worker). The Hypothesis profile is "ci" (tests/conftest.py's
+# default) unless HYPOTHESIS_PROFILE names another.
 WORKERS ?= 2
-PYTEST  := $(PY) -m pytest -n $(WORKERS) --dist loadgroup
+PYTEST  := $(PY) -m pytest -n $(WORKERS)
 
 # The complete suite, which CI runs (.ci/run): every backend, every test.
 test: $(STAMP)

@@ -184,7 +184,7 @@ def _is_slow(item: pytest.Item) -> bool:
     return file in SLOW or f"{file}::{getattr(item, 'originalname', item.name)}" in SLOW
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest's -m selection and xdist's groups read the marks
+@pytest.hookimpl(tryfirst=True)  # before pytest's -m selection reads the marks
 def pytest_collection_modifyitems(config, items):
     _check_the_slow_list()
     for item in items:
