@@ -10,9 +10,10 @@ same source with NVRTC at first use (``cupy.RawModule``).
   combine them), then the gradient ``(softmax - onehot) * scale`` and the
   row's loss ``log(sum) + max - z[target]``. A label out of ``[0, C)`` gives
   a NaN loss, which sends the caller to the checked, general path.
+  Reference: ``softgrad.numerics.losses.softmax_cross_entropy.index_rows``.
 - ``sgd_*``: ``torch.optim.SGD``'s update of one tensor in one elementwise
   pass: weight decay, momentum (``buf = g`` on the first step), dampening,
-  Nesterov.
+  Nesterov. Reference: ``softgrad.numerics.optim.sgd.update_one``.
 - ``linear_ce_head_*``: one chunk of ``linear_cross_entropy``
   (``core/numerics/losses/linear_cross_entropy.py``, ``ChunkOps.head``) for class
   labels, one block per row of the chunk's logits: the same online max /
@@ -24,6 +25,10 @@ same source with NVRTC at first use (``cupy.RawModule``).
   ``p_factor``), softcap and a per-row scale (``grad_output``) are arguments;
   a class weight of 0 makes its term 0 even against a ``-inf`` logit. The
   target's logit is read before any thread of the block writes the row.
+  Reference: ``ChunkOps.head`` (``softmax_cross_entropy.log_sum_exp_rows``).
+
+The suite checks each kernel against its reference on the CPU too
+(``tests/cuda_on_cpu.py`` runs this source as C++; the ``cupy-on-cpu`` backend).
 """
 
 SOURCE = r"""

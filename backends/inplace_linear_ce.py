@@ -23,6 +23,10 @@ from softgrad.numerics.losses.linear_cross_entropy import ChunkOps, Plan
 
 
 class InPlaceChunkOps(ChunkOps):
+    """``ChunkOps`` (its reference: the shared, functional chunk operations) with the logits, their softmax
+    and their gradient in one reused buffer, written with ``out=``; the cases it does not fuse go to
+    ``ChunkOps.head``. The suite checks it against the shared definition (tests/test_linear_cross_entropy.py)."""
+
     buffers = 1
 
     def __init__(self, be: Any, lib: Any) -> None:

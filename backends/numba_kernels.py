@@ -109,7 +109,8 @@ def _build(numba: Any) -> SimpleNamespace:
 
     def sgd(p, g, m, lr, momentum, dampening, weight_decay, nesterov, use_momentum, first):
         """torch.optim.SGD on flat arrays, in place: g' = g + wd p; m = mu m + (1 - damp) g' (m = g' on the
-        first step); step = g' + mu m (Nesterov) or m; p -= lr step."""
+        first step); step = g' + mu m (Nesterov) or m; p -= lr step. Reference: softgrad.numerics.optim.sgd.update_one
+        (tests/test_shared_definitions_and_overrides.py, test_sgd_step_agrees_with_the_shared_definition)."""
         cast = p.dtype.type
         lr, momentum, dampening, weight_decay = cast(lr), cast(momentum), cast(dampening), cast(weight_decay)
         keep = cast(1.0) - dampening
@@ -125,7 +126,8 @@ def _build(numba: Any) -> SimpleNamespace:
             p[i] = p[i] - lr * gi
 
     def softmax_rows(z, out):
-        """out = softmax(z) along rows; returns the first row whose maximum is not finite (or NaN), else -1."""
+        """out = softmax(z) along rows; returns the first row whose maximum is not finite (or NaN), else -1.
+        Reference: ArrayAPIBackend.softmax."""
         n, c = z.shape
         for i in range(n):
             row_max = finite_row_max(z, i)
@@ -140,7 +142,7 @@ def _build(numba: Any) -> SimpleNamespace:
     def cross_entropy_rows(z, labels, grad, loss, scale):
         """Per-row loss lse - (z_t - max) and grad = (softmax - onehot) * scale, in one sweep per row.
         Returns the first row that needs the shared definition's diagnosis (non-finite maximum, NaN, an
-        infinite loss), else -1."""
+        infinite loss), else -1. Reference: softgrad.numerics.losses.softmax_cross_entropy.index_rows."""
         n, c = z.shape
         for i in range(n):
             row_max = finite_row_max(z, i)
@@ -159,7 +161,7 @@ def _build(numba: Any) -> SimpleNamespace:
         return -1
 
     def relu_backward(h, dh):
-        """dh = dh where h > 0, else 0 (in place; flat arrays)."""
+        """dh = dh where h > 0, else 0 (in place; flat arrays). Reference: ArrayAPIBackend.relu_backward."""
         zero = dh.dtype.type(0)
         for i in range(h.size):
             # a select, not a conditional store: LLVM vectorises it (the store was 2-3x slower)
@@ -168,7 +170,8 @@ def _build(numba: Any) -> SimpleNamespace:
     def relu_bias_backward(h, dh, dbias):
         """dh = dh where h > 0, else 0 (in place), and dbias = its column sums: the ReLU's backward and
         the bias gradient of the layer before it in one pass; rows added in order, as NumPy's sum(axis=0)
-        adds them when there is more than one column (a single column it sums pairwise)."""
+        adds them when there is more than one column (a single column it sums pairwise). Reference:
+        BackendDefaults.relu_bias_backward (relu_backward, then sum)."""
         n, c = dh.shape
         zero = dh.dtype.type(0)
         for j in range(c):
@@ -180,7 +183,8 @@ def _build(numba: Any) -> SimpleNamespace:
                 dbias[j] += value
 
     def bias_relu(y, bias):
-        """y = max(y + bias, 0) in place, rows of y against bias; NaN stays NaN as in np.maximum."""
+        """y = max(y + bias, 0) in place, rows of y against bias; NaN stays NaN as in np.maximum. Reference:
+        BackendDefaults.affine_relu."""
         n, c = y.shape
         for i in range(n):
             for j in range(c):
