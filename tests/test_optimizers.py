@@ -280,14 +280,18 @@ def test_adagrad_initial_accumulator_value_is_given_to_init(be):
 
 
 def test_init_on_a_backend_without_the_method():
-    """A backend that is not built on the shared implementation: init_on calls the optimizer's init."""
+    """A backend that is not built on the shared implementation: init_on calls the optimizer's init. (Given
+    the hooks' defaults by complete(), as get_backend gives them to such a plugin.)"""
     import array_api_compat.numpy as xp
+    from softgrad.numerics.protocol import complete
 
     class Bare:
         pass
 
     bare = Bare()
     bare.xp = xp
+    bare = complete(bare)
+    assert not hasattr(bare, "adagrad_init") and not hasattr(bare, "adam_init")
     params = [np.ones(3)]
     state = get_optimizer("adagrad").init_on(bare, params, initial_accumulator_value=0.25, lr=0.1)
     np.testing.assert_array_equal(state.sum[0], np.full(3, 0.25))

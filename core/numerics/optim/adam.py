@@ -17,7 +17,7 @@ added after the second moment is bias-corrected, outside the square root.
 
 :class:`AdamHyperparameters` carries one step's settings, checked once;
 :func:`update_one` is one parameter's arithmetic, which the shared step runs
-and JAX compiles. The checks are :mod:`softgrad.numerics.optim.checks`'.
+and JAX compiles. The checks are in :mod:`softgrad.numerics.optim.checks`.
 """
 
 from __future__ import annotations
