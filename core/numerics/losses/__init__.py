@@ -51,17 +51,21 @@ class Loss:
                              f"got {self.targets!r}")
 
     def value_and_grad_on(self, be: Any, input: Any, target: Any, **options: Any) -> tuple[Any, Any]:
-        """The loss and its gradient, through ``be.X_and_grad`` where the backend has it."""
+        """The loss and its gradient, through ``be.X_and_grad`` where the backend has it, else the definition
+        in the backend's scope (the hook ``be.scope()``: JAX's 64-bit mode)."""
         method = getattr(be, f"{self.name}_and_grad", None)
         if method is not None:
             return method(input, target, **options)
-        return self.compute(be, input, target, op=f"{self.name}_and_grad", want_grad=True, **options)
+        with be.scope():
+            return self.compute(be, input, target, op=f"{self.name}_and_grad", want_grad=True, **options)
 
     def value_on(self, be: Any, input: Any, target: Any, **options: Any) -> Any:
+        """The loss, through ``be.X`` where the backend has it, else the definition in the backend's scope."""
         method = getattr(be, self.name, None)
         if method is not None:
             return method(input, target, **options)
-        return self.compute(be, input, target, op=self.name, want_grad=False, **options)[0]
+        with be.scope():
+            return self.compute(be, input, target, op=self.name, want_grad=False, **options)[0]
 
 
 #: the entry-point group through which a distribution outside softgrad plugs a loss in

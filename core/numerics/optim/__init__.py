@@ -104,15 +104,18 @@ class Optimizer:
         method = getattr(be, f"{self.name}_init", None)
         if method is not None:
             return method(params, **self.init_arguments(method, hyperparameters))
-        return self.initial_state(be, params, **hyperparameters)
+        with be.scope():  # the hook: the context the backend computes in (JAX's 64-bit mode)
+            return self.initial_state(be, params, **hyperparameters)
 
     def step_on(self, be: Any, params: Sequence[Any], grads: Sequence[Any], state: Any, *, lr: float,
                 **hyperparameters: Any) -> tuple[list[Any], Any]:
-        """One step, through the backend's ``X_step`` (fused or in place) where it has one."""
+        """One step, through the backend's ``X_step`` (fused or in place) where it has one, else the
+        definition in the backend's scope."""
         method = getattr(be, f"{self.name}_step", None)
         if method is not None:
             return method(params, grads, state, lr=lr, **hyperparameters)
-        return self.step(be, params, grads, state, lr=lr, **hyperparameters)
+        with be.scope():
+            return self.step(be, params, grads, state, lr=lr, **hyperparameters)
 
 
 #: the entry-point group through which a distribution outside softgrad plugs an optimizer in
