@@ -24,6 +24,8 @@ from softgrad.backends import (
 )
 from softgrad.numerics.protocol import Backend
 
+from tests.conftest import AVAILABLE
+
 ROOT = Path(__file__).resolve().parents[1]
 
 PLUGIN = '''
@@ -419,3 +421,26 @@ def test_a_catalog_reads_its_entry_points_once_at_the_first_read_and_keeps_its_o
     interrupted.plug_in_from("test.units")
     with pytest.raises(KeyboardInterrupt):
         list(interrupted)
+
+
+@pytest.mark.parametrize("name", [n for n in ("numpy", "torch", "array-api-strict", "jax") if n in AVAILABLE])
+def test_the_readme_units_pass_the_kit_on_each_backend(name):
+    """Outside any backend's scope (as the kit runs): a plugged-in unit keeps float64 on JAX too."""
+    import types
+
+    from softgrad.backends.conformance import run_checks
+    from softgrad.backends.conformance.plugged_in_checks import PLUGGED_IN_CHECKS
+    from softgrad.numerics.losses import LOSSES, register_loss
+    from softgrad.numerics.optim import OPTIMIZERS, register_optimizer
+
+    module = types.ModuleType("my_extras")
+    exec(compile(_readme_plugin_example()[0], "README.md", "exec"), module.__dict__)
+    register_loss(module.SQUARED_HINGE)
+    register_optimizer(module.PLAIN_GD)
+    try:
+        results = run_checks(get_backend(name), examples=2, checks=PLUGGED_IN_CHECKS)
+    finally:
+        LOSSES.pop("squared_hinge")
+        OPTIMIZERS.pop("plain_gd")
+    assert [(r.op, r.dtype) for r in results if not r.passed] == [], [r.message for r in results]
+    assert {r.op for r in results} == {"plugged-in losses", "plugged-in optimizers"}
