@@ -112,7 +112,9 @@ def test_softmax_and_layer_overrides_agree_with_the_shared_code(be, dtype, data)
     assert_close(be.to_numpy(be.affine(be.asarray(x), be.asarray(w), be.asarray(b))),
                  be.to_numpy(ArrayAPIBackend.affine(be, be.asarray(x), be.asarray(w), be.asarray(b))), dtype)
     h, dh = np.maximum(x, 0), rng.standard_normal(x.shape).astype(dtype)
-    assert_close(be.to_numpy(be.relu_backward(be.asarray(h), be.asarray(dh.copy()))),  # may overwrite dh
+    assert_close(be.to_numpy(be.relu_backward(be.asarray(h), be.asarray(dh.copy()))),
+                 be.to_numpy(ArrayAPIBackend.relu_backward(be, be.asarray(h), be.asarray(dh.copy()))), dtype)
+    assert_close(be.to_numpy(be.relu_backward_inplace(be.asarray(h), be.asarray(dh.copy()))),  # may overwrite dh
                  be.to_numpy(ArrayAPIBackend.relu_backward(be, be.asarray(h), be.asarray(dh.copy()))), dtype)
 
 

@@ -36,8 +36,10 @@ def dtype_name(dtype: Any) -> str:
 
 def check_backend_array(be: Any, op: str, what: str, x: Any) -> None:
     """A TypeError naming ``what`` when ``x`` is not an array of ``be`` (the hook ``be.check_array``: backends
-    that cannot tell accept everything)."""
-    be.check_array(op, what, x)
+    that cannot tell accept everything, as does an object that only carries ``xp``, which has no hooks)."""
+    check = getattr(be, "check_array", None)
+    if check is not None:
+        check(op, what, x)
 
 
 def is_integer_dtype(name: str) -> bool:
