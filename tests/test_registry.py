@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from softgrad import Backend, BackendUnavailableError
 from softgrad.backends import available_backends, backend_names, get_backend
@@ -33,6 +34,41 @@ def test_every_backend_satisfies_the_protocol(be):
     assert isinstance(be, Backend)
     assert be.name in backend_names() or be.name.startswith("torch:cuda")
     assert isinstance(be.device, str)
+
+
+def test_every_backend_has_every_hook(be):
+    """The optional half of the protocol: every hook is there, its own or BackendDefaults' (one place)."""
+    from softgrad.numerics.hooks import BackendHooks
+
+    assert isinstance(be, BackendHooks)
+    assert isinstance(be.on_gpu, bool)
+    with be.scope():
+        y = be.asarray(np.array([3, 0, 7, 2]))
+        assert be.label_range(y) == (0, 7)
+        assert be.all_finite(be.asarray(np.ones(3))) and not be.all_finite(be.asarray(np.array([1.0, np.nan])))
+    be.check_array("op", "x", be.asarray(np.ones(2)))  # its own arrays pass
+
+
+def test_the_two_parts_of_the_protocol_are_apart_and_each_hook_has_its_default():
+    from softgrad.numerics.hooks import BackendDefaults, hook_names
+    from softgrad.numerics.protocol import protocol_members
+
+    assert not set(hook_names()) & set(protocol_members())
+    assert all(name in vars(BackendDefaults) for name in hook_names())
+
+
+def test_complete_gives_a_from_scratch_backend_the_defaults_and_leaves_a_shared_one_alone():
+    from softgrad.numerics.hooks import BackendDefaults, hook_names
+    from softgrad.numerics.protocol import complete, missing_members
+
+    from tests.test_plugins import FromScratch
+
+    be = complete(FromScratch())
+    assert missing_members(be) == [] and all(hasattr(be, name) for name in hook_names())
+    assert be.label_range.__func__ is BackendDefaults.label_range  # bound from the one class, not a copy
+    shared = get_backend("numpy")
+    before = dict(vars(shared))
+    assert complete(shared) is shared and vars(shared) == before
 
 
 def test_get_backend_returns_one_instance_per_name():
