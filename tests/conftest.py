@@ -163,6 +163,7 @@ SLOW = {
     "test_plugins.py::test_the_conformance_kit_passes_the_outside_plugin": "the conformance kit in a new process",
     "test_plugins.py::test_the_conformance_kit_fails_a_subtly_wrong_softmax_and_names_it":
         "the conformance kit in a new process",
+    "test_plugins.py::test_the_conformance_kit_checks_the_plugged_in_units": "the conformance kit in a new process",
     "test_packaging.py::test_the_wheel_in_a_fresh_venv": "a new venv, the wheel installed and trained",
     "test_packaging.py::test_the_command_works_from_a_folder_named_like_its_parts":
         "each command in a new process",
