@@ -23,13 +23,16 @@ def _one_thread_per_worker() -> None:
 
 
 def _jax_compilation_cache() -> None:
-    """JAX keeps what XLA compiles in .pytest_cache/jax (git-ignored; make clean removes it): the second
-    worker, the tests' subprocesses and the next run load a shape's program instead of compiling it again.
-    Set through JAX's environment variables, read when JAX is imported, so a run that needs no JAX does not
-    import it; every program is kept (no minimum compile time or size)."""
+    """JAX keeps what XLA compiles in .pytest_cache/jax/WORKER (git-ignored; make clean removes it): the tests'
+    subprocesses and the next run load a shape's program instead of compiling it again. A folder per xdist
+    worker, because JAX writes an entry in place, unlocked (unless it also evicts, which reads every entry at
+    each write): the other worker could read it half written. Set through JAX's environment variables, read
+    when JAX is imported, so a run that needs no JAX does not import it; every program is kept (no minimum
+    compile time or size)."""
     if importlib.util.find_spec("jax") is None:
         return
-    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(ROOT / ".pytest_cache" / "jax"))
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(ROOT / ".pytest_cache" / "jax" / worker))
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
