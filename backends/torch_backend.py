@@ -15,7 +15,6 @@ from softgrad.backends.numpy_backend import as_host_array
 from softgrad.numerics import validation as v
 from softgrad.numerics.errors import BackendUnavailableError
 from softgrad.numerics.losses.support import plain_class_targets
-from softgrad.numerics.methods import linear_cross_entropy_methods
 from softgrad.numerics.optim import sgd
 from softgrad.numerics.optim.sgd import SGDState
 
@@ -240,7 +239,7 @@ class TorchBackend(ArrayAPIBackend):
                                                        want_grad=op.endswith("_and_grad"),
                                                        ops=chunked.ChunkOps(self), **options)
             return (loss, grads) if op.endswith("_and_grad") else loss
-        return linear_cross_entropy_methods()[op](self, input, linear_weight, target, *positional, **options)
+        return getattr(super(), op)(input, linear_weight, target, *positional, **options)  # chunk_ops(): in place
 
     def label_range(self, labels) -> tuple[int, int]:
         low, high = self.torch.aminmax(labels)
