@@ -46,7 +46,7 @@ from softgrad.numerics.errors import BackendUnavailableError
 from softgrad.numerics.losses import linear_cross_entropy as lce
 from softgrad.numerics.losses.softmax_cross_entropy import index_rows, log_sum_exp_rows
 from softgrad.numerics.losses.support import quiet_floating_point, validate_class_loss
-from softgrad.numerics.methods import linear_cross_entropy_methods, loss_methods, optimizer_methods
+from softgrad.numerics.methods import loss_methods, optimizer_methods
 from softgrad.numerics.optim import adam, get_optimizer, sgd
 from softgrad.numerics.optim.sgd import SGDState
 
@@ -261,14 +261,14 @@ class JaxBackend(ArrayAPIBackend):
     def _linear_cross_entropy(self, op, input, linear_weight, target, positional, options):
         """The compiled chunk loop; the shared definition for what it does not take (positional options,
         unknown names: the shared errors) and to diagnose a non-finite loss (the shared errors)."""
-        shared = linear_cross_entropy_methods()[op]
+        shared = getattr(super(), op)  # the shared chunked definition
         want_grad = op.endswith("_and_grad")
         known = set(lce.OPTIONS) if want_grad else set(lce.OPTIONS) - {"grad_output"}
         if positional or set(options) - known:
-            return shared(self, input, linear_weight, target, *positional, **options)
+            return shared(input, linear_weight, target, *positional, **options)
         fast = self._compiled_linear_ce(op, want_grad, input, linear_weight, target, **options)
         if fast is None:  # something is not finite: the shared loop names the row (or returns what it computes)
-            return shared(self, input, linear_weight, target, **options)
+            return shared(input, linear_weight, target, **options)
         return fast
 
     @quiet_floating_point
