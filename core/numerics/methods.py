@@ -40,7 +40,8 @@ def optimizer_methods(name: str) -> tuple[Callable, Callable]:
 
 def method_of(be: Any, attribute: str) -> Callable:
     """``be``'s own method ``attribute`` where it has one, else the shared definition of the registered loss or
-    optimizer method of that name (``"mse_loss_grad"``, ``"adam_step"``) bound to ``be``.
+    optimizer method of that name (``"mse_loss_grad"``, ``"adam_step"``) bound to ``be`` and run in the hook
+    ``be.scope()`` (on JAX, its 64-bit mode, as its own methods are).
 
     The one dispatch for units registered after a backend's class was written. Raises ``AttributeError``
     for a name no backend method and no registered unit provides.
