@@ -27,8 +27,8 @@ def _jax_compilation_cache() -> None:
     subprocesses and the next run load a shape's program instead of compiling it again. A folder per xdist
     worker, because JAX writes an entry in place, unlocked (unless it also evicts, which reads every entry at
     each write): the other worker could read it half written. Set through JAX's environment variables, read
-    when JAX is imported, so a run that needs no JAX does not import it; every program is kept (no minimum
-    compile time or size)."""
+    when JAX is imported, so setting it imports nothing (the registry's availability check below imports JAX
+    where it is installed); every program is kept (no minimum compile time or size)."""
     if importlib.util.find_spec("jax") is None:
         return
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
