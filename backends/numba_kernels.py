@@ -80,7 +80,15 @@ def _build(numba: Any) -> SimpleNamespace:
         # "reassoc" lets the row sums and maxima run in vector lanes (NaN and inf keep their meaning)
         return numba.njit(cache=True, nogil=True, fastmath=set(FASTMATH))(function)
 
-    exp_shifted = _exp_shifted(numba)
+    softmax_rows, cross_entropy_rows = _row_loops(compile, _exp_shifted(numba))
+    return SimpleNamespace(sgd=compile(_sgd), softmax_rows=softmax_rows, cross_entropy_rows=cross_entropy_rows,
+                           relu_backward=compile(_relu_backward), relu_bias_backward=compile(_relu_bias_backward),
+                           bias_relu=compile(_bias_relu), numba=numba)
+
+
+def _row_helpers(compile: Any, exp_shifted: Any) -> tuple[Any, Any]:
+    """``(finite_row_max, exp_row)`` compiled: the steps the row sweeps share (a compiled loop calls only
+    compiled functions, so these are built at run time, where numba is there, not at the module's top)."""
 
     @compile
     def finite_row_max(z, i):
@@ -107,24 +115,14 @@ def _build(numba: Any) -> SimpleNamespace:
             total += e
         return total
 
-    def sgd(p, g, m, lr, momentum, dampening, weight_decay, nesterov, use_momentum, first):
-        """torch.optim.SGD on flat arrays, in place: g' = g + wd p; m = mu m + (1 - damp) g' (m = g' on the
-        first step); step = g' + mu m (Nesterov) or m; p -= lr step. Reference: softgrad.numerics.optim.sgd.update_one
-        (tests/test_shared_definitions_and_overrides.py, test_sgd_step_agrees_with_the_shared_definition)."""
-        cast = p.dtype.type
-        lr, momentum, dampening, weight_decay = cast(lr), cast(momentum), cast(dampening), cast(weight_decay)
-        keep = cast(1.0) - dampening
-        decay = weight_decay != 0.0
-        for i in range(p.size):
-            gi = g[i]
-            if decay:
-                gi = gi + weight_decay * p[i]
-            if use_momentum:
-                mi = gi if first else momentum * m[i] + keep * gi
-                m[i] = mi
-                gi = gi + momentum * mi if nesterov else mi
-            p[i] = p[i] - lr * gi
+    return finite_row_max, exp_row
 
+
+def _row_loops(compile: Any, exp_shifted: Any) -> tuple[Any, Any]:
+    """``(softmax_rows, cross_entropy_rows)`` compiled: the two row sweeps, on :func:`_row_helpers`."""
+    finite_row_max, exp_row = _row_helpers(compile, exp_shifted)
+
+    @compile
     def softmax_rows(z, out):
         """out = softmax(z) along rows; returns the first row whose maximum is not finite (or NaN), else -1.
         Reference: ArrayAPIBackend.softmax."""
@@ -139,6 +137,7 @@ def _build(numba: Any) -> SimpleNamespace:
                 out[i, j] *= scale
         return -1
 
+    @compile
     def cross_entropy_rows(z, labels, grad, loss, scale):
         """Per-row loss lse - (z_t - max) and grad = (softmax - onehot) * scale, in one sweep per row.
         Returns the first row that needs the shared definition's diagnosis (non-finite maximum, NaN, an
@@ -160,42 +159,66 @@ def _build(numba: Any) -> SimpleNamespace:
             grad[i, t] -= grad.dtype.type(scale)
         return -1
 
-    def relu_backward(h, dh):
-        """dh = dh where h > 0, else 0 (in place; flat arrays). Reference: ArrayAPIBackend.relu_backward."""
-        zero = dh.dtype.type(0)
-        for i in range(h.size):
-            # a select, not a conditional store: LLVM vectorises it (the store was 2-3x slower)
-            dh[i] = dh[i] if h[i] > 0 else zero
+    return softmax_rows, cross_entropy_rows
 
-    def relu_bias_backward(h, dh, dbias):
-        """dh = dh where h > 0, else 0 (in place), and dbias = its column sums: the ReLU's backward and
-        the bias gradient of the layer before it in one pass; rows added in order, as NumPy's sum(axis=0)
-        adds them when there is more than one column (a single column it sums pairwise). Reference:
-        BackendDefaults.relu_bias_backward (relu_backward, then sum)."""
-        n, c = dh.shape
-        zero = dh.dtype.type(0)
+
+# The loops below call nothing compiled, so they are plain functions here and :func:`_build` compiles them.
+
+
+def _sgd(p, g, m, rates, flags):
+    """torch.optim.SGD on flat arrays, in place: g' = g + wd p; m = mu m + (1 - damp) g' (m = g' on the
+    first step); step = g' + mu m (Nesterov) or m; p -= lr step. ``rates`` is ``(lr, momentum, dampening,
+    weight_decay)`` as floats, ``flags`` ``(nesterov, use_momentum, first)`` as bools: tuples, so that one
+    compiled signature takes every setting. Reference: softgrad.numerics.optim.sgd.update_one
+    (tests/test_shared_definitions_and_overrides.py, test_sgd_step_agrees_with_the_shared_definition)."""
+    cast = p.dtype.type
+    lr, momentum, dampening, weight_decay = cast(rates[0]), cast(rates[1]), cast(rates[2]), cast(rates[3])
+    nesterov, use_momentum, first = flags
+    keep = cast(1.0) - dampening
+    decay = weight_decay != 0.0
+    for i in range(p.size):
+        gi = g[i]
+        if decay:
+            gi = gi + weight_decay * p[i]
+        if use_momentum:
+            mi = gi if first else momentum * m[i] + keep * gi
+            m[i] = mi
+            gi = gi + momentum * mi if nesterov else mi
+        p[i] = p[i] - lr * gi
+
+
+def _relu_backward(h, dh):
+    """dh = dh where h > 0, else 0 (in place; flat arrays). Reference: ArrayAPIBackend.relu_backward."""
+    zero = dh.dtype.type(0)
+    for i in range(h.size):
+        # a select, not a conditional store: LLVM vectorises it (the store was 2-3x slower)
+        dh[i] = dh[i] if h[i] > 0 else zero
+
+
+def _relu_bias_backward(h, dh, dbias):
+    """dh = dh where h > 0, else 0 (in place), and dbias = its column sums: the ReLU's backward and
+    the bias gradient of the layer before it in one pass; rows added in order, as NumPy's sum(axis=0)
+    adds them when there is more than one column (a single column it sums pairwise). Reference:
+    BackendDefaults.relu_bias_backward (relu_backward, then sum)."""
+    n, c = dh.shape
+    zero = dh.dtype.type(0)
+    for j in range(c):
+        dbias[j] = zero
+    for i in range(n):
         for j in range(c):
-            dbias[j] = zero
-        for i in range(n):
-            for j in range(c):
-                value = dh[i, j] if h[i, j] > 0 else zero
-                dh[i, j] = value
-                dbias[j] += value
+            value = dh[i, j] if h[i, j] > 0 else zero
+            dh[i, j] = value
+            dbias[j] += value
 
-    def bias_relu(y, bias):
-        """y = max(y + bias, 0) in place, rows of y against bias; NaN stays NaN as in np.maximum. Reference:
-        BackendDefaults.affine_relu."""
-        n, c = y.shape
-        for i in range(n):
-            for j in range(c):
-                value = y[i, j] + bias[j]
-                y[i, j] = value if (value > 0 or value != value) else 0
 
-    return SimpleNamespace(sgd=compile(sgd), softmax_rows=compile(softmax_rows),
-                           cross_entropy_rows=compile(cross_entropy_rows),
-                           relu_backward=compile(relu_backward),
-                           relu_bias_backward=compile(relu_bias_backward), bias_relu=compile(bias_relu),
-                           numba=numba)
+def _bias_relu(y, bias):
+    """y = max(y + bias, 0) in place, rows of y against bias; NaN stays NaN as in np.maximum. Reference:
+    BackendDefaults.affine_relu."""
+    n, c = y.shape
+    for i in range(n):
+        for j in range(c):
+            value = y[i, j] + bias[j]
+            y[i, j] = value if (value > 0 or value != value) else 0
 
 
 def _exp_shifted(numba: Any) -> Any:

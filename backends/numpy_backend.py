@@ -199,8 +199,9 @@ class NumPyBackend(ArrayAPIBackend):
                  weight_decay=0.0):
         params = v.array_list("sgd_step", "params", params)
         grads = v.array_list("sgd_step", "grads", grads)
-        lr, momentum, dampening, weight_decay = sgd.check_step(self, params, grads, state, lr, momentum,
-                                                               dampening, nesterov, weight_decay)
+        hyper = sgd.checked_step(self, params, grads, state, lr=lr, momentum=momentum, dampening=dampening,
+                                 nesterov=nesterov, weight_decay=weight_decay)
+        lr, momentum, dampening, weight_decay = hyper.lr, hyper.momentum, hyper.dampening, hyper.weight_decay
         if any(isinstance(p, np.generic) for p in params):
             # a NumPy scalar cannot be updated in place: the shared step returns its new value
             return sgd.step(self, params, grads, state, lr=lr, momentum=momentum, dampening=dampening,
@@ -220,8 +221,8 @@ class NumPyBackend(ArrayAPIBackend):
                 if first:
                     buffers[i] = np.empty_like(p)
                 m = p if buffers is None else buffers[i]
-                k.sgd(p.reshape(-1), g.reshape(-1), m.reshape(-1), lr, momentum, dampening, weight_decay,
-                      nesterov, buffers is not None, first)
+                k.sgd(p.reshape(-1), g.reshape(-1), m.reshape(-1), (lr, momentum, dampening, weight_decay),
+                      (hyper.nesterov, buffers is not None, first))
                 continue
             work = self._scratch(p.shape, p.dtype, 0)
             if weight_decay != 0.0:
