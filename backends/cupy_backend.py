@@ -176,8 +176,9 @@ class CuPyBackend(ArrayAPIBackend):
         """The whole update of each tensor in one elementwise kernel (see cuda_kernels.sgd)."""
         params = v.array_list("sgd_step", "params", params)
         grads = v.array_list("sgd_step", "grads", grads)
-        lr, momentum, dampening, weight_decay = sgd.check_step(self, params, grads, state, lr, momentum,
-                                                               dampening, nesterov, weight_decay)
+        hyper = sgd.checked_step(self, params, grads, state, lr=lr, momentum=momentum, dampening=dampening,
+                                 nesterov=nesterov, weight_decay=weight_decay)
+        lr, momentum, dampening, weight_decay = hyper.lr, hyper.momentum, hyper.dampening, hyper.weight_decay
         cupy = self.cupy
         params = list(params)
         old = None if momentum == 0.0 else state.momentum_buffers

@@ -36,7 +36,7 @@ from __future__ import annotations
 import functools
 import numbers
 from dataclasses import replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from softgrad.backends.array_api import ArrayAPIBackend
@@ -302,10 +302,12 @@ class JaxBackend(ArrayAPIBackend):
             else:
                 scale = grad_output
         loss, grads, ok = _compiled_linear_cross_entropy(
-            input, linear_weight, linear_bias, target, plan.weight, idx, scale, -(-plan.n_rows // chunk),
-            float(plan.ce_scale), float(plan.z_scale), float(plan.z_loss), float(plan.weight_sum),
-            float(plan.denominator), float(plan.z_denominator), reduction=reduction, kind=kind, eps=plan.eps,
-            softcap=plan.softcap, has_z=plan.z_loss != 0.0, chunk=chunk, want_grad=want_grad)
+            LinearCEArrays(input, linear_weight, linear_bias, target, plan.weight, idx, scale),
+            LinearCEScalars(-(-plan.n_rows // chunk), float(plan.ce_scale), float(plan.z_scale),
+                            float(plan.z_loss), float(plan.weight_sum), float(plan.denominator),
+                            float(plan.z_denominator)),
+            LinearCEConfig(reduction=reduction, kind=kind, eps=plan.eps, softcap=plan.softcap,
+                           has_z=plan.z_loss != 0.0, chunk=chunk, want_grad=want_grad))
         if not bool(ok):  # the call's one read-back
             return None
         self._last = loss
@@ -314,33 +316,37 @@ class JaxBackend(ArrayAPIBackend):
     @_in_x64
     def sgd_step(self, params, grads, state, *, lr, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0):
         params, grads = v.array_list("sgd_step", "params", params), v.array_list("sgd_step", "grads", grads)
-        lr, momentum, dampening, weight_decay = sgd.check_step(self, params, grads, state, lr, momentum, dampening,
-                                                               nesterov, weight_decay)
-        first = momentum != 0.0 and state.momentum_buffers is None
-        buffers = None if momentum == 0.0 or first else list(state.momentum_buffers)
-        new_params, new_buffers = _compiled_sgd(list(params), list(grads), buffers, lr, momentum=momentum,
-                                                dampening=dampening, nesterov=bool(nesterov),
-                                                weight_decay=weight_decay)
+        hyper = sgd.checked_step(self, params, grads, state, lr=lr, momentum=momentum, dampening=dampening,
+                                 nesterov=nesterov, weight_decay=weight_decay)
+        first = hyper.momentum != 0.0 and state.momentum_buffers is None
+        buffers = None if hyper.momentum == 0.0 or first else list(state.momentum_buffers)
+        new_params, new_buffers = _compiled_sgd(list(params), list(grads), buffers, hyper.lr, momentum=hyper.momentum,
+                                                dampening=hyper.dampening, nesterov=hyper.nesterov,
+                                                weight_decay=hyper.weight_decay)
         self._last = new_params[-1] if new_params else self._last
-        return new_params, SGDState(state.step + 1, state.momentum_buffers if momentum == 0.0 else tuple(new_buffers))
+        kept = state.momentum_buffers if hyper.momentum == 0.0 else tuple(new_buffers)
+        return new_params, SGDState(state.step + 1, kept)
 
     @_in_x64
     def adam_step(self, params, grads, state, *, lr=1e-3, **hyperparameters):
-        return self._adam("adam_step", "adam_init", params, grads, state, lr, hyperparameters, adam.DEFAULTS)
+        return self._adam("adam_step", "adam_init", params, grads, state, lr=lr, given=hyperparameters,
+                          defaults=adam.DEFAULTS)
 
     @_in_x64
     def adamw_step(self, params, grads, state, *, lr=1e-3, **hyperparameters):
         adam._adamw_decoupled(hyperparameters.get("decoupled_weight_decay", True))
-        return self._adam("adamw_step", "adamw_init", params, grads, state, lr, hyperparameters, adam.ADAMW_DEFAULTS)
+        return self._adam("adamw_step", "adamw_init", params, grads, state, lr=lr, given=hyperparameters,
+                          defaults=adam.ADAMW_DEFAULTS)
 
-    def _adam(self, op, init_name, params, grads, state, lr, given, defaults):
+    def _adam(self, op, init_name, params, grads, state, *, lr, given, defaults):
         get_optimizer(op.removesuffix("_step")).check_names(given, op)
         params, grads = v.array_list(op, "params", params), v.array_list(op, "grads", grads)
         values = {**defaults, **given}
         static, traced, step = adam.plan_step(op, init_name, self, params, grads, state, lr=lr, **values)
         maxima = None if state.max_exp_avg_sq is None else list(state.max_exp_avg_sq)
         new_params, exp_avgs, exp_avg_sqs, new_maxima = _compiled_adam(
-            list(params), list(grads), list(state.exp_avg), list(state.exp_avg_sq), maxima, *traced, **static)
+            list(params), list(grads), (list(state.exp_avg), list(state.exp_avg_sq), maxima), tuple(traced),
+            **static)
         self._last = new_params[-1] if new_params else self._last
         return new_params, adam.AdamState(step=step, exp_avg=tuple(exp_avgs), exp_avg_sq=tuple(exp_avg_sqs),
                                           max_exp_avg_sq=state.max_exp_avg_sq if new_maxima is None
@@ -402,30 +408,97 @@ def _linear_ce_chunk(plan, n: int, d: int, chunk_size, memory_budget) -> int:
     return max(1, min(base, n))
 
 
-LINEAR_CE_STATIC = ("reduction", "kind", "eps", "softcap", "has_z", "chunk", "want_grad")
+class LinearCEConfig(NamedTuple):
+    """What the compiled ``linear_cross_entropy`` loop branches on: a static (hashable) argument, so each
+    configuration compiles once. ``eps`` is label smoothing; ``chunk`` the rows per chunk."""
+
+    reduction: str
+    kind: str
+    eps: float
+    softcap: float | None
+    has_z: bool
+    chunk: int
+    want_grad: bool
 
 
-def _compiled_linear_cross_entropy(*args, **static):
-    return _jit(_linear_ce_kernel, LINEAR_CE_STATIC)(*args, **static)
+class LinearCEArrays(NamedTuple):
+    """The compiled loop's arrays (traced): ``x`` (N, d), ``w`` (V, d), ``b`` (V,) or None, ``target`` (N,)
+    labels or (N, V) probabilities, ``weight`` the plan's class weights or None, ``idx`` the kept rows padded
+    with N to whole chunks (None: every row), ``scale`` grad_output (a number, an (N,) array, or None)."""
+
+    x: Any
+    w: Any
+    b: Any
+    target: Any
+    weight: Any
+    idx: Any
+    scale: Any
 
 
-def _linear_ce_kernel(x, w, b, target, weight, idx, scale, n_chunks, ce_scale, z_scale, z_loss, weight_sum,
-                      denominator, z_denominator, *, reduction, kind, eps, softcap, has_z, chunk, want_grad):
+class LinearCEScalars(NamedTuple):
+    """The plan's numbers (traced, so that a new value compiles nothing): ``n_chunks`` chunks run, then the
+    plan's fields of the same names."""
+
+    n_chunks: int
+    ce_scale: float
+    z_scale: float
+    z_loss: float
+    weight_sum: float
+    denominator: float
+    z_denominator: float
+
+
+LINEAR_CE_STATIC = ("config",)
+
+
+def _compiled_linear_cross_entropy(arrays: LinearCEArrays, scalars: LinearCEScalars, config: LinearCEConfig):
+    return _jit(_linear_ce_kernel, LINEAR_CE_STATIC)(arrays, scalars, config=config)
+
+
+def _linear_ce_kernel(arrays, scalars, *, config):
     """``softgrad.numerics.losses.linear_cross_entropy``'s loop and ``ChunkOps.head``'s arithmetic, in their order.
 
-    ``x`` (N, d), ``w`` (V, d), ``b`` (V,) or None, ``target`` (N,) labels or (N, V) probabilities, ``weight``
-    the plan's class weights or None, ``idx`` the kept rows padded with N to whole chunks (None: every row),
-    ``scale`` grad_output (a number, an (N,) array, or None); ``n_chunks`` chunks run (traced). Returns
-    ``(loss, (dx, dw, db) or None, ok)``.
+    Returns ``(loss, (dx, dw, db) or None, ok)``; see :class:`LinearCEArrays` for the arrays.
     """
     jax = _jax()
     jnp, lax = jax.numpy, jax.lax
-    n, d = x.shape
-    num_classes = w.shape[0]
-    cd = jnp.float32 if x.dtype in (jnp.float16, jnp.bfloat16) else x.dtype
-    padded = -(-n // chunk) * chunk
-    wc = w.astype(cd)
-    bc = None if b is None else b.astype(cd)
+    x, b, chunk, want_grad = arrays.x, arrays.b, config.chunk, config.want_grad
+    cd = _linear_ce_compute_dtype(x.dtype)
+    wc = arrays.w.astype(cd)
+    head = _linear_ce_head(arrays, scalars, config, wc, None if b is None else b.astype(cd))
+
+    def body(i, carry):
+        dw, db, dx, rows_loss, ce_total, z_total, ok = carry
+        start = i * chunk
+        row_loss, ce_sum, z_sum, g, xc = head(start)
+        ok = ok & jnp.isfinite(ce_sum if z_sum is None else ce_sum + z_sum)
+        if config.reduction == "none":
+            rows_loss = lax.dynamic_update_slice_in_dim(rows_loss, row_loss, start, 0)
+        else:
+            ce_total = ce_total + ce_sum
+            z_total = z_total if z_sum is None else z_total + z_sum
+        if want_grad:
+            dx = lax.dynamic_update_slice_in_dim(dx, g @ wc, start, 0)
+            dw = dw + lax.dot_general(g, xc, (((0,), (0,)), ((), ())))  # g.T @ xc (a third faster on the CPU)
+            db = None if db is None else db + jnp.sum(g, axis=0)
+        return dw, db, dx, rows_loss, ce_total, z_total, ok
+
+    totals = lax.fori_loop(0, scalars.n_chunks, body, _linear_ce_init(arrays, config, cd))
+    return _linear_ce_result(arrays, scalars, config, totals)
+
+
+def _linear_ce_compute_dtype(dtype):
+    jnp = _jax().numpy
+    return jnp.float32 if dtype in (jnp.float16, jnp.bfloat16) else dtype
+
+
+def _linear_ce_head(arrays, scalars, config, wc, bc):
+    """``head(start)``: the chunk from row slot ``start``'s ``(row_loss, ce_sum, z_sum, g, xc)``, the shared
+    head's arithmetic (``ChunkOps.head`` runs the same function on be.xp); padding rows count for nothing."""
+    jax = _jax()
+    jnp, lax = jax.numpy, jax.lax
+    x, target, idx, scale = arrays.x, arrays.target, arrays.idx, arrays.scale
+    n, chunk, cd = x.shape[0], config.chunk, wc.dtype
     vector_scale = scale is not None and jnp.ndim(scale) == 1
 
     def head(start):
@@ -437,74 +510,83 @@ def _linear_ce_kernel(x, w, b, target, weight, idx, scale, n_chunks, ce_scale, z
         if bc is not None:
             z = z + bc
         tanh = None
-        if softcap is not None:
-            tanh = jnp.tanh(z / softcap)
-            z = softcap * tanh
-        # the shared head's arithmetic (ChunkOps.head runs the same function on be.xp)
-        tc = tc.astype(jnp.int32) if kind == "index" else tc.astype(cd)
-        head_rows = log_sum_exp_rows(jnp, z, tc, kind=kind, label_smoothing=eps, weight=weight,
-                                     weight_sum=weight_sum)
-        ce, lse, p, mass, q = head_rows.loss, head_rows.lse, head_rows.softmax, head_rows.mass, head_rows.q
-        z_row = z_loss * lse * lse if has_z else None
+        if config.softcap is not None:
+            tanh = jnp.tanh(z / config.softcap)
+            z = config.softcap * tanh
+        tc = tc.astype(jnp.int32) if config.kind == "index" else tc.astype(cd)
+        head_rows = log_sum_exp_rows(jnp, z, tc, kind=config.kind, label_smoothing=config.eps,
+                                     weight=arrays.weight, weight_sum=scalars.weight_sum)
+        ce, lse = head_rows.loss, head_rows.lse
+        z_row = scalars.z_loss * lse * lse if config.has_z else None
         row_loss = ce if z_row is None else ce + z_row
         ce_sum = jnp.sum(jnp.where(valid, ce, jnp.zeros_like(ce)))
         z_sum = None if z_row is None else jnp.sum(jnp.where(valid, z_row, jnp.zeros_like(z_row)))
         g = None
-        if want_grad:
-            mass = jnp.broadcast_to(jnp.asarray(mass, dtype=cd), lse.shape)
-            p_factor = ce_scale * mass
-            if has_z:
-                p_factor = p_factor + z_scale * (2.0 * z_loss) * lse
-            q_factor = ce_scale
+        if config.want_grad:
+            rs = None
             if scale is not None:
                 rs = scale.at[rows].get(mode="fill", fill_value=0).astype(cd) if vector_scale else scale
-                p_factor = p_factor * rs
-                q_factor = q_factor * (rs[:, None] if vector_scale else rs)
-            g = p * p_factor[:, None] - q_factor * q
-            if tanh is not None:
-                g = g * (1.0 - tanh * tanh)
+            g = _linear_ce_chunk_grad(head_rows, scalars, config, rs=rs, tanh=tanh, cd=cd)
             g = jnp.where(valid[:, None], g, jnp.zeros_like(g))  # the padding rows count for nothing
         return row_loss, ce_sum, z_sum, g, xc
 
-    def body(i, carry):
-        dw, db, dx, rows_loss, ce_total, z_total, ok = carry
-        start = i * chunk
-        row_loss, ce_sum, z_sum, g, xc = head(start)
-        ok = ok & jnp.isfinite(ce_sum if z_sum is None else ce_sum + z_sum)
-        if reduction == "none":
-            rows_loss = lax.dynamic_update_slice_in_dim(rows_loss, row_loss, start, 0)
-        else:
-            ce_total = ce_total + ce_sum
-            z_total = z_total if z_sum is None else z_total + z_sum
-        if want_grad:
-            dx = lax.dynamic_update_slice_in_dim(dx, g @ wc, start, 0)
-            dw = dw + lax.dot_general(g, xc, (((0,), (0,)), ((), ())))  # g.T @ xc (a third faster on the CPU)
-            db = None if db is None else db + jnp.sum(g, axis=0)
-        return dw, db, dx, rows_loss, ce_total, z_total, ok
+    return head
 
+
+def _linear_ce_chunk_grad(head_rows, scalars, config, *, rs, tanh, cd):
+    """d loss / d logits of one chunk: ``softmax * p_factor - q_factor * q`` (``rs``: grad_output's rows, a
+    number, or None), through the softcap's tanh."""
+    jnp = _jax().numpy
+    lse, p, q = head_rows.lse, head_rows.softmax, head_rows.q
+    mass = jnp.broadcast_to(jnp.asarray(head_rows.mass, dtype=cd), lse.shape)
+    p_factor = scalars.ce_scale * mass
+    if config.has_z:
+        p_factor = p_factor + scalars.z_scale * (2.0 * scalars.z_loss) * lse
+    q_factor = scalars.ce_scale
+    if rs is not None:
+        p_factor = p_factor * rs
+        q_factor = q_factor * (rs[:, None] if jnp.ndim(rs) == 1 else rs)
+    g = p * p_factor[:, None] - q_factor * q
+    if tanh is not None:
+        g = g * (1.0 - tanh * tanh)
+    return g
+
+
+def _linear_ce_init(arrays, config, cd):
+    """The loop's carry at the start: ``(dw, db, dx, rows_loss, ce_total, z_total, ok)``, None where unused."""
+    jnp = _jax().numpy
+    (n, d), num_classes, want_grad = arrays.x.shape, arrays.w.shape[0], config.want_grad
+    padded = -(-n // config.chunk) * config.chunk
     zero = jnp.zeros((), cd)
-    init = (jnp.zeros((num_classes, d), cd) if want_grad else None,
-            jnp.zeros((num_classes,), cd) if want_grad and b is not None else None,
+    return (jnp.zeros((num_classes, d), cd) if want_grad else None,
+            jnp.zeros((num_classes,), cd) if want_grad and arrays.b is not None else None,
             jnp.zeros((padded, d), cd) if want_grad else None,
-            jnp.zeros((padded,), cd) if reduction == "none" else None,
+            jnp.zeros((padded,), cd) if config.reduction == "none" else None,
             zero, zero, jnp.asarray(True))
-    dw, db, dx, rows_loss, ce_total, z_total, ok = lax.fori_loop(0, n_chunks, body, init)
+
+
+def _linear_ce_result(arrays, scalars, config, totals):
+    """The loop's carry as ``(loss, (dx, dw, db) or None, ok)`` in the input's dtype."""
+    jnp = _jax().numpy
+    dw, db, dx, rows_loss, ce_total, z_total, ok = totals
+    x, idx = arrays.x, arrays.idx
+    n = x.shape[0]
 
     def assemble(kept):  # the processed rows back in their places, 0 at the rows left out
         if idx is None:
             return kept[:n]
         return jnp.zeros((n,) + kept.shape[1:], kept.dtype).at[idx].set(kept, mode="drop")
 
-    if reduction == "none":
+    if config.reduction == "none":
         loss = assemble(rows_loss)
     else:
-        if reduction == "mean":
-            ce_total = ce_total / denominator
-            z_total = z_total / z_denominator if has_z else z_total
-        loss = ce_total + z_total if has_z else ce_total
+        if config.reduction == "mean":
+            ce_total = ce_total / scalars.denominator
+            z_total = z_total / scalars.z_denominator if config.has_z else z_total
+        loss = ce_total + z_total if config.has_z else ce_total
         ok = ok & jnp.isfinite(loss)
     loss = loss.astype(x.dtype)
-    if not want_grad:
+    if not config.want_grad:
         return loss, None, ok
     grads = (assemble(dx).astype(x.dtype), dw.astype(x.dtype), None if db is None else db.astype(x.dtype))
     return loss, grads, ok
@@ -534,14 +616,16 @@ def _sgd_kernel(params, grads, buffers, lr, *, momentum, dampening, nesterov, we
     return new_params, new_buffers
 
 
-def _compiled_adam(params, grads, exp_avgs, exp_avg_sqs, maxima, lr, eps, step_size, bias_correction2_sqrt,
-                   **static):
-    return _jit(_adam_kernel, tuple(static))(params, grads, exp_avgs, exp_avg_sqs, maxima, lr, eps, step_size,
-                                             bias_correction2_sqrt, **static)
+def _compiled_adam(params, grads, buffers, traced, **static):
+    """``buffers``: ``(exp_avgs, exp_avg_sqs, maxima or None)``; ``traced``: ``(lr, eps, step_size,
+    bias_correction2_sqrt)`` (adam.plan_step's); ``static``: its static hyperparameters, by name."""
+    return _jit(_adam_kernel, tuple(static))(params, grads, buffers, traced, **static)
 
 
-def _adam_kernel(params, grads, exp_avgs, exp_avg_sqs, maxima, lr, eps, step_size, bias_correction2_sqrt, **static):
+def _adam_kernel(params, grads, buffers, traced, **static):
     jnp = _jax().numpy
+    exp_avgs, exp_avg_sqs, maxima = buffers
+    lr, eps, step_size, bias_correction2_sqrt = traced
     out = [[], [], [], [] if static["amsgrad"] else None]
     for i, (p, g) in enumerate(zip(params, grads)):
         p, m, s, top = adam.update_one(jnp, p, g, exp_avgs[i], exp_avg_sqs[i],

@@ -259,8 +259,9 @@ class TorchBackend(ArrayAPIBackend):
                  weight_decay=0.0):
         params = v.array_list("sgd_step", "params", params)
         grads = v.array_list("sgd_step", "grads", grads)
-        lr, momentum, dampening, weight_decay = sgd.check_step(self, params, grads, state, lr, momentum,
-                                                               dampening, nesterov, weight_decay)
+        hyper = sgd.checked_step(self, params, grads, state, lr=lr, momentum=momentum, dampening=dampening,
+                                 nesterov=nesterov, weight_decay=weight_decay)
+        lr, momentum, dampening, weight_decay = hyper.lr, hyper.momentum, hyper.dampening, hyper.weight_decay
         torch = self.torch
         params = list(params)
         if not params:  # torch's multi-tensor ops refuse empty lists

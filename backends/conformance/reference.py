@@ -73,7 +73,7 @@ def nll_loss(logp, target, weight=None, ignore_index=-100, reduction="mean"):
     return _reduce(-_weighted_sum(q, logp), reduction, denominator)
 
 
-def sgd_steps(params, grads_per_step, lrs, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0):
+def sgd_steps(params, grads_per_step, lrs, *, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0):
     """``torch.optim.SGD`` (foreach=False) in float64, step after step: the parameters after each step.
 
     ``grads_per_step[k][i]`` is parameter i's gradient at step k; the first step
@@ -93,7 +93,7 @@ def sgd_steps(params, grads_per_step, lrs, momentum=0.0, dampening=0.0, nesterov
     return history
 
 
-def adam_steps(params, grads_per_step, lrs, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
+def adam_steps(params, grads_per_step, lrs, *, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
                maximize=False, decoupled_weight_decay=False):
     """``torch.optim.Adam`` / ``AdamW`` in float64 from torch's documented algorithm: the parameters after each step.
 
@@ -129,8 +129,8 @@ def adam_steps(params, grads_per_step, lrs, betas=(0.9, 0.999), eps=1e-8, weight
     return history
 
 
-def rmsprop_steps(params, grads_per_step, lrs, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False,
-                  maximize=False):
+def rmsprop_steps(params, grads_per_step, lrs, *, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
+                  centered=False, maximize=False):
     """``torch.optim.RMSprop`` in float64 from torch's documented algorithm: the parameters after each step.
 
     ``v = alpha v + (1 - alpha) g^2``; centered: ``a = alpha a + (1 - alpha) g``,
@@ -162,7 +162,7 @@ def rmsprop_steps(params, grads_per_step, lrs, alpha=0.99, eps=1e-8, weight_deca
     return history
 
 
-def adagrad_steps(params, grads_per_step, lrs, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0,
+def adagrad_steps(params, grads_per_step, lrs, *, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0,
                   eps=1e-10, maximize=False):
     """``torch.optim.Adagrad`` in float64 from torch's documented algorithm: the parameters after each step.
 

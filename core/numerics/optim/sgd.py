@@ -168,18 +168,6 @@ def checked_step(be: Any, params: Sequence[Any], grads: Sequence[Any], state: An
     return hyper
 
 
-def check_step(be: Any, params: Sequence[Any], grads: Sequence[Any], state: Any, lr: Any, momentum: Any,
-               dampening: Any, nesterov: Any, weight_decay: Any) -> tuple[float, float, float, float]:
-    """``(lr, momentum, dampening, weight_decay)`` as floats after :func:`checked_step`.
-
-    Kept for the backends' own steps written before :class:`SGDHyperparameters`; new code calls
-    :func:`checked_step`.
-    """
-    hyper = checked_step(be, params, grads, state, lr=lr, momentum=momentum, dampening=dampening,
-                         nesterov=nesterov, weight_decay=weight_decay)
-    return hyper.lr, hyper.momentum, hyper.dampening, hyper.weight_decay
-
-
 def step(be: Any, params: Sequence[Any], grads: Sequence[Any], state: SGDState, *, lr: float,
          momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False,
          weight_decay: float = 0.0) -> tuple[list[Any], SGDState]:
