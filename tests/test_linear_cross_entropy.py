@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from softgrad.backends import get_backend
 from softgrad.backends.conformance.linear_checks import (
+    LinearCase,
     LinearReference,
     check_against,
     linear_case,
@@ -117,7 +118,7 @@ def test_matches_torch_autograd_of_the_dense_composition(be, dtype, data):
     _float64_only_on_jax(be, dtype)
     x, w, target, options, grad_output = data.draw(linear_case(dtype))
     expected = expected_from_torch(x, w, target, options, grad_output)
-    check_against(be, dtype, x, w, target, options, grad_output, expected)
+    check_against(be, dtype, LinearCase(x, w, target, options, grad_output), expected)
 
 
 def test_the_kits_numpy_reference_is_torch_autograd():
@@ -198,7 +199,7 @@ def test_matches_torch_linear_cross_entropy_dense_and_chunked(be, dtype):
             loss, dx, dw, db = _torch_linear(x, w, target, options, go, theirs)
             scales = numpy_reference(x, w, target, grad_output=go, **options).scales
             expected = LinearReference(loss, dx, dw, db, scales, None)
-            check_against(be, dtype, x, w, target, opts, go, expected,
+            check_against(be, dtype, LinearCase(x, w, target, opts, go), expected,
                           what=f"case {number}, chunk_size={ours} vs torch options={theirs}: ")
 
 
@@ -235,7 +236,7 @@ def test_large_vocabulary(be, dtype):
     expected = expected_from_torch(x, w, y, options)
     chunks = (4,) if _on_jax(be) else (4, 5, None)  # each chunk size compiles anew on XLA
     for chunk in chunks:
-        check_against(be, dtype, x, w, y, {**options, "chunk_size": chunk}, None, expected,
+        check_against(be, dtype, LinearCase(x, w, y, {**options, "chunk_size": chunk}, None), expected,
                       what=f"V=50000, chunk_size={chunk}: ")
 
 
@@ -262,7 +263,7 @@ def test_probability_targets_with_smoothing_and_weight(be, dtype, reduction):
                     {"linear_bias": rng.standard_normal(num_classes).astype(dtype), "label_smoothing": 0.1,
                      "reduction": reduction, "z_loss": 0.01, "chunk_size": 3}):
         expected = expected_from_torch(x, w, target, options, go)
-        check_against(be, dtype, x, w, target, options, go, expected, what=f"{options.keys()}: ")
+        check_against(be, dtype, LinearCase(x, w, target, options, go), expected, what=f"{options.keys()}: ")
 
 
 # ---- 5. reduction "none" and grad_output --------------------------------------------------------
@@ -289,13 +290,13 @@ def test_reduction_none_gradients_without_and_with_grad_output(be, dtype, chunk)
     options = {"linear_bias": b, "weight": cw, "reduction": "none", "label_smoothing": 0.1, "chunk_size": chunk}
     # without grad_output: the gradient of sum(loss), which is that of reduction "sum"
     expected = expected_from_torch(x, w, y, options)
-    check_against(be, dtype, x, w, y, options, None, expected, what="none, no grad_output: ")
+    check_against(be, dtype, LinearCase(x, w, y, options, None), expected, what="none, no grad_output: ")
     go = rng.standard_normal(len(y)).astype(dtype)
     go[[0, 2]] = 0.0
     go[5] = -3.0
     # with grad_output: the gradient of sum(grad_output * loss); negative, zero, and on ignored rows
     expected = expected_from_torch(x, w, y, options, go)
-    check_against(be, dtype, x, w, y, options, go, expected, what="none, grad_output: ")
+    check_against(be, dtype, LinearCase(x, w, y, options, go), expected, what="none, grad_output: ")
     if _on_jax(be):
         return
     xb, wb, yb = be.asarray(x), be.asarray(w), be.asarray(y)
@@ -322,7 +323,7 @@ def test_scalar_grad_output_scales_mean_and_sum(be, dtype, reduction):
     options = {"linear_bias": b, "reduction": reduction, "z_loss": 0.05, "chunk_size": 3}
     for go in (2.5, -0.5, 0.0):
         expected = expected_from_torch(x, w, y, options, go)
-        check_against(be, dtype, x, w, y, options, go, expected, what=f"{reduction}, grad_output={go}: ")
+        check_against(be, dtype, LinearCase(x, w, y, options, go), expected, what=f"{reduction}, grad_output={go}: ")
     # a 0-d array of the backend is a scalar too
     expected = expected_from_torch(x, w, y, options, 2.5)
     _, (dx, dw, db) = be.linear_cross_entropy_and_grad(be.asarray(x), be.asarray(w), be.asarray(y),
@@ -402,7 +403,7 @@ def test_a_minus_inf_bias_masks_a_class(be, dtype):
     for options in cases:
         expected = expected_from_torch(x, w, y, options)
         assert np.all(np.isfinite(expected.loss))
-        check_against(be, dtype, x, w, y, options, None, expected, what=f"-inf bias {sorted(options)}: ")
+        check_against(be, dtype, LinearCase(x, w, y, options, None), expected, what=f"-inf bias {sorted(options)}: ")
         _, (_, dw, db) = be.linear_cross_entropy_and_grad(be.asarray(x), be.asarray(w), be.asarray(y),
                                                           **on_backend(be, options))
         assert np.all(be.to_numpy(db)[2] == 0) and np.all(be.to_numpy(dw)[2] == 0)
@@ -412,7 +413,7 @@ def test_a_minus_inf_bias_masks_a_class(be, dtype):
         return
     expected = numpy_reference(x, w, probs, linear_bias=b)
     assert np.isfinite(expected.loss) and np.all(np.isfinite(expected.d_linear_weight))
-    check_against(be, dtype, x, w, probs, {"linear_bias": b}, None, expected, what="-inf bias, probabilities: ")
+    check_against(be, dtype, LinearCase(x, w, probs, {"linear_bias": b}), expected, what="-inf bias, probabilities: ")
 
 
 @pytest.mark.parametrize("op", OPS)
@@ -587,6 +588,6 @@ def test_a_from_scratch_backend_gets_linear_cross_entropy_from_complete():
     y[2] = -100
     options = {"linear_bias": b, "label_smoothing": 0.1, "z_loss": 0.01, "softcap": 5.0, "chunk_size": 3}
     expected = expected_from_torch(x, w, y, options)
-    check_against(be, np.float64, x, w, y, options, None, expected, what="from-scratch: ")
+    check_against(be, np.float64, LinearCase(x, w, y, options, None), expected, what="from-scratch: ")
     with pytest.raises(TypeError, match="keyword only"):
         be.linear_cross_entropy(be.asarray(x), be.asarray(w), be.asarray(y), be.asarray(b))

@@ -16,6 +16,7 @@ and one vocabulary of 50,000 classes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import numpy as np
 from hypothesis import strategies as st
@@ -52,9 +53,8 @@ def reference(x, linear_weight, target, *, linear_bias=None, weight=None, reduct
     and "sum"), or (N,) for "none" (the gradient is that of ``sum(grad_output * loss)``). Every row
     must have a finite logit.
     """
-    x, w, b, cw = _f64(x), _f64(linear_weight), _f64(linear_bias), _f64(weight)
-    target = np.asarray(target)
-    n, num_classes = x.shape[0], w.shape[0]
+    x, w, b = _f64(x), _f64(linear_weight), _f64(linear_bias)
+    n = x.shape[0]
     z0 = x @ w.T + (0.0 if b is None else b)
     tanh = None
     if softcap is not None:
@@ -62,26 +62,9 @@ def reference(x, linear_weight, target, *, linear_bias=None, weight=None, reduct
         z = softcap * tanh
     else:
         z = z0
-    m = np.max(z, axis=1)
-    with np.errstate(invalid="ignore", over="ignore"):
-        e = np.exp(z - m[:, None])
-        s = e.sum(axis=1)
-        lse = m + np.log(s)
-        p = e / s[:, None]
-    cw = np.ones(num_classes) if cw is None else cw
-    eps = float(label_smoothing)
-    if target.ndim == 1:  # class indices
-        kept = target != ignore_index
-        labels = np.where(kept, target, 0).astype(np.int64)
-        onehot = np.zeros((n, num_classes))
-        onehot[np.arange(n), labels] = 1.0
-        q = ((1.0 - eps) * onehot + eps / num_classes) * cw[None, :]
-        q[~kept] = 0.0
-        denominator = float(cw[labels][kept].sum())  # torch: the weights of the kept targets
-    else:
-        kept = np.ones(n, dtype=bool)
-        q = ((1.0 - eps) * _f64(target) + eps / num_classes) * cw[None, :]
-        denominator = float(n)  # torch: probability targets are averaged over N, weights or not
+    lse, p = _log_softmax_parts(z)
+    q, kept, denominator = _target_rows(np.asarray(target), w.shape[0], _f64(weight), float(label_smoothing),
+                                        ignore_index)
     with np.errstate(invalid="ignore"):
         neg_logp = lse[:, None] - z  # +inf at a masked class: it counts only where the target puts mass
         ce = np.sum(np.where(q != 0.0, q * neg_logp, 0.0), axis=1)
@@ -105,10 +88,45 @@ def reference(x, linear_weight, target, *, linear_bias=None, weight=None, reduct
     g = g_capped if tanh is None else g_capped * (1.0 - tanh * tanh)
     d_input, d_w = g @ w, g.T @ x
     d_b = None if b is None else g.sum(axis=0)
-    # the rounding errors: those of the logits (|x| @ |W|.T, relative) carried through each quantity
+    scales = _error_scales(x, w, b, g, mass=mass, lse_kept=lse_kept, z_loss=float(z_loss), reduction=reduction,
+                           denominator=denominator, n_kept=n_kept)
+    return LinearReference(np.asarray(loss), d_input, d_w, d_b, scales, g)
+
+
+def _log_softmax_parts(z):
+    """``(lse, softmax)`` of the rows of ``z``, shifted by each row's maximum."""
+    m = np.max(z, axis=1)
+    with np.errstate(invalid="ignore", over="ignore"):
+        e = np.exp(z - m[:, None])
+        s = e.sum(axis=1)
+        return m + np.log(s), e / s[:, None]
+
+
+def _target_rows(target, num_classes, class_weight, eps, ignore_index):
+    """``(q, kept, denominator)``: the smoothed, class-weighted target distribution per row (0 at an ignored
+    row), the rows kept, and what "mean" divides by (torch's: the weights of the kept targets for labels, N
+    for probabilities, weights or not)."""
+    n = target.shape[0]
+    cw = np.ones(num_classes) if class_weight is None else class_weight
+    if target.ndim == 1:  # class indices
+        kept = target != ignore_index
+        labels = np.where(kept, target, 0).astype(np.int64)
+        onehot = np.zeros((n, num_classes))
+        onehot[np.arange(n), labels] = 1.0
+        q = ((1.0 - eps) * onehot + eps / num_classes) * cw[None, :]
+        q[~kept] = 0.0
+        return q, kept, float(cw[labels][kept].sum())
+    q = ((1.0 - eps) * _f64(target) + eps / num_classes) * cw[None, :]
+    return q, np.ones(n, dtype=bool), float(n)
+
+
+def _error_scales(x, w, b, g, *, mass, lse_kept, z_loss, reduction, denominator, n_kept):
+    """:class:`LinearReference`'s ``scales``: the rounding errors of the logits (|x| @ |W|.T, relative) carried
+    through each row's cross-entropy and z-loss, added up as the reduction adds the rows, and through the
+    gradients' matmuls."""
     big = 1.0 + float(np.max(np.abs(x) @ np.abs(w).T + (0.0 if b is None else np.abs(np.where(np.isfinite(b), b, 0)))))
     abs_lse = np.abs(lse_kept)
-    row_error = mass * (big + abs_lse) + float(z_loss) * abs_lse * (abs_lse + 2 * big)
+    row_error = mass * (big + abs_lse) + z_loss * abs_lse * (abs_lse + 2 * big)
     if reduction == "none":
         loss_scale = float(np.max(row_error))
     elif reduction == "sum":
@@ -116,21 +134,30 @@ def reference(x, linear_weight, target, *, linear_bias=None, weight=None, reduct
     else:
         loss_scale = float(row_error.sum()) / min(denominator, max(n_kept, 1))
     ag = np.abs(g)
-    scales = {"loss": loss_scale,
-              "d_input": big * float(np.max(ag @ np.abs(w), initial=0.0)),
-              "d_linear_weight": big * float(np.max(ag.T @ np.abs(x), initial=0.0)),
-              "d_linear_bias": big * float(np.max(ag.sum(axis=0), initial=0.0))}
-    return LinearReference(np.asarray(loss), d_input, d_w, d_b, scales, g)
+    return {"loss": loss_scale,
+            "d_input": big * float(np.max(ag @ np.abs(w), initial=0.0)),
+            "d_linear_weight": big * float(np.max(ag.T @ np.abs(x), initial=0.0)),
+            "d_linear_bias": big * float(np.max(ag.sum(axis=0), initial=0.0))}
 
 
 # ---- generated cases ---------------------------------------------------------------------------
 
 
+class LinearCase(NamedTuple):
+    """One case of :func:`linear_case`: NumPy arrays of one dtype (labels int64/int32), the options of
+    ``linear_cross_entropy`` (arrays as NumPy arrays: ``linear_bias``, ``weight``), and a ``grad_output``
+    for ``_and_grad`` (None, a number for "mean"/"sum", an (N,) array for "none")."""
+
+    x: np.ndarray
+    w: np.ndarray
+    target: np.ndarray
+    options: dict
+    grad_output: Any = None
+
+
 @st.composite
-def linear_case(draw, dtype, max_n=40, max_d=8, max_v=300, kinds=("index", "prob"), extras=True):
-    """``(x, W, target, options, grad_output)``: NumPy arrays of ``dtype`` (labels int64/int32), the
-    options of ``linear_cross_entropy`` (arrays as NumPy arrays: ``linear_bias``, ``weight``), and a
-    ``grad_output`` for ``_and_grad`` (None, a number for "mean"/"sum", an (N,) array for "none").
+def linear_case(draw, dtype, max_n=40, max_d=8, max_v=300, kinds=("index", "prob"), extras=True) -> LinearCase:
+    """A :class:`LinearCase` of ``dtype``.
 
     Chunk sizes: None (the memory budget's), 1, a divisor of N, any up to N + 8. Ignored tokens:
     scattered, and a contiguous run covering a whole chunk of the original rows. ``extras``: draw
@@ -143,6 +170,27 @@ def linear_case(draw, dtype, max_n=40, max_d=8, max_v=300, kinds=("index", "prob
     w_scale = draw(st.sampled_from([0.1, 1.0, 3.0]))
     x = rng.standard_normal((n, d)).astype(dtype)
     w = (rng.standard_normal((num_classes, d)) * w_scale).astype(dtype)
+    options = _draw_options(draw, rng, dtype, n, num_classes, extras=extras)
+    if draw(st.sampled_from(kinds)) == "index":
+        target = _draw_labels(draw, rng, n, num_classes, options)
+    else:
+        target = rng.dirichlet(np.ones(num_classes) * draw(st.sampled_from([0.1, 1.0, 10.0])), size=n)
+        if draw(st.booleans()):  # some one-hot rows: zeros elsewhere
+            rows = rng.random(n) < 0.5
+            target[rows] = np.eye(num_classes)[rng.integers(0, num_classes, int(rows.sum()))]
+        target = target.astype(dtype)
+    grad_output = None
+    if draw(st.booleans()):
+        if options["reduction"] == "none":
+            grad_output = rng.standard_normal(n).astype(dtype)
+            grad_output[rng.random(n) < 0.2] = 0
+        else:
+            grad_output = draw(st.sampled_from([0.5, -2.0, 3.0]))
+    return LinearCase(x, w, target, options, grad_output)
+
+
+def _draw_options(draw, rng, dtype, n, num_classes, *, extras) -> dict:
+    """The reduction, a bias, class weights, label smoothing, a chunk size and (``extras``) z_loss and softcap."""
     options: dict = {"reduction": draw(st.sampled_from(["mean", "sum", "none"]))}
     if draw(st.booleans()):
         options["linear_bias"] = rng.standard_normal(num_classes).astype(dtype)
@@ -160,36 +208,27 @@ def linear_case(draw, dtype, max_n=40, max_d=8, max_v=300, kinds=("index", "prob
             options["z_loss"] = z_loss
         if draw(st.booleans()):
             options["softcap"] = draw(st.sampled_from([1.0, 5.0, 30.0]) | st.floats(0.5, 50.0))
-    kind = draw(st.sampled_from(kinds))
-    if kind == "index":
-        target = rng.integers(0, num_classes, n)
-        if draw(st.booleans()):
-            ignore_index = draw(st.sampled_from([-100, -1, 0, num_classes - 1]))
-            if ignore_index != -100 or draw(st.booleans()):
-                options["ignore_index"] = ignore_index
-            ignored = rng.random(n) < draw(st.sampled_from([0.0, 0.3, 0.7]))
-            run = chunk if chunk is not None and chunk <= n else draw(st.integers(1, n))
-            first = draw(st.integers(0, n // run - 1)) * run
-            ignored[first:first + run] = True  # a whole chunk of the original rows
-            target[ignored] = ignore_index
-            kept = np.flatnonzero(target != ignore_index)
-            if len(kept) == 0:  # one token kept ("mean" over no token raises; that has its own check)
-                target[draw(st.integers(0, n - 1))] = 1 if ignore_index == 0 else 0
-        target = target.astype(draw(st.sampled_from([np.int64, np.int32])))
-    else:
-        target = rng.dirichlet(np.ones(num_classes) * draw(st.sampled_from([0.1, 1.0, 10.0])), size=n)
-        if draw(st.booleans()):  # some one-hot rows: zeros elsewhere
-            rows = rng.random(n) < 0.5
-            target[rows] = np.eye(num_classes)[rng.integers(0, num_classes, int(rows.sum()))]
-        target = target.astype(dtype)
-    grad_output = None
+    return options
+
+
+def _draw_labels(draw, rng, n, num_classes, options):
+    """Class labels, some of them ignored (then ``options["ignore_index"]`` is set where it is not -100's
+    default, or by chance where it is): scattered, and a run as long as a chunk; at least one kept."""
+    target = rng.integers(0, num_classes, n)
     if draw(st.booleans()):
-        if options["reduction"] == "none":
-            grad_output = rng.standard_normal(n).astype(dtype)
-            grad_output[rng.random(n) < 0.2] = 0
-        else:
-            grad_output = draw(st.sampled_from([0.5, -2.0, 3.0]))
-    return x, w, target, options, grad_output
+        chunk = options.get("chunk_size")
+        ignore_index = draw(st.sampled_from([-100, -1, 0, num_classes - 1]))
+        if ignore_index != -100 or draw(st.booleans()):
+            options["ignore_index"] = ignore_index
+        ignored = rng.random(n) < draw(st.sampled_from([0.0, 0.3, 0.7]))
+        run = chunk if chunk is not None and chunk <= n else draw(st.integers(1, n))
+        first = draw(st.integers(0, n // run - 1)) * run
+        ignored[first:first + run] = True  # a whole chunk of the original rows
+        target[ignored] = ignore_index
+        kept = np.flatnonzero(target != ignore_index)
+        if len(kept) == 0:  # one token kept ("mean" over no token raises; that has its own check)
+            target[draw(st.integers(0, n - 1))] = 1 if ignore_index == 0 else 0
+    return target.astype(draw(st.sampled_from([np.int64, np.int32])))
 
 
 def on_backend(be, options):
@@ -197,8 +236,10 @@ def on_backend(be, options):
     return {k: be.asarray(v) if isinstance(v, np.ndarray) else v for k, v in options.items()}
 
 
-def check_against(be, dtype, x, w, target, options, grad_output, expected: LinearReference, what=""):
-    """Both methods on ``be`` against ``expected``: values, shapes, dtypes, the bias gradient's presence."""
+def check_against(be, dtype, case: LinearCase, expected: LinearReference, *, what: str = "") -> None:
+    """Both methods on ``be``, on ``case``, against ``expected``: values, shapes, dtypes, the bias gradient's
+    presence."""
+    x, w, target, options, grad_output = case
     xb, wb, tb, kwargs = be.asarray(x), be.asarray(w), be.asarray(target), on_backend(be, options)
     go = grad_output if grad_output is None or np.isscalar(grad_output) else be.asarray(grad_output)
     value = be.to_numpy(be.linear_cross_entropy(xb, wb, tb, **kwargs))
@@ -256,7 +297,7 @@ def linear_cross_entropy_matches_references(be, dtype, data):
     x, w, target, options, grad_output = data.draw(linear_case(dtype))
     expected = reference(x, w, target, grad_output=grad_output, **{k: v for k, v in options.items()
                                                                    if k not in ("chunk_size", "memory_budget")})
-    check_against(be, dtype, x, w, target, options, grad_output, expected)
+    check_against(be, dtype, LinearCase(x, w, target, options, grad_output), expected)
     oracle = torch_linear_oracle(x, w, target, options, grad_output)
     if oracle is not None:
         for name, ours, theirs in zip(("loss", "d_input", "d_linear_weight", "d_linear_bias"),
@@ -279,12 +320,12 @@ def linear_cross_entropy_large_vocabulary(be, dtype, data):
     options = {"linear_bias": b, "label_smoothing": 0.1, "z_loss": 1e-3}
     expected = reference(x, w, target, **options)
     for chunk in (4, None):
-        check_against(be, dtype, x, w, target, {**options, "chunk_size": chunk}, None, expected,
+        check_against(be, dtype, LinearCase(x, w, target, {**options, "chunk_size": chunk}, None), expected,
                       what=f"V=50000, chunk_size={chunk}: ")
     go = rng.standard_normal(n).astype(dtype)
     none = {"linear_bias": b, "reduction": "none", "softcap": 20.0}
-    check_against(be, dtype, x, w, target, {**none, "chunk_size": 4}, go, reference(x, w, target, grad_output=go,
-                                                                                      **none), what="V=50000, none: ")
+    check_against(be, dtype, LinearCase(x, w, target, {**none, "chunk_size": 4}, go),
+                  reference(x, w, target, grad_output=go, **none), what="V=50000, none: ")
 
 
 def linear_cross_entropy_nonfinite_and_bad_input(be, dtype, data):
@@ -296,8 +337,8 @@ def linear_cross_entropy_nonfinite_and_bad_input(be, dtype, data):
     xb, wb, bb, yb = be.asarray(x), be.asarray(w), be.asarray(b), be.asarray(y)
     other = np.float64 if dtype == np.float32 else np.float32
     for chunk in (None, 3):  # masked class 2: finite, and its gradients are 0
-        check_against(be, dtype, x, w, y, {"linear_bias": b, "chunk_size": chunk}, None, reference(x, w, y, linear_bias=b),
-                      what=f"-inf bias, chunk_size={chunk}: ")
+        check_against(be, dtype, LinearCase(x, w, y, {"linear_bias": b, "chunk_size": chunk}),
+                      reference(x, w, y, linear_bias=b), what=f"-inf bias, chunk_size={chunk}: ")
     for op in LINEAR_OPS:
         call = getattr(be, op)
         _raises(ValueError, "sample 1 is infinite", lambda c=call: c(
