@@ -174,10 +174,8 @@ class CuPyBackend(ArrayAPIBackend):
     def sgd_step(self, params, grads, state, *, lr, momentum=0.0, dampening=0.0, nesterov=False,
                  weight_decay=0.0):
         """The whole update of each tensor in one elementwise kernel (see cuda_kernels.sgd)."""
-        params = v.array_list("sgd_step", "params", params)
-        grads = v.array_list("sgd_step", "grads", grads)
-        hyper = sgd.checked_step(self, params, grads, state, lr=lr, momentum=momentum, dampening=dampening,
-                                 nesterov=nesterov, weight_decay=weight_decay)
+        params, grads, hyper = sgd.checked_call(self, params, grads, state, lr=lr, momentum=momentum,
+                                                dampening=dampening, nesterov=nesterov, weight_decay=weight_decay)
         lr, momentum, dampening, weight_decay = hyper.lr, hyper.momentum, hyper.dampening, hyper.weight_decay
         cupy = self.cupy
         params = list(params)

@@ -315,9 +315,8 @@ class JaxBackend(ArrayAPIBackend):
 
     @_in_x64
     def sgd_step(self, params, grads, state, *, lr, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0):
-        params, grads = v.array_list("sgd_step", "params", params), v.array_list("sgd_step", "grads", grads)
-        hyper = sgd.checked_step(self, params, grads, state, lr=lr, momentum=momentum, dampening=dampening,
-                                 nesterov=nesterov, weight_decay=weight_decay)
+        params, grads, hyper = sgd.checked_call(self, params, grads, state, lr=lr, momentum=momentum,
+                                                dampening=dampening, nesterov=nesterov, weight_decay=weight_decay)
         first = hyper.momentum != 0.0 and state.momentum_buffers is None
         buffers = None if hyper.momentum == 0.0 or first else list(state.momentum_buffers)
         new_params, new_buffers = _compiled_sgd(list(params), list(grads), buffers, hyper.lr, momentum=hyper.momentum,

@@ -197,10 +197,8 @@ class NumPyBackend(ArrayAPIBackend):
 
     def sgd_step(self, params, grads, state, *, lr, momentum=0.0, dampening=0.0, nesterov=False,
                  weight_decay=0.0):
-        params = v.array_list("sgd_step", "params", params)
-        grads = v.array_list("sgd_step", "grads", grads)
-        hyper = sgd.checked_step(self, params, grads, state, lr=lr, momentum=momentum, dampening=dampening,
-                                 nesterov=nesterov, weight_decay=weight_decay)
+        params, grads, hyper = sgd.checked_call(self, params, grads, state, lr=lr, momentum=momentum,
+                                                dampening=dampening, nesterov=nesterov, weight_decay=weight_decay)
         lr, momentum, dampening, weight_decay = hyper.lr, hyper.momentum, hyper.dampening, hyper.weight_decay
         if any(isinstance(p, np.generic) for p in params):
             # a NumPy scalar cannot be updated in place: the shared step returns its new value

@@ -257,10 +257,8 @@ class TorchBackend(ArrayAPIBackend):
 
     def sgd_step(self, params, grads, state, *, lr, momentum=0.0, dampening=0.0, nesterov=False,
                  weight_decay=0.0):
-        params = v.array_list("sgd_step", "params", params)
-        grads = v.array_list("sgd_step", "grads", grads)
-        hyper = sgd.checked_step(self, params, grads, state, lr=lr, momentum=momentum, dampening=dampening,
-                                 nesterov=nesterov, weight_decay=weight_decay)
+        params, grads, hyper = sgd.checked_call(self, params, grads, state, lr=lr, momentum=momentum,
+                                                dampening=dampening, nesterov=nesterov, weight_decay=weight_decay)
         lr, momentum, dampening, weight_decay = hyper.lr, hyper.momentum, hyper.dampening, hyper.weight_decay
         torch = self.torch
         params = list(params)

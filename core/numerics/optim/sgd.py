@@ -168,6 +168,15 @@ def checked_step(be: Any, params: Sequence[Any], grads: Sequence[Any], state: An
     return hyper
 
 
+def checked_call(be: Any, params: Any, grads: Any, state: Any, **hyperparameters: Any,
+                 ) -> tuple[list, list, SGDHyperparameters]:
+    """What a backend's own ``sgd_step`` runs first: ``params`` and ``grads`` as lists (a named error for
+    anything else), then :func:`checked_step`. Returns ``(params, grads, hyperparameters)``."""
+    params = v.array_list("sgd_step", "params", params)
+    grads = v.array_list("sgd_step", "grads", grads)
+    return params, grads, checked_step(be, params, grads, state, **hyperparameters)
+
+
 def step(be: Any, params: Sequence[Any], grads: Sequence[Any], state: SGDState, *, lr: float,
          momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False,
          weight_decay: float = 0.0) -> tuple[list[Any], SGDState]:
