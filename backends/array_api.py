@@ -35,7 +35,8 @@ class ArrayAPIBackend(BackendDefaults):
     array_type: type | tuple[type, ...]  # the framework's array class(es)
 
     # ---- the built-in losses and optimizers (softgrad.numerics.losses, softgrad.numerics.optim) -----------
-    cross_entropy, cross_entropy_grad, cross_entropy_and_grad = loss_methods("cross_entropy")
+    # cross_entropy, _grad and _and_grad are written out below: the backend's fused path first
+    _shared_cross_entropy, _shared_cross_entropy_grad, _shared_cross_entropy_and_grad = loss_methods("cross_entropy")
     nll_loss, nll_loss_grad, nll_loss_and_grad = loss_methods("nll_loss")
     mse_loss, mse_loss_grad, mse_loss_and_grad = loss_methods("mse_loss")
     l1_loss, l1_loss_grad, l1_loss_and_grad = loss_methods("l1_loss")
@@ -48,6 +49,23 @@ class ArrayAPIBackend(BackendDefaults):
     adamw_init, adamw_step = optimizer_methods("adamw")
     rmsprop_init, rmsprop_step = optimizer_methods("rmsprop")
     adagrad_init, adagrad_step = optimizer_methods("adagrad")
+
+    # ---- cross-entropy: the fused path (the hook fused_cross_entropy) where it takes the case ----------------
+    # (positional options are an error the shared definition names)
+
+    def cross_entropy(self, logits, target, *positional, **options):
+        fast = None if positional else self.fused_cross_entropy("cross_entropy", logits, target, options)
+        return fast[0] if fast is not None else self._shared_cross_entropy(logits, target, *positional, **options)
+
+    def cross_entropy_grad(self, logits, target, *positional, **options):
+        fast = None if positional else self.fused_cross_entropy("cross_entropy_grad", logits, target, options)
+        return fast[1] if fast is not None else self._shared_cross_entropy_grad(logits, target, *positional,
+                                                                                **options)
+
+    def cross_entropy_and_grad(self, logits, target, *positional, **options):
+        fast = None if positional else self.fused_cross_entropy("cross_entropy_and_grad", logits, target, options)
+        return fast if fast is not None else self._shared_cross_entropy_and_grad(logits, target, *positional,
+                                                                                 **options)
 
     def check_array(self, op: str, what: str, x: Any) -> None:
         if not isinstance(x, self.array_type):

@@ -123,25 +123,18 @@ class CuPyBackend(ArrayAPIBackend):
             self._module = self.cupy.RawModule(code=SOURCE, options=("-std=c++14",))
         return self._module.get_function(name)
 
-    def cross_entropy_and_grad(self, logits, target, **options):
-        fast = self._fused_cross_entropy("cross_entropy_and_grad", logits, target, options)
-        return fast if fast is not None else super().cross_entropy_and_grad(logits, target, **options)
-
-    def cross_entropy_grad(self, logits, target, **options):
-        fast = self._fused_cross_entropy("cross_entropy_grad", logits, target, options)
-        return fast[1] if fast is not None else super().cross_entropy_grad(logits, target, **options)
-
-    # cross_entropy (the value alone) is the shared one: the kernel's gradient would be wasted
-
-    def _fused_cross_entropy(self, op, logits, target, options):
+    def fused_cross_entropy(self, op, logits, target, options):
         """One kernel (``cuda_kernels.softmax_xent``) for the common case (class indices, no weight, no
-        smoothing); None where the shared definition must run.
+        smoothing); None where the shared definition must run, and for the value alone (``op`` is
+        ``cross_entropy``), where the kernel's gradient would be wasted.
 
         The kernel's row losses are summed and checked once; anything unusual
         (an ignored or out-of-range label, a row with no softmax) shows up as a
         non-finite total, and the shared path then computes or diagnoses it.
         Reference: ``softgrad.numerics.losses.cross_entropy.cross_entropy``.
         """
+        if op == "cross_entropy":
+            return None
         weight = options.get("weight")
         ignore_index = options.get("ignore_index", -100)
         reduction = options.get("reduction", "mean")

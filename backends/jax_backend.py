@@ -109,6 +109,9 @@ class JaxBackend(ArrayAPIBackend):
     affine_relu = _in_x64(ArrayAPIBackend.affine_relu)
     relu_backward_inplace = _in_x64(ArrayAPIBackend.relu_backward_inplace)
     relu_bias_backward = _in_x64(ArrayAPIBackend.relu_bias_backward)
+    cross_entropy = _in_x64(ArrayAPIBackend.cross_entropy)  # fused_cross_entropy (below) first, as everywhere
+    cross_entropy_grad = _in_x64(ArrayAPIBackend.cross_entropy_grad)
+    cross_entropy_and_grad = _in_x64(ArrayAPIBackend.cross_entropy_and_grad)
     nll_loss, nll_loss_grad, nll_loss_and_grad = map(_in_x64, loss_methods("nll_loss"))
     mse_loss, mse_loss_grad, mse_loss_and_grad = map(_in_x64, loss_methods("mse_loss"))
     l1_loss, l1_loss_grad, l1_loss_and_grad = map(_in_x64, loss_methods("l1_loss"))
@@ -216,21 +219,7 @@ class JaxBackend(ArrayAPIBackend):
     # ---- compiled: the fused cross-entropy and the optimizer updates -----------------------------
 
     @_in_x64
-    def cross_entropy_and_grad(self, logits, target, **options):
-        fast = self._fused_cross_entropy("cross_entropy_and_grad", logits, target, options)
-        return fast if fast is not None else super().cross_entropy_and_grad(logits, target, **options)
-
-    @_in_x64
-    def cross_entropy(self, logits, target, **options):
-        fast = self._fused_cross_entropy("cross_entropy", logits, target, options)
-        return fast[0] if fast is not None else super().cross_entropy(logits, target, **options)
-
-    @_in_x64
-    def cross_entropy_grad(self, logits, target, **options):
-        fast = self._fused_cross_entropy("cross_entropy_grad", logits, target, options)
-        return fast[1] if fast is not None else super().cross_entropy_grad(logits, target, **options)
-
-    def _fused_cross_entropy(self, op, logits, target, options):
+    def fused_cross_entropy(self, op, logits, target, options):
         """The compiled loss and gradient for class-index targets and no other option but ``reduction``;
         None where the shared definition must run (other options, or something to diagnose). Reference:
         ``softgrad.numerics.losses.cross_entropy.cross_entropy``."""

@@ -142,19 +142,7 @@ class NumPyBackend(ArrayAPIBackend):
 
     # ---- cross-entropy: one compiled sweep per row for class-index targets --------------------
 
-    def cross_entropy_and_grad(self, logits, target, **options):
-        fast = self._fused_cross_entropy("cross_entropy_and_grad", logits, target, options)
-        return fast if fast is not None else super().cross_entropy_and_grad(logits, target, **options)
-
-    def cross_entropy(self, logits, target, **options):
-        fast = self._fused_cross_entropy("cross_entropy", logits, target, options)
-        return fast[0] if fast is not None else super().cross_entropy(logits, target, **options)
-
-    def cross_entropy_grad(self, logits, target, **options):
-        fast = self._fused_cross_entropy("cross_entropy_grad", logits, target, options)
-        return fast[1] if fast is not None else super().cross_entropy_grad(logits, target, **options)
-
-    def _fused_cross_entropy(self, op, logits, target, options):
+    def fused_cross_entropy(self, op, logits, target, options):
         """The compiled loss and gradient of the plain case (:func:`plain_class_targets`); None where the
         shared definition must run (other options, or something to diagnose, which it names). Reference:
         ``softgrad.numerics.losses.cross_entropy.cross_entropy`` (the kernel: ``numba_kernels.cross_entropy_rows``)."""

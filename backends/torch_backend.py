@@ -166,19 +166,7 @@ class TorchBackend(ArrayAPIBackend):
 
     # ---- cross-entropy: torch's log_softmax, then the gradient in place on it ----------------
 
-    def cross_entropy_and_grad(self, logits, target, **options):
-        fast = self._fused_cross_entropy("cross_entropy_and_grad", logits, target, options)
-        return fast if fast is not None else super().cross_entropy_and_grad(logits, target, **options)
-
-    def cross_entropy(self, logits, target, **options):
-        fast = self._fused_cross_entropy("cross_entropy", logits, target, options)
-        return fast[0] if fast is not None else super().cross_entropy(logits, target, **options)
-
-    def cross_entropy_grad(self, logits, target, **options):
-        fast = self._fused_cross_entropy("cross_entropy_grad", logits, target, options)
-        return fast[1] if fast is not None else super().cross_entropy_grad(logits, target, **options)
-
-    def _fused_cross_entropy(self, op, logits, target, options):
+    def fused_cross_entropy(self, op, logits, target, options):
         """Four kernels for the plain case (:func:`plain_class_targets`): log_softmax, the picked
         log-probabilities, their sum, and exp / scatter / scale in place for the gradient. None where the
         shared definition must run: other options, tensors that require grad (the in-place gradient would

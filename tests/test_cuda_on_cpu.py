@@ -204,8 +204,8 @@ def cupy_on_cpu():
 
 def test_plain_labels_take_the_fused_kernel(cupy_on_cpu, monkeypatch):
     calls = []
-    general = ArrayAPIBackend.cross_entropy_and_grad  # what the override's super() falls back on
-    monkeypatch.setattr(ArrayAPIBackend, "cross_entropy_and_grad",
+    general = ArrayAPIBackend._shared_cross_entropy_and_grad  # what runs where fused_cross_entropy declines
+    monkeypatch.setattr(ArrayAPIBackend, "_shared_cross_entropy_and_grad",
                         lambda *a, **k: calls.append("cross_entropy_and_grad") or general(*a, **k))
     z, y = masked_logits_and_labels(np.float32, 8, 10, 0)
     loss, grad = cupy_on_cpu.cross_entropy_and_grad(z, y)

@@ -38,9 +38,10 @@ Array = Any
 class BackendHooks(Protocol):
     """The optional members, each defaulted by :class:`BackendDefaults`.
 
-    A fused loss or optimizer is not a hook: a backend overrides the method
-    itself (``cross_entropy_and_grad``, ``sgd_step``) and returns
-    ``super().<method>(...)`` where its fused path declines the case.
+    Cross-entropy's fused path is a hook (:meth:`fused_cross_entropy`), since
+    three methods share it. A fused optimizer is not: a backend overrides the
+    method itself (``sgd_step``) and returns ``super().sgd_step(...)`` where its
+    fused path declines the case.
     """
 
     #: whether the arrays live on a GPU (bench reads it against the GPU's matmul rate). Default: ``False``
@@ -76,6 +77,17 @@ class BackendHooks(Protocol):
     def difference_sign(self, input: Array, target: Array, d: Array) -> Array:
         """``sign(input - target)``, given ``d = input - target`` (the gradient of the l1-type losses);
         exact where ``d`` is subnormal too (XLA flushes subnormals to zero). Default: ``xp.sign(d)``."""
+        ...
+
+    def fused_cross_entropy(self, op: str, logits: Array, target: Array,
+                            options: dict[str, Any]) -> tuple[Array, Array] | None:
+        """``(loss, grad)`` of ``cross_entropy(logits, target, **options)`` from the backend's fused path
+        (one compiled sweep, a CUDA kernel, torch's log_softmax with the gradient in place), or ``None`` where
+        it does not take the case (other options, or something to diagnose: the shared definition then
+        computes or names it). ``cross_entropy``, ``cross_entropy_grad`` and ``cross_entropy_and_grad`` call
+        it first, ``op`` saying which (for messages; a path may decline the value alone). The suite and the
+        conformance kit check each backend's result against the shared definition,
+        :func:`softgrad.numerics.losses.cross_entropy.cross_entropy`. Default: ``None``."""
         ...
 
     def affine_relu(self, x: Array, weight: Array, bias: Array) -> Array:
@@ -130,6 +142,10 @@ class BackendDefaults:
 
     def difference_sign(self, input: Array, target: Array, d: Array) -> Array:
         return self.xp.sign(d)
+
+    def fused_cross_entropy(self, op: str, logits: Array, target: Array,
+                            options: dict[str, Any]) -> tuple[Array, Array] | None:
+        return None
 
     def affine_relu(self, x: Array, weight: Array, bias: Array) -> Array:
         return self.maximum(self.affine(x, weight, bias), 0.0)
