@@ -6,12 +6,14 @@ moved to a backend, so one seed gives the same weights on every backend.
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from softgrad.numerics.errors import BackendUnavailableError
 from softgrad.numerics.protocol import Array, Backend
 from softgrad.numerics.registry import get_backend
 from softgrad.training.layers import (
@@ -85,6 +87,10 @@ class MLP:
     family and Glorot for sigmoid and tanh; the output layer uses Glorot.
     ``params`` is the flat list ``[W1, b1, W2, b2, ...]`` of arrays of the
     current backend (NumPy until :meth:`to` moves them).
+
+    A model pickles (its backend by name, its parameters as NumPy arrays: the loading process
+    gets the backend by that name), and ``copy.deepcopy`` and ``copy.copy`` give an independent
+    model on the same backend.
     """
 
     def __init__(self, widths: Sequence[int], activation: str = "relu", *, seed: int = 0,
@@ -139,6 +145,60 @@ class MLP:
             raise ValueError(f"parameters of shapes {given} do not fit an MLP {config['widths']} ({expected})")
         model.params = [np.array(p, dtype=model.dtype) for p in params]  # a copy: training writes in place
         return model.to(backend)
+
+    # ---- pickling and copying -------------------------------------------------------------
+    # The model holds its backend (shared by every model on it, and holding modules, which don't pickle)
+    # and arrays of that backend. Pickled, it names the backend by its registry name and holds the
+    # parameters as NumPy arrays; unpickled, it gets the backend by name where it is loaded.
+
+    _PICKLED = ("be", "activation", "params")  # the attributes the state holds in another form
+    _PICKLE_FORMAT = 1
+
+    def __getstate__(self) -> dict:
+        """Every attribute but the backend, the activation and the parameters (widths, activation name,
+        seed, dtype, what fit recorded), with the backend's name and the parameters as NumPy arrays."""
+        state = {key: value for key, value in self.__dict__.items() if key not in self._PICKLED}
+        state["pickle_format"] = self._PICKLE_FORMAT
+        state["backend"] = self.be.name
+        state["params"] = [np.array(self.be.to_numpy(p)) for p in self.params]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        state = dict(state)
+        found = state.pop("pickle_format", None)
+        if found != self._PICKLE_FORMAT:
+            raise ValueError(f"cannot unpickle this MLP: it is in pickle format {found!r}, and this softgrad "
+                             f"reads format {self._PICKLE_FORMAT}")
+        name, host = state.pop("backend"), state.pop("params")
+        try:
+            be = get_backend(name)
+        except BackendUnavailableError as error:
+            shape = "-".join(map(str, state.get("widths", ())))
+            reason = " ".join(str(error).split())  # one line, whatever the backend's message spans
+            raise BackendUnavailableError(
+                f"cannot unpickle the MLP {shape}: it was pickled on backend {name!r}, which is not available "
+                f"here ({reason}); pickle it after .to('numpy') to load it anywhere") from None
+        self.__dict__.update(state)
+        self.activation = make_activation(self.activation_name)
+        self.be = be
+        self.params = [be.asarray(np.asarray(p, dtype=self.dtype)) for p in host]
+
+    def __deepcopy__(self, memo: dict) -> MLP:
+        """An independent model on the same backend: its own copy of every parameter and attribute."""
+        duplicate = type(self).__new__(type(self))
+        memo[id(self)] = duplicate
+        for key, value in self.__dict__.items():
+            if key not in ("be", "params"):
+                duplicate.__dict__[key] = copy.deepcopy(value, memo)
+        duplicate.be = self.be  # one instance per backend name in a process: shared, never copied
+        duplicate.params = [self.be.asarray(np.array(self.be.to_numpy(p))) for p in self.params]
+        return duplicate
+
+    def __copy__(self) -> MLP:
+        """The same as deepcopy. The model's value is its parameters, so a copy has its own (as ``copy.copy``
+        of a NumPy array copies its data): shared ones would make training the copy train the original on
+        NumPy, whose optimizers write in place, and not on JAX, whose arrays are immutable."""
+        return self.__deepcopy__({})
 
     @property
     def num_classes(self) -> int:
