@@ -14,7 +14,7 @@ What a user imports, all from ``softgrad``::
 - backends: :func:`get_backend`, :func:`available_backends`, :func:`backend_names`, :func:`register_backend`,
   :class:`Backend` (the protocol), :class:`BackendUnavailableError`;
 - models and training: :class:`MLP`, :func:`classic_mlp`, :func:`softmax_regression`, :func:`fit`,
-  :func:`evaluate`, :func:`predict`, :class:`TrainingDivergedError`, :class:`CheckpointError`;
+  :func:`evaluate`, :func:`predict`, :class:`TrainingDivergedError`, :class:`StopTraining`, :class:`CheckpointError`;
 - data: :func:`load`, :func:`from_arrays`, :class:`Dataset`, :class:`DatasetError`;
 - losses and optimizers by name: :data:`LOSSES`, :data:`OPTIMIZERS`, :func:`get_loss`, :func:`get_optimizer`,
   :func:`register_loss`, :func:`register_optimizer`, :class:`Loss`, :class:`Optimizer`, :class:`SGDState`,
@@ -65,6 +65,7 @@ _PUBLIC: dict[str, str] = {
     "evaluate": "softgrad.training.inference",
     "predict": "softgrad.training.inference",
     "TrainingDivergedError": "softgrad.training.fitting",
+    "StopTraining": "softgrad.training.fitting",
     "CheckpointError": "softgrad.training.checkpoint",
     # data sets
     "Dataset": "softgrad.datasets",
@@ -75,7 +76,7 @@ _PUBLIC: dict[str, str] = {
 
 # the same names as _PUBLIC, written out for type checkers and linters (tests/test_public_api.py)
 __all__ = ["Backend", "BackendUnavailableError", "CheckpointError", "Dataset", "DatasetError", "LOSSES",
-           "Loss", "MLP", "OPTIMIZERS", "Optimizer", "Reduction", "SGDState", "TrainingDivergedError",
+           "Loss", "MLP", "OPTIMIZERS", "Optimizer", "Reduction", "SGDState", "StopTraining", "TrainingDivergedError",
            "available_backends", "backend_names", "classic_mlp", "evaluate", "fit", "from_arrays",
            "get_backend", "get_loss", "get_optimizer", "load", "predict", "register_backend",
            "register_loss", "register_optimizer", "softmax_regression"]
@@ -89,7 +90,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time each comes fro
     from softgrad.numerics.protocol import Backend, Reduction
     from softgrad.numerics.registry import available_backends, backend_names, get_backend, register_backend
     from softgrad.training.checkpoint import CheckpointError
-    from softgrad.training.fitting import TrainingDivergedError, fit
+    from softgrad.training.fitting import StopTraining, TrainingDivergedError, fit
     from softgrad.training.inference import evaluate, predict
     from softgrad.training.models import MLP, classic_mlp, softmax_regression
 

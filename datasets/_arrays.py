@@ -9,7 +9,7 @@ from softgrad.datasets._catalogue import TASKS
 from softgrad.datasets._dataset import Dataset
 
 
-def from_arrays(x_train, y_train, x_test, y_test, classes=None, name: str = "arrays", *,
+def from_arrays(x_train, y_train, x_test=None, y_test=None, classes=None, name: str = "arrays", *,
                 image_shape: tuple[int, ...] | None = None, normalise: bool = False,
                 task: str = "classification", target_names: Sequence[str] | None = None,
                 standardise_targets: bool = False) -> Dataset:
@@ -24,10 +24,18 @@ def from_arrays(x_train, y_train, x_test, y_test, classes=None, name: str = "arr
     ``("y",)`` for one, ``("y0", "y1", ...)`` for more). With ``standardise_targets=True`` each column
     is scaled by the training set's mean and standard deviation, recorded in ``target_mean`` /
     ``target_std``. ``classes`` is not used for regression.
+
+    ``x_test`` and ``y_test`` left as None: no test split (empty ``x_test``/``y_test``); ``fit`` trains on it
+    without test figures.
     """
     if task not in TASKS:
         raise ValueError(f"from_arrays: task must be one of {', '.join(TASKS)}, got {task!r}")
     regression = task == "regression"
+    if (x_test is None) != (y_test is None):
+        raise ValueError("from_arrays: give both x_test and y_test, or neither for no test split")
+    no_test = x_test is None
+    if no_test:  # the training split stands in for the checks and the scaling below, then is emptied
+        x_test, y_test = x_train, y_train
     if not regression and (target_names is not None or standardise_targets):
         raise ValueError("from_arrays: target_names and standardise_targets are for task='regression'")
     if regression and classes is not None:
@@ -50,6 +58,8 @@ def from_arrays(x_train, y_train, x_test, y_test, classes=None, name: str = "arr
                              f"rows {x_train.shape[1]} features")
     if normalise:
         x_train, x_test, mean, std = _normalised(x_train, x_test, image_shape)
+    if no_test:
+        x_test, y_test = x_test[:0], y_test[:0]
     return Dataset(name, x_train, y_train, x_test, y_test, classes, f"arrays given to from_arrays ({name})",
                    image_shape, mean, std, task=task, **extra)
 

@@ -60,5 +60,5 @@ def test_temporaries_of_a_killed_write_are_removed_at_the_next_start(tmp_path):
     data = datasets.synthetic(n_train=60, n_test=20, num_features=5, num_classes=2, seed=0)
     fit(MLP([5, 2]), data, epochs=1, batch_size=20, checkpoint_path=tmp_path / "checkpoint.npz", progress=False,
         log=None)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.npz", "notes.tmp"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.npz", "metrics.jsonl", "notes.tmp"]
     assert remove_stale_temporaries(tmp_path / "missing") == []

@@ -32,6 +32,7 @@ PUBLIC = {
     "Optimizer": "softgrad.numerics.optim",
     "Reduction": "softgrad.numerics.protocol",
     "SGDState": "softgrad.numerics.optim.sgd",
+    "StopTraining": "softgrad.training.fitting",
     "TrainingDivergedError": "softgrad.training.fitting",
     "available_backends": "softgrad.numerics.registry",
     "backend_names": "softgrad.numerics.registry",

@@ -177,7 +177,7 @@ def test_a_second_run_into_a_folder_in_use_is_refused_and_a_killed_holder_claims
     status, _, err = cli(*FAST, "--out", str(out))
     assert status == 0, err
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint.npz", "curves.png", "fit.png", "history.json",
-                                                       "run.json"]  # the lock file goes when the run ends
+                                                       "metrics.jsonl", "run.json"]  # the lock file goes when the run ends
 
 
 def test_the_default_folder_taken_by_a_run_started_in_the_same_second_passes_to_the_next_name(
@@ -246,8 +246,8 @@ def test_stale_temporary_cleanup_spares_a_live_write(tmp_path):
 
 # ---- no output over a file the run did not write --------------------------------------------------
 
-@pytest.mark.parametrize("name", ["history.json", "curves.png", "predictions.png", "fit.png", "run.json",
-                                  "checkpoint.npz"])
+@pytest.mark.parametrize("name", ["history.json", "metrics.jsonl", "curves.png", "predictions.png", "fit.png",
+                                  "run.json", "checkpoint.npz"])
 def test_an_existing_folder_holding_any_output_name_is_refused(name, tmp_path):
     out = tmp_path / "mine"
     out.mkdir()

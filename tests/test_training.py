@@ -91,7 +91,8 @@ def test_checkpoint_from_torch_evaluates_on_numpy(tmp_path):
     assert settings["batch_size"] == 20
     assert evaluate(loaded, data.x_test, data.y_test)["accuracy"] == history[-1]["test_accuracy"]
     np.testing.assert_array_equal(predict(loaded, data.x_test), predict(model, data.x_test))
-    assert [p.name for p in path.parent.iterdir()] == ["checkpoint.npz"]  # no temporary files left
+    # no temporary files left; the metrics stream is the run's
+    assert sorted(p.name for p in path.parent.iterdir()) == ["checkpoint.npz", "metrics.jsonl"]
 
 
 def test_divergence_names_epoch_and_step_and_keeps_the_last_good_checkpoint(tmp_path):

@@ -9,10 +9,11 @@ import time
 from pathlib import Path
 
 from softgrad.numerics.files import LOCK_NAME, check_folder_writable, check_writable, writable_target
+from softgrad.training.metrics_stream import METRICS_NAME
 from softgrad.training.settings import RunSettings
 
 #: every file a run writes in its folder: a new run never writes into a folder holding one of them
-RUN_FILES = ("run.json", "checkpoint.npz", "history.json", "curves.png", "predictions.png", "fit.png")
+RUN_FILES = ("run.json", "checkpoint.npz", "history.json", METRICS_NAME, "curves.png", "predictions.png", "fit.png")
 
 
 def default_out(settings: RunSettings) -> Path:

@@ -8,7 +8,7 @@
 
 One line per epoch, then per-class accuracy (classification) or RMSE, MAE and
 R² (regression). The run folder holds ``checkpoint.npz``, ``history.json``,
-``curves.png``, ``predictions.png`` (images) or ``fit.png`` (regression) and
+``metrics.jsonl`` (one line per epoch, written as each ends), ``curves.png``, ``predictions.png`` (images) or ``fit.png`` (regression) and
 ``run.json`` (the settings, which ``--resume`` reads back).
 
 The flags parse into a :class:`~softgrad.training.settings.RunSettings` (:mod:`.train_flags`); the run

@@ -7,11 +7,11 @@ By concern: :mod:`.settings` (what a run is set by), :mod:`.fitting` (:func:`fit
 """
 
 from softgrad.training.data_checks import check_data
-from softgrad.training.fitting import TrainingDivergedError, fit
+from softgrad.training.fitting import StopTraining, TrainingDivergedError, fit
 from softgrad.training.inference import evaluate, predict
 from softgrad.training.models import MLP, classic_mlp, softmax_regression
 from softgrad.training.settings import TRAINING_DEFAULTS, TrainSettings
 from softgrad.training.step import train_step
 
-__all__ = ["MLP", "TRAINING_DEFAULTS", "TrainSettings", "TrainingDivergedError", "check_data", "classic_mlp",
+__all__ = ["MLP", "StopTraining", "TRAINING_DEFAULTS", "TrainSettings", "TrainingDivergedError", "check_data", "classic_mlp",
            "evaluate", "fit", "predict", "softmax_regression", "train_step"]

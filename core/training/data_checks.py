@@ -39,7 +39,10 @@ def check_data(data, model: MLP, loss: Loss | str = "cross_entropy") -> None:
     elif data.num_features != model.widths[0] or data.num_classes > model.num_classes:
         raise ValueError(f"the data has {data.num_features} features and {data.num_classes} classes; "
                          f"the model expects {model.widths[0]} and {model.num_classes}")
-    for split, x, y in (("training", data.x_train, data.y_train), ("test", data.x_test, data.y_test)):
+    splits = [("training", data.x_train, data.y_train)]
+    if has_test_split(data):
+        splits.append(("test", data.x_test, data.y_test))
+    for split, x, y in splits:
         if len(x) == 0 or len(x) != len(y):
             raise ValueError(f"the {split} set has {len(x)} samples and {len(y)} labels; it needs as many "
                              "of each, at least one")
@@ -58,6 +61,17 @@ def check_data(data, model: MLP, loss: Loss | str = "cross_entropy") -> None:
             raise ValueError(f"{split} sample {int(rows[0])} holds NaN or inf features")
 
 
+def has_test_split(data) -> bool:
+    """Whether ``data`` has a test split: a Dataset may have none (``x_test`` and ``y_test`` None or empty),
+    and then trains without test figures; one of the two without the other is an error."""
+    x, y = getattr(data, "x_test", None), getattr(data, "y_test", None)
+    x_none, y_none = x is None or len(x) == 0, y is None or len(y) == 0
+    if x_none != y_none:
+        raise ValueError(f"the test set has {0 if x is None else len(x)} samples and {0 if y is None else len(y)} "
+                         "labels; give both, or neither for no test split")
+    return not x_none
+
+
 def targets_on(be: Backend, y, loss: Loss, dtype) -> Any:
     """The targets as ``loss`` takes them on ``be``: labels as they are; for binary cross-entropy 0/1 as
     probabilities, one column; for regression real values ``(N, k)``, in the model's dtype."""
@@ -67,4 +81,4 @@ def targets_on(be: Backend, y, loss: Loss, dtype) -> Any:
     return be.asarray(np.ascontiguousarray(host.reshape(len(host), -1)))
 
 
-__all__ = ["REGRESSION_HINT", "check_data", "targets_on"]
+__all__ = ["REGRESSION_HINT", "check_data", "has_test_split", "targets_on"]

@@ -12,7 +12,8 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from softgrad.numerics.protocol import Backend
 from softgrad.training import checkpoint
 from softgrad.training.inference import batches, count_correct, evaluate
 from softgrad.training.loss_options import host_options
+from softgrad.training.metrics_stream import MetricsStream
 from softgrad.training.models import MLP
 from softgrad.training.runs import Run, start_run
 from softgrad.training.settings import TrainSettings, default_loss
@@ -34,13 +36,21 @@ class TrainingDivergedError(RuntimeError):
     """The loss became NaN or infinite; the message names the epoch and step."""
 
 
+class StopTraining(Exception):  # noqa: N818 - a signal, not an error: the run ends well
+    """Raised by a :func:`fit` callback: training stops after the epoch that called it."""
+
+
+#: an epoch-end callback: it receives the epoch's history record; ``True`` (or StopTraining) stops training
+Callback = Callable[[dict[str, Any]], Any]
+
+
 def fit(model: MLP, data, backend: Backend | str | None = None, *, loss: Loss | str | None = None,
         optimizer: Optimizer | str | None = None, epochs: int | None = None, batch_size: int | None = None,
         lr: float | None = None, lr_schedule: str | None = None, seed: int | None = None,
         loss_options: Mapping[str, Any] | None = None, checkpoint_path: str | Path | None = None,
         resume: str | Path | None = None, progress: bool | None = None,
         log: Callable[[str], None] | None = print, chunked_head: bool | None = None,
-        **hyperparameters: Any) -> list[dict]:
+        callbacks: Sequence[Callback] = (), **hyperparameters: Any) -> list[dict]:
     """Train ``model`` on ``data`` (a :class:`datasets.Dataset`); returns the history.
 
     ``backend``: a name, a Backend, ``"auto"`` (the fastest available for this
@@ -68,6 +78,13 @@ def fit(model: MLP, data, backend: Backend | str | None = None, *, loss: Loss | 
     batch's logits are never held, for a large number of classes; the loss and
     gradients are the dense path's, and ``train_accuracy`` is None. A NaN or infinite loss raises
     :class:`TrainingDivergedError` and leaves the last good checkpoint.
+
+    With ``checkpoint_path`` each epoch's record is also appended, as one JSON line flushed to disk at once,
+    to ``metrics.jsonl`` beside the checkpoint, so a long run can be watched while it trains (a resumed run
+    continues the file, one line per epoch). ``callbacks``: callables called with each epoch's record (a
+    copy) once the epoch is saved and logged; one that returns ``True``, or raises :class:`StopTraining`,
+    stops training after that epoch (the checkpoint and the history then end there). Data without a test
+    split (``x_test`` and ``y_test`` None or empty) trains; its records' test figures are None.
     """
     given = {k: v for k, v in dict(epochs=epochs, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule,
                                    seed=seed).items() if v is not None}
@@ -78,14 +95,20 @@ def fit(model: MLP, data, backend: Backend | str | None = None, *, loss: Loss | 
     if resume is None:  # the settings as the optimizer checks them, before any work (a resumed run's: in start_run)
         TrainSettings.from_dict(given).check()
     show = sys.stderr.isatty() if progress is None else progress
+    callbacks = tuple(callbacks)
+    if not all(callable(callback) for callback in callbacks):
+        raise TypeError("fit: callbacks must be a list of callables, each taking an epoch's record (a dict)")
+    ending = _EpochEnd(log=log, callbacks=callbacks, checkpoint_path=checkpoint_path)
     if checkpoint_path is None:
         return _fit(model, data, start_run(model, data, given, backend=backend, resume=resume, log=log),
-                    show=show, log=log, checkpoint_path=None)
+                    show=show, ending=ending)
+    folder = Path(checkpoint_path).parent
     # the checkpoint's folder is this run's while it trains: a second run there is refused, not interleaved
-    with claim_folder(Path(checkpoint_path).parent, "the checkpoint's folder"):
-        remove_stale_temporaries(Path(checkpoint_path).parent)  # what a killed run's write left behind
+    with claim_folder(folder, "the checkpoint's folder"):
+        remove_stale_temporaries(folder)  # what a killed run's write left behind
         run = start_run(model, data, given, backend=backend, resume=resume, log=log)
-        return _fit(model, data, run, show=show, log=log, checkpoint_path=checkpoint_path)
+        with MetricsStream.start(folder, run.history) as ending.metrics:
+            return _fit(model, data, run, show=show, ending=ending)
 
 
 def _named(model: MLP, data, *, loss, optimizer, loss_options, resume) -> dict[str, Any]:
@@ -105,41 +128,75 @@ def _named(model: MLP, data, *, loss, optimizer, loss_options, resume) -> dict[s
     return named
 
 
-def _fit(model: MLP, data, run: Run, *, show: bool, log: Callable[[str], None] | None,
-         checkpoint_path) -> list[dict]:
-    """The run's epochs, each trained, evaluated on the test set, saved and logged; returns the history."""
+@dataclass(kw_only=True)
+class _EpochEnd:
+    """What follows each epoch's training: the checkpoint, the metrics line, the log line, the callbacks."""
+
+    log: Callable[[str], None] | None
+    callbacks: tuple[Callback, ...]
+    checkpoint_path: str | Path | None
+    metrics: MetricsStream | None = None
+
+    def __call__(self, model: MLP, data, run: Run, record: dict[str, Any]) -> bool:
+        """Save and report the epoch ``record`` (already in the history); whether a callback stops the run."""
+        if self.checkpoint_path is not None:
+            checkpoint.save(self.checkpoint_path, model, run.state, run.history, run.saved_settings,
+                            optimizer=run.settings.optimizer, data=data)  # what it trains on: evaluate reads it
+        if self.metrics is not None:
+            self.metrics.append(record)
+        if self.log is not None:
+            self.log(_epoch_line(record, run.settings.epochs))
+        stop = False
+        for callback in self.callbacks:
+            try:
+                stop = callback(dict(record)) is True or stop
+            except StopTraining:
+                stop = True
+                break
+        if stop and self.log is not None:
+            self.log(f"stopped by a callback after epoch {record['epoch']}")
+        return stop
+
+
+def _fit(model: MLP, data, run: Run, *, show: bool, ending: _EpochEnd) -> list[dict]:
+    """The run's epochs, each trained, evaluated on the test set (where there is one), saved and logged, until
+    the last or until a callback stops the run; returns the history."""
     settings = run.settings
     for epoch in range(len(run.history) + 1, settings.epochs + 1):
         with backend_scope(run.be):
-            record = _train_epoch(model, run, epoch, show, checkpoint_path)
-        test = evaluate(model, run.x_test, run.y_test, loss=settings.loss_definition,
-                        loss_options=settings.loss_options, target_mean=getattr(data, "target_mean", None),
-                        target_std=getattr(data, "target_std", None))
-        record = _epoch_record(record, test)
+            record = _train_epoch(model, run, epoch, show, ending.checkpoint_path)
+        test = None
+        if run.x_test is not None:
+            test = evaluate(model, run.x_test, run.y_test, loss=settings.loss_definition,
+                            loss_options=settings.loss_options, target_mean=getattr(data, "target_mean", None),
+                            target_std=getattr(data, "target_std", None))
+        record = _epoch_record(record, test, classes=settings.loss_definition.targets != "value")
         run.history.append(record)
-        if checkpoint_path is not None:
-            checkpoint.save(checkpoint_path, model, run.state, run.history, run.saved_settings,
-                            optimizer=settings.optimizer, data=data)  # what it trains on: evaluate reads it
-        if log is not None:
-            log(_epoch_line(record, settings.epochs))
+        if ending(model, data, run, record):
+            break
     return run.history
 
 
-def _epoch_record(record: dict[str, Any], test: dict[str, float]) -> dict[str, Any]:
-    """The epoch's history record: its training figures and the test set's, in the order the history keeps."""
-    record = {**record, **{f"test_{key}": value for key, value in test.items()}}
-    figures = (("train_loss", "train_accuracy", "test_loss", "test_accuracy") if "accuracy" in test
+def _epoch_record(record: dict[str, Any], test: dict[str, float] | None, *, classes: bool) -> dict[str, Any]:
+    """The epoch's history record: its training figures and the test set's (None without a test set), in
+    the order the history keeps."""
+    figures = (("train_loss", "train_accuracy", "test_loss", "test_accuracy") if classes
                else ("train_loss", "test_loss", "test_rmse", "test_mae", "test_r2"))
-    return {key: record[key] for key in ("epoch", *figures, "seconds", "samples_per_s", "lr")}
+    record = {**record, **{f"test_{key}": value for key, value in (test or {}).items()}}
+    return {key: record.get(key) for key in ("epoch", *figures, "seconds", "samples_per_s", "lr")}
 
 
 def _epoch_line(record: dict[str, Any], epochs: int) -> str:
     """The line an epoch logs: its loss, the accuracies (or the test loss, RMSE and R²), the speed."""
     train = "-" if record.get("train_accuracy") is None else f"{record['train_accuracy']:.2%}"
-    accuracy = (f"train {train}  test {record['test_accuracy']:.2%}  "
-                if "train_accuracy" in record else
-                f"test loss {record['test_loss']:.4f}  rmse {record['test_rmse']:.4g}  "
-                f"r2 {record['test_r2']:.3f}  ")
+    if "train_accuracy" in record:
+        test = "" if record["test_accuracy"] is None else f"  test {record['test_accuracy']:.2%}"
+        accuracy = f"train {train}{test}  "
+    elif record["test_loss"] is None:  # no test set
+        accuracy = ""
+    else:
+        accuracy = (f"test loss {record['test_loss']:.4f}  rmse {record['test_rmse']:.4g}  "
+                    f"r2 {record['test_r2']:.3f}  ")
     return (f"epoch {record['epoch']:>3}/{epochs}  loss {record['train_loss']:.4f}  {accuracy}"
             f"{record['samples_per_s']:,.0f} samples/s  ({record['seconds']:.1f} s)")
 
@@ -203,4 +260,4 @@ def _divergence_hint(settings: TrainSettings, step_lr: float) -> str:
     return f"Lower the learning rate (now {step_lr:g}; the {settings.optimizer} settings: {used})."
 
 
-__all__ = ["TrainingDivergedError", "fit"]
+__all__ = ["Callback", "StopTraining", "TrainingDivergedError", "fit"]

@@ -14,7 +14,7 @@ from softgrad.numerics.optim import get_optimizer
 from softgrad.numerics.protocol import Backend
 from softgrad.training import checkpoint
 from softgrad.training.auto import resolve_backend
-from softgrad.training.data_checks import check_data, targets_on
+from softgrad.training.data_checks import check_data, has_test_split, targets_on
 from softgrad.training.loss_options import check_loss_options, options_on
 from softgrad.training.models import MLP
 from softgrad.training.settings import TrainSettings
@@ -107,11 +107,13 @@ def start_run(model: MLP, data, given: dict[str, Any], *, backend: Backend | str
 
 
 def _data_on(be: Backend, model: MLP, data, loss) -> dict[str, Any]:
-    """The data on the run's backend, once, the test set too (evaluated after every epoch)."""
+    """The data on the run's backend, once, the test set too (evaluated after every epoch; None where the data
+    has no test split)."""
+    test = has_test_split(data)
     return {"x_train": be.asarray(data.x_train, dtype=model.dtype),
             "y_train": targets_on(be, data.y_train, loss, model.dtype),
-            "x_test": be.asarray(data.x_test, dtype=model.dtype),
-            "y_test": targets_on(be, data.y_test, loss, model.dtype)}
+            "x_test": be.asarray(data.x_test, dtype=model.dtype) if test else None,
+            "y_test": targets_on(be, data.y_test, loss, model.dtype) if test else None}
 
 
 def _record_task(model: MLP, data, settings: TrainSettings) -> None:
