@@ -143,3 +143,18 @@ def test_one_test_array_without_the_other_is_refused():
     full = small()
     with pytest.raises(ValueError, match="both x_test and y_test"):
         from_arrays(full.x_train, full.y_train, full.x_test)
+
+
+def test_softgrad_train_writes_the_stream_beside_its_checkpoint_and_resume_continues_it(tmp_path, monkeypatch):
+    from softgrad.commands import train
+
+    for name in ("plot_curves", "plot_regression", "plot_predictions"):  # the figures are not what is checked
+        monkeypatch.setattr(train.reports, name, lambda *args, **kwargs: None)
+    out = tmp_path / "run"
+    fast = ["--dataset", "toy-regression", "--model", "linear", "--quiet", "--out", str(out)]
+    assert train.main([*fast, "--epochs", "2"]) == 0
+    assert read_metrics(out) == json.loads((out / "history.json").read_text())
+    assert train.main(["--resume", str(out), "--epochs", "3", "--quiet"]) == 0
+    history = json.loads((out / "history.json").read_text())
+    assert [r["epoch"] for r in history] == [1, 2, 3] and read_metrics(out) == history
+    assert "test_rmse" in history[0]
