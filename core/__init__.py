@@ -12,7 +12,7 @@ What a user imports, all from ``softgrad``::
     softgrad.predict(model, data.x_test[:5])            # class indices
 
 - backends: :func:`get_backend`, :func:`available_backends`, :func:`backend_names`, :func:`register_backend`,
-  :class:`Backend` (the protocol), :class:`BackendUnavailableError`;
+  :class:`Backend` (the protocol), :class:`BackendHooks` (its optional half), :func:`method_of`, :class:`BackendUnavailableError`;
 - models and training: :class:`MLP`, :func:`classic_mlp`, :func:`softmax_regression`, :func:`fit`,
   :func:`evaluate`, :func:`predict`, :class:`TrainingDivergedError`, :class:`StopTraining`, :class:`CheckpointError`;
 - data: :func:`load`, :func:`from_arrays`, :class:`Dataset`, :class:`DatasetError`;
@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING
 _PUBLIC: dict[str, str] = {
     # backends
     "Backend": "softgrad.numerics.protocol",
+    "BackendHooks": "softgrad.numerics.hooks",
     "BackendUnavailableError": "softgrad.numerics.errors",
     "available_backends": "softgrad.numerics.registry",
     "backend_names": "softgrad.numerics.registry",
@@ -52,6 +53,7 @@ _PUBLIC: dict[str, str] = {
     "Reduction": "softgrad.numerics.protocol",
     "get_loss": "softgrad.numerics.losses",
     "register_loss": "softgrad.numerics.losses",
+    "method_of": "softgrad.numerics.methods",
     "OPTIMIZERS": "softgrad.numerics.optim",
     "Optimizer": "softgrad.numerics.optim",
     "SGDState": "softgrad.numerics.optim.sgd",
@@ -75,16 +77,18 @@ _PUBLIC: dict[str, str] = {
 }
 
 # the same names as _PUBLIC, written out for type checkers and linters (tests/test_public_api.py)
-__all__ = ["Backend", "BackendUnavailableError", "CheckpointError", "Dataset", "DatasetError", "LOSSES",
+__all__ = ["Backend", "BackendHooks", "BackendUnavailableError", "CheckpointError", "Dataset", "DatasetError", "LOSSES",
            "Loss", "MLP", "OPTIMIZERS", "Optimizer", "Reduction", "SGDState", "StopTraining", "TrainingDivergedError",
            "available_backends", "backend_names", "classic_mlp", "evaluate", "fit", "from_arrays",
-           "get_backend", "get_loss", "get_optimizer", "load", "predict", "register_backend",
+           "get_backend", "get_loss", "get_optimizer", "load", "method_of", "predict", "register_backend",
            "register_loss", "register_optimizer", "softmax_regression"]
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time each comes from _PUBLIC on first use
     from softgrad.datasets import Dataset, DatasetError, from_arrays, load
     from softgrad.numerics.errors import BackendUnavailableError
+    from softgrad.numerics.hooks import BackendHooks
     from softgrad.numerics.losses import LOSSES, Loss, get_loss, register_loss
+    from softgrad.numerics.methods import method_of
     from softgrad.numerics.optim import OPTIMIZERS, Optimizer, get_optimizer, register_optimizer
     from softgrad.numerics.optim.sgd import SGDState
     from softgrad.numerics.protocol import Backend, Reduction

@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # what a user imports from softgrad, and where each comes from; a change here is a change of the public API
 PUBLIC = {
     "Backend": "softgrad.numerics.protocol",
+    "BackendHooks": "softgrad.numerics.hooks",
     "BackendUnavailableError": "softgrad.numerics.errors",
     "CheckpointError": "softgrad.training.checkpoint",
     "Dataset": "softgrad.datasets",
@@ -44,6 +45,7 @@ PUBLIC = {
     "get_loss": "softgrad.numerics.losses",
     "get_optimizer": "softgrad.numerics.optim",
     "load": "softgrad.datasets",
+    "method_of": "softgrad.numerics.methods",
     "predict": "softgrad.training.inference",
     "register_backend": "softgrad.numerics.registry",
     "register_loss": "softgrad.numerics.losses",
