@@ -14,7 +14,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet $(PINS) -e '.[torch,vision,cupy,jax,test,anchors,fast]'
+	$(PY) -m pip install --quiet $(PINS) -e '.[torch,vision,cupy,jax,test,anchors,fast,sklearn,export,tensorboard]'
 	touch $@
 
 # The suite runs on WORKERS processes (pytest-xdist; WORKERS=0 runs it in this process), each with one BLAS

@@ -1,0 +1,1 @@
+"""scikit-learn estimators: MLPClassifier and MLPRegressor (being written)."""
