@@ -17,6 +17,10 @@ al. 2004, shipped in ``datasets/data/diabetes``, standardised); their targets
 are float32 ``(N, k)``. :func:`binary` turns any classification set into a
 one-class-against-the-rest task (``load(name, binary="0")``).
 
+Your own data from a file: :func:`load_file` reads an ``.npz`` (``x_train``, ``y_train``, optionally
+``x_test``, ``y_test``) or a ``.csv`` with a header row and a target column, infers classification or
+regression, splits off a seeded test set and standardises the features; its recipe loads it again.
+
 The package's code lies in private modules, one concern each; every public name is imported here, so
 ``softgrad.datasets.<name>`` is the one place to import it from.
 """
@@ -26,6 +30,7 @@ from __future__ import annotations
 from softgrad.datasets._arrays import from_arrays
 from softgrad.datasets._binary import binary
 from softgrad.datasets._catalogue import (
+    FILE_RECIPE,
     NAMES,
     PIP_VISION,
     REGRESSION_NAMES,
@@ -49,6 +54,7 @@ from softgrad.datasets._regression import (
 )
 from softgrad.datasets._scaling import InputScaling
 from softgrad.datasets._synthetic import synthetic
+from softgrad.datasets._user_files import CLASS_LIMIT, DEFAULT_TEST_FRACTION, csv_feature_rows, load_file
 
 # The classes say where they are imported from (in reprs, pickles and help()), not which private module holds them
 for _class in (DataRecord, Dataset, DatasetError, InputScaling):
@@ -56,8 +62,9 @@ for _class in (DataRecord, Dataset, DatasetError, InputScaling):
 del _class
 
 __all__ = [
-    "DIABETES_FEATURES", "DIABETES_N", "DIABETES_N_TRAIN", "DIABETES_SPLIT_SEED", "NAMES", "PIP_VISION",
-    "REGRESSION_NAMES", "SHIPPED_DIABETES", "SHIPPED_MNIST", "TASKS", "DataRecord", "Dataset", "DatasetError",
-    "InputScaling", "binary", "default_root", "diabetes", "from_arrays", "load", "npz_problem", "synthetic",
-    "toy_regression",
+    "CLASS_LIMIT", "DEFAULT_TEST_FRACTION", "DIABETES_FEATURES", "DIABETES_N", "DIABETES_N_TRAIN",
+    "DIABETES_SPLIT_SEED", "FILE_RECIPE", "NAMES", "PIP_VISION", "REGRESSION_NAMES", "SHIPPED_DIABETES",
+    "SHIPPED_MNIST", "TASKS", "DataRecord", "Dataset", "DatasetError", "InputScaling", "binary",
+    "csv_feature_rows", "default_root", "diabetes", "from_arrays", "load", "load_file", "npz_problem",
+    "synthetic", "toy_regression",
 ]

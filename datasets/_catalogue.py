@@ -44,6 +44,8 @@ IMAGE_SETS = {
 }
 REGRESSION_NAMES = ("toy-regression", "diabetes")
 NAMES = (*IMAGE_SETS, "synthetic", *REGRESSION_NAMES)
+#: the recipe name of data read from a user's file (load_file); not in NAMES, so --dataset never offers it
+FILE_RECIPE = "file"
 
 
 def default_root() -> Path:

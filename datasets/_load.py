@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from softgrad.datasets._binary import binary as binary_task
-from softgrad.datasets._catalogue import IMAGE_SETS, NAMES, REGRESSION_NAMES, default_root
+from softgrad.datasets._catalogue import FILE_RECIPE, IMAGE_SETS, NAMES, REGRESSION_NAMES, default_root
 from softgrad.datasets._cifar import load_cifar_npz
 from softgrad.datasets._dataset import Dataset
 from softgrad.datasets._images import has_files, missing
@@ -17,6 +17,7 @@ from softgrad.datasets._record import recipe
 from softgrad.datasets._regression import diabetes, toy_regression
 from softgrad.datasets._synthetic import synthetic
 from softgrad.datasets._torchvision import load_vision
+from softgrad.datasets._user_files import load_file
 
 
 def load(name: str, root: str | os.PathLike | None = None, download: bool = False, *,
@@ -37,7 +38,15 @@ def load(name: str, root: str | os.PathLike | None = None, download: bool = Fals
     ``binary``: turn a classification set into a two-class task, as
     :func:`binary` does (``"even"``, ``"odd"``, ``"0"``, ``"0,6"``,
     ``[0, 6]``, ``"Sandal"``); a ``ValueError`` for regression sets.
+
+    ``name="file"`` is the recipe of a user's file: ``options`` are :func:`load_file`'s (a checkpoint's record
+    loads the file again this way, refusing it if it changed).
     """
+    if name == FILE_RECIPE:
+        if binary is not None or root is not None or download:
+            raise ValueError("load('file', ...): binary, root and download are for the named data sets; a file is "
+                             "read as it is (see load_file)")
+        return load_file(**options)
     if binary is not None and name in REGRESSION_NAMES:
         raise ValueError(f"load({name!r}, binary={binary!r}): {name} is a regression data set; a binary task "
                          f"needs a classification one ({', '.join(n for n in NAMES if n not in REGRESSION_NAMES)})")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import softgrad.datasets  # the package, not ._dataset (which imports this module): Dataset, and load
-from softgrad.datasets._catalogue import IMAGE_SETS, NAMES, TASKS
+from softgrad.datasets._catalogue import FILE_RECIPE, IMAGE_SETS, NAMES, TASKS
 from softgrad.datasets._scaling import InputScaling
 
 
@@ -35,8 +35,10 @@ class DataRecord:
 
     @property
     def dataset(self) -> str:
-        """The data set's name as :func:`load` and ``--dataset`` know it (``"mnist"``), else the given name."""
-        return str(self.recipe["name"]) if self.recipe is not None else self.name
+        """The data set's name as :func:`load` and ``--dataset`` know it (``"mnist"``), else the given name (a
+        user's file: its stem)."""
+        named = self.recipe is not None and self.recipe["name"] != FILE_RECIPE
+        return str(self.recipe["name"]) if named else self.name
 
     def describe(self) -> str:
         """One phrase: the data set and its task, for messages."""
@@ -86,7 +88,7 @@ class DataRecord:
                 raise ValueError(f"its data record's image shape {shape!r} does not hold {features} pixels")
             shape = tuple(shape)
         recipe = value.get("recipe")
-        if recipe is not None and (not isinstance(recipe, Mapping) or recipe.get("name") not in NAMES
+        if recipe is not None and (not isinstance(recipe, Mapping) or recipe.get("name") not in (*NAMES, FILE_RECIPE)
                                    or not isinstance(recipe.get("options") or {}, Mapping)
                                    or not isinstance(recipe.get("root"), (str, type(None)))):
             raise ValueError(f"its data record's recipe {recipe!r} names no data set softgrad can load")

@@ -22,8 +22,11 @@ replaces the run's own files nor another backend's evaluation.
 ``predict`` takes ``.npy`` files of raw samples, in the units of the data
 set's own files: 0..255 pixels for the image sets (``(N, 28, 28)``,
 ``(N, 784)`` or one image), the raw features for diabetes, the arrays as given
-for data made with ``datasets.from_arrays``. Image files (PNG, JPEG) of the
-data set's image size are read as intensities. Both are scaled exactly as the
+for data made with ``datasets.from_arrays``, the file's own units for a run
+trained on your file (``--data``). Image files (PNG, JPEG) of the data set's
+image size are read as intensities; for a run trained on a csv file, ``.csv``
+files of raw rows with a header naming the training file's feature columns
+(in any order; the target column, where present, is ignored). Both are scaled exactly as the
 training data were, from what the run recorded, so a model trained on your own
 arrays can classify files without its data.
 """
@@ -68,8 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", help="folder of the full data sets (default: the run's)")
     p.add_argument("--out", help="folder for the evaluation's files, confusion-<backend>.png and .csv or "
                    "fit-<backend>.png (default: the run folder)")
-    p.add_argument("--predict", nargs="+", metavar="FILE", help=".npy arrays of raw samples or image files to "
-                   "classify (instead of evaluating on the test set; the same as softgrad predict RUN FILE...)")
+    p.add_argument("--predict", nargs="+", metavar="FILE", help=".npy arrays of raw samples, image files or (for "
+                   "a run trained on a csv file) .csv files of raw rows to classify (instead of evaluating on the test set; the same as softgrad predict RUN FILE...)")
     return p
 
 
@@ -80,7 +83,8 @@ def build_predict_parser() -> argparse.ArgumentParser:
                            "the image sets), and for image files of the data set's image size. They are scaled "
                            "as the training data were, from what the run recorded.")
     _run_arguments(p)
-    p.add_argument("predict", nargs="+", metavar="FILE", help=".npy arrays of raw samples or image files")
+    p.add_argument("predict", nargs="+", metavar="FILE", help=".npy arrays of raw samples, image files, or .csv "
+                   "files of raw rows for a run trained on a csv file")
     p.add_argument("--dataset", choices=list(datasets.NAMES), help="the data set (needed only for checkpoints "
                    "that record none)")
     p.add_argument("--root", help="folder of the full data sets (default: the run's)")
@@ -195,8 +199,21 @@ def _image_intensities(path: Path, record: datasets.DataRecord) -> np.ndarray:
     return image.reshape(1, -1)
 
 
+def _csv_rows(path: Path, record: datasets.DataRecord) -> np.ndarray:
+    """Raw rows from a csv file with the training file's feature columns (a run trained on a csv file)."""
+    recipe = record.recipe or {}
+    options = recipe.get("options") or {}
+    if recipe.get("name") != datasets.FILE_RECIPE or not options.get("columns"):
+        raise ValueError(f"{path}: .csv samples are for a model trained on a csv file (--data FILE.csv); this one "
+                         f"was trained on {record.dataset}: give a .npy array of raw samples, "
+                         f"(N, {record.num_features})")
+    return datasets.csv_feature_rows(path, options["columns"], options.get("target"))
+
+
 def _load_samples(path: Path, record: datasets.DataRecord) -> np.ndarray:
-    """Samples from a .npy file or an image file, scaled exactly as the training data were."""
+    """Samples from a .npy file, a .csv file or an image file, scaled exactly as the training data were."""
+    if path.suffix.lower() == ".csv":
+        return record.scaling.apply(_csv_rows(path, record))
     if path.suffix.lower() == ".npy":
         try:
             samples = np.load(path, allow_pickle=False)
@@ -228,6 +245,9 @@ def run(args: argparse.Namespace) -> int:
     if args.predict:
         _predict_files(model, loss, record, [Path(file) for file in args.predict], scale)
         return 0
+    if len(data.y_test) == 0:
+        raise ValueError(f"the model in {path} was trained on {data.name} with no test split (--test-fraction 0): "
+                         "nothing to evaluate on; predict with softgrad predict RUN FILE")
     check_data(data, model, loss)
     confusion_png, confusion_csv, fit_png = names
     if loss.targets == "value":
@@ -284,7 +304,8 @@ def _report_classification(model, data: datasets.Dataset, loss, out: Path, names
     print(f"{model}; {data.source}")
     print(f"test accuracy {np.mean(predictions == data.y_test):.2%}; per class:")
     for label, value, total in zip(data.classes, per_class_accuracy(cm), cm.sum(axis=1)):
-        print(f"  {label:>12}  {'n/a' if np.isnan(value) else f'{value:.2%}'}  ({total} images)")
+        print(f"  {label:>12}  {'n/a' if np.isnan(value) else f'{value:.2%}'}  ({total} "
+              f"{'images' if data.image_shape is not None else 'samples'})")
     buffer = io.StringIO()
     np.savetxt(buffer, cm, fmt="%d", delimiter=",", header=f"{data.name} test set on {model.be.name}: {data.source}\n"
                "rows: true class, columns: predicted class; " + ",".join(data.classes))

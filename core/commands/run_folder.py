@@ -17,8 +17,11 @@ RUN_FILES = ("run.json", "checkpoint.npz", "history.json", METRICS_NAME, "curves
 
 
 def default_out(settings: RunSettings) -> Path:
-    """runs/<dataset>-<model>-<backend>-<time>, with -2, -3, ... where two runs start in the same second."""
-    base = Path("runs") / (f"{settings.data.dataset}-{settings.model.model}-{settings.backend.replace(':', '-')}-"
+    """runs/<dataset>-<model>-<backend>-<time> (<dataset>: the file's stem for your own data), with -2, -3, ...
+    where two runs start in the same second."""
+    data = settings.data
+    name = Path(data.data).stem if data.data is not None else data.dataset
+    base = Path("runs") / (f"{name}-{settings.model.model}-{settings.backend.replace(':', '-')}-"
                            f"{time.strftime('%Y%m%d-%H%M%S')}")
     out, n = base, 1
     while os.path.lexists(out):

@@ -3,6 +3,7 @@
     softgrad train --backend numpy --model mlp --dataset mnist --epochs 10
     softgrad train --dataset mnist --binary 0 --optimizer adam --lr 1e-3     # "is it a 0?"
     softgrad train --dataset diabetes --model linear --optimizer adam --lr 0.01
+    softgrad train --data flowers.csv --target species --model linear      # your own data (docs/your-data.md)
 
 (``python -m softgrad train`` is the same command; in a checkout, so is ``python -m softgrad.commands.train``.)
 
@@ -37,7 +38,7 @@ from softgrad.commands.run_folder import (
 from softgrad.commands.train_flags import PROG, Resolved, build_parser, check_settings, resolve_settings
 from softgrad.numerics.files import FolderBusyError, atomic_write_text, claim_folder
 from softgrad.numerics.losses import Loss, get_loss
-from softgrad.training import reports
+from softgrad.training import checkpoint, reports
 from softgrad.training.auto import resolve_backend
 from softgrad.training.data_checks import check_data
 from softgrad.training.fitting import TrainingDivergedError, fit
@@ -151,8 +152,12 @@ def _claimed_run(call: Call) -> int:
 def _run(call: Call) -> int:
     say = (lambda _: None) if call.quiet else print
     settings, out = call.settings, call.out
-    data = _load(settings)
+    data = _load(settings, call.resolved.resume_from)
     model, settings = _checked_model(call, data)
+    if settings.data.data is not None:  # run.json records what was inferred, so a resume reads the same data
+        options = data.recipe["options"]
+        settings = replace(settings, data=replace(settings.data, task=options["task"],
+                                                  test_fraction=options["test_fraction"]))
     say(f"data: {data.source}: {len(data.y_train):,} train / {len(data.y_test):,} test")
     training = settings.training
     model.to(resolve_backend(settings.backend, model.widths, min(training.batch_size, len(data.y_train)),
@@ -169,10 +174,23 @@ def _run(call: Call) -> int:
     return 0
 
 
-def _load(settings: RunSettings) -> datasets.Dataset:
+def _load(settings: RunSettings, resume_from: Path | None = None) -> datasets.Dataset:
     data = settings.data
+    if data.data is not None:  # your own file; a resumed run's must be the file it was trained on
+        digest = _recorded_digest(resume_from) if resume_from is not None else None
+        return datasets.load_file(data.data, data.target, task=data.task, test_fraction=data.test_fraction,
+                                  sha256=digest)
     options = {"binary": data.binary} if data.binary is not None else {}
     return datasets.load(data.dataset, root=data.root, download=bool(data.download), **options)
+
+
+def _recorded_digest(checkpoint_path: Path) -> str | None:
+    """The sha256 of the file a checkpoint's model was trained on, as its data record holds it."""
+    record = getattr(checkpoint.load(checkpoint_path, "numpy")[0], "trained_on", None)
+    recipe = None if record is None else record.recipe
+    if recipe is None or recipe.get("name") != datasets.FILE_RECIPE:
+        return None
+    return (recipe.get("options") or {}).get("sha256")
 
 
 def _checked_model(call: Call, data: datasets.Dataset) -> tuple[MLP, RunSettings]:
@@ -204,7 +222,9 @@ def _write_results(call: Call, model: MLP, data: datasets.Dataset, loss: Loss, h
         atomic_write_text(call.json, history_text)
     if history:
         reports.plot_curves(history, out / "curves.png", title=f"{data.name} {model}")
-    if loss.targets == "value":
+    if len(data.y_test) == 0:  # --test-fraction 0: nothing held out to report on
+        print(f"no test split: no test figures; run folder: {out}" if call.quiet else "no test split: no test figures")
+    elif loss.targets == "value":
         report_regression(model, data, loss, out, quiet=call.quiet)
     else:
         report_classification(model, data, loss, out, quiet=call.quiet)

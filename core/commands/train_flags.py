@@ -24,7 +24,11 @@ from softgrad.training.settings import RunSettings, TrainSettings, hyperparamete
 
 PROG = "softgrad train"
 # what --resume takes from the run it continues: the model and the data must not change
-FROM_RUN = ("model", "hidden", "activation", "dataset", "binary", "root", "seed", "dtype")
+FROM_RUN = ("model", "hidden", "activation", "dataset", "binary", "root", "seed", "dtype", "data", "target", "task",
+            "test_fraction")
+#: the flags that belong to a named data set, and those that belong to your own file (--data)
+NAMED_DATA_FLAGS = ("dataset", "binary", "root", "download")
+FILE_DATA_FLAGS = ("target", "task", "test_fraction")
 LOSS_RULE = "cross_entropy for classes, mse for regression data, bce_with_logits with --binary"
 
 
@@ -102,6 +106,15 @@ def _model_and_data_flags(p: argparse.ArgumentParser) -> None:
                    "'0,6', even, odd or a class name (trains one output with bce_with_logits unless --loss says)")
     p.add_argument("--root", help="folder torchvision reads and downloads to (default $SOFTGRAD_DATA or ~/.cache/softgrad/data)")
     p.add_argument("--download", action="store_true", default=None, help="download missing data files with torchvision")
+    p.add_argument("--data", metavar="FILE", help="your own data instead of --dataset: an .npz with x_train, y_train "
+                   "(optionally x_test, y_test) or a .csv with a header row (name the target with --target)")
+    p.add_argument("--target", metavar="COLUMN", help="with --data FILE.csv: the column to predict; every other "
+                   "column is a numeric feature")
+    p.add_argument("--task", choices=list(datasets.TASKS), help="with --data: classification or regression (default: "
+                   f"inferred: text, or integers with at most {datasets.CLASS_LIMIT} distinct values, are classes)")
+    p.add_argument("--test-fraction", type=float, metavar="F", help="with --data and no x_test/y_test: the rows held "
+                   f"out to test on, drawn with a fixed seed (default {datasets.DEFAULT_TEST_FRACTION:g}; 0: no test "
+                   "split)")
 
 
 def _training_flags(p: argparse.ArgumentParser, losses: list[str]) -> None:
@@ -157,8 +170,11 @@ class Resolved:
 def resolve_settings(args: argparse.Namespace) -> Resolved:
     """The run's settings: flags given, else the resumed run's (its run.json), else the defaults."""
     given = given_flags(args)
+    _check_data_flags(given)
     if not args.resume:
-        return Resolved(RunSettings.from_record(given), given)
+        settings = RunSettings.from_record({**given, "dataset": None} if "data" in given else given)
+        _check_file_settings(settings, given)
+        return Resolved(settings, given)
     run = Path(args.resume)
     resume_from, restarted = (run if run.suffix == ".npz" else run / "checkpoint.npz"), None
     run_json = resume_from.parent / "run.json"
@@ -177,7 +193,37 @@ def resolve_settings(args: argparse.Namespace) -> Resolved:
     changed = [k for k in FROM_RUN if k in given and given[k] != saved.get(k)]
     if changed:
         raise ValueError(f"--resume continues the same model and data; drop {', '.join('--' + k for k in changed)}")
-    return Resolved(RunSettings.from_record({**saved, **given}), given, resume_from, restarted)
+    settings = RunSettings.from_record({**saved, **given})
+    _check_file_settings(settings, given)
+    return Resolved(settings, given, resume_from, restarted)
+
+
+def _check_data_flags(given: dict[str, Any]) -> None:
+    """--data and the flags of a named data set exclude each other; --data's path is made absolute (run.json
+    records it so, and --resume compares it so); --test-fraction is checked before any work."""
+    if "data" not in given:
+        return
+    named = [f"--{k}" for k in NAMED_DATA_FLAGS if k in given]
+    if named:
+        raise ValueError(f"--data {given['data']} is your own data; {', '.join(named)} name(s) a data set softgrad "
+                         "ships or downloads: give one or the other")
+    path = Path(given["data"]).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"--data {given['data']}: no such file")
+    given["data"] = str(path.resolve())
+
+
+def _check_file_settings(settings: RunSettings, given: dict[str, Any]) -> None:
+    """The flags of your own file, only with one, and --test-fraction in [0, 1)."""
+    data = settings.data
+    if data.data is None:
+        stray = [f"--{k.replace('_', '-')}" for k in FILE_DATA_FLAGS if k in given]
+        if stray:
+            raise ValueError(f"{', '.join(stray)}: for your own data file (--data FILE)")
+        return
+    fraction = data.test_fraction
+    if fraction is not None and not 0 <= fraction < 1:
+        raise ValueError(f"--test-fraction must be in [0, 1) (0: no test split), got {fraction:g}")
 
 
 def _flag(name: str, settings: RunSettings) -> str:
@@ -244,5 +290,5 @@ def check_settings(settings: RunSettings, hidden_given: bool) -> None:
         raise ValueError(f"--binary makes a classification task; --loss {training.loss} is a regression loss")
 
 
-__all__ = ["FROM_RUN", "PROG", "run_defaults", "Resolved", "build_parser", "check_optimizer_flags",
+__all__ = ["FILE_DATA_FLAGS", "FROM_RUN", "NAMED_DATA_FLAGS", "PROG", "run_defaults", "Resolved", "build_parser", "check_optimizer_flags",
            "check_settings", "given_flags", "in_flag_terms", "resolve_settings"]

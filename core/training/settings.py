@@ -171,12 +171,18 @@ class ModelSettings:
 @dataclass(frozen=True)
 class DataSettings:
     """The data ``softgrad train`` loads: a data set's name, the classes of a binary task (``--binary``),
-    the folder of the full sets, and whether to download them."""
+    the folder of the full sets, and whether to download them; or your own file (``data``, its absolute path;
+    ``dataset`` is then None) with its ``target`` column, ``task`` and ``test_fraction`` (see
+    :func:`softgrad.datasets.load_file`)."""
 
-    dataset: str = "mnist"
+    dataset: str | None = "mnist"
     binary: str | None = None
     root: str | None = None
     download: bool = False
+    data: str | None = None
+    target: str | None = None
+    task: str | None = None
+    test_fraction: float | None = None
 
 
 def hyperparameter_names() -> dict[str, dict[str, Any]]:
@@ -210,6 +216,7 @@ class RunSettings:
         model, data = self.model, self.data
         return {"backend": self.backend, "model": model.model, "hidden": model.hidden, "activation": model.activation,
                 "dataset": data.dataset, "binary": data.binary, "root": data.root, "download": data.download,
+                "data": data.data, "target": data.target, "task": data.task, "test_fraction": data.test_fraction,
                 "dtype": model.dtype, "epochs": training.epochs, "batch_size": training.batch_size, "lr": training.lr,
                 "lr_schedule": training.lr_schedule, "seed": training.seed, "loss": training.loss,
                 "optimizer": training.optimizer, **flags,
