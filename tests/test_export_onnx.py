@@ -267,6 +267,22 @@ def test_onnx_reference_is_the_fallback_and_agrees_too(classifiers, binary_data,
     np.testing.assert_allclose(out["values"], softgrad.predict(regressor, data.x_test), rtol=RTOL, atol=0)
 
 
+def test_what_cannot_be_exported_is_one_line(classifiers, binary_model):
+    network = portable_network(classifiers["relu"])
+    for bad, message in (
+            (dataclasses.replace(network, labels=("a", "b")), "names 2 classes for 10"),
+            (dataclasses.replace(network, activation="gelu"), "no ONNX operator for the activation 'gelu'"),
+            (dataclasses.replace(network, dtype="float16"), "float16 network cannot be exported"),
+            (dataclasses.replace(portable_network(binary_model), weights=network.weights, biases=network.biases),
+             "sigmoid head takes one logit, this network has 10")):
+        with pytest.raises(ValueError, match=message) as caught:
+            onnx_model(bad)
+        assert "\n" not in str(caught.value)
+    for opset in (True, 17.0, onnx.defs.onnx_opset_version() + 1):
+        with pytest.raises(ValueError, match="is not supported"):
+            onnx_model(network, opset=opset)
+
+
 # ---- the file ------------------------------------------------------------------------------------------------
 
 
