@@ -112,7 +112,7 @@ class _MLPEstimator(BaseEstimator):
     # ---- pickling: the optimizer's state as NumPy arrays, moved back to the model's backend ------
 
     def __getstate__(self) -> dict:
-        state = super().__getstate__()
+        state = dict(super().__getstate__())  # BaseEstimator's is the instance's own __dict__: a copy to change
         if getattr(self, "model_", None) is not None and state.get("_state") is not None:
             state["_state"] = move_state(state["_state"], self.model_.be, get_backend("numpy"))
         return state
