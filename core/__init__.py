@@ -15,6 +15,7 @@ What a user imports, all from ``softgrad``::
   :class:`Backend` (the protocol), :class:`BackendHooks` (its optional half), :func:`method_of`, :class:`BackendUnavailableError`;
 - models and training: :class:`MLP`, :func:`classic_mlp`, :func:`softmax_regression`, :func:`fit`,
   :func:`evaluate`, :func:`predict`, :class:`TrainingDivergedError`, :class:`StopTraining`, :class:`CheckpointError`;
+- weights out and in: :func:`export` (``.safetensors`` for torch, ``.onnx``), :func:`from_torch`;
 - data: :func:`load`, :func:`from_arrays`, :class:`Dataset`, :class:`DatasetError`;
 - losses and optimizers by name: :data:`LOSSES`, :data:`OPTIMIZERS`, :func:`get_loss`, :func:`get_optimizer`,
   :func:`register_loss`, :func:`register_optimizer`, :class:`Loss`, :class:`Optimizer`, :class:`SGDState`,
@@ -69,6 +70,9 @@ _PUBLIC: dict[str, str] = {
     "TrainingDivergedError": "softgrad.training.fitting",
     "StopTraining": "softgrad.training.fitting",
     "CheckpointError": "softgrad.training.checkpoint",
+    # weights out and in
+    "export": "softgrad.training.exporting",
+    "from_torch": "softgrad.training.torch_import",
     # data sets
     "Dataset": "softgrad.datasets",
     "DatasetError": "softgrad.datasets",
@@ -79,7 +83,7 @@ _PUBLIC: dict[str, str] = {
 # the same names as _PUBLIC, written out for type checkers and linters (tests/test_public_api.py)
 __all__ = ["Backend", "BackendHooks", "BackendUnavailableError", "CheckpointError", "Dataset", "DatasetError", "LOSSES",
            "Loss", "MLP", "OPTIMIZERS", "Optimizer", "Reduction", "SGDState", "StopTraining", "TrainingDivergedError",
-           "available_backends", "backend_names", "classic_mlp", "evaluate", "fit", "from_arrays",
+           "available_backends", "backend_names", "classic_mlp", "evaluate", "export", "fit", "from_arrays", "from_torch",
            "get_backend", "get_loss", "get_optimizer", "load", "method_of", "predict", "register_backend",
            "register_loss", "register_optimizer", "softmax_regression"]
 
@@ -94,9 +98,11 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time each comes fro
     from softgrad.numerics.protocol import Backend, Reduction
     from softgrad.numerics.registry import available_backends, backend_names, get_backend, register_backend
     from softgrad.training.checkpoint import CheckpointError
+    from softgrad.training.exporting import export
     from softgrad.training.fitting import StopTraining, TrainingDivergedError, fit
     from softgrad.training.inference import evaluate, predict
     from softgrad.training.models import MLP, classic_mlp, softmax_regression
+    from softgrad.training.torch_import import from_torch
 
     __version__: str
 

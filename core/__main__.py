@@ -1,8 +1,9 @@
-"""``softgrad`` (the console script) and ``python -m softgrad``: one command, five subcommands.
+"""``softgrad`` (the console script) and ``python -m softgrad``: one command, six subcommands.
 
     softgrad train --dataset mnist --epochs 2       # train, write a run folder
     softgrad evaluate runs/mnist-mlp-numpy-...      # its test accuracy, per class, confusion matrix
     softgrad predict runs/... digits.npy 7.png      # its predictions for arrays and images
+    softgrad export runs/... --to model.safetensors # its weights for torch (or --to model.onnx)
     softgrad bench                                  # which backend is fastest here
     softgrad conformance NAME                       # the protocol's checks on one backend
     softgrad --version
@@ -27,6 +28,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                  "matrix (RMSE, MAE, R² for a regressor)"),
     "predict": ("softgrad.commands.evaluate", "predict_main", "a trained run's predictions for .npy arrays and image "
                 "files"),
+    "export": ("softgrad.commands.export", "main", "a run's weights as .safetensors (torch) or .onnx, taking raw "
+               "samples; --from: a torch MLP in as a run"),
     "bench": ("softgrad.bench.__main__", "main", "measure the backends on this machine and recommend one"),
     "conformance": ("softgrad.backends.conformance.__main__", "main", "check one registered backend against "
                     "the protocol"),

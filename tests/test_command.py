@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SUBCOMMANDS = ["train", "evaluate", "predict", "bench", "conformance"]
+SUBCOMMANDS = ["train", "evaluate", "predict", "export", "bench", "conformance"]
 SCRIPT = shutil.which("softgrad", path=str(Path(sys.executable).parent))
 
 
