@@ -173,6 +173,7 @@ SLOW = {
     "test_packaging.py::test_the_command_works_from_a_folder_named_like_its_parts":
         "each command in a new process",
     "test_train_cli.py::test_a_resumed_run_stays_on_its_backend": "two trainings on torch",
+    "test_export_cli.py": "one softgrad train on the shipped MNIST (1 epoch), which the file's tests export and import",
     "test_sklearn.py::test_scikit_learns_checks_on_array_api_strict":
         "scikit-learn's ~100 checks, each training 200 epochs on array-api-strict (about 3 minutes on 1 core)",
     "test_sklearn.py::test_grid_search_with_two_processes": "two worker processes, each importing scikit-learn",
