@@ -153,6 +153,26 @@ def test_tensorboards_own_reader_reads_the_same_scalars(tmp_path):
     assert found == expected(history, CLASSES)
 
 
+def test_tensorboard_shows_a_run_resumed_from_an_earlier_checkpoint_once(tmp_path):
+    """The purge step at work in TensorBoard's own reader: epochs 2 and 3 trained again (from a copy of the
+    checkpoint after epoch 1) replace the first run's, they are not drawn twice."""
+    accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    first, second = tmp_path / "first" / "checkpoint.npz", tmp_path / "second" / "checkpoint.npz"
+    tensorboard = TensorBoardCallback(tmp_path / "tb")
+    fit(MLP([6, 3], seed=0), small(), backend="numpy", epochs=1, checkpoint_path=first, **QUIET)
+    second.parent.mkdir()
+    second.write_bytes(first.read_bytes())
+    with tensorboard:
+        fit(MLP([6, 3], seed=0), small(), backend="numpy", epochs=3, checkpoint_path=first, resume=first,
+            callbacks=[tensorboard], lr_schedule="constant", **QUIET)
+    with tensorboard:  # the run again from epoch 1's checkpoint, with another learning rate
+        again = fit(MLP([6, 3], seed=0), small(), backend="numpy", epochs=3, checkpoint_path=second,
+                    resume=second, callbacks=[tensorboard], lr=0.01, lr_schedule="constant", **QUIET)
+    reader = accumulator.EventAccumulator(str(tmp_path / "tb"))
+    reader.Reload()
+    assert [(s.step, s.value) for s in reader.Scalars("train/loss")] == expected(again[1:], CLASSES)["train/loss"]
+
+
 def test_scalar_tags_groups_the_figures_and_leaves_out_what_a_record_lacks():
     record = {"epoch": 4, "train_loss": 0.5, "train_accuracy": None, "test_loss": 0.75, "test_rmse": 2,
               "seconds": 1.5, "samples_per_s": 100.0, "lr": 0.01, "note": "text", "flag": True}
