@@ -8,7 +8,7 @@ strings to strings; then the tensors' bytes, little-endian, row-major, back to b
 The file a network is written to holds the tensors of ``torch.nn.Sequential(Linear, act, ..., Linear)``
 under its own keys (``0.weight``, ``0.bias``, ``2.weight``, ...), ``(out, in)`` weights, so
 ``load_state_dict(..., strict=True)`` takes them as they are; the metadata says ``format: pt``, the
-architecture and the input it expects (:func:`network_metadata`).
+architecture and the input it expects (:func:`softgrad.training.exporting.network_metadata`).
 
 Reading (:func:`read_header`, :func:`read_tensors`) bounds the header (:data:`HEADER_LIMIT`), checks every
 tensor's dtype, shape and offsets against the file's size, and lets the caller check the shapes against

@@ -53,7 +53,7 @@ class Spec:
 
 def from_torch(network: Any, *, activation: str | None = None, head: str | None = None,
                labels: list[str] | None = None, input_shape: tuple[int, ...] | None = None,
-               dtype: str | None = None, backend: str = "numpy") -> MLP:
+               dtype: Any = None, backend: str = "numpy") -> MLP:
     """A softgrad :class:`MLP` from a torch MLP: an ``nn.Sequential``, a state dict, or a safetensors file's path.
 
     ``activation`` (``relu``, ``tanh``, ``sigmoid``, ``leaky_relu``): needed for a state dict, whose
@@ -62,6 +62,10 @@ def from_torch(network: Any, *, activation: str | None = None, head: str | None 
     names the classes (``(negative, positive)`` for a sigmoid head) or the regressor's targets;
     ``input_shape`` the image each input row flattens. ``dtype``: float32 or float64, default the weights'.
     """
+    try:
+        dtype = None if dtype is None else np.dtype(dtype).name
+    except TypeError:
+        raise ValueError(f"from_torch: dtype {dtype!r} is not float32 or float64") from None
     spec = Spec(activation, None, head, None if labels is None else tuple(str(x) for x in labels),
                 None if input_shape is None else tuple(int(d) for d in input_shape), dtype)
     if isinstance(network, (str, os.PathLike)):
