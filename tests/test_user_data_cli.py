@@ -166,3 +166,30 @@ def test_a_changed_file_and_no_test_split_at_evaluate(tmp_path):
     assert "t.csv has changed since the run was trained on it" in bad(evaluate.main, run)
     np.save(tmp_path / "new.npy", np.ones((1, 3)))
     assert "takes samples of 2 features" in bad(evaluate.predict_main, run, tmp_path / "new.npy")
+
+
+def test_tensorboard_flag_writes_the_runs_epochs(flowers, tmp_path):
+    """--tensorboard DIR: the run's history as TensorBoard scalars, read back with test_tensorboard's own
+    TFRecord reader; without tensorboardX it is one line saying what to install."""
+    pytest.importorskip("tensorboardX")
+    from tests.test_tensorboard import CLASSES, expected, read_events, scalars
+
+    folder, _, _, _ = flowers
+    run = tmp_path / "run"
+    result = train_cli("--data", folder / "flowers.csv", "--target", "species", "--model", "linear", "--epochs", "2",
+                       "--quiet", "--out", run, "--tensorboard", tmp_path / "tb")
+    assert result.returncode == 0, result.stderr
+    (path,) = (tmp_path / "tb").iterdir()
+    history = json.loads((run / "history.json").read_text())
+    assert scalars(read_events(path)) == expected(history, CLASSES)
+
+
+def test_tensorboard_without_tensorboardx_is_one_line(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tensorboardX", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "tensorboardX.event_file_writer", None)
+    line = bad(train.main, "--dataset", "synthetic", "--model", "linear", "--epochs", "1", "--out", tmp_path / "run",
+               "--tensorboard", tmp_path / "tb")
+    assert "--tensorboard:" in line and "pip install 'softgrad[tensorboard]'" in line
+    assert not (tmp_path / "run").exists() and not (tmp_path / "tb").exists()

@@ -48,6 +48,7 @@ from softgrad.training.metrics import confusion_matrix, per_class_accuracy, regr
 from softgrad.training.models import MLP, check_fits_in_memory
 from softgrad.training.runs import check_resume
 from softgrad.training.settings import RunSettings, TrainSettings, default_loss
+from softgrad.training.tensorboard import TensorBoardCallback
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ class Call:
     resume: str | None = None  # --resume as given
     json: str | None = None
     quiet: bool = False
+    tensorboard: str | None = None  # --tensorboard DIR: the epochs' figures as TensorBoard scalars there
 
     @property
     def settings(self) -> RunSettings:
@@ -107,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else (resume_from.parent if resume_from else restarted or
                                            default_out(resolved.settings))
     pick_free = not (args.out or resume_from or restarted)  # the default folder: another name if it is taken
-    call = Call(resolved, out, pick_free, resume=args.resume, json=args.json, quiet=args.quiet)
+    call = Call(resolved, out, pick_free, resume=args.resume, json=args.json, quiet=args.quiet,
+                tensorboard=args.tensorboard)
     try:
         return _claimed_run(call)
     except KeyboardInterrupt:
@@ -127,6 +130,16 @@ def check_arguments(call: Call) -> None:
     """Everything that can be checked before the data is read and before anything is written."""
     check_settings(call.settings, "hidden" in call.resolved.given)
     check_run_targets(call.out, call.json, continues=call.continues_run(), pick_free=call.pick_free)
+    if call.tensorboard:
+        _tensorboard(call.tensorboard)  # tensorboardX installed and the folder writable, before any work
+
+
+def _tensorboard(logdir: str) -> TensorBoardCallback:
+    """--tensorboard's callback; a missing tensorboardX is bad input (one line saying what to install)."""
+    try:
+        return TensorBoardCallback(logdir)
+    except ImportError as error:
+        raise ValueError(f"--tensorboard: {error}") from None
 
 
 def _claimed_run(call: Call) -> int:
@@ -166,8 +179,14 @@ def _run(call: Call) -> int:
     settings = replace(settings, backend=model.be.name)  # the backend that runs, never "auto"
     atomic_write_text(out / "run.json", json.dumps(settings.to_record(), indent=2))
 
-    history = fit(model, data, **fit_keywords(training), checkpoint_path=out / "checkpoint.npz",
-                  resume=call.resolved.resume_from, progress=False if call.quiet else None, log=say)
+    callbacks = [_tensorboard(call.tensorboard)] if call.tensorboard else []
+    try:
+        history = fit(model, data, **fit_keywords(training), checkpoint_path=out / "checkpoint.npz",
+                      resume=call.resolved.resume_from, progress=False if call.quiet else None, log=say,
+                      callbacks=callbacks)
+    finally:
+        for callback in callbacks:
+            callback.close()
     _write_results(call, model, data, settings.training.loss_definition, history)
     written = [name for name in RUN_FILES if (out / name).is_file()]
     say(f"wrote {out}/: {', '.join(written)}")

@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="PATH", help="also write the history to PATH")
     p.add_argument("--resume", metavar="RUN", help="continue the run in folder RUN (or from its checkpoint.npz)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no per-epoch lines")
+    p.add_argument("--tensorboard", metavar="DIR", help="also write each epoch's figures as TensorBoard scalars "
+                   "in DIR (tensorboard --logdir DIR; needs tensorboardX: pip install 'softgrad[tensorboard]')")
     return p
 
 
