@@ -21,7 +21,7 @@ from sklearn.preprocessing import StandardScaler  # noqa: E402
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 from softgrad.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
 
-from tests.conftest import AVAILABLE  # noqa: E402
+from tests.conftest import ALL_BACKENDS, AVAILABLE, backend_param  # noqa: E402
 
 #: the backends the estimators are checked on here (of those this run tests)
 BACKENDS = [name for name in ("numpy", "array-api-strict") if name in AVAILABLE]
@@ -210,14 +210,15 @@ def _torch_step(weights, x, y, *, loss: str, optimizer: str, lr: float, steps: i
     return [p.detach().numpy() for p in params]
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", [backend_param(name) for name in ALL_BACKENDS])
 @pytest.mark.parametrize(("estimator_class", "optimizer", "momentum", "epochs"), [
     (MLPClassifier, "sgd", 0.0, 1), (MLPClassifier, "sgd", 0.9, 3), (MLPClassifier, "adam", 0.9, 3),
     (MLPRegressor, "sgd", 0.0, 1), (MLPRegressor, "adam", 0.9, 3)])
 def test_full_batch_training_matches_torch(backend, estimator_class, optimizer, momentum, epochs):
     """Full batches: each epoch is one step of torch.optim on torch's own loss and autograd, from the same
     initial weights (those of the same estimator trained at lr 0). For Adam and momentum, the epochs are
-    partial_fit calls: the optimizer's state carries from one to the next."""
+    partial_fit calls: the optimizer's state carries from one to the next. On every backend: the estimators
+    work on any of them, not only the two their checks run on."""
     x, y = _blobs(n=30)
     if estimator_class is MLPRegressor:
         y = np.c_[y, x[:, 0]].astype(np.float64)  # two targets
