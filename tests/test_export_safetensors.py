@@ -38,6 +38,15 @@ ACTIVATIONS = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh, "sigmoid": torch.nn
 RTOL = 1e-5
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Torch on one thread: its small steps spend more time waiting on a busy second core than computing."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def mnist():
     """The shipped MNIST, trained on 2,000 rows for speed; its record (and so its scaling) is the full set's."""
@@ -180,6 +189,53 @@ def test_a_torch_network_imported_predicts_what_torch_predicts(activation):
         assert_close(logits(model, x), theirs, f"{activation}: torch network imported")
         predicted = softgrad.predict(model, x)
         assert np.array_equal(predicted, theirs.argmax(axis=1)) and len(np.unique(predicted)) > 1
+
+
+@pytest.fixture(scope="module")
+def torch_train() -> np.ndarray:
+    """2,000 training images as a torch user feeds them: the IDX file's pixels / 255, flattened."""
+    return read_idx(find_idx(SHIPPED_MNIST, "train-images-idx3-ubyte"))[:2000].reshape(2000, -1) / np.float32(255)
+
+
+def train_torch(net: torch.nn.Sequential, x: np.ndarray, y: np.ndarray, loss) -> torch.nn.Sequential:
+    """A few hundred Adam steps in torch itself: a network that really classifies, made without softgrad."""
+    torch.manual_seed(0)
+    optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
+    inputs, targets = torch.from_numpy(x), torch.from_numpy(y)
+    for _epoch in range(3):
+        for start in range(0, len(x), 50):
+            optimizer.zero_grad()
+            loss(net(inputs[start:start + 50]), targets[start:start + 50]).backward()
+            optimizer.step()
+    return net.eval()
+
+
+@pytest.mark.parametrize("activation", list(ACTIVATIONS))
+def test_a_network_trained_in_torch_predicts_the_same_in_softgrad(mnist, raw_test, torch_train, activation):
+    """Torch's own MNIST classifier (on pixels / 255, as a torch user feeds them), imported: softgrad's logits on
+    the 10,000 test images are torch's, and so is every class."""
+    torch.manual_seed(0)
+    net = train_torch(torch_net([784, 24, 10], activation), torch_train, mnist.y_train[:2000],
+                      torch.nn.functional.cross_entropy)
+    x = raw_test / np.float32(255)
+    theirs = torch_outputs(net, x)
+    model = softgrad.from_torch(net)
+    assert_close(logits(model, x), theirs, f"{activation}: trained in torch, imported")
+    predicted = softgrad.predict(model, x)
+    assert np.array_equal(predicted, theirs.argmax(axis=1)) and np.mean(predicted == mnist.y_test) > 0.7
+
+
+def test_a_binary_network_trained_in_torch_predicts_the_same_in_softgrad(mnist, raw_test, torch_train):
+    is_zero = (mnist.y_train[:2000] == 0).astype(np.float32)[:, None]
+    net = train_torch(torch_net([784, 16, 1], "relu"), torch_train, is_zero,
+                      torch.nn.functional.binary_cross_entropy_with_logits)
+    x = raw_test / np.float32(255)
+    theirs = torch_outputs(net, x)
+    model = softgrad.from_torch(net, head="sigmoid", labels=["not 0", "0"])
+    assert_close(logits(model, x), theirs, "binary head: trained in torch, imported")
+    predicted = softgrad.predict(model, x)
+    assert np.array_equal(predicted, (theirs[:, 0] > 0).astype(np.int64))
+    assert np.mean(predicted == (mnist.y_test == 0)) > 0.9 and predicted.sum() > 100
 
 
 def test_a_state_dict_file_with_its_activation_given(raw_test, tmp_path):
