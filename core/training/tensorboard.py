@@ -84,8 +84,10 @@ class TensorBoardCallback:
         step = int(record["epoch"])
         if self._writer is None:
             self.logdir.mkdir(parents=True, exist_ok=True)
-            # the process and a random token: a file name no other writer in this folder takes
-            self._suffix = f".{os.getpid()}.{uuid.uuid4().hex[:12]}.softgrad"
+            # TensorBoard reads a folder's files in name order, and tensorboardX names them to the second: the
+            # time in nanoseconds keeps two files of one second in the order they were written (a later one's
+            # purge step then drops what it trains again); the process and a random token keep the name unique
+            self._suffix = f".{time.time_ns()}.{os.getpid()}.{uuid.uuid4().hex[:8]}.softgrad"
             self._writer = events_writer(str(self.logdir / "events"), self._suffix)
             self._writer.write_event(event(step=step, wall_time=time.time(),
                                            session_log=session_log(status=session_log.START)))
