@@ -271,11 +271,28 @@ def test_a_sequential_with_flatten_and_a_softmax_head(raw_test):
      "takes 5 inputs but '0.weight' gives 3"),
     (lambda: torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.LeakyReLU(0.2), torch.nn.Linear(3, 2)),
      "negative_slope is 0.2"),
+    (lambda: torch.nn.Sequential(torch.nn.ReLU(), torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2)),
+     "module 0 (ReLU) comes before the first Linear"),
+    (lambda: torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2), torch.nn.ReLU()),
+     "module 3 (ReLU) follows the last Linear"),
 ])
 def test_unsupported_networks_are_one_line(net, words):
     with pytest.raises(ValueError) as error:
         softgrad.from_torch(net())
     assert words in str(error.value) and "\n" not in str(error.value), str(error.value)
+
+
+def test_a_state_dict_of_named_layers_keeps_their_order():
+    """torch lists a state dict's modules as registered: "output" after "hidden", whatever the alphabet says."""
+    from collections import OrderedDict
+
+    torch.manual_seed(3)
+    net = torch.nn.Sequential(OrderedDict(zeta=torch.nn.Linear(6, 5), act=torch.nn.Tanh(),
+                                          alpha=torch.nn.Linear(5, 5), act2=torch.nn.Tanh(),
+                                          out=torch.nn.Linear(5, 3))).eval()
+    x = np.random.default_rng(1).normal(size=(50, 6)).astype(np.float32)
+    model = softgrad.from_torch(net.state_dict(), activation="tanh")
+    assert_close(logits(model, x), torch_outputs(net, x), "named layers, imported in their order")
 
 
 def test_an_activation_that_contradicts_the_network_is_refused():

@@ -96,10 +96,11 @@ def _host(value: Any, name: str) -> np.ndarray:
     return array
 
 
-def layer_keys(shapes: Mapping[str, tuple[int, ...]]) -> list[tuple[str, str | None]]:
+def layer_keys(shapes: Mapping[str, tuple[int, ...]], *, in_order: bool = False) -> list[tuple[str, str | None]]:
     """``(weight key, bias key or None)`` per Linear layer, in the network's order, from a state dict's keys and
     shapes (``0.weight``, ``net.2.bias``, ...); checked: weights ``(out, in)``, biases ``(out,)``, each layer
-    taking what the one before gives."""
+    taking what the one before gives. The order is the keys' own where ``in_order`` (torch's ``state_dict()``
+    lists the modules as registered), else the layers' names in natural order (a file's header has none)."""
     layers: dict[str, dict[str, str]] = {}
     for key in shapes:
         prefix, dot, kind = key.rpartition(".")
@@ -115,7 +116,7 @@ def layer_keys(shapes: Mapping[str, tuple[int, ...]]) -> list[tuple[str, str | N
 
     keys = []
     previous = None
-    for prefix in sorted(layers, key=order):
+    for prefix in (list(layers) if in_order else sorted(layers, key=order)):
         weight, bias = layers[prefix].get("weight"), layers[prefix].get("bias")
         if weight is None:
             raise ValueError(f"from_torch: layer {prefix!r} has a bias but no weight")
@@ -136,7 +137,7 @@ def layer_keys(shapes: Mapping[str, tuple[int, ...]]) -> list[tuple[str, str | N
 def _state_dict_layers(state: Mapping) -> tuple[list[np.ndarray], list[np.ndarray]]:
     shapes = {str(k): tuple(np.shape(v)) for k, v in state.items()}
     weights, biases = [], []
-    for weight, bias in layer_keys(shapes):
+    for weight, bias in layer_keys(shapes, in_order=True):
         w = _host(state[weight], weight)
         weights.append(w)
         biases.append(_host(state[bias], bias) if bias is not None else np.zeros(w.shape[0], dtype=w.dtype))
@@ -164,6 +165,9 @@ def _sequential_layers(network: Any) -> tuple[list[np.ndarray], list[np.ndarray]
             head = "sigmoid" if kind == "Sigmoid" else "softmax"
         elif kind in ("Identity", "Dropout") or (kind == "Flatten" and not weights):
             continue
+        elif kind in _MODULE_ACTIVATIONS:
+            raise ValueError(f"from_torch: module {name} ({kind}) follows the last Linear; softgrad's MLP ends in "
+                             "logits (a final Softmax, LogSoftmax or Sigmoid may name the head)")
         else:
             raise ValueError(f"from_torch: module {name} ({kind}) is not supported; an MLP holds Linear layers "
                              f"with one activation between them ({', '.join(_MODULE_ACTIVATIONS)})")
@@ -192,6 +196,9 @@ def _check_alternation(children: list) -> None:
         if kind in ("Identity", "Dropout", "Flatten"):
             continue
         current = "linear" if kind == "Linear" else "activation"
+        if previous is None and current == "activation":
+            raise ValueError(f"from_torch: module {name} ({kind}) comes before the first Linear; an MLP begins "
+                             "with one")
         if current == previous == "linear":
             raise ValueError(f"from_torch: Linear {name} follows a Linear with no activation between them")
         if current == previous == "activation":
@@ -267,6 +274,9 @@ def _record(widths: list[int], head: str, spec: Spec) -> datasets.DataRecord:
 def _from_file(path: Path, spec: Spec, backend: str) -> MLP:
     if not path.is_file():
         raise FileNotFoundError(f"from_torch: no file at {path}")
+    if path.suffix.lower() in (".pt", ".pth", ".bin"):
+        raise ValueError(f"from_torch: {path} is a pickle torch.save wrote; softgrad reads .safetensors files. Pass "
+                         "torch.load(path, weights_only=True) (the state dict) instead")
     try:
         header = read_header(path)
         meta = header.metadata
