@@ -384,3 +384,11 @@ def test_an_existing_file_is_replaced_only_when_asked(mnist, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]  # no temporary left beside it
     with pytest.raises(ValueError, match="the format is chosen by the suffix"):
         softgrad.export(model, tmp_path / "m.bin")
+
+
+def test_a_diverged_model_is_not_exported(mnist, tmp_path):
+    model = softgrad.MLP([784, 4, 10], seed=0)
+    model.params[2][1, 3] = np.inf
+    with pytest.raises(ValueError, match="NaN or infinite values"):
+        softgrad.export(model, tmp_path / "m.safetensors", data=mnist)
+    assert not any(tmp_path.iterdir())

@@ -56,6 +56,9 @@ def export(model_or_run: MLP | str | os.PathLike, path: str | os.PathLike, *,
     record = data.record() if isinstance(data, datasets.Dataset) else data
     record = record if record is not None else getattr(model, "trained_on", None)
     network = portable_network(model, record)
+    if not all(np.isfinite(p).all() for p in (*network.weights, *network.biases)):
+        raise ValueError("export: the model's weights hold NaN or infinite values (its training diverged): "
+                         "there is nothing to export")
     if suffix == ".safetensors":
         write_safetensors(target, network_tensors(network), network_metadata(network, model, record))
     else:
