@@ -170,6 +170,8 @@ def test_partial_fit_over_chunks_learns_all_classes():
     assert model.score(x, labels) > 0.95
     with pytest.raises(ValueError, match=r"labels \['z'\] that are not among classes_"):
         model.partial_fit(x[:2], np.array(["a", "z"]))
+    with pytest.raises(ValueError, match=r"classes=\['a', 'b'\] differs from the first call's \['a', 'b', 'c'\]"):
+        model.partial_fit(x[:2], labels[:2], classes=["a", "b"])
 
 
 def test_partial_fit_continues_a_fit():

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils import check_random_state
-from sklearn.utils.multiclass import _check_partial_fit_first_call, check_classification_targets
+from sklearn.utils.multiclass import check_classification_targets, unique_labels
 from sklearn.utils.validation import check_is_fitted, validate_data
 from softgrad.numerics.registry import get_backend
 from softgrad.sklearn._training import Training, build_model, new_state, train_epoch
@@ -148,7 +148,7 @@ class MLPClassifier(ClassifierMixin, _MLPEstimator):
         first = getattr(self, "classes_", None) is None
         X, y = validate_data(self, X, y, dtype=_FLOATS, reset=first)
         check_classification_targets(y)
-        _check_partial_fit_first_call(self, classes)
+        self._classes_named(classes, first)
         unknown = np.setdiff1d(y, self.classes_)
         if len(unknown):
             raise ValueError(f"MLPClassifier.partial_fit: y holds labels {unknown.tolist()[:5]} that are not among "
@@ -157,6 +157,20 @@ class MLPClassifier(ClassifierMixin, _MLPEstimator):
             self._start(X, len(self.classes_) if len(self.classes_) > 1 else None)
         self._epochs(X, np.searchsorted(self.classes_, y).astype(np.int64), 1)
         return self
+
+    def _classes_named(self, classes, first: bool) -> None:
+        """``classes_`` from the first partial_fit call's ``classes``; a later call's must be the same."""
+        if classes is None:
+            if first:
+                raise ValueError("MLPClassifier.partial_fit: classes must be passed on the first call to partial_fit "
+                                 "(every label y may hold, in any call)")
+            return
+        given = unique_labels(classes)
+        if first:
+            self.classes_ = given
+        elif not np.array_equal(given, self.classes_):
+            raise ValueError(f"MLPClassifier.partial_fit: classes={given.tolist()[:10]} differs from the first "
+                             f"call's {self.classes_.tolist()[:10]}")
 
     def predict_proba(self, X) -> np.ndarray:  # noqa: N803
         """The probability of each class (``classes_``'s order), ``(N, classes)``, in the model's dtype."""
