@@ -28,8 +28,8 @@ NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 @dataclass(frozen=True)
 class _Table:
-    """What a file holds before it is split: raw float64 features and the targets as read (``lines``: the csv
-    line of each row, for messages; ``columns``: a csv's feature column names)."""
+    """What a file holds before it is split: raw float64 features and the targets as read (``columns``: a csv's
+    feature column names; ``target``: its target column)."""
 
     x: np.ndarray
     y: np.ndarray
@@ -37,7 +37,6 @@ class _Table:
     y_test: np.ndarray | None = None
     columns: tuple[str, ...] | None = None
     target: str | None = None
-    lines: tuple[int, ...] | None = None
 
 
 def load_file(path: str | os.PathLike, target: str | None = None, *, task: str | None = None,
@@ -171,7 +170,7 @@ def _read_csv(path: Path, target: str | None) -> _Table:
     empty = np.flatnonzero(y == "")
     if len(empty):
         raise ValueError(f"{path} line {lines[empty[0]]}, column {target!r}: empty value; every row needs a target")
-    return _Table(x, y, columns=columns, target=target, lines=tuple(lines))
+    return _Table(x, y, columns=columns, target=target)
 
 
 def read_csv(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
@@ -303,9 +302,10 @@ def _label_names(values: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
     return unique, tuple(str(int(u)) if float(u).is_integer() else repr(float(u)) for u in unique)
 
 
-def _targets(path: Path, table: _Table, y: np.ndarray, task: str) -> np.ndarray:
-    """The targets as the task reads them: numbers for regression, text or numbers for classes."""
-    if task == "regression" or y.dtype.kind != "U":
+def _as_numbers(y: np.ndarray) -> np.ndarray:
+    """Text targets that are all numbers (a csv column) as float64, so classes sort and name as numbers;
+    anything else as it is."""
+    if y.dtype.kind != "U":
         return y
     numbers = [_float_or_none(v) for v in y]
     return np.asarray(numbers) if all(v is not None for v in numbers) else y
@@ -328,12 +328,12 @@ def _dataset(path: Path, table: _Table, task: str | None, test_fraction: float |
     x_train, x_test = (scaling.apply(raw[split][0]) for split in ("train", "test"))
     fields: dict = {}
     if task == "classification":
-        labels, classes = _label_names(_targets(path, table, y_all, task))
-        y_train, y_test = (np.searchsorted(labels, _targets(path, table, raw[split][1], task)).astype(np.int64)
+        labels, classes = _label_names(_as_numbers(y_all))
+        y_train, y_test = (np.searchsorted(labels, _as_numbers(raw[split][1])).astype(np.int64)
                            for split in ("train", "test"))
     else:
         classes = ()
-        y_train, y_test, fields = _regression(path, table, raw["train"][1], raw["test"][1])
+        y_train, y_test, fields = _regression(table, raw["train"][1], raw["test"][1])
     n_train, n_test = len(x_train), len(x_test)
     split = ("the file's own test split" if fraction is None else "no test split" if n_test == 0 else
              f"test split: {fraction:g} of the rows drawn by default_rng({split_seed})")
@@ -347,9 +347,9 @@ def _dataset(path: Path, table: _Table, task: str | None, test_fraction: float |
                    recipe={"name": FILE_RECIPE, "binary": None, "options": options, "root": None}, **fields)
 
 
-def _regression(path: Path, table: _Table, y_train: np.ndarray, y_test: np.ndarray):
+def _regression(table: _Table, y_train: np.ndarray, y_test: np.ndarray):
     """Float32 ``(N, k)`` targets standardised with the training split's mean and std, and the fields saying so."""
-    y_train, y_test = (np.asarray(_targets(path, table, y, "regression"), np.float64) for y in (y_train, y_test))
+    y_train, y_test = (np.asarray(_as_numbers(y), np.float64) for y in (y_train, y_test))
     y_train, y_test = (y.reshape(len(y), -1) for y in (y_train, y_test))
     mean, std = y_train.mean(axis=0), y_train.std(axis=0)
     std = np.where(std > 0, std, 1.0)

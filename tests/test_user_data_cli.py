@@ -193,3 +193,23 @@ def test_tensorboard_without_tensorboardx_is_one_line(tmp_path, monkeypatch):
                "--tensorboard", tmp_path / "tb")
     assert "--tensorboard:" in line and "pip install 'softgrad[tensorboard]'" in line
     assert not (tmp_path / "run").exists() and not (tmp_path / "tb").exists()
+
+
+def test_an_npz_with_text_labels_and_images_predicts_its_labels(tmp_path):
+    """x_train (N, 4, 4) is flattened, y_train text labels; predict prints them; a .csv is for csv runs only."""
+    rng = np.random.default_rng(4)
+    label = rng.integers(0, 2, 48)
+    x = rng.normal(size=(48, 4, 4)) + label[:, None, None] * 4
+    names = np.array(["no", "yes"])
+    np.savez(tmp_path / "marks.npz", x_train=x[:40], y_train=names[label[:40]], x_test=x[40:], y_test=names[label[40:]])
+    run = tmp_path / "run"
+    result = train_cli("--data", tmp_path / "marks.npz", "--model", "linear", "--epochs", "2", "--batch-size", "8",
+                       "--quiet", "--out", run)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((run / "run.json").read_text())["test_fraction"] is None  # the file's own test split
+    np.save(tmp_path / "new.npy", x[40:])
+    expected = reference_labels(run, x[:40].reshape(40, -1), x[40:].reshape(8, -1))
+    result = in_process.run(evaluate.predict_main, run, tmp_path / "new.npy")
+    assert result.returncode == 0 and result.stdout == f"{tmp_path / 'new.npy'}: {', '.join(names[expected])}\n"
+    write_csv(tmp_path / "new.csv", ["a"], [(1,)])
+    assert "are for a model trained on a csv file" in bad(evaluate.predict_main, run, tmp_path / "new.csv")
