@@ -116,6 +116,12 @@ def test_softgrad_s_own_export_comes_back_as_the_run_it_was(work):
     result = run(export_main, "--from", folder / "model.safetensors", "--to", folder / "back")
     assert result.returncode == 0, result.stderr
     assert np.array_equal(predicted_classes(folder / "back", files[:50]), predicted_classes(folder / "run", files[:50]))
+    # a .npz checkpoint instead of a folder; an existing one is replaced only with --overwrite
+    assert run(export_main, "--from", folder / "model.safetensors", "--to", folder / "back.npz").returncode == 0
+    assert run(export_main, "--from", folder / "model.safetensors", "--to", folder / "back.npz").returncode == 2
+    assert run(export_main, "--from", folder / "model.safetensors", "--to", folder / "back.npz",
+               "--overwrite").returncode == 0
+    assert np.array_equal(predicted_classes(folder / "back.npz", files[:5]), predicted_classes(folder / "run", files[:5]))
 
 
 def test_an_existing_file_is_kept_unless_overwrite(work):
@@ -138,11 +144,16 @@ def test_an_existing_file_is_kept_unless_overwrite(work):
     (["--from", "CRAFTED", "--to", "x.safetensors"], "with --from, --to is the run to write"),
     (["RUN", "--to", "y.safetensors", "--activation", "tanh"], "use them with --from"),
     (["no-such-run", "--to", "z.safetensors"], "no checkpoint.npz there"),
+    (["--from", "net.pt", "--to", "RUN"], "holds run.json, checkpoint.npz"),
+    (["--from", "net.pt", "--to", "imported.npz", "--activation", "tanh", "--head", "sigmoid"],
+     "a sigmoid head takes one logit; the network gives 10"),
 ])
 def test_bad_input_is_one_line_and_status_2(work, monkeypatch, args, words):
     folder, _, _ = work
     monkeypatch.chdir(folder)
     (folder / "crafted.safetensors").write_bytes((1 << 62).to_bytes(8, "little") + b"{}")
+    net = torch.nn.Sequential(torch.nn.Linear(784, 16), torch.nn.Tanh(), torch.nn.Linear(16, 10))
+    torch.save(net.state_dict(), folder / "net.pt")
     args = [str(folder / "run") if a == "RUN" else "crafted.safetensors" if a == "CRAFTED" else a for a in args]
     result = run(export_main, *args)
     assert result.returncode == 2, result.stderr

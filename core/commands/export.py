@@ -77,7 +77,7 @@ def _summary(target: Path) -> str:
 
 
 def import_network(args: argparse.Namespace) -> int:
-    from softgrad.commands.run_folder import check_new_run_folder
+    from softgrad.commands.run_folder import RUN_FILES
     from softgrad.numerics.optim.sgd import SGDState
     from softgrad.training import checkpoint
     from softgrad.training.exporting import check_output
@@ -95,7 +95,10 @@ def import_network(args: argparse.Namespace) -> int:
     else:
         if os.path.lexists(target) and not target.is_dir():
             raise FileExistsError(f"--to {target} is a file: give a new folder, or a .npz path")
-        check_new_run_folder(target)
+        found = [name for name in RUN_FILES if os.path.lexists(target / name)]
+        if found:
+            raise FileExistsError(f"--to {target} holds {', '.join(found)} of a run: give a new folder (an import "
+                                  "never replaces a run's files)")
         out = target / "checkpoint.npz"
         check_output(out, False, "give a new folder")
     network = _state_dict(source) if source.suffix.lower() in (".pt", ".pth") else source
