@@ -264,7 +264,7 @@ def _record(widths: list[int], head: str, spec: Spec) -> datasets.DataRecord:
         raise ValueError(f"from_torch: input_shape {shape} holds {math.prod(shape)} values; the network takes "
                          f"{features}")
     task = "regression" if head == "identity" else "classification"
-    return datasets.DataRecord("torch network", task, features, () if task == "regression" else labels,
+    return datasets.DataRecord("imported network", task, features, () if task == "regression" else labels,
                                labels if task == "regression" else (), shape, datasets.InputScaling())
 
 
