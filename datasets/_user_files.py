@@ -160,7 +160,10 @@ def _read_csv(path: Path, target: str | None) -> _Table:
     if target is None:
         raise ValueError(f"{path}: name the column to predict (--target COLUMN); its columns: {', '.join(header)}")
     if target not in header:
-        raise ValueError(f"{path} has no column {target!r}; its columns: {', '.join(header)}{_hint(target, header)}")
+        other = [d for d in (";", "\t", "|") if len(header) == 1 and d in header[0]]
+        hint = (f" (its header is one column holding {other[0]!r}: softgrad reads comma-separated values)" if other
+                else _hint(target, header))
+        raise ValueError(f"{path} has no column {target!r}; its columns: {', '.join(header)}{hint}")
     t = header.index(target)
     columns = tuple(name for i, name in enumerate(header) if i != t)
     if not columns:

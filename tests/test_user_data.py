@@ -140,6 +140,10 @@ def test_a_missing_target_column_lists_the_columns_with_a_hint(pets):
         datasets.load_file(path, "Species")
     with pytest.raises(ValueError, match=r"name the column to predict \(--target COLUMN\); its columns"):
         datasets.load_file(path)
+    (path.parent / "semi.csv").write_text("a;b;y\n1;2;3\n")
+    with pytest.raises(ValueError, match=r"semi\.csv has no column 'y'; its columns: a;b;y \(its header is one column "
+                       r"holding ';': softgrad reads comma-separated values\)"):
+        datasets.load_file(path.parent / "semi.csv", "y")
 
 
 def test_bad_npz_files_name_the_key(tmp_path):

@@ -146,6 +146,8 @@ def test_bad_files_and_flags_are_one_line_and_exit_2(flowers, tmp_path):
     assert not any((tmp_path / f"r{i}").exists() for i in range(1, 6))  # a refused run leaves no folder
     assert "give one or the other" in bad(train.main, "--data", folder / "flowers.csv", "--dataset", "synthetic")
     assert "--target: for your own data file (--data FILE)" in bad(train.main, "--target", "y")
+    assert "--binary, --root are for the data sets softgrad ships or downloads (--dataset)" in bad(
+        train.main, "--data", folder / "flowers.csv", "--binary", "0", "--root", tmp_path)
     assert "no such file" in bad(train.main, "--data", tmp_path / "missing.csv")
     assert "--test-fraction must be in [0, 1)" in bad(train.main, "--data", folder / "flowers.csv", "--test-fraction",
                                                       "1")

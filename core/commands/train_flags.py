@@ -205,10 +205,12 @@ def _check_data_flags(given: dict[str, Any]) -> None:
     records it so, and --resume compares it so); --test-fraction is checked before any work."""
     if "data" not in given:
         return
+    if "dataset" in given:
+        raise ValueError(f"--data {given['data']} and --dataset {given['dataset']}: give one or the other")
     named = [f"--{k}" for k in NAMED_DATA_FLAGS if k in given]
     if named:
-        raise ValueError(f"--data {given['data']} is your own data; {', '.join(named)} name(s) a data set softgrad "
-                         "ships or downloads: give one or the other")
+        raise ValueError(f"--data {given['data']}: {', '.join(named)} {'is' if len(named) == 1 else 'are'} for the "
+                         "data sets softgrad ships or downloads (--dataset), not for your own file")
     path = Path(given["data"]).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"--data {given['data']}: no such file")
