@@ -242,14 +242,14 @@ def test_full_batch_training_matches_torch(backend, estimator_class, optimizer, 
 def test_in_a_pipeline_on_digits_as_accurate_as_scikit_learns_mlp():
     x, y = load_digits(return_X_y=True)
     x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.3, random_state=0, stratify=y)
-    ours = make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(64,), max_epochs=20, random_state=0))
-    theirs = make_pipeline(StandardScaler(), SklearnMLPClassifier(hidden_layer_sizes=(64,), max_iter=20,
+    ours = make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(64,), max_epochs=50, random_state=0))
+    theirs = make_pipeline(StandardScaler(), SklearnMLPClassifier(hidden_layer_sizes=(64,), max_iter=50,
                                                                   random_state=0))
     accuracy = ours.fit(x_train, y_train).score(x_test, y_test)
-    with pytest.warns(Warning):  # scikit-learn's: 20 iterations did not converge
+    with pytest.warns(Warning):  # scikit-learn's: 50 iterations did not converge
         reference = theirs.fit(x_train, y_train).score(x_test, y_test)
-    assert reference > 0.9
-    assert accuracy > reference - 0.03, (accuracy, reference)
+    assert reference > 0.95
+    assert accuracy > reference - 0.02, (accuracy, reference)  # measured: 0.965 against 0.963
 
 
 def test_grid_search_with_two_processes():
