@@ -106,7 +106,8 @@ def test_a_regression_csv_predicts_in_the_files_units(tmp_path):
 def test_resume_continues_and_the_default_folder_is_named_after_the_file(flowers, tmp_path, monkeypatch):
     folder, _, _, _ = flowers
     monkeypatch.chdir(tmp_path)
-    first = train_cli("--data", folder / "flowers.csv", "--target", "species", "--model", "linear", "--epochs", "1",
+    (tmp_path / "flowers.csv").write_bytes((folder / "flowers.csv").read_bytes())
+    first = train_cli("--data", "flowers.csv", "--target", "species", "--model", "linear", "--epochs", "1",
                       "--quiet")
     assert first.returncode == 0, first.stderr
     (run,) = (tmp_path / "runs").iterdir()
@@ -116,6 +117,11 @@ def test_resume_continues_and_the_default_folder_is_named_after_the_file(flowers
     assert [r["epoch"] for r in json.loads((run / "history.json").read_text())] == [1, 2]
     other = train_cli("--resume", run, "--epochs", "3", "--target", "petal")
     assert other.returncode == 2 and "drop --target" in other.stderr
+    same = train_cli("--resume", run, "--epochs", "3", "--data", tmp_path / "flowers.csv", "--quiet")
+    assert same.returncode == 0, same.stderr  # --data repeated as an absolute path is the same file
+    with open(tmp_path / "flowers.csv", "a") as csv_file:
+        csv_file.write("1.0,versicolor,50\n")
+    assert "flowers.csv has changed since the run was trained on it" in bad(train.main, "--resume", run, "--epochs", "4")
 
 
 def bad(main, *args):
