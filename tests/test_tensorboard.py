@@ -6,6 +6,7 @@ taken from tensorboardX; ``tensorboard``'s own reader is used as well where it i
 
 from __future__ import annotations
 
+import json
 import struct
 import subprocess
 import sys
@@ -205,6 +206,25 @@ def test_the_module_imports_without_tensorboardx():
             "assert 'tensorboardX' not in sys.modules and 'torch' not in sys.modules, sorted(sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_softgrad_train_tensorboard_writes_the_history_and_resume_adds_a_file(tmp_path, monkeypatch):
+    from softgrad.commands import train
+
+    for name in ("plot_curves", "plot_regression", "plot_predictions"):  # the figures are not what is checked
+        monkeypatch.setattr(train.reports, name, lambda *args, **kwargs: None)
+    out, logdir = tmp_path / "run", tmp_path / "tb"
+    fast = ["--dataset", "toy-regression", "--model", "linear", "--quiet", "--tensorboard", str(logdir)]
+    assert train.main([*fast, "--out", str(out), "--epochs", "2"]) == 0
+    assert train.main([*fast, "--resume", str(out), "--epochs", "3"]) == 0
+    history = json.loads((out / "history.json").read_text())
+    files = sorted(logdir.iterdir())  # TensorBoard's reading order: the run's, then the resumed run's
+    assert [(read_events(path)[1].session_log.status, read_events(path)[1].step) for path in files] == \
+        [(SessionLog.START, 1), (SessionLog.START, 3)]
+    names = {"train/loss": "train_loss", "test/loss": "test_loss", "test/rmse": "test_rmse", "test/mae": "test_mae",
+             "test/r2": "test_r2", "lr": "lr", "epoch/seconds": "seconds", "epoch/samples_per_s": "samples_per_s"}
+    assert scalars(read_events(files[0])) == expected(history[:2], names)
+    assert scalars(read_events(files[1])) == expected(history[2:], names)
 
 
 def test_the_crc32c_here_is_the_standard_one():
