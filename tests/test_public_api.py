@@ -34,6 +34,7 @@ PUBLIC = {
     "Reduction": "softgrad.numerics.protocol",
     "SGDState": "softgrad.numerics.optim.sgd",
     "StopTraining": "softgrad.training.fitting",
+    "TensorBoardCallback": "softgrad.training.tensorboard",
     "TrainingDivergedError": "softgrad.training.fitting",
     "available_backends": "softgrad.numerics.registry",
     "backend_names": "softgrad.numerics.registry",
