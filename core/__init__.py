@@ -101,9 +101,9 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time each comes fro
     from softgrad.training.checkpoint import CheckpointError
     from softgrad.training.exporting import export
     from softgrad.training.fitting import StopTraining, TrainingDivergedError, fit
-    from softgrad.training.tensorboard import TensorBoardCallback
     from softgrad.training.inference import evaluate, predict
     from softgrad.training.models import MLP, classic_mlp, softmax_regression
+    from softgrad.training.tensorboard import TensorBoardCallback
     from softgrad.training.torch_import import from_torch
 
     __version__: str
