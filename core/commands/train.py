@@ -35,11 +35,20 @@ from softgrad.commands.run_folder import (
     continues_run,
     default_out,
 )
+from softgrad.commands.train_distributed import (
+    FaultyCommunicator,
+    StartGate,
+    check_launch,
+    make_communicator,
+    on_rank_zero,
+    run_backend,
+)
 from softgrad.commands.train_flags import PROG, Resolved, build_parser, check_settings, resolve_settings
 from softgrad.numerics.files import FolderBusyError, atomic_write_text, claim_folder
 from softgrad.numerics.losses import Loss, get_loss
 from softgrad.training import checkpoint, reports
 from softgrad.training.auto import resolve_backend
+from softgrad.training.communicator import Communicator, DistributedError
 from softgrad.training.data_checks import check_data
 from softgrad.training.fitting import TrainingDivergedError, fit
 from softgrad.training.inference import predict
@@ -63,10 +72,17 @@ class Call:
     json: str | None = None
     quiet: bool = False
     tensorboard: str | None = None  # --tensorboard DIR: the epochs' figures as TensorBoard scalars there
+    communicator: Communicator | None = None  # --distributed: this rank's; None: one process
+    gate: StartGate | None = None  # --distributed: where the ranks meet before training
 
     @property
     def settings(self) -> RunSettings:
         return self.resolved.settings
+
+    @property
+    def writes(self) -> bool:
+        """Whether this process writes the run's files and prints: one process, or rank 0 of several."""
+        return self.communicator is None or self.communicator.rank == 0
 
     def continues_run(self) -> bool:
         """Whether the run folder is the resumed run's own."""
@@ -104,16 +120,24 @@ def fit_keywords(training: TrainSettings) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    resolved = resolve_settings(args)
-    resume_from, restarted = resolved.resume_from, resolved.restarted
-    out = Path(args.out) if args.out else (resume_from.parent if resume_from else restarted or
-                                           default_out(resolved.settings))
-    pick_free = not (args.out or resume_from or restarted)  # the default folder: another name if it is taken
-    call = Call(resolved, out, pick_free, resume=args.resume, json=args.json, quiet=args.quiet,
-                tensorboard=args.tensorboard)
+    if args.distributed:
+        call = _distributed_call(args)
+    else:
+        if args.dist_timeout is not None:
+            raise ValueError("--dist-timeout is for --distributed runs (launched by torchrun)")
+        resolved = resolve_settings(args)
+        resume_from, restarted = resolved.resume_from, resolved.restarted
+        out = Path(args.out) if args.out else (resume_from.parent if resume_from else restarted or
+                                               default_out(resolved.settings))
+        pick_free = not (args.out or resume_from or restarted)  # the default folder: another name if it is taken
+        call = Call(resolved, out, pick_free, resume=args.resume, json=args.json, quiet=args.quiet,
+                    tensorboard=args.tensorboard)
+    out = call.out
     try:
-        return _claimed_run(call)
+        return _claimed_run(call) if call.communicator is None else _rank_run(call)
     except KeyboardInterrupt:
+        if not call.writes:
+            return 130
         if (out / "checkpoint.npz").is_file():
             print(f"{PROG}: interrupted; the last finished epoch is in {out / 'checkpoint.npz'} "
                   f"(continue with --resume {out})", file=sys.stderr)
@@ -124,6 +148,36 @@ def run(args: argparse.Namespace) -> int:
             print(f"{PROG}: interrupted before the first epoch finished; nothing was saved to resume",
                   file=sys.stderr)
         return 130
+
+
+def _distributed_call(args: argparse.Namespace) -> Call:
+    """This rank's call of a ``--distributed`` run: torchrun's environment checked (before torch is imported),
+    the communicator made, and the settings resolved on rank 0 and shared, so that every rank trains the same
+    run. A run in ``--out`` already (a checkpoint, or the run.json of a run that stopped before its first
+    epoch ended) is continued: that is how a round torchrun restarts picks up where the last one stopped."""
+    check_launch(args.out, args.dist_timeout)
+    communicator = make_communicator(run_backend(args.backend, args.out), args.dist_timeout)
+
+    def resolve() -> tuple[Resolved, str | None]:
+        out = Path(args.out)
+        restart = (out / "checkpoint.npz").is_file() or (out / "run.json").is_file()
+        resume = str(out) if restart else args.resume
+        return resolve_settings(argparse.Namespace(**{**vars(args), "resume": resume})), resume
+
+    resolved, resume = on_rank_zero(communicator, resolve)
+    return Call(resolved, Path(args.out), False, resume=resume, json=args.json, quiet=args.quiet,
+                tensorboard=args.tensorboard, communicator=communicator, gate=StartGate(communicator))
+
+
+def _rank_run(call: Call) -> int:
+    """One rank's part: rank 0 claims the run folder and writes in it; the others train alongside. A rank
+    that stops before training tells the others at the start gate, so that none waits for the timeout."""
+    assert call.gate is not None
+    try:
+        return _claimed_run(call) if call.writes else _run(call)
+    except Exception:
+        call.gate.fail()
+        raise
 
 
 def check_arguments(call: Call) -> None:
@@ -163,9 +217,9 @@ def _claimed_run(call: Call) -> int:
 
 
 def _run(call: Call) -> int:
-    say = (lambda _: None) if call.quiet else print
+    say = (lambda _: None) if call.quiet or not call.writes else print
     settings, out = call.settings, call.out
-    data = _load(settings, call.resolved.resume_from)
+    data = _load(settings, call.resolved.resume_from if call.writes else None)  # rank 0 holds the checkpoint
     model, settings = _checked_model(call, data)
     if settings.data.data is not None:  # run.json records what was inferred, so a resume reads the same data
         options = data.recipe["options"]
@@ -174,23 +228,38 @@ def _run(call: Call) -> int:
     say(f"data: {data.source}: {len(data.y_train):,} train / {len(data.y_test):,} test")
     training = settings.training
     model.to(resolve_backend(settings.backend, model.widths, min(training.batch_size, len(data.y_train)),
-                             settings.model.dtype, log=say))
+                             settings.model.dtype, log=say))  # with --distributed never auto: named, the same
     say(f"model: {model}; run folder: {out}")
     settings = replace(settings, backend=model.be.name)  # the backend that runs, never "auto"
-    atomic_write_text(out / "run.json", json.dumps(settings.to_record(), indent=2))
+    if call.writes:
+        atomic_write_text(out / "run.json", json.dumps(settings.to_record(), indent=2))
+    if call.gate is not None:
+        call.gate.ready()
+    history = _fit(call, model, data, training, say)
+    if call.writes:
+        _write_results(call, model, data, settings.training.loss_definition, history)
+        written = [name for name in RUN_FILES if (out / name).is_file()]
+        say(f"wrote {out}/: {', '.join(written)}")
+    return 0
 
-    callbacks = [_tensorboard(call.tensorboard)] if call.tensorboard else []
+
+def _fit(call: Call, model: MLP, data: datasets.Dataset, training: TrainSettings, say) -> list[dict]:
+    """fit with the run's checkpoint, its callbacks (--tensorboard on the writing rank; the test hook's epoch
+    count) and, with --distributed, this rank's communicator."""
+    callbacks: list = [_tensorboard(call.tensorboard)] if call.tensorboard and call.writes else []
+    distributed: dict = {}
+    if call.communicator is not None:
+        distributed["communicator"] = call.communicator
+        if isinstance(call.communicator, FaultyCommunicator):
+            callbacks.append(call.communicator.epoch_ended)
     try:
-        history = fit(model, data, **fit_keywords(training), checkpoint_path=out / "checkpoint.npz",
-                      resume=call.resolved.resume_from, progress=False if call.quiet else None, log=say,
-                      callbacks=callbacks)
+        return fit(model, data, **fit_keywords(training), checkpoint_path=call.out / "checkpoint.npz",
+                   resume=call.resolved.resume_from, progress=False if call.quiet or not call.writes else None,
+                   log=say, callbacks=callbacks, **distributed)
     finally:
         for callback in callbacks:
-            callback.close()
-    _write_results(call, model, data, settings.training.loss_definition, history)
-    written = [name for name in RUN_FILES if (out / name).is_file()]
-    say(f"wrote {out}/: {', '.join(written)}")
-    return 0
+            if hasattr(callback, "close"):
+                callback.close()
 
 
 def _load(settings: RunSettings, resume_from: Path | None = None) -> datasets.Dataset:
@@ -224,7 +293,8 @@ def _checked_model(call: Call, data: datasets.Dataset) -> tuple[MLP, RunSettings
     check_loss_options(model, data, loss, loss_options,
                        label="--loss-option " + " ".join(f"{k}={v!r}" for k, v in loss_options.items()))
     resume_from, epochs = call.resolved.resume_from, settings.training.epochs
-    if resume_from is not None:  # and the checkpoint continues this model and optimizer, before run.json changes
+    if resume_from is not None and call.writes:  # the checkpoint continues this model and optimizer (before
+        # run.json changes; on rank 0, which holds it)
         trained = len(check_resume(model, resume_from, settings.training.optimizer)[2])
         if epochs < trained:
             raise ValueError(f"--epochs {epochs}: the run in {resume_from.parent} has trained {trained} "
@@ -290,7 +360,7 @@ def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return run(args)
-    except TrainingDivergedError as error:
+    except (TrainingDivergedError, DistributedError) as error:  # one line; 1, so torchrun restarts a round
         print(f"{PROG}: {error}", file=sys.stderr)
         return 1
 

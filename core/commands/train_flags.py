@@ -90,7 +90,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar and no per-epoch lines")
     p.add_argument("--tensorboard", metavar="DIR", help="also write each epoch's figures as TensorBoard scalars "
                    "in DIR (tensorboard --logdir DIR; needs tensorboardX: pip install 'softgrad[tensorboard]')")
+    _distributed_flags(p)
     return p
+
+
+def _distributed_flags(p: argparse.ArgumentParser) -> None:
+    group = p.add_argument_group("data-parallel training (docs/distributed.md)")
+    group.add_argument("--distributed", action="store_true", help="one rank of a data-parallel run, launched "
+                       "by torchrun: torchrun --nproc-per-node K -m softgrad train --distributed --out RUN ... "
+                       "(--batch-size is then the global batch, all ranks together; --out is required, and a "
+                       "checkpoint there is resumed, so torchrun --max-restarts continues the run)")
+    group.add_argument("--dist-timeout", type=float, metavar="MINUTES", help="with --distributed: how long a rank "
+                       "waits for a dead or hung one before every rank stops with an error (default 5)")
 
 
 def _model_and_data_flags(p: argparse.ArgumentParser) -> None:
@@ -122,7 +133,8 @@ def _model_and_data_flags(p: argparse.ArgumentParser) -> None:
 def _training_flags(p: argparse.ArgumentParser, losses: list[str]) -> None:
     d = run_defaults()
     p.add_argument("--epochs", type=int, help=f"epochs in all, counting resumed ones (default {d['epochs']})")
-    p.add_argument("--batch-size", type=int, help=f"samples per SGD step (default {d['batch_size']})")
+    p.add_argument("--batch-size", type=int, help=f"samples per SGD step (default {d['batch_size']}); with "
+                   "--distributed the global batch, shared out among the ranks (not per rank)")
     p.add_argument("--lr", type=float, help=f"peak learning rate (default {d['lr']:g} for {d['optimizer']}, else "
                    "the optimizer's torch default: adam 0.001, rmsprop 0.01, ...)")
     p.add_argument("--loss", choices=losses, help=f"the loss (default {LOSS_RULE})")
