@@ -9,6 +9,7 @@ what an uninterrupted one would have done.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -23,6 +24,8 @@ from softgrad.numerics.losses import Loss, get_loss
 from softgrad.numerics.optim import Optimizer, get_optimizer
 from softgrad.numerics.protocol import Backend
 from softgrad.training import checkpoint
+from softgrad.training.communicator import Communicator, DistributedError, shard
+from softgrad.training.data_parallel import DataParallelStep, start_on_ranks
 from softgrad.training.inference import batches, count_correct, evaluate
 from softgrad.training.loss_options import host_options
 from softgrad.training.metrics_stream import MetricsStream
@@ -50,7 +53,8 @@ def fit(model: MLP, data, backend: Backend | str | None = None, *, loss: Loss | 
         loss_options: Mapping[str, Any] | None = None, checkpoint_path: str | Path | None = None,
         resume: str | Path | None = None, progress: bool | None = None,
         log: Callable[[str], None] | None = print, chunked_head: bool | None = None,
-        callbacks: Sequence[Callback] = (), **hyperparameters: Any) -> list[dict]:
+        callbacks: Sequence[Callback] = (), communicator: Communicator | None = None,
+        **hyperparameters: Any) -> list[dict]:
     """Train ``model`` on ``data`` (a :class:`datasets.Dataset`); returns the history.
 
     ``backend``: a name, a Backend, ``"auto"`` (the fastest available for this
@@ -85,6 +89,13 @@ def fit(model: MLP, data, backend: Backend | str | None = None, *, loss: Loss | 
     copy) once the epoch is saved and logged; one that returns ``True``, or raises :class:`StopTraining`,
     stops training after that epoch (the checkpoint and the history then end there). Data without a test
     split (``x_test`` and ``y_test`` None or empty) trains; its records' test figures are None.
+
+    ``communicator``: the ranks of a data-parallel run (:mod:`softgrad.training.communicator`; None, or
+    one of a single rank, trains in this process alone, as ever). Every rank calls ``fit`` with the same
+    arguments and the whole data; ``batch_size`` is the global batch, of which each rank takes its share,
+    and the result is one process's on the global batch, to rounding (see docs/distributed.md). Rank 0
+    reads ``resume`` and writes the checkpoint, metrics, log lines and progress bar and runs the callbacks;
+    every rank returns the same history.
     """
     given = {k: v for k, v in dict(epochs=epochs, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule,
                                    seed=seed).items() if v is not None}
@@ -99,6 +110,9 @@ def fit(model: MLP, data, backend: Backend | str | None = None, *, loss: Loss | 
     if not all(callable(callback) for callback in callbacks):
         raise TypeError("fit: callbacks must be a list of callables, each taking an epoch's record (a dict)")
     ending = _EpochEnd(log=log, callbacks=callbacks, checkpoint_path=checkpoint_path)
+    if communicator is not None and communicator.world_size > 1:
+        return _fit_on_ranks(model, data, given, comm=communicator, backend=backend, resume=resume, show=show,
+                             ending=ending)
     if checkpoint_path is None:
         return _fit(model, data, start_run(model, data, given, backend=backend, resume=resume, log=log),
                     show=show, ending=ending)
@@ -165,16 +179,94 @@ def _fit(model: MLP, data, run: Run, *, show: bool, ending: _EpochEnd) -> list[d
     for epoch in range(len(run.history) + 1, settings.epochs + 1):
         with backend_scope(run.be):
             record = _train_epoch(model, run, epoch, show, ending.checkpoint_path)
-        test = None
-        if run.x_test is not None:
-            test = evaluate(model, run.x_test, run.y_test, loss=settings.loss_definition,
-                            loss_options=settings.loss_options, target_mean=getattr(data, "target_mean", None),
-                            target_std=getattr(data, "target_std", None))
-        record = _epoch_record(record, test, classes=settings.loss_definition.targets != "value")
+        record = _evaluated(model, data, run, record)
         run.history.append(record)
         if ending(model, data, run, record):
             break
     return run.history
+
+
+def _evaluated(model: MLP, data, run: Run, record: dict[str, Any]) -> dict[str, Any]:
+    """The epoch's record with the test set's figures (None without a test set)."""
+    settings, test = run.settings, None
+    if run.x_test is not None:
+        test = evaluate(model, run.x_test, run.y_test, loss=settings.loss_definition,
+                        loss_options=settings.loss_options, target_mean=getattr(data, "target_mean", None),
+                        target_std=getattr(data, "target_std", None))
+    return _epoch_record(record, test, classes=settings.loss_definition.targets != "value")
+
+
+# ---- on several ranks (a communicator of world_size > 1) ----------------------------------------------------
+
+def _fit_on_ranks(model: MLP, data, given: dict[str, Any], *, comm: Communicator, backend, resume, show: bool,
+                  ending: _EpochEnd) -> list[dict]:
+    """``fit`` on this rank of ``comm``: the run started alike on every rank (rank 0 claims the folder, reads
+    the checkpoint and broadcasts the start), then the epochs; only rank 0 writes and logs."""
+    lead = comm.rank == 0
+    if not lead:
+        ending = _EpochEnd(log=None, callbacks=(), checkpoint_path=ending.checkpoint_path)
+    with contextlib.ExitStack() as stack:
+        def lead_start() -> Run:
+            path = ending.checkpoint_path
+            if path is not None:
+                folder = Path(path).parent
+                stack.enter_context(claim_folder(folder, "the checkpoint's folder"))
+                remove_stale_temporaries(folder)
+            run = start_run(model, data, given, backend=backend, resume=resume, log=ending.log)
+            if path is not None:
+                ending.metrics = stack.enter_context(MetricsStream.start(Path(path).parent, run.history))
+            return run
+
+        try:
+            run = start_on_ranks(comm, model, data, given, backend=backend, resume=resume, lead_start=lead_start)
+        except DistributedError as error:
+            raise DistributedError(_rank_line(comm, "at the start", error, None)) from None
+        return _epochs_on_ranks(model, data, run, comm=comm, show=show and lead, ending=ending)
+
+
+def _rank_line(comm: Communicator, where: str, error: Exception, resume_from) -> str:
+    """The one line a rank stops with: the rank, where training was, the engine's message, the checkpoint."""
+    message = " ".join(str(error).split())
+    last = (f" Resume from the last checkpoint, {resume_from}." if resume_from is not None
+            else " There is no checkpoint to resume from yet.")
+    return f"rank {comm.rank}: training stopped {where}: {message}.{last}"
+
+
+def _epochs_on_ranks(model: MLP, data, run: Run, *, comm: Communicator, show: bool, ending: _EpochEnd):
+    """The epochs on every rank; rank 0 evaluates the test set, writes and runs the callbacks, then
+    broadcasts the epoch's record and whether to stop, so every rank keeps the same history."""
+    for epoch in range(len(run.history) + 1, run.settings.epochs + 1):
+        with backend_scope(run.be):
+            record = _train_epoch_on_ranks(model, run, epoch, show, ending.checkpoint_path, comm)
+        last = ending.checkpoint_path if ending.checkpoint_path is not None and epoch > 1 else None
+        try:
+            outcome = _epoch_end_on_ranks(model, data, run, record, comm=comm, ending=ending)
+            comm.barrier()  # rank 0's files of the epoch are written
+        except DistributedError as error:
+            raise DistributedError(_rank_line(comm, f"after epoch {epoch}", error, last)) from None
+        if "error" in outcome:
+            raise DistributedError(_rank_line(comm, f"after epoch {epoch}", f"rank 0 failed: {outcome['error']}",
+                                              last))
+        if comm.rank != 0:
+            run.history.append(outcome["record"])
+        if outcome["stop"]:
+            break
+    return run.history
+
+
+def _epoch_end_on_ranks(model: MLP, data, run: Run, record: dict[str, Any], *, comm: Communicator,
+                        ending: _EpochEnd) -> dict[str, Any]:
+    """Rank 0's record of the epoch and its callbacks' verdict, on every rank (rank 0's error, if any)."""
+    if comm.rank != 0:
+        return comm.broadcast(None)
+    try:
+        record = _evaluated(model, data, run, record)
+        run.history.append(record)
+        stop = ending(model, data, run, record)
+    except Exception as error:
+        comm.broadcast({"error": f"{type(error).__name__}: {error}"})
+        raise
+    return comm.broadcast({"record": record, "stop": stop})
 
 
 def _epoch_record(record: dict[str, Any], test: dict[str, float] | None, *, classes: bool) -> dict[str, Any]:
@@ -246,6 +338,54 @@ def _train_epoch(model: MLP, run: Run, epoch: int, show: bool, checkpoint_path) 
     seconds = time.perf_counter() - start
     return {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_accuracy, "seconds": seconds,
             "samples_per_s": n / seconds, "lr": settings.lr_at(epoch, steps_per_epoch, steps_per_epoch)}
+
+
+def _train_epoch_on_ranks(model: MLP, run: Run, epoch: int, show: bool, checkpoint_path,
+                          comm: Communicator) -> dict[str, Any]:
+    """One epoch on this rank's share of every global batch of the (seed, epoch) permutation; returns the
+    record of the whole epoch (the same on every rank, but for the time) without the test figures."""
+    settings, be = run.settings, run.be
+    n = run.x_train.shape[0]
+    global_batches = list(batches(n, settings.batch_size))
+    shares = [shard(s.start, s.stop, comm.rank, comm.world_size) for s in global_batches]
+    order = np.random.default_rng([settings.seed, epoch]).permutation(n)
+    mine = np.concatenate([order[share] for share in shares])  # this rank's rows, batch after batch
+    stepper = DataParallelStep(model, settings, comm)
+    be.synchronize()
+    start = time.perf_counter()
+    xs = ys = None
+    if len(mine):  # a rank may hold no row of any batch (fewer samples than ranks)
+        local = be.asarray(mine)
+        xs, ys = be.take(run.x_train, local, axis=0), be.take(run.y_train, local, axis=0)
+    total_loss = correct = 0
+    offset = 0
+    with _progress_bar(show) as bar, np.errstate(over="ignore", invalid="ignore"):
+        task = bar.add_task(f"epoch {epoch}/{settings.epochs}", total=len(global_batches), loss="-")
+        for step, (s, share) in enumerate(zip(global_batches, shares), start=1):
+            rows = share.stop - share.start
+            x = xs[offset:offset + rows, ...] if rows else None
+            y = ys[offset:offset + rows, ...] if rows else None
+            offset += rows
+            step_lr = settings.lr_at(epoch, step - 1, len(global_batches))
+            try:
+                totals, run.state = stepper(x, y, run.state, step_lr)
+            except ValueError as error:
+                where = f" The last good checkpoint is {checkpoint_path}." if checkpoint_path and epoch > 1 else ""
+                raise TrainingDivergedError(
+                    f"training diverged at epoch {epoch}, step {step}: {error}. {_divergence_hint(settings, step_lr)}"
+                    f"{where}") from None
+            except DistributedError as error:
+                last = checkpoint_path if checkpoint_path is not None and epoch > 1 else None
+                raise DistributedError(_rank_line(comm, f"at epoch {epoch}, step {step}", error, last)) from None
+            total_loss = total_loss + totals.loss * (s.stop - s.start)
+            correct = correct + totals.correct
+            if show and (step % 20 == 0 or step == len(global_batches)):
+                bar.update(task, completed=step, loss=f"{float(total_loss) / s.stop:.4f}")
+    be.synchronize()
+    seconds = time.perf_counter() - start
+    return {"epoch": epoch, "train_loss": float(total_loss) / n,
+            "train_accuracy": int(round(float(correct))) / n if stepper.classes else None, "seconds": seconds,
+            "samples_per_s": n / seconds, "lr": settings.lr_at(epoch, len(global_batches), len(global_batches))}
 
 
 def _divergence_hint(settings: TrainSettings, step_lr: float) -> str:
