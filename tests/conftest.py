@@ -177,6 +177,8 @@ SLOW = {
     "test_sklearn.py::test_scikit_learns_checks_on_array_api_strict":
         "scikit-learn's ~100 checks, each training 200 epochs on array-api-strict (about 3 minutes on 1 core)",
     "test_sklearn.py::test_grid_search_with_two_processes": "two worker processes, each importing scikit-learn",
+    "test_torchrun.py": "two torchrun launches of 2 ranks each (one killed and restarted), each rank importing "
+        "torch: about 75 s on 2 cores",
 }
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from dataclasses import dataclass, replace
@@ -250,8 +251,8 @@ def _fit(call: Call, model: MLP, data: datasets.Dataset, training: TrainSettings
     distributed: dict = {}
     if call.communicator is not None:
         distributed["communicator"] = call.communicator
-        if isinstance(call.communicator, FaultyCommunicator):
-            callbacks.append(call.communicator.epoch_ended)
+        if isinstance(call.communicator, FaultyCommunicator) and call.resolved.resume_from is None:
+            call.communicator.arm(math.ceil(len(data.y_train) / training.batch_size))
     try:
         return fit(model, data, **fit_keywords(training), checkpoint_path=call.out / "checkpoint.npz",
                    resume=call.resolved.resume_from, progress=False if call.quiet or not call.writes else None,

@@ -23,7 +23,7 @@ TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER
 LAUNCH = "torchrun --nproc-per-node K -m softgrad train --distributed --out RUN ..."
 DEFAULT_TIMEOUT_MINUTES = 5.0
 #: the test hook: ``rank=R,epoch=E,step=S[,restart=N]`` makes rank R exit at once (``os._exit(1)``) as it reaches
-#: the S-th all-reduce of epoch E (one per training step), in torchrun's restart round N only (default 0)
+#: step S of epoch E (its all-reduce), in torchrun's restart round N only (default 0), in a run started fresh
 FAULT_VARIABLE = "SOFTGRAD_FAULT"
 
 T = TypeVar("T")
@@ -152,19 +152,25 @@ class Fault:
 
 
 class FaultyCommunicator:
-    """A communicator that exits the process hard (as a killed rank would) at its fault's step. It counts
-    the all-reduces of each epoch (one per training step); :meth:`epoch_ended`, a fit callback, turns the
-    epoch. Counting starts at epoch 1: the hook is for runs that start fresh in the round it names."""
+    """A communicator that exits the process hard (as a killed rank would) at its fault's step. Once
+    :meth:`arm`-ed with the steps of an epoch, it counts the all-reduces (``fit`` does one per training step,
+    and nothing else goes through ``allreduce_sum``), the first being epoch 1's first step: the hook is for a
+    run that starts fresh in the round it names."""
 
     def __init__(self, inner: Communicator, fault: Fault) -> None:
         self.inner, self.fault = inner, fault
         self.rank, self.world_size = inner.rank, inner.world_size
-        self.epoch, self.step = 1, 0
+        self.at: int | None = None  # the all-reduce to stop at, counted from arm()
+        self.count = 0
+
+    def arm(self, steps_per_epoch: int) -> None:
+        self.at, self.count = (self.fault.epoch - 1) * steps_per_epoch + self.fault.step, 0
 
     def allreduce_sum(self, be, bucket):
-        self.step += 1
-        if (self.epoch, self.step) == (self.fault.epoch, self.fault.step):
-            os._exit(1)  # no clean-up, no goodbye to the other ranks: what a killed process does
+        if self.at is not None:
+            self.count += 1
+            if self.count == self.at:
+                os._exit(1)  # no clean-up, no goodbye to the other ranks: what a killed process does
         return self.inner.allreduce_sum(be, bucket)
 
     def broadcast(self, value: Any, src: int = 0) -> Any:
@@ -172,9 +178,6 @@ class FaultyCommunicator:
 
     def barrier(self) -> None:
         self.inner.barrier()
-
-    def epoch_ended(self, record: dict) -> None:
-        self.epoch, self.step = int(record["epoch"]) + 1, 0
 
     def __getattr__(self, name: str) -> Any:  # the engine's own extras (close, ...)
         return getattr(self.inner, name)
