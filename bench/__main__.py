@@ -116,6 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "_and_grad per backend (numpy, torch, jax with --backend all) beside torch's "
                         "linear_cross_entropy, dense and chunked; a few minutes, seconds with --quick")
     parser.add_argument("--json", metavar="PATH", help="also write every figure to PATH as JSON")
+    parser.add_argument("--distributed", action="store_true",
+                        help="instead, the data-parallel table (python -m bench.distributed): samples/s of the MLP "
+                        "for 1 process of 2 threads, 1 rank and 2 gloo ranks of 1 thread, and the all-reduce's "
+                        "share of a step; its flags: --batch-size, --repeats, --rows, --json, --markdown")
     from softgrad.bench.large_vocab import add_shape_arguments
 
     add_shape_arguments(parser)
@@ -165,6 +169,12 @@ def resolve_sweep(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    given = sys.argv[1:] if argv is None else list(argv)
+    if "--distributed" in given:  # the data-parallel table: bench.distributed's own flags
+        from softgrad.bench import distributed
+
+        distributed.PROG_NAME = f"{PROG_NAME} --distributed"
+        return distributed.main([arg for arg in given if arg != "--distributed"])
     try:
         return _main(argv)
     except BrokenPipeError:  # the reader went away (python -m bench | head): the workers are closed; quietly
