@@ -177,6 +177,13 @@ SLOW = {
     "test_sklearn.py::test_scikit_learns_checks_on_array_api_strict":
         "scikit-learn's ~100 checks, each training 200 epochs on array-api-strict (about 3 minutes on 1 core)",
     "test_sklearn.py::test_grid_search_with_two_processes": "two worker processes, each importing scikit-learn",
+    "test_data_parallel.py::test_k_ranks_equal_one_process_on_compiled_backends":
+        "JAX compiles every shard's shape anew; the CuPy kernels emulated on the CPU (about 60 s in all)",
+    "test_distributed_gloo.py::test_collectives_on_two_ranks": "two spawned gloo ranks, each importing torch and JAX",
+    "test_distributed_gloo.py::test_two_ranks_fit_as_one_process_on_the_global_batch":
+        "two spawned gloo ranks, each importing torch, train beside a one-process fit",
+    "test_distributed_gloo.py::test_a_dead_or_hung_rank_makes_the_other_raise_one_line_within_the_timeout":
+        "two spawned gloo ranks per case, each importing torch; a hung rank is waited for past the 3 s timeout",
     "test_torchrun.py": "two torchrun launches of 2 ranks each (one killed and restarted), each rank importing "
         "torch: about 75 s on 2 cores",
 }

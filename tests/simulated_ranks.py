@@ -4,7 +4,8 @@ model; a :class:`SimulatedRank` is the communicator of one, with the four collec
 
 The all-reduce sums the ranks' buckets in rank order on every rank, so every rank gets the same bits, as
 gloo's does; a broadcast goes through pickle, as between processes, so no rank shares an array with another.
-A rank that raises breaks the barrier: the others get a DistributedError at their next collective at once.
+A rank that raises breaks the barrier: the others get a DistributedError at their next collective at once
+(0.3 s later).
 """
 
 from __future__ import annotations
@@ -69,7 +70,9 @@ def run_ranks(world_size: int, body: Callable[[SimulatedRank], Any], *, timeout:
             results[rank] = body(SimulatedRank(shared, rank, world_size))
         except BaseException as error:  # noqa: BLE001 - handed to the test, which asserts on it
             results[rank] = error
-            shared.barrier.abort()
+            # break the barrier for the ranks still waiting on this one; a moment later, so that ranks just
+            # released from the last collective this rank took part in leave it before it breaks
+            threading.Timer(0.3, shared.barrier.abort).start()
 
     threads = [threading.Thread(target=run, args=(rank,), daemon=True) for rank in range(world_size)]
     for thread in threads:

@@ -143,7 +143,9 @@ def _fingerprint(model: MLP, data, given: Mapping[str, Any], backend, resume) ->
         value = getattr(data, name, None)
         arrays[name] = None if value is None else f"{np.shape(value)} {np.asarray(value).dtype} {digest(value)}"
     return {**{f"setting {k}": v for k, v in given.items()}, "backend": getattr(backend, "name", backend),
-            "resume": None if resume is None else str(resume), "model": model.config(),
+            "resume": None if resume is None else str(resume),
+            # not the seed: rank 0's parameters are broadcast, whatever the other ranks drew
+            "model": {k: v for k, v in model.config().items() if k != "seed"},
             "model backend": model.be.name, **{f"data {k}": v for k, v in arrays.items()}}
 
 

@@ -220,7 +220,7 @@ def _fit_on_ranks(model: MLP, data, given: dict[str, Any], *, comm: Communicator
         try:
             run = start_on_ranks(comm, model, data, given, backend=backend, resume=resume, lead_start=lead_start)
         except DistributedError as error:
-            raise DistributedError(_rank_line(comm, "at the start", error, None)) from None
+            raise DistributedError(f"rank {comm.rank}: at the start: {' '.join(str(error).split())}") from None
         return _epochs_on_ranks(model, data, run, comm=comm, show=show and lead, ending=ending)
 
 
