@@ -28,6 +28,10 @@ def _start(folder: Path, rank: int, world_size: int, backend: str = "numpy", tim
     from softgrad.training.torch_communicator import TorchCommunicator
 
     store = torch.distributed.FileStore(str(folder / "store"), world_size)
+    # every rank here before the clock of the (short) timeout starts: a rank that a loaded machine starts
+    # seconds later would otherwise fail the rendezvous instead of the operation the test is about
+    store.set(f"here-{rank}", "1")
+    store.wait([f"here-{other}" for other in range(world_size)], timedelta(seconds=120))
     be = get_backend(backend)
     return be, TorchCommunicator.from_store(be, store, rank, world_size, timeout=timedelta(seconds=timeout_s))
 
@@ -95,9 +99,11 @@ def _collectives(rank: int, folder: Path, world_size: int, backends: list[str]) 
     return result
 
 
-def _killed(rank: int, folder: Path, world_size: int, victim: int, how: str, timeout_s: float) -> dict[str, Any]:
-    """Every rank all-reduces; at the third, ``victim`` dies at once (``how="exit"``: SIGKILL, as kill -9) or stops answering (``how="hang"``: sleeps past the timeout), and the others time how long
-    their all-reduce took to raise."""
+def _killed(rank: int, folder: Path, world_size: int, victim: int, how: str, where: str,
+            timeout_s: float) -> dict[str, Any]:
+    """Every rank all-reduces (``where="allreduce"``) or meets at a barrier (``"barrier"``); at the third time,
+    ``victim`` dies at once (``how="exit"``: SIGKILL, as kill -9) or stops answering (``how="hang"``: sleeps
+    past the timeout), and the others time how long their call took to raise."""
     be, comm = _start(folder, rank, world_size, timeout_s=timeout_s)
     bucket = np.ones(1000)
     for step in range(1, 4):
@@ -109,7 +115,10 @@ def _killed(rank: int, folder: Path, world_size: int, victim: int, how: str, tim
             os._exit(1)
         begun = time.monotonic()
         try:
-            bucket = comm.allreduce_sum(be, bucket)
+            if where == "barrier":
+                comm.barrier()
+            else:
+                bucket = comm.allreduce_sum(be, bucket)
         except BaseException as error:  # noqa: BLE001
             return {"error": type(error).__name__, "message": str(error), "step": step,
                     "seconds": time.monotonic() - begun}
@@ -125,7 +134,7 @@ def _fit_ranks(rank: int, folder: Path, world_size: int, problem: dict[str, Any]
 
     be, comm = _start(folder, rank, world_size)
     with comm:
-        data = from_arrays(problem["x"], problem["y"], classes=problem["classes"])
+        data = from_arrays(problem["x"], problem["y"])
         model = MLP(problem["widths"], seed=problem["seed"], dtype=np.float64)
         history = fit(model, data, "numpy", communicator=comm, log=None, progress=False, **problem["settings"])
         params = [np.array(model.be.to_numpy(p)) for p in model.params]

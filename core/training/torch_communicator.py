@@ -61,7 +61,8 @@ def engine_message(error: BaseException) -> str:
     stack trace torch may append, whitespace squeezed, at most 300 characters."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     text = lines[0] if lines else type(error).__name__
-    text = re.sub(r"^(\[[^\]]*\.(?:cpp|cc|h|hpp):\d+\]\s*)+", "", text)  # [file.cc:123] prefixes
+    # [file.cc:123] source locations, and the "[Rank 0]: " c10d puts before a rank's own message
+    text = re.sub(r"^(\[[^\]]*\.(?:cpp|cc|h|hpp):\d+\]\s*|\[Rank \d+\]:\s*)+", "", text)
     text = re.sub(r"\s+", " ", text).strip()
     # gloo's advice after the fact ("This is typically caused by a remote worker hanging ... GLHF!") adds
     # nothing to the line the caller's own message frames
@@ -88,11 +89,15 @@ class TorchCommunicator:
     # ---- starting ----------------------------------------------------------------------------------------
 
     @classmethod
-    def from_environment(cls, be: Backend, timeout: timedelta = DEFAULT_TIMEOUT) -> TorchCommunicator:
+    def from_environment(cls, be: Backend | str, timeout: timedelta = DEFAULT_TIMEOUT) -> TorchCommunicator:
         """This process's rank of the run ``torchrun`` launched: RANK, WORLD_SIZE and the rendezvous
         (MASTER_ADDR/MASTER_PORT, or torchrun's own store) from the environment. gloo when ``be`` is on the
         CPU; NCCL when it is on a GPU, on the GPU numbered LOCAL_RANK. Raises ValueError, in one line saying how
-        to launch, when the environment is not torchrun's."""
+        to launch, when the environment is not torchrun's.
+
+        Give ``be`` as a name ("torch:cuda", "cupy") on a machine with several GPUs: the backend is then
+        created once this rank's GPU is the current device, so each rank works on its own GPU. A backend
+        created before on another GPU than LOCAL_RANK's is refused in one line."""
         missing = [name for name in LAUNCH_VARIABLES if name not in os.environ]
         if missing:
             raise ValueError(f"distributed training runs under torchrun, which sets {', '.join(LAUNCH_VARIABLES)} "
@@ -101,6 +106,7 @@ class TorchCommunicator:
         local_rank = _int_variable("LOCAL_RANK")
         if not 0 <= rank < world_size:
             raise ValueError(f"RANK={rank} is not below WORLD_SIZE={world_size}: launch it as {LAUNCH_HINT}")
+        be = _backend_on_local_gpu(be, local_rank)
         device = _local_gpu(be, local_rank) if be.on_gpu else None
         return cls._start(be, timeout, device, init_method="env://", rank=rank, world_size=world_size)
 
@@ -218,6 +224,27 @@ def _int_variable(name: str) -> int:
     if number < 0:
         raise ValueError(f"{name}={value!r} is negative: launch it as {LAUNCH_HINT}")
     return number
+
+
+def _backend_on_local_gpu(be: Backend | str, local_rank: int) -> Backend:
+    """``be``, or the backend named ``be`` created with GPU ``local_rank`` current (torch's and CuPy's current
+    device, which torch:cuda and cupy take when they are created). Unverified here: no GPU."""
+    from softgrad.numerics.registry import get_backend
+
+    if not isinstance(be, str):
+        return be
+    if any(word in be for word in ("cuda", "gpu", "rocm")) or be == "cupy":
+        torch, _ = _torch_distributed()
+        if torch.cuda.is_available() and local_rank < torch.cuda.device_count():
+            torch.cuda.set_device(local_rank)
+        if be == "cupy":
+            try:
+                import cupy
+
+                cupy.cuda.Device(local_rank).use()
+            except Exception:  # noqa: BLE001 - no CuPy or no such device: get_backend says which, in one line
+                pass
+    return get_backend(be)
 
 
 def _local_gpu(be: Backend, local_rank: int):
