@@ -216,6 +216,15 @@ def test_ranks_started_with_different_settings_fail_at_the_start_in_one_line():
         assert "0.1" in message and "0.2" in message
 
 
+def test_a_bad_start_on_rank_zero_is_every_ranks_error_in_one_line():
+    """Rank 0 alone checks the loss's options on the data at the start: every rank raises its ValueError."""
+    data = class_data()
+    results = run_ranks(3, lambda comm: train(comm, "numpy", np.float64, data, CLASSES,
+                                              loss_options={"weight": [1.0, 2.0]}))
+    assert all(isinstance(r, ValueError) and "weight" in str(r) and "\n" not in str(r) for r in results), results
+    assert len({str(r) for r in results}) == 1
+
+
 def test_ranks_with_different_data_fail_at_the_start():
     results = run_ranks(2, lambda comm: train(comm, "numpy", np.float64, class_data(seed=comm.rank), CLASSES))
     for rank, result in enumerate(results):
@@ -264,7 +273,7 @@ def test_a_three_rank_checkpoint_resumes_on_two_ranks_as_the_uninterrupted_run(t
     # a fresh model with another seed on each rank: rank 0's checkpoint decides the parameters
     resumed = on_ranks(2, lambda comm: fit(MLP([FEATURES, 4, CLASSES], dtype=np.float64, seed=3), data,
                                            epochs=4, batch_size=BATCH, log=None, communicator=comm,
-                                           resume=path if comm.rank == 0 else path, checkpoint_path=path,
+                                           resume=path, checkpoint_path=path,
                                            **arguments))
     assert all(len(h) == 4 for h in resumed)
     from softgrad.training import checkpoint

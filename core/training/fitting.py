@@ -263,7 +263,7 @@ def _epoch_end_on_ranks(model: MLP, data, run: Run, record: dict[str, Any], *, c
         record = _evaluated(model, data, run, record)
         run.history.append(record)
         stop = ending(model, data, run, record)
-    except Exception as error:
+    except Exception as error:  # the other ranks stop at once, told why, instead of at the timeout
         comm.broadcast({"error": f"{type(error).__name__}: {error}"})
         raise
     return comm.broadcast({"record": record, "stop": stop})
