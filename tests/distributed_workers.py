@@ -126,8 +126,30 @@ def _killed(rank: int, folder: Path, world_size: int, victim: int, how: str, whe
     return {"error": None}
 
 
+class _Recording:
+    """The communicator, recording what each all-reduce was given and gave back (copies, as NumPy)."""
+
+    def __init__(self, comm) -> None:
+        self.comm, self.rank, self.world_size = comm, comm.rank, comm.world_size
+        self.sent: list[np.ndarray] = []
+        self.summed: list[np.ndarray] = []
+
+    def allreduce_sum(self, be, bucket):
+        self.sent.append(np.array(be.to_numpy(bucket)))
+        out = self.comm.allreduce_sum(be, bucket)
+        self.summed.append(np.array(be.to_numpy(out)))
+        return out
+
+    def broadcast(self, value, src=0):
+        return self.comm.broadcast(value, src)
+
+    def barrier(self):
+        self.comm.barrier()
+
+
 def _fit_ranks(rank: int, folder: Path, world_size: int, problem: dict[str, Any]) -> dict[str, Any]:
-    """``fit`` on this rank with the communicator; the parameters and history it ends with."""
+    """``fit`` on this rank with the communicator; the parameters and history it ends with, and each step's
+    bucket before and after the all-reduce."""
     from softgrad.datasets import from_arrays
     from softgrad.training.fitting import fit
     from softgrad.training.models import MLP
@@ -136,9 +158,11 @@ def _fit_ranks(rank: int, folder: Path, world_size: int, problem: dict[str, Any]
     with comm:
         data = from_arrays(problem["x"], problem["y"])
         model = MLP(problem["widths"], seed=problem["seed"], dtype=np.float64)
-        history = fit(model, data, "numpy", communicator=comm, log=None, progress=False, **problem["settings"])
+        recording = _Recording(comm)
+        history = fit(model, data, "numpy", communicator=recording, log=None, progress=False,
+                      **problem["settings"])
         params = [np.array(model.be.to_numpy(p)) for p in model.params]
-    return {"history": history, "params": params}
+    return {"history": history, "params": params, "sent": recording.sent, "summed": recording.summed}
 
 
 # the entry points torch.multiprocessing's spawn calls as fn(rank, *args)

@@ -12,6 +12,7 @@ import pickle
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +91,23 @@ def test_without_torchruns_environment_it_says_how_to_launch(monkeypatch):
     assert "\n" not in str(caught.value) and "RANK" in str(caught.value)
 
 
+def test_a_rank_alone_says_so_within_the_timeout(tmp_path):
+    """Rank 0 of 2 whose partner never starts: one line, after the timeout (1 s here), not gloo's 30 minutes."""
+    from softgrad.backends import get_backend
+    from softgrad.training.communicator import DistributedError
+    from softgrad.training.torch_communicator import TorchCommunicator
+
+    store = torch.distributed.FileStore(str(tmp_path / "store"), WORLD)
+    begun = time.monotonic()
+    with pytest.raises(DistributedError) as caught:
+        TorchCommunicator.from_store(get_backend("numpy"), store, 0, WORLD, timeout=timedelta(seconds=1))
+    seconds = time.monotonic() - begun
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith("rank 0 of 2: starting the process group (gloo) failed")
+    assert "did every rank start?" in message and seconds < 10, (seconds, message)
+    assert not torch.distributed.is_initialized()
+
+
 def test_collectives_on_two_ranks(tmp_path):
     """all_reduce of float32 and float64 buckets of every CPU backend here, a broadcast of a dict (from rank
     0) and of a string (from rank 1), a barrier. Buckets of NumPy, torch and array-api-strict are summed in
@@ -152,6 +170,15 @@ def test_two_ranks_fit_as_one_process_on_the_global_batch(tmp_path):
         for got, want in zip(result["history"], history, strict=True):
             assert got["train_loss"] == pytest.approx(want["train_loss"], rel=0, abs=1e-12), rank
             assert got["train_accuracy"] == want["train_accuracy"], rank
+    # the ranks did share the work: one all-reduce per step (3 epochs of 5 batches), of one flat bucket holding
+    # more than the 75 gradients, what each rank sent differs (its own shard), and both got the sum
+    zero, one = results
+    assert len(zero["sent"]) == len(one["sent"]) == 3 * 5
+    for step, (mine, theirs) in enumerate(zip(zero["sent"], one["sent"], strict=True)):
+        assert mine.ndim == 1 and mine.shape == theirs.shape and mine.size > 75, (step, mine.shape)
+        assert not np.array_equal(mine, theirs), step
+        np.testing.assert_array_equal(zero["summed"][step], mine + theirs)
+        np.testing.assert_array_equal(one["summed"][step], mine + theirs)
     # and training did move the parameters: equal to the reference is not equal to the start
     start = MLP(problem["widths"], seed=problem["seed"], dtype=np.float64)
     assert max(np.abs(np.asarray(p) - q).max() for p, q in zip(start.params, reference, strict=True)) > 1e-3

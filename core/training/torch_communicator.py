@@ -131,7 +131,8 @@ class TorchCommunicator:
             dist.init_process_group(engine, timeout=timeout, device_id=device, **where)
         except (RuntimeError, OSError) as error:  # DistStoreError, DistNetworkError: a rank that never came
             raise DistributedError(f"rank {where['rank']} of {where['world_size']}: starting the process group "
-                                   f"({engine}) failed after {time.monotonic() - begun:.1f} s: "
+                                   f"({engine}) failed after {time.monotonic() - begun:.1f} s (timeout "
+                                   f"{timeout.total_seconds():g} s; did every rank start?): "
                                    f"{engine_message(error)}") from None
         return cls(rank=where["rank"], world_size=where["world_size"], engine=engine, timeout=timeout,
                    device=device)
@@ -148,9 +149,11 @@ class TorchCommunicator:
         what = f"the all-reduce of {tensor.numel():,} {str(tensor.dtype).removeprefix('torch.')} values"
         with self._failures(what):
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        if tensor.is_cuda and not isinstance(bucket, torch.Tensor):
+            # all_reduce orders NCCL's work before torch's current stream only; CuPy and JAX run on their own
+            # streams, so they must not read the bucket before the sum is there (unverified here: no GPU)
+            torch.cuda.current_stream().synchronize()
         if shared:
-            if _is_cupy(bucket):  # CuPy's later kernels must see the sum NCCL wrote on torch's stream
-                torch.cuda.current_stream().synchronize()
             return bucket
         return be.asarray(tensor.numpy() if tensor.device.type == "cpu" else tensor)
 
@@ -263,10 +266,6 @@ def _local_gpu(be: Backend, local_rank: int):
                          f"{local_rank}: create the backend after the communicator, or give each rank its own GPU "
                          "with CUDA_VISIBLE_DEVICES")
     return device
-
-
-def _is_cupy(bucket: Any) -> bool:
-    return type(bucket).__module__.startswith("cupy")
 
 
 def _as_tensor(torch, bucket: Any) -> tuple[Any, bool]:
