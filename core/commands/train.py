@@ -175,10 +175,14 @@ def _rank_run(call: Call) -> int:
     that stops before training tells the others at the start gate, so that none waits for the timeout."""
     assert call.gate is not None
     try:
-        return _claimed_run(call) if call.writes else _run(call)
+        status = _claimed_run(call) if call.writes else _run(call)
     except Exception:
         call.gate.fail()
-        raise
+        raise  # the process group goes with the process: closing it after a failure may wait on the dead
+    close = getattr(call.communicator, "close", None)
+    if close is not None:
+        close()
+    return status
 
 
 def check_arguments(call: Call) -> None:
