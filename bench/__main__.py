@@ -173,8 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     if "--distributed" in given:  # the data-parallel table: bench.distributed's own flags
         from softgrad.bench import distributed
 
-        distributed.PROG_NAME = f"{PROG_NAME} --distributed"
-        return distributed.main([arg for arg in given if arg != "--distributed"])
+        own, distributed.PROG_NAME = distributed.PROG_NAME, f"{PROG_NAME} --distributed"
+        try:
+            return distributed.main([arg for arg in given if arg != "--distributed"])
+        finally:
+            distributed.PROG_NAME = own
     try:
         return _main(argv)
     except BrokenPipeError:  # the reader went away (python -m bench | head): the workers are closed; quietly

@@ -137,7 +137,7 @@ def _run(args: argparse.Namespace) -> int:
           f"torch {header['versions'].get('torch')}; the MLP on {args.rows:,} MNIST rows, float32, numpy backend; "
           f"median of {args.repeats} epochs after a warm-up", flush=True)
     rows: list[Row] = []
-    began = time.perf_counter()
+    began, load_at_start = time.perf_counter(), _load_average()
     for arrangement in ARRANGEMENTS:
         for row in measure(arrangement, args.batch_size, args.repeats, args.rows):
             rows.append(row)
@@ -147,12 +147,21 @@ def _run(args: argparse.Namespace) -> int:
     print(table)
     payload = {"machine": header, "rows_per_epoch": args.rows, "repeats": args.repeats,
                "elapsed_s": round(time.perf_counter() - began, 1),
+               "load_average": {"start": load_at_start, "end": _load_average()},  # a shared machine's neighbours
                "openblas_environment": {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")},
                "rows": [dict(asdict(r), median_samples_per_s=r.median_samples_per_s,
                              median_allreduce_share=r.median_share) for r in rows]}
     _write(args.json, json.dumps(payload, indent=2))
     _write(args.markdown, table + "\n")
     return 0
+
+
+def _load_average() -> list[float] | None:
+    """The 1, 5 and 15-minute load averages: on a shared machine, how busy the neighbours kept the cores."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
 
 
 def _write(path: str | None, text: str) -> None:

@@ -229,3 +229,19 @@ def test_one_process_is_its_own_gate():
     StartGate(SingleProcess()).ready()
     assert on_rank_zero(SingleProcess(), lambda: 7) == 7
     assert FaultyCommunicator(SingleProcess(), Fault(1, 1, 1)).world_size == 1
+
+
+def test_the_distributed_bench_keeps_earlier_results_and_checks_its_flags(tmp_path, capsys):
+    from softgrad.__main__ import main as softgrad_main
+
+    kept = tmp_path / "earlier.json"
+    kept.write_text("{}")
+    assert softgrad_main(["bench", "--distributed", "--json", str(kept)]) == 2
+    assert capsys.readouterr().err.strip() == (f"softgrad bench --distributed: {kept} exists: give a new path "
+                                               "(results are never written over)")
+    assert kept.read_text() == "{}"
+    assert softgrad_main(["bench", "--distributed", "--repeats", "0"]) == 2
+    assert "--repeats, --rows and --batch-size must be at least 1" in capsys.readouterr().err
+    assert softgrad_main(["bench", "--distributed", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert text.startswith("usage: softgrad bench --distributed") and "--markdown PATH" in text
