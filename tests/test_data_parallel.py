@@ -330,6 +330,33 @@ def test_an_engine_failure_names_the_rank_epoch_step_and_checkpoint(tmp_path):
     assert isinstance(results[0], DistributedError) and str(results[0]).startswith("rank 0: training stopped")
 
 
+def test_a_failure_of_rank_zeros_epoch_end_stops_the_others_at_once_naming_it():
+    """A callback (or a write) that fails on rank 0: rank 0 raises it, the others stop with one line naming it
+    and the checkpoint to resume from, without waiting for a timeout."""
+    data = class_data()
+
+    def failing(record):
+        if record["epoch"] == 2:
+            raise OSError("No space left on device")
+
+    def body(comm):
+        model = MLP([FEATURES, 4, CLASSES], dtype=np.float64, seed=3)
+        return fit(model, data, epochs=3, batch_size=BATCH, communicator=comm, log=None,
+                   checkpoint_path=tmp / "model.npz", callbacks=[failing])
+
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as folder:
+        tmp = Path(folder)
+        results = run_ranks(2, body)
+    assert isinstance(results[0], OSError)
+    message = str(results[1])
+    assert isinstance(results[1], DistributedError) and "\n" not in message
+    assert message.startswith("rank 1: training stopped after epoch 2: rank 0 failed: OSError: No space left")
+    assert message.endswith(f"Resume from the last checkpoint, {tmp / 'model.npz'}.")
+
+
 def test_a_loss_without_a_denominator_rule_is_refused_in_one_line(monkeypatch):
     """A plugin's loss: refused on several ranks until its rule is registered (a wrong denominator would train
     another loss silently)."""

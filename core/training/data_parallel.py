@@ -114,7 +114,7 @@ class DataParallelStep:
         if grads is None:
             head = [xp.zeros((self.count,), dtype=dtype, device=device)]
         else:
-            head = [xp.reshape(xp.astype(g, dtype), (-1,)) for g in grads]
+            head = [xp.reshape(g, (-1,)) for g in grads]
         return xp.concat([*head, *(scalar(f) for f in figures), flags])
 
     def _raise_failures(self, flags: np.ndarray, message: tuple[str, str] | None) -> None:

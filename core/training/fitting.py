@@ -241,10 +241,11 @@ def _epochs_on_ranks(model: MLP, data, run: Run, *, comm: Communicator, show: bo
         last = ending.checkpoint_path if ending.checkpoint_path is not None and epoch > 1 else None
         try:
             outcome = _epoch_end_on_ranks(model, data, run, record, comm=comm, ending=ending)
-            comm.barrier()  # rank 0's files of the epoch are written
+            if "error" not in outcome:
+                comm.barrier()  # rank 0's files of the epoch are written
         except DistributedError as error:
             raise DistributedError(_rank_line(comm, f"after epoch {epoch}", error, last)) from None
-        if "error" in outcome:
+        if "error" in outcome:  # rank 0 raised it itself
             raise DistributedError(_rank_line(comm, f"after epoch {epoch}", f"rank 0 failed: {outcome['error']}",
                                               last))
         if comm.rank != 0:
