@@ -202,7 +202,7 @@ class TorchCommunicator:
     def _failures(self, operation: str):
         """The engine's errors as one DistributedError line: this rank, the operation, how long it waited."""
         if self._closed:
-            raise DistributedError(f"rank {self.rank} of {self.world_size}: {operation} after close()")
+            raise DistributedError(f"rank {self.rank} of {self.world_size}: {operation} was called after close()")
         begun = time.monotonic()
         try:
             yield
