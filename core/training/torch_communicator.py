@@ -99,9 +99,12 @@ class TorchCommunicator:
         created once this rank's GPU is the current device, so each rank works on its own GPU. A backend
         created before on another GPU than LOCAL_RANK's is refused in one line."""
         missing = [name for name in LAUNCH_VARIABLES if name not in os.environ]
+        if len(missing) == len(LAUNCH_VARIABLES):
+            raise ValueError(f"distributed training runs under torchrun, and this process was not started by it "
+                             f"({', '.join(missing)} are not set): launch it as {LAUNCH_HINT}")
         if missing:
-            raise ValueError(f"distributed training runs under torchrun, which sets {', '.join(LAUNCH_VARIABLES)} "
-                             f"({', '.join(missing)} not set here): launch it as {LAUNCH_HINT}")
+            raise ValueError(f"torchrun's environment is incomplete here ({', '.join(missing)} not set): launch it "
+                             f"as {LAUNCH_HINT}")
         rank, world_size = _int_variable("RANK"), _int_variable("WORLD_SIZE")
         local_rank = _int_variable("LOCAL_RANK")
         if not 0 <= rank < world_size:
