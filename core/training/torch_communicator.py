@@ -151,7 +151,14 @@ class TorchCommunicator:
             raise ValueError(f"allreduce_sum: the bucket must be 1-D, got shape {tuple(tensor.shape)}")
         what = f"the all-reduce of {tensor.numel():,} {str(tensor.dtype).removeprefix('torch.')} values"
         with self._failures(what):
-            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+            if self.device is not None and tensor.device.type == "cpu":
+                # NCCL reduces GPU memory only: a host bucket (a flag of NumPy's beside a GPU run) goes through
+                # this rank's GPU and back into its own memory (unverified here: no GPU)
+                staged = tensor.to(self.device)
+                dist.all_reduce(staged, op=dist.ReduceOp.SUM)
+                tensor.copy_(staged)
+            else:
+                dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         if tensor.is_cuda and not isinstance(bucket, torch.Tensor):
             # all_reduce orders NCCL's work before torch's current stream only; CuPy and JAX run on their own
             # streams, so they must not read the bucket before the sum is there (unverified here: no GPU)
