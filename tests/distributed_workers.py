@@ -80,17 +80,24 @@ def _collectives_on(be, comm, rank: int) -> dict[str, Any]:
 
 
 def _collectives(rank: int, folder: Path, world_size: int, backends: list[str]) -> dict[str, Any]:
+    from softgrad.backends import get_backend
+
     be, comm = _start(folder, rank, world_size)
     result: dict[str, Any] = {"rank": comm.rank, "world_size": comm.world_size, "engine": comm.engine}
     with comm:
         for name in backends:
-            other = __import__("softgrad.backends", fromlist=["get_backend"]).get_backend(name)
+            other = get_backend(name)
             scope = getattr(other, "scope", None)
             if scope is not None:
                 with scope():
                     result[name] = _collectives_on(other, comm, rank)
             else:
                 result[name] = _collectives_on(other, comm, rank)
+        frozen = np.linspace(-3.0, 5.0, 1001) * (rank + 1)
+        frozen.flags.writeable = False  # a read-only array (a memory map, say): summed in a copy, left as it was
+        summed = comm.allreduce_sum(be, frozen)
+        result["read-only"] = {"sum": np.array(summed), "same_object": summed is frozen,
+                               "bucket_after": np.array(frozen)}
         sent = {"settings": {"lr": 0.05, "epochs": 3}, "weights": np.arange(6.0).reshape(2, 3), "from": rank}
         result["broadcast"] = comm.broadcast(sent if rank == 0 else {"wrong": rank})
         result["broadcast_from_1"] = comm.broadcast(f"from rank {rank}", src=1)

@@ -128,6 +128,10 @@ def test_collectives_on_two_ranks(tmp_path):
                 assert found["same_object"] is shared and found["same_memory"] is shared, (name, dtype, found)
                 if not shared:  # JAX's bucket itself is untouched
                     np.testing.assert_array_equal(found["bucket_after"], base[dtype] * (rank + 1))
+        frozen = result["read-only"]  # not shared: summed in a copy, returned as a new array
+        np.testing.assert_array_equal(frozen["sum"], base["float64"] * 3)
+        assert not frozen["same_object"]
+        np.testing.assert_array_equal(frozen["bucket_after"], base["float64"] * (rank + 1))
         sent = result["broadcast"]  # rank 0's dict on both ranks
         assert sorted(sent) == ["from", "settings", "weights"], sent
         assert sent["settings"] == {"lr": 0.05, "epochs": 3} and sent["from"] == 0
