@@ -70,7 +70,7 @@ def test_distributed_needs_out(capsys, torchrun_env):
     assert line.startswith("softgrad train: --distributed needs --out") and "--max-restarts" in line
 
 
-@pytest.mark.parametrize("minutes", ["0", "-1", "nan"])
+@pytest.mark.parametrize("minutes", ["0", "-1", "nan", "inf"])
 def test_dist_timeout_must_be_positive(capsys, torchrun_env, tmp_path, minutes):
     line = _refused(capsys, ["--distributed", "--out", str(tmp_path / "run"), f"--dist-timeout={minutes}"])
     assert "--dist-timeout must be a number of minutes above 0" in line
@@ -245,3 +245,17 @@ def test_the_distributed_bench_keeps_earlier_results_and_checks_its_flags(tmp_pa
     assert softgrad_main(["bench", "--distributed", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
     assert text.startswith("usage: softgrad bench --distributed") and "--markdown PATH" in text
+
+
+def test_a_rank_started_with_other_flags_is_named():
+    from softgrad.commands.train import _check_same_flags
+    from softgrad.commands.train_flags import build_parser, checked_flags
+
+    def flags(*argv):
+        return checked_flags(build_parser().parse_args(["--distributed", "--out", "run", *argv]))
+
+    _check_same_flags(1, flags("--epochs", "3", "--quiet"), flags("--epochs", "3"))  # --quiet is no setting
+    with pytest.raises(ValueError) as refused:
+        _check_same_flags(1, flags("--epochs", "3", "--lr", "0.1"), flags("--epochs", "2"))
+    assert str(refused.value) == ("rank 1 was started with other flags than rank 0 (--epochs 3 here, 2 on rank 0; "
+                                  "--lr 0.1 here, not given on rank 0): start every rank with the same command line")

@@ -44,7 +44,14 @@ from softgrad.commands.train_distributed import (
     on_rank_zero,
     run_backend,
 )
-from softgrad.commands.train_flags import PROG, Resolved, build_parser, check_settings, resolve_settings
+from softgrad.commands.train_flags import (
+    PROG,
+    Resolved,
+    build_parser,
+    check_settings,
+    checked_flags,
+    resolve_settings,
+)
 from softgrad.numerics.files import FolderBusyError, atomic_write_text, claim_folder
 from softgrad.numerics.losses import Loss, get_loss
 from softgrad.training import checkpoint, reports
@@ -75,6 +82,7 @@ class Call:
     tensorboard: str | None = None  # --tensorboard DIR: the epochs' figures as TensorBoard scalars there
     communicator: Communicator | None = None  # --distributed: this rank's; None: one process
     gate: StartGate | None = None  # --distributed: where the ranks meet before training
+    args: argparse.Namespace | None = None  # --distributed: this rank's own command line
 
     @property
     def settings(self) -> RunSettings:
@@ -167,14 +175,16 @@ def _distributed_call(args: argparse.Namespace) -> Call:
 
     resolved, resume = on_rank_zero(communicator, resolve)
     return Call(resolved, Path(args.out), False, resume=resume, json=args.json, quiet=args.quiet,
-                tensorboard=args.tensorboard, communicator=communicator, gate=StartGate(communicator))
+                tensorboard=args.tensorboard, communicator=communicator, gate=StartGate(communicator), args=args)
 
 
 def _rank_run(call: Call) -> int:
     """One rank's part: rank 0 claims the run folder and writes in it; the others train alongside. A rank
     that stops before training tells the others at the start gate, so that none waits for the timeout."""
-    assert call.gate is not None
+    assert call.gate is not None and call.communicator is not None and call.args is not None
     try:
+        if not call.writes:
+            _check_same_flags(call.communicator.rank, checked_flags(call.args), call.resolved.given)
         status = _claimed_run(call) if call.writes else _run(call)
     except Exception:
         call.gate.fail()
@@ -183,6 +193,21 @@ def _rank_run(call: Call) -> int:
     if close is not None:
         close()
     return status
+
+
+def _check_same_flags(rank: int, mine: dict, rank_zero: dict) -> None:
+    """Every rank trains rank 0's settings: a rank started with other flags is refused (at the start gate, so
+    every rank stops), naming them."""
+    differ = sorted(key for key in {*mine, *rank_zero} if mine.get(key) != rank_zero.get(key))
+    if differ:
+        shown = "; ".join(f"--{k.replace('_', '-')} {_shown(mine.get(k))} here, {_shown(rank_zero.get(k))} on rank 0"
+                          for k in differ)
+        raise ValueError(f"rank {rank} was started with other flags than rank 0 ({shown}): start every rank with "
+                         "the same command line")
+
+
+def _shown(value) -> str:
+    return "not given" if value is None else str(value)
 
 
 def check_arguments(call: Call) -> None:
@@ -236,10 +261,10 @@ def _run(call: Call) -> int:
                              settings.model.dtype, log=say))  # with --distributed never auto: named, the same
     say(f"model: {model}; run folder: {out}")
     settings = replace(settings, backend=model.be.name)  # the backend that runs, never "auto"
+    if call.gate is not None:  # before rank 0 writes: a run stopped here leaves no file
+        call.gate.ready()
     if call.writes:
         atomic_write_text(out / "run.json", json.dumps(settings.to_record(), indent=2))
-    if call.gate is not None:
-        call.gate.ready()
     history = _fit(call, model, data, training, say)
     if call.writes:
         _write_results(call, model, data, settings.training.loss_definition, history)

@@ -8,6 +8,7 @@ torch is imported only in :func:`make_communicator`, when a distributed run star
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -40,7 +41,7 @@ def check_launch(out: str | None, timeout_minutes: float | None, environ: Mappin
     if not out:
         raise ValueError("--distributed needs --out RUN: a restarted round (torchrun --max-restarts) continues "
                          "from the checkpoint in that folder, so it must not change between rounds")
-    if timeout_minutes is not None and not timeout_minutes > 0:
+    if timeout_minutes is not None and not 0 < timeout_minutes < math.inf:
         raise ValueError(f"--dist-timeout must be a number of minutes above 0, got {timeout_minutes:g}")
 
 

@@ -169,6 +169,14 @@ def given_flags(args: argparse.Namespace) -> dict[str, Any]:
     return given
 
 
+def checked_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """:func:`given_flags` with --data checked and made absolute, as :func:`resolve_settings` takes them: what
+    another rank of a --distributed run compares with rank 0's."""
+    given = given_flags(args)
+    _check_data_flags(given)
+    return given
+
+
 @dataclass(frozen=True)
 class Resolved:
     """The run's settings and where they came from: the flags named (``given``), the checkpoint a resumed run
