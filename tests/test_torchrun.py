@@ -91,3 +91,27 @@ def test_a_killed_rank_is_restarted_by_torchrun_and_the_run_ends_as_an_uninterru
     for key, value in alone.items():
         np.testing.assert_allclose(reference[key], value, rtol=1e-10, atol=1e-12, err_msg=key)
     print(f"two torchruns (one restarted) in {took:.1f} s")
+
+
+def test_bad_input_on_rank_0_stops_every_rank_at_once(tmp_path):
+    """--json naming someone else's file is refused by rank 0 alone (it checks the run's outputs); rank 1,
+    ready to train, hears it at the start gate and stops too, long before the 1-minute --dist-timeout."""
+    data = _data(tmp_path)
+    theirs = tmp_path / "notes.json"
+    theirs.write_text('{"not": "a history"}')
+    env = {**os.environ, "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1", "OMP_NUM_THREADS": "1"}
+    env.pop("SOFTGRAD_FAULT", None)
+    command = [*_torchrun(), "--standalone", "--nproc-per-node", "2", "-m", "softgrad", "train", "--distributed",
+               *_train_flags(data, tmp_path / "run"), "--json", str(theirs), "--dist-timeout", "1"]
+    began = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    took = time.perf_counter() - began
+    assert done.returncode != 0
+    lines = [line for line in done.stderr.splitlines() if line.startswith("softgrad train:")]
+    assert sorted(lines) == sorted([
+        f"softgrad train: --json {theirs} exists and holds something other than a training history: give a new "
+        "path (a run never replaces files it did not write)",
+        "softgrad train: another rank stopped before training (its line says why); this one stops with it"]), lines
+    assert done.stderr.count("exitcode  : 2") == 2, done.stderr[-3000:]  # both ranks: bad input
+    assert took < 60, took
+    assert not (tmp_path / "run").exists() and theirs.read_text() == '{"not": "a history"}'

@@ -274,8 +274,8 @@ def _run(call: Call) -> int:
 
 
 def _fit(call: Call, model: MLP, data: datasets.Dataset, training: TrainSettings, say) -> list[dict]:
-    """fit with the run's checkpoint, its callbacks (--tensorboard on the writing rank; the test hook's epoch
-    count) and, with --distributed, this rank's communicator."""
+    """fit with the run's checkpoint, --tensorboard's callback (on the writing rank) and, with --distributed,
+    this rank's communicator (the SOFTGRAD_FAULT test hook armed with the steps of an epoch)."""
     callbacks: list = [_tensorboard(call.tensorboard)] if call.tensorboard and call.writes else []
     distributed: dict = {}
     if call.communicator is not None:
