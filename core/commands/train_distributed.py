@@ -66,11 +66,11 @@ def make_communicator(backend: str, timeout_minutes: float | None) -> Communicat
     fault = Fault.from_environment()  # a malformed hook is refused before torch loads
     from datetime import timedelta
 
-    from softgrad.numerics.registry import get_backend
     from softgrad.training.torch_communicator import from_environment
 
     minutes = DEFAULT_TIMEOUT_MINUTES if timeout_minutes is None else timeout_minutes
-    communicator = from_environment(get_backend(backend), timeout=timedelta(minutes=minutes))
+    # by name: a GPU backend is then created once LOCAL_RANK's GPU is current, so each rank works on its own GPU
+    communicator = from_environment(backend, timeout=timedelta(minutes=minutes))
     if fault is not None and fault.applies(communicator.rank):
         return FaultyCommunicator(communicator, fault)
     return communicator

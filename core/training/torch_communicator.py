@@ -223,7 +223,7 @@ class TorchCommunicator:
                 f"{engine_message(error)}") from None
 
 
-def from_environment(be: Backend, timeout: timedelta = DEFAULT_TIMEOUT) -> TorchCommunicator:
+def from_environment(be: Backend | str, timeout: timedelta = DEFAULT_TIMEOUT) -> TorchCommunicator:
     """:meth:`TorchCommunicator.from_environment`: this process's rank of the run torchrun launched."""
     return TorchCommunicator.from_environment(be, timeout)
 
