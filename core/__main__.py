@@ -26,7 +26,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("softgrad.commands.train", "main", "train a classifier or a regressor on any backend; write a run folder"),
     "evaluate": ("softgrad.commands.evaluate", "main", "a trained run's test figures: accuracy per class, confusion "
                  "matrix (RMSE, MAE, R² for a regressor)"),
-    "predict": ("softgrad.commands.evaluate", "predict_main", "a trained run's predictions for .npy arrays and image "
+    "predict": ("softgrad.commands.evaluate", "predict_main", "a trained run's predictions for .npy arrays, .csv rows and image "
                 "files"),
     "export": ("softgrad.commands.export", "main", "a run's weights as .safetensors (torch) or .onnx, taking raw "
                "samples; --from: a torch MLP in as a run"),

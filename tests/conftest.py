@@ -209,3 +209,6 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if _is_slow(item):
             item.add_marker(pytest.mark.slow)
+    # The slow tier first (a stable sort keeps each tier's order): xdist then hands the long tests out while
+    # the short ones can still fill the other worker, and the run does not end on one worker's long tail.
+    items.sort(key=lambda item: not _is_slow(item))
