@@ -14,7 +14,7 @@ What a user imports, all from ``softgrad``::
 - backends: :func:`get_backend`, :func:`available_backends`, :func:`backend_names`, :func:`register_backend`,
   :class:`Backend` (the protocol), :class:`BackendHooks` (its optional half), :func:`method_of`, :class:`BackendUnavailableError`;
 - models and training: :class:`MLP`, :func:`classic_mlp`, :func:`softmax_regression`, :func:`fit`,
-  :func:`evaluate`, :func:`predict`, :class:`TrainingDivergedError`, :class:`StopTraining`, :class:`TensorBoardCallback` (a ``fit`` callback; ``softgrad[tensorboard]``), :class:`CheckpointError`;
+  :func:`evaluate`, :func:`predict`, :class:`TrainingDivergedError`, :class:`StopTraining`, :class:`TensorBoardCallback` (a ``fit`` callback; ``softgrad[tensorboard]``), :class:`CheckpointError`, :class:`TorchCommunicator` (the ranks of a torchrun launch, for ``fit(communicator=...)``);
 - weights out and in: :func:`export` (``.safetensors`` for torch, ``.onnx``), :func:`from_torch`;
 - data: :func:`load`, :func:`from_arrays`, :class:`Dataset`, :class:`DatasetError`;
 - losses and optimizers by name: :data:`LOSSES`, :data:`OPTIMIZERS`, :func:`get_loss`, :func:`get_optimizer`,
@@ -71,6 +71,7 @@ _PUBLIC: dict[str, str] = {
     "StopTraining": "softgrad.training.fitting",
     "CheckpointError": "softgrad.training.checkpoint",
     "TensorBoardCallback": "softgrad.training.tensorboard",
+    "TorchCommunicator": "softgrad.training.torch_communicator",
     # weights out and in
     "export": "softgrad.training.exporting",
     "from_torch": "softgrad.training.torch_import",
@@ -83,7 +84,7 @@ _PUBLIC: dict[str, str] = {
 
 # the same names as _PUBLIC, written out for type checkers and linters (tests/test_public_api.py)
 __all__ = ["Backend", "BackendHooks", "BackendUnavailableError", "CheckpointError", "Dataset", "DatasetError", "LOSSES",
-           "Loss", "MLP", "OPTIMIZERS", "Optimizer", "Reduction", "SGDState", "StopTraining", "TensorBoardCallback", "TrainingDivergedError",
+           "Loss", "MLP", "OPTIMIZERS", "Optimizer", "Reduction", "SGDState", "StopTraining", "TensorBoardCallback", "TorchCommunicator", "TrainingDivergedError",
            "available_backends", "backend_names", "classic_mlp", "evaluate", "export", "fit", "from_arrays", "from_torch",
            "get_backend", "get_loss", "get_optimizer", "load", "method_of", "predict", "register_backend",
            "register_loss", "register_optimizer", "softmax_regression"]
@@ -104,6 +105,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time each comes fro
     from softgrad.training.inference import evaluate, predict
     from softgrad.training.models import MLP, classic_mlp, softmax_regression
     from softgrad.training.tensorboard import TensorBoardCallback
+    from softgrad.training.torch_communicator import TorchCommunicator
     from softgrad.training.torch_import import from_torch
 
     __version__: str

@@ -35,6 +35,7 @@ PUBLIC = {
     "SGDState": "softgrad.numerics.optim.sgd",
     "StopTraining": "softgrad.training.fitting",
     "TensorBoardCallback": "softgrad.training.tensorboard",
+    "TorchCommunicator": "softgrad.training.torch_communicator",
     "TrainingDivergedError": "softgrad.training.fitting",
     "available_backends": "softgrad.numerics.registry",
     "backend_names": "softgrad.numerics.registry",
