@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -107,12 +108,16 @@ def test_bad_input_on_rank_0_stops_every_rank_at_once(tmp_path):
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     took = time.perf_counter() - began
     assert done.returncode != 0
-    # the two ranks write to one stderr, and their lines may interleave: each is there once, whole
-    for line in (f"softgrad train: --json {theirs} exists and holds something other than a training history: "
-                 "give a new path (a run never replaces files it did not write)",
-                 "softgrad train: another rank stopped before training (its line says why); this one stops with it"):
-        assert done.stderr.count(line) == 1, done.stderr[-3000:]
-    assert done.stderr.count("softgrad train:") == 2
-    assert done.stderr.count("exitcode  : 2") == 2, done.stderr[-3000:]  # both ranks: bad input
+    # Rank 0's line, the one that says why, is there once and whole (the ranks share one stderr). Rank 1 stops
+    # at the start gate with exit status 2 too, unless torchrun, seeing rank 0 exit, stops it first (SIGTERM,
+    # -15): its own line is then missing, never another one.
+    reason = (f"softgrad train: --json {theirs} exists and holds something other than a training history: "
+              "give a new path (a run never replaces files it did not write)")
+    follower = "softgrad train: another rank stopped before training (its line says why); this one stops with it"
+    assert done.stderr.count(reason) == 1, done.stderr[-3000:]
+    assert done.stderr.count(follower) <= 1
+    assert done.stderr.count("softgrad train:") == 1 + done.stderr.count(follower)
+    codes = re.findall(r"exitcode  : (-?\d+)", done.stderr)
+    assert "2" in codes and set(codes) <= {"2", "-15"}, done.stderr[-3000:]
     assert took < 60, took
     assert not (tmp_path / "run").exists() and theirs.read_text() == '{"not": "a history"}'

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,6 +95,9 @@ def on_rank_zero(communicator: Communicator, make: Callable[[], T]) -> T:
     return value
 
 
+GATE_GRACE_SECONDS = 2.0
+
+
 class StartGate:
     """Where the ranks meet once before training: each either ready (:meth:`ready`) or stopping on an error
     (:meth:`fail`), so that a rank left ready while another failed stops too, at once, rather than waiting in
@@ -113,6 +117,9 @@ class StartGate:
     def ready(self) -> None:
         """This rank is ready to train; raises where another rank stopped."""
         if self._meet(False):
+            # torchrun stops the other ranks once one exits: leave the failing rank a moment to print its line,
+            # the one that says why, before this one exits
+            time.sleep(GATE_GRACE_SECONDS)
             raise ValueError("another rank stopped before training (its line says why); this one stops with it")
 
     def fail(self) -> None:
