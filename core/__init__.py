@@ -71,6 +71,7 @@ _PUBLIC: dict[str, str] = {
     "StopTraining": "softgrad.training.fitting",
     "CheckpointError": "softgrad.training.checkpoint",
     "TensorBoardCallback": "softgrad.training.tensorboard",
+    "read_metrics": "softgrad.training.metrics_stream",
     "TorchCommunicator": "softgrad.training.torch_communicator",
     # weights out and in
     "export": "softgrad.training.exporting",
@@ -86,7 +87,7 @@ _PUBLIC: dict[str, str] = {
 __all__ = ["Backend", "BackendHooks", "BackendUnavailableError", "CheckpointError", "Dataset", "DatasetError", "LOSSES",
            "Loss", "MLP", "OPTIMIZERS", "Optimizer", "Reduction", "SGDState", "StopTraining", "TensorBoardCallback", "TorchCommunicator", "TrainingDivergedError",
            "available_backends", "backend_names", "classic_mlp", "evaluate", "export", "fit", "from_arrays", "from_torch",
-           "get_backend", "get_loss", "get_optimizer", "load", "method_of", "predict", "register_backend",
+           "get_backend", "get_loss", "get_optimizer", "load", "method_of", "predict", "read_metrics", "register_backend",
            "register_loss", "register_optimizer", "softmax_regression"]
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time each comes from _PUBLIC on first use
@@ -103,6 +104,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time each comes fro
     from softgrad.training.exporting import export
     from softgrad.training.fitting import StopTraining, TrainingDivergedError, fit
     from softgrad.training.inference import evaluate, predict
+    from softgrad.training.metrics_stream import read_metrics
     from softgrad.training.models import MLP, classic_mlp, softmax_regression
     from softgrad.training.tensorboard import TensorBoardCallback
     from softgrad.training.torch_communicator import TorchCommunicator

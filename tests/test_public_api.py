@@ -35,6 +35,7 @@ PUBLIC = {
     "SGDState": "softgrad.numerics.optim.sgd",
     "StopTraining": "softgrad.training.fitting",
     "TensorBoardCallback": "softgrad.training.tensorboard",
+    "read_metrics": "softgrad.training.metrics_stream",
     "TorchCommunicator": "softgrad.training.torch_communicator",
     "TrainingDivergedError": "softgrad.training.fitting",
     "available_backends": "softgrad.numerics.registry",
