@@ -27,6 +27,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any, Protocol, runtime_checkable
 
+from softgrad.numerics import convolution, pooling
 from softgrad.numerics.losses import binary
 from softgrad.numerics.losses.linear_cross_entropy import ChunkOps
 from softgrad.numerics.methods import linear_cross_entropy_methods
@@ -106,6 +107,59 @@ class BackendHooks(Protocol):
         ``dh``, as :meth:`relu_backward_inplace`. Speed only. Default: those two calls."""
         ...
 
+    # ---- convolution and pooling (NCHW; semantics of torch.nn.functional) -------------------------------
+    # Arrays are (N, C, H, W), float32 or float64, results in x's dtype. stride, padding, dilation and
+    # kernel_size are an int or a pair (rows, columns); padding is zeros on both sides (for max pooling:
+    # entries that never win). A bad shape or argument raises one ValueError line naming it and the shapes
+    # (a dtype that is not float32/float64, or x and weight of two dtypes: TypeError). The defaults are
+    # written once on the array API (softgrad.numerics.convolution, softgrad.numerics.pooling: im2col and one
+    # GEMM per call, col2im for the input gradient); the suite and the conformance kit check every backend's
+    # against torch.nn.functional and autograd.
+
+    def conv2d(self, x: Array, weight: Array, bias: Array | None = None, *, stride: Any = 1, padding: Any = 0,
+               dilation: Any = 1, groups: int = 1) -> Array:
+        """``torch.nn.functional.conv2d``: x ``(N, C, H, W)``, weight ``(O, C // groups, kH, kW)``, bias
+        ``(O,)`` or ``None`` -> ``(N, O, Ho, Wo)`` with ``Ho = (H + 2*padding - dilation*(kH - 1) - 1) //
+        stride + 1`` (W alike); a cross-correlation, as torch's. Default: im2col and one matrix product."""
+        ...
+
+    def conv2d_backward(self, x: Array, weight: Array, dy: Array, *, stride: Any = 1, padding: Any = 0,
+                        dilation: Any = 1, groups: int = 1, need_dx: bool = True,
+                        need_bias: bool = True) -> tuple[Array | None, Array, Array | None]:
+        """The gradients of :meth:`conv2d` given ``dy`` (the output's gradient, ``(N, O, Ho, Wo)``):
+        ``(dx, dweight, dbias)``, shaped as x, weight and ``(O,)``; ``dbias`` is ``dy`` summed over N, H and
+        W. ``need_dx=False`` (the first layer) and ``need_bias=False`` skip those and return ``None`` in
+        their place. Default: one matrix product for ``dweight``, one and col2im for ``dx``."""
+        ...
+
+    def max_pool2d(self, x: Array, kernel_size: Any, stride: Any = None, padding: Any = 0) -> Array:
+        """``torch.nn.functional.max_pool2d`` (no dilation, floor mode): the largest entry of each window;
+        ``stride`` defaults to ``kernel_size``; ``padding`` at most half the kernel. NaN propagates."""
+        ...
+
+    def max_pool2d_backward(self, x: Array, dy: Array, kernel_size: Any, stride: Any = None,
+                            padding: Any = 0) -> Array:
+        """The gradient of :meth:`max_pool2d` with respect to ``x``: each window's ``dy`` goes to its largest
+        entry, recomputed from ``x``; on ties, to the first in row-major order (torch's CPU rule); windows
+        that overlap add up."""
+        ...
+
+    def avg_pool2d(self, x: Array, kernel_size: Any, stride: Any = None, padding: Any = 0) -> Array:
+        """``torch.nn.functional.avg_pool2d`` with its defaults (``count_include_pad=True``: padded zeros
+        count in the mean, floor mode); ``stride`` defaults to ``kernel_size``."""
+        ...
+
+    def avg_pool2d_backward(self, x_shape: tuple[int, int, int, int], dy: Array, kernel_size: Any,
+                            stride: Any = None, padding: Any = 0) -> Array:
+        """The gradient of :meth:`avg_pool2d` with respect to its input, whose shape ``x_shape`` (a tuple)
+        is all it needs: each window's ``dy / (kH * kW)`` spread over the window."""
+        ...
+
+    def permute_dims(self, x: Array, axes: tuple[int, ...]) -> Array:
+        """The array API's ``permute_dims``: ``x`` with its axes in the order ``axes`` (NHWC images to NCHW:
+        ``(0, 3, 1, 2)``); a view where the library can. Default: ``xp.permute_dims``."""
+        ...
+
 
 def hook_names() -> list[str]:
     """The names of the optional members (what :class:`BackendDefaults` defines)."""
@@ -156,6 +210,37 @@ class BackendDefaults:
     def relu_bias_backward(self, h: Array, dh: Array) -> tuple[Array, Array]:
         dz = self.relu_backward_inplace(h, dh)
         return dz, self.sum(dz, axis=0)
+
+    # ---- convolution and pooling: the array-API definitions (softgrad.numerics.convolution, .pooling) -----
+
+    def conv2d(self, x: Array, weight: Array, bias: Array | None = None, *, stride: Any = 1, padding: Any = 0,
+               dilation: Any = 1, groups: int = 1) -> Array:
+        return convolution.conv2d(self, x, weight, bias, stride=stride, padding=padding, dilation=dilation,
+                                  groups=groups)
+
+    def conv2d_backward(self, x: Array, weight: Array, dy: Array, *, stride: Any = 1, padding: Any = 0,
+                        dilation: Any = 1, groups: int = 1, need_dx: bool = True,
+                        need_bias: bool = True) -> tuple[Array | None, Array, Array | None]:
+        return convolution.conv2d_backward(self, x, weight, dy, stride=stride, padding=padding,
+                                           dilation=dilation, groups=groups, need_dx=need_dx,
+                                           need_bias=need_bias)
+
+    def max_pool2d(self, x: Array, kernel_size: Any, stride: Any = None, padding: Any = 0) -> Array:
+        return pooling.max_pool2d(self, x, kernel_size, stride, padding)
+
+    def max_pool2d_backward(self, x: Array, dy: Array, kernel_size: Any, stride: Any = None,
+                            padding: Any = 0) -> Array:
+        return pooling.max_pool2d_backward(self, x, dy, kernel_size, stride, padding)
+
+    def avg_pool2d(self, x: Array, kernel_size: Any, stride: Any = None, padding: Any = 0) -> Array:
+        return pooling.avg_pool2d(self, x, kernel_size, stride, padding)
+
+    def avg_pool2d_backward(self, x_shape: tuple[int, int, int, int], dy: Array, kernel_size: Any,
+                            stride: Any = None, padding: Any = 0) -> Array:
+        return pooling.avg_pool2d_backward(self, x_shape, dy, kernel_size, stride, padding)
+
+    def permute_dims(self, x: Array, axes: tuple[int, ...]) -> Array:
+        return self.xp.permute_dims(x, tuple(axes))
 
     # ---- required members the others define ---------------------------------------------------
 
