@@ -53,14 +53,15 @@ def pixel_rows(name: str, images: np.ndarray, labels: np.ndarray, *, train: bool
             f"{name}: {split} label {int(labels[bad])} (sample {bad}) in {raw_folder(name, root)} is out of "
             f"range for {num_classes} classes; the label file is corrupt"
         )
-    x = images.reshape(len(images), -1).astype(np.float32) / np.float32(255.0)
+    # HWC, flattened: the channel is the fastest-varying index. In place, in one float32 array: the same
+    # operations in the same order as out-of-place ones (the same bits), without three more copies of a data
+    # set that is 600 MB as floats for all of CIFAR-10.
     channels = len(mean)
-    if channels == 1:
-        x = (x - np.float32(mean[0])) / np.float32(std[0])
-    else:  # HWC, flattened: the channel is the fastest-varying index
-        x = ((x.reshape(len(x), -1, channels) - np.asarray(mean, np.float32))
-             / np.asarray(std, np.float32)).reshape(len(x), -1)
-    return np.ascontiguousarray(x, dtype=np.float32), labels
+    x = images.reshape(len(images), -1, channels).astype(np.float32)
+    np.divide(x, np.float32(255.0), out=x)
+    np.subtract(x, np.asarray(mean, np.float32), out=x)
+    np.divide(x, np.asarray(std, np.float32), out=x)
+    return x.reshape(len(x), -1), labels
 
 
 def image_dataset(name: str, splits: list[tuple[np.ndarray, np.ndarray]], source: str) -> Dataset:

@@ -8,8 +8,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from softgrad.datasets._binary import binary as binary_task
-from softgrad.datasets._catalogue import FILE_RECIPE, IMAGE_SETS, NAMES, REGRESSION_NAMES, default_root
+from softgrad.datasets._catalogue import (
+    FILE_RECIPE,
+    IMAGE_SETS,
+    NAMES,
+    REGRESSION_NAMES,
+    DatasetError,
+    default_root,
+)
 from softgrad.datasets._cifar import load_cifar_npz
+from softgrad.datasets._cifar_jpeg import TRAIN_JPEG, is_jpeg_folder, load_cifar_jpeg
 from softgrad.datasets._dataset import Dataset
 from softgrad.datasets._images import has_files, missing
 from softgrad.datasets._mnist import has_all_idx, load_idx, load_shipped_mnist
@@ -68,11 +76,24 @@ def _by_name(name: str, root: str | os.PathLike | None, download: bool, options:
         raise ValueError(f"unknown data set {name!r}; choose one of {', '.join(NAMES)}")
     folder = Path(root) if root is not None else default_root()
     if name != "cifar10" and has_all_idx(folder):  # the four IDX files right there, in no layout
-        return load_idx(name, folder, source=f"{name} IDX files in {folder}")
+        return _named_by_folder(load_idx(name, folder, source=f"{name} IDX files in {folder}"), folder)
+    if name == "cifar10" and is_jpeg_folder(folder):  # every image as a JPEG file (shared/data/cifar10-jpeg)
+        return load_cifar_jpeg(folder)
     if name == "cifar10" and list(folder.glob("train-images*.npz")):  # arrays saved with np.savez
-        return load_cifar_npz(folder)
+        return _named_by_folder(load_cifar_npz(folder), folder)
+    if name == "cifar10" and root is not None and not download and not has_files(name, folder):
+        raise DatasetError(f"cifar10: the data files are missing in {folder}: it holds none of CIFAR-10's layouts "
+                           f"({TRAIN_JPEG} with test-images.npz; train-images*.npz with train-labels*.npz; "
+                           "torchvision's cifar-10-batches-py/); pass download=True (--download) to fetch the last")
     if name == "mnist" and not download and not has_files(name, folder):
         if root is not None:
             raise missing(name, folder)
         return load_shipped_mnist()
     return load_vision(name, folder, download, source=f"torchvision {IMAGE_SETS[name].torchvision_class} in {folder}")
+
+
+def _named_by_folder(data: Dataset, folder: Path) -> Dataset:
+    """``data`` named after its folder where the folder's name extends the data set's (``fashion-mnist-approx``,
+    ``cifar10-jpeg``): an altered copy's name then shows wherever results are reported (plots, checkpoints)."""
+    altered = folder.name.startswith(f"{data.name}-")
+    return dataclasses.replace(data, name=folder.name) if altered else data

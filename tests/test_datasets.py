@@ -218,9 +218,11 @@ def test_a_failed_download_names_the_network_error(tmp_path, monkeypatch):
 
 @pytest.mark.skipif(not (SHARED / "cifar10").is_dir(), reason="../shared/data is not here")
 def test_cifar_npz_files_are_a_root():
+    # the 4,000 exact images, not the first100 file beside them; the last fifth held out (no test images there)
     data = datasets.load("cifar10", root=SHARED / "cifar10")
-    assert data.x_train.shape == (80, 32 * 32 * 3) and data.x_test.shape == (20, 32 * 32 * 3)
-    assert data.image_shape == (32, 32, 3) and "last 20 training images are the test set" in data.source
+    assert data.x_train.shape == (3200, 32 * 32 * 3) and data.x_test.shape == (800, 32 * 32 * 3)
+    assert data.image_shape == (32, 32, 3) and "train-images-first4000.npz" in data.source
+    assert "the last 800 of the 4,000 training images are held out as the test set" in data.source
 
 
 def test_cifar_npz_with_a_test_split_and_a_damaged_file(tmp_path):
