@@ -277,9 +277,9 @@ def _data_and_record(args: argparse.Namespace, path: Path, saved: dict,
         raise ValueError(f"the model in {path} was trained on arrays given by hand ({record.describe()}), which "
                          "cannot be loaded again: classify raw samples with --predict FILE.npy, or evaluate it from "
                          "Python with softgrad.evaluate(model, x_test, y_test)")
-    if record.num_features != model.widths[0]:
+    if record.num_features != model.num_features:
         raise ValueError(f"{record.dataset} has {record.num_features} features; the model in {path} takes "
-                         f"{model.widths[0]}")
+                         f"{model.num_features}")
     return data, record
 
 

@@ -55,8 +55,9 @@ from softgrad.commands.train_flags import (
 from softgrad.numerics.files import FolderBusyError, atomic_write_text, claim_folder
 from softgrad.numerics.losses import Loss, get_loss
 from softgrad.training import checkpoint, reports
-from softgrad.training.auto import resolve_backend
+from softgrad.training.auto import network_of, resolve_backend
 from softgrad.training.communicator import Communicator, DistributedError
+from softgrad.training.convnet import ConvNet
 from softgrad.training.data_checks import check_data
 from softgrad.training.fitting import TrainingDivergedError, fit
 from softgrad.training.inference import predict
@@ -98,9 +99,22 @@ class Call:
         return continues_run(self.out, self.resume, self.resolved.restarted)
 
 
-def build_model(settings: RunSettings, num_features: int, num_outputs: int, hidden_given: bool = False) -> MLP:
-    """The network the settings name, for the data's features and the loss's outputs, checked to fit in memory."""
+def build_model(settings: RunSettings, num_features: int, num_outputs: int, hidden_given: bool = False, *,
+                image_shape: tuple[int, ...] | None = None, data_name: str = "the data") -> MLP | ConvNet:
+    """The network the settings name, for the data's features (a ConvNet: its images, ``image_shape``) and the
+    loss's outputs, checked to fit in memory (and a ConvNet's layers to fit the images)."""
     model = settings.model
+    if model.is_convnet:
+        if image_shape is None:
+            raise ValueError(f"--model {model.model} takes images; {data_name} is rows of {num_features} features "
+                             "with no image shape: use --model mlp or linear")
+        try:
+            return ConvNet(model.conv_layers(), image_shape, num_outputs, seed=settings.training.seed,
+                           dtype=model.dtype)
+        except ValueError as error:
+            text = str(error)  # "layer 5 conv(4,5): ..." in the terms of the flag that named the layers
+            flag = "--layers" if model.model == "convnet" else f"--model {model.model}"
+            raise ValueError(f"--{text}" if text.startswith("layers:") else f"{flag}: {text}") from None
     hidden = model.hidden_widths(hidden_given)
     try:  # before anything is allocated: a clear line, not NumPy's MemoryError
         check_fits_in_memory([num_features, *hidden, num_outputs], np.dtype(model.dtype))
@@ -212,7 +226,7 @@ def _shown(value) -> str:
 
 def check_arguments(call: Call) -> None:
     """Everything that can be checked before the data is read and before anything is written."""
-    check_settings(call.settings, "hidden" in call.resolved.given)
+    check_settings(call.settings, "hidden" in call.resolved.given, "activation" in call.resolved.given)
     check_run_targets(call.out, call.json, continues=call.continues_run(), pick_free=call.pick_free)
     if call.tensorboard:
         _tensorboard(call.tensorboard)  # tensorboardX installed and the folder writable, before any work
@@ -257,7 +271,7 @@ def _run(call: Call) -> int:
                                                   test_fraction=options["test_fraction"]))
     say(f"data: {data.source}: {len(data.y_train):,} train / {len(data.y_test):,} test")
     training = settings.training
-    model.to(resolve_backend(settings.backend, model.widths, min(training.batch_size, len(data.y_train)),
+    model.to(resolve_backend(settings.backend, network_of(model), min(training.batch_size, len(data.y_train)),
                              settings.model.dtype, log=say))  # with --distributed never auto: named, the same
     say(f"model: {model}; run folder: {out}")
     settings = replace(settings, backend=model.be.name)  # the backend that runs, never "auto"
@@ -273,7 +287,7 @@ def _run(call: Call) -> int:
     return 0
 
 
-def _fit(call: Call, model: MLP, data: datasets.Dataset, training: TrainSettings, say) -> list[dict]:
+def _fit(call: Call, model: MLP | ConvNet, data: datasets.Dataset, training: TrainSettings, say) -> list[dict]:
     """fit with the run's checkpoint, --tensorboard's callback (on the writing rank) and, with --distributed,
     this rank's communicator (the SOFTGRAD_FAULT test hook armed with the steps of an epoch)."""
     callbacks: list = [_tensorboard(call.tensorboard)] if call.tensorboard and call.writes else []
@@ -311,13 +325,14 @@ def _recorded_digest(checkpoint_path: Path) -> str | None:
     return (recipe.get("options") or {}).get("sha256")
 
 
-def _checked_model(call: Call, data: datasets.Dataset) -> tuple[MLP, RunSettings]:
+def _checked_model(call: Call, data: datasets.Dataset) -> tuple[MLP | ConvNet, RunSettings]:
     """The model, built for the data and the loss, with the settings naming the loss; checked before the run
     folder is written in: the loss suits the data, its options are good, a resumed checkpoint continues it."""
     settings = call.settings
     loss, outputs = loss_and_outputs(settings, data)
     settings = replace(settings, training=replace(settings.training, loss=loss.name))
-    model = build_model(settings, data.num_features, outputs, "hidden" in call.resolved.given)
+    model = build_model(settings, data.num_features, outputs, "hidden" in call.resolved.given,
+                        image_shape=data.image_shape, data_name=data.name)
     check_data(data, model, loss)
     loss_options = dict(settings.training.loss_options)
     check_loss_options(model, data, loss, loss_options,
@@ -332,7 +347,8 @@ def _checked_model(call: Call, data: datasets.Dataset) -> tuple[MLP, RunSettings
     return model, settings
 
 
-def _write_results(call: Call, model: MLP, data: datasets.Dataset, loss: Loss, history: list[dict]) -> None:
+def _write_results(call: Call, model: MLP | ConvNet, data: datasets.Dataset, loss: Loss,
+                   history: list[dict]) -> None:
     """history.json (and --json's copy), the curves, and the test set's figures and plots."""
     out = call.out
     history_text = json.dumps(history, indent=2)
@@ -349,7 +365,8 @@ def _write_results(call: Call, model: MLP, data: datasets.Dataset, loss: Loss, h
         report_classification(model, data, loss, out, quiet=call.quiet)
 
 
-def report_classification(model: MLP, data: datasets.Dataset, loss: Loss, out: Path, quiet: bool) -> None:
+def report_classification(model: MLP | ConvNet, data: datasets.Dataset, loss: Loss, out: Path,
+                          quiet: bool) -> None:
     """The test accuracy and the accuracy of each class; the test images with their predictions."""
     predictions = predict(model, data.x_test, loss=loss)
     cm = confusion_matrix(data.y_test, predictions, data.num_classes)
@@ -365,7 +382,8 @@ def report_classification(model: MLP, data: datasets.Dataset, loss: Loss, out: P
                                  mean=data.mean, std=data.std, path=out / "predictions.png")
 
 
-def report_regression(model: MLP, data: datasets.Dataset, loss: Loss, out: Path, quiet: bool) -> None:
+def report_regression(model: MLP | ConvNet, data: datasets.Dataset, loss: Loss, out: Path,
+                      quiet: bool) -> None:
     """RMSE, MAE and R² on the test set, in the data's units; fit.png: the fitted line over the points for
     one feature and one target (as the tutorials draw it), else predicted against true values."""
     def original(y):

@@ -18,13 +18,13 @@ from softgrad.commands.cli import OneLineErrorParser
 from softgrad.numerics.losses import LOSSES, get_loss
 from softgrad.numerics.optim import OPTIMIZERS, get_optimizer
 from softgrad.numerics.registry import backend_names, get_backend
+from softgrad.training.convnet import GRAMMAR
 from softgrad.training.layers import ACTIVATIONS
-from softgrad.training.models import MODELS
-from softgrad.training.settings import RunSettings, TrainSettings, hyperparameter_names
+from softgrad.training.settings import MODEL_NAMES, RunSettings, TrainSettings, hyperparameter_names
 
 PROG = "softgrad train"
 # what --resume takes from the run it continues: the model and the data must not change
-FROM_RUN = ("model", "hidden", "activation", "dataset", "binary", "root", "seed", "dtype", "data", "target", "task",
+FROM_RUN = ("model", "hidden", "layers", "activation", "dataset", "binary", "root", "seed", "dtype", "data", "target", "task",
             "test_fraction")
 #: the flags that belong to a named data set, and those that belong to your own file (--data)
 NAMED_DATA_FLAGS = ("dataset", "binary", "root", "download")
@@ -108,9 +108,13 @@ def _model_and_data_flags(p: argparse.ArgumentParser) -> None:
     d = run_defaults()
     p.add_argument("--backend", help=f"{', '.join(backend_names())}, or auto: the fastest here for this "
                    f"network and batch size, from a short cached probe (default {d['backend']})")
-    p.add_argument("--model", choices=list(MODELS), help=f"linear (softmax regression for classes, linear "
-                   f"regression for values) or MLP (default {d['model']})")
+    p.add_argument("--model", choices=list(MODEL_NAMES), help=f"linear (softmax regression for classes, linear "
+                   f"regression for values), mlp, lenet (for 28x28 images), tutorial-cnn (PyTorch's CIFAR-10 "
+                   f"tutorial network) or convnet (with --layers) (default {d['model']}; docs/convolutions.md)")
     p.add_argument("--hidden", help=f"MLP hidden widths, comma-separated (default {d['hidden']})")
+    p.add_argument("--layers", metavar="SPEC", help="a convolutional network of your own (implies --model convnet), "
+                   f"tokens separated by spaces or commas: {GRAMMAR}; the output dense layer is added, e.g. "
+                   "'conv(6,5) relu maxpool(2) dense(84) relu'")
     p.add_argument("--activation", choices=list(ACTIVATIONS),
                    help=f"hidden activation (default {d['activation']})")
     p.add_argument("--dataset", choices=list(datasets.NAMES),
@@ -193,6 +197,8 @@ def resolve_settings(args: argparse.Namespace) -> Resolved:
     """The run's settings: flags given, else the resumed run's (its run.json), else the defaults."""
     given = given_flags(args)
     _check_data_flags(given)
+    if "layers" in given:  # a spec of your own: a ConvNet, unless --model says otherwise (refused by the check)
+        given.setdefault("model", "convnet")
     if not args.resume:
         settings = RunSettings.from_record({**given, "dataset": None} if "data" in given else given)
         _check_file_settings(settings, given)
@@ -291,13 +297,24 @@ def check_optimizer_flags(settings: RunSettings) -> None:
         raise type(error)(in_flag_terms(str(error), settings)) from None
 
 
-def check_settings(settings: RunSettings, hidden_given: bool) -> None:
-    """Every setting, checked before the data is read and before anything is written (``hidden_given``:
-    the command line named ``--hidden``)."""
+def check_settings(settings: RunSettings, hidden_given: bool, activation_given: bool = False) -> None:
+    """Every setting, checked before the data is read and before anything is written (``hidden_given``,
+    ``activation_given``: the command line named ``--hidden``, ``--activation``, which only the MLP takes)."""
     training = settings.training
     if settings.backend != "auto":
         get_backend(settings.backend)
     settings.model.hidden_widths(hidden_given)
+    if settings.model.is_convnet:
+        from softgrad.training.convnet import parse_layers
+
+        try:  # a bad token named before any work, in the flag's terms
+            parse_layers(settings.model.conv_layers(activation_given))
+        except ValueError as error:
+            text = str(error)
+            raise ValueError(f"--{text}" if text.startswith("layers:") else text) from None
+        if training.chunked_head:
+            raise ValueError(f"--chunked-head fuses the MLP's last layer with cross_entropy; --model "
+                             f"{settings.model.model} has no such head")
     if not isinstance(training.seed, int) or training.seed < 0:
         raise ValueError(f"--seed must be an integer >= 0, got {training.seed!r}")
     epochs, batch_size = training.epochs, training.batch_size

@@ -26,13 +26,15 @@ import stat
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from softgrad.numerics.files import TEMP_PREFIX, TEMP_SUFFIX, current_umask
 from softgrad.numerics.protocol import Backend
 from softgrad.numerics.registry import available_backends, get_backend
+from softgrad.training.convnet import ConvNet
 from softgrad.training.models import MLP
 from softgrad.training.settings import TrainSettings
 from softgrad.training.step import train_step
@@ -61,7 +63,8 @@ def reprobe_requested() -> bool:
 def _cache_key(widths: Sequence[int], batch_size: int, dtype: str, candidates: list[str]) -> str:
     from softgrad.numerics.machine import cpu_name, gpu_name, versions
 
-    return json.dumps({"widths": list(widths), "batch_size": batch_size, "dtype": dtype, "candidates": candidates,
+    network = dict(widths) if isinstance(widths, Mapping) else list(widths)
+    return json.dumps({"widths": network, "batch_size": batch_size, "dtype": dtype, "candidates": candidates,
                        "cpu": cpu_name(), "cpus": os.cpu_count(), "gpu": gpu_name(), "versions": versions()},
                       sort_keys=True)
 
@@ -162,13 +165,23 @@ def _describe_age(seconds: float) -> str:
     return f"{seconds / 86400:.0f} days"
 
 
-def probe(name: str, widths: Sequence[int], batch_size: int, dtype: str, seconds: float = PROBE_SECONDS) -> float:
-    """Training samples per second of ``name`` on random data shaped like the real run."""
+def network_of(model: Any) -> Sequence[int] | dict:
+    """What the probe builds for ``model``: an MLP's widths, or a ConvNet's config (``"kind": "convnet"``)."""
+    return model.config() if isinstance(model, ConvNet) else model.widths
+
+
+def probe(name: str, widths: Sequence[int] | Mapping, batch_size: int, dtype: str,
+          seconds: float = PROBE_SECONDS) -> float:
+    """Training samples per second of ``name`` on random data shaped like the real run (``widths``: an MLP's,
+    or a ConvNet's config, :func:`network_of`)."""
     be = get_backend(name)
-    model = MLP(widths, seed=0, dtype=dtype, backend=be)
+    if isinstance(widths, Mapping):
+        model: Any = ConvNet(widths["layers"], widths["input_shape"], widths["num_classes"], dtype=dtype, backend=be)
+    else:
+        model = MLP(widths, seed=0, dtype=dtype, backend=be)
     rng = np.random.default_rng(0)
-    x = be.asarray(rng.standard_normal((batch_size, widths[0])).astype(dtype))
-    y = be.asarray(rng.integers(0, widths[-1], batch_size))
+    x = be.asarray(rng.standard_normal((batch_size, model.num_features)).astype(dtype))
+    y = be.asarray(rng.integers(0, model.num_outputs, batch_size))
     settings = TrainSettings()
     state = settings.optimizer_definition.init_on(be, model.params)
     for _ in range(3):  # warm-up
@@ -185,7 +198,7 @@ def probe(name: str, widths: Sequence[int], batch_size: int, dtype: str, seconds
                 return steps * batch_size / elapsed
 
 
-def pick_backend(widths: Sequence[int], batch_size: int, dtype: str = "float32",
+def pick_backend(widths: Sequence[int] | Mapping, batch_size: int, dtype: str = "float32",
                  log: Callable[[str], None] | None = print) -> str:
     """The name of the fastest available backend for this network and batch size.
 
@@ -228,7 +241,7 @@ def pick_backend(widths: Sequence[int], batch_size: int, dtype: str = "float32",
     return best
 
 
-def resolve_backend(backend: Backend | str | None, widths: Sequence[int], batch_size: int, dtype: str = "float32",
+def resolve_backend(backend: Backend | str | None, widths: Sequence[int] | Mapping, batch_size: int, dtype: str = "float32",
                     log: Callable[[str], None] | None = print) -> Backend | str | None:
     """``backend`` as it is, unless it is ``"auto"``: then the name :func:`pick_backend` chooses."""
     if isinstance(backend, str) and backend == "auto":

@@ -37,7 +37,10 @@ from softgrad.numerics.files import atomic_write
 from softgrad.numerics.optim import get_optimizer
 from softgrad.numerics.optim.sgd import SGDState
 from softgrad.numerics.protocol import Backend
+from softgrad.training.convnet import ConvNet, model_from_config, param_shapes, plan_layers
 from softgrad.training.models import MLP
+
+Model = MLP | ConvNet
 
 FORMAT = "softgrad-checkpoint-2"
 FORMAT_V1 = "softgrad-checkpoint-1"
@@ -90,7 +93,7 @@ def _state_to(be: Backend, state: Any) -> Any:
     return type(state)(*(move(value) for value in state))
 
 
-def save(path: str | os.PathLike, model: MLP, state: Any, history: list[dict], settings: dict, *,
+def save(path: str | os.PathLike, model: Model, state: Any, history: list[dict], settings: dict, *,
          optimizer: str = "sgd", data: Any = None) -> None:
     """Write ``model``, the optimizer ``state`` (a NamedTuple of ``optimizer``), history and settings.
 
@@ -175,6 +178,8 @@ def _check_config(config: Any) -> list[tuple[int, ...]]:
 
     if not isinstance(config, dict):
         raise CheckpointError(f"its model description is a {type(config).__name__}, not a mapping")
+    if "kind" in config:
+        return _check_convnet_config(config)
     widths = config.get("widths")
     if (not isinstance(widths, list) or len(widths) < 2
             or not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in widths)):
@@ -186,6 +191,27 @@ def _check_config(config: Any) -> list[tuple[int, ...]]:
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:  # what np.random.default_rng takes
         raise CheckpointError(f"its model seed {seed!r} is not an int >= 0")
     return [shape for a, b in zip(widths, widths[1:]) for shape in ((a, b), (b,))]
+
+
+def _check_convnet_config(config: dict) -> list[tuple[int, ...]]:
+    """The parameter shapes a ConvNet's config describes (``"kind": "convnet"``), after checking its fields."""
+    if config.get("kind") != "convnet":
+        raise CheckpointError(f"its model kind {config.get('kind')!r} is unknown (this softgrad reads 'convnet' "
+                              "and MLPs)")
+    fields = {"layers", "input_shape", "num_classes", "seed", "dtype"}
+    if set(config) != fields | {"kind"}:
+        raise CheckpointError(f"its ConvNet description has fields {sorted(config)}, not {sorted(fields | {'kind'})}")
+    shape, classes, seed = config["input_shape"], config["num_classes"], config["seed"]
+    if (not isinstance(config["layers"], str) or not isinstance(shape, list) or len(shape) not in (2, 3)
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in shape)
+            or not isinstance(classes, int) or isinstance(classes, bool) or classes < 1
+            or not isinstance(seed, int) or isinstance(seed, bool) or seed < 0
+            or config["dtype"] not in ("float32", "float64")):
+        raise CheckpointError(f"its ConvNet description {config!r} has a field of the wrong type or range")
+    try:
+        return param_shapes(plan_layers(config["layers"], shape, classes))
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"its ConvNet layers do not describe a network: {error}") from None
 
 
 def _read(path: Path) -> tuple[dict, list[np.ndarray], Any, str]:
@@ -252,7 +278,7 @@ def _check_state(name: str, state: Any, shapes: list[tuple[int, ...]]) -> None:
                                       f"{shape}")
 
 
-def load(path: str | os.PathLike, backend: Backend | str = "numpy") -> tuple[MLP, Any, list[dict], dict]:
+def load(path: str | os.PathLike, backend: Backend | str = "numpy") -> tuple[Model, Any, list[dict], dict]:
     """``(model, optimizer_state, history, settings)`` with the arrays on ``backend``.
 
     ``settings`` holds ``"optimizer"``, the name of the optimizer whose state this is. The model's
@@ -276,13 +302,13 @@ def load(path: str | os.PathLike, backend: Backend | str = "numpy") -> tuple[MLP
         raise CheckpointError(f"{path} is not a softgrad checkpoint or is damaged: "
                               f"{datasets.npz_problem(error)}") from None
     settings.setdefault("optimizer", optimizer)
-    model = MLP.from_config(config, params, backend)
+    model = model_from_config(config, params, backend)
     _restore_task(model, meta.get("task"), settings, path)
     model.trained_on = _data_record(meta.get("data"), model, path)
     return model, _state_to(model.be, state), history, settings
 
 
-def _data_record(value: Any, model: MLP, path: Path) -> datasets.DataRecord | None:
+def _data_record(value: Any, model: Model, path: Path) -> datasets.DataRecord | None:
     """The checkpoint's record of its training data, checked against the model it trained."""
     if value is None:
         return None
@@ -290,7 +316,7 @@ def _data_record(value: Any, model: MLP, path: Path) -> datasets.DataRecord | No
         record = datasets.DataRecord.from_json(value)
     except ValueError as error:
         raise CheckpointError(f"{path} is not a usable softgrad checkpoint: {error}") from None
-    inputs, outputs = model.widths[0], model.widths[-1]
+    inputs, outputs = model.num_features, model.num_outputs
     fits = record.num_features == inputs and (
         len(record.target_names) == outputs if record.task == "regression"
         else len(record.classes) <= outputs or (outputs == 1 and len(record.classes) == 2))
@@ -301,7 +327,7 @@ def _data_record(value: Any, model: MLP, path: Path) -> datasets.DataRecord | No
     return record
 
 
-def _restore_task(model: MLP, task: Any, settings: dict, path: Path) -> None:
+def _restore_task(model: Model, task: Any, settings: dict, path: Path) -> None:
     """The loss and target scale the model was trained with (checkpoints before them: the settings' loss)."""
     task = task if isinstance(task, dict) else {}
     loss = task.get("loss", settings.get("loss"))

@@ -19,26 +19,26 @@ def check_data(data, model: MLP, loss: Loss | str = "cross_entropy") -> None:
     After this, an error from the loss can only mean that training diverged.
     """
     loss = get_loss(loss)
-    task, outputs = getattr(data, "task", "classification"), model.widths[-1]
+    task, outputs = getattr(data, "task", "classification"), model.num_outputs
     if loss.targets == "value":
         if task != "regression":
             raise ValueError(f"{loss.name} is a regression loss, but {data.name} has class labels; use cross_entropy "
                              "(or bce_with_logits for a binary task)")
-        if data.num_features != model.widths[0] or data.num_outputs != outputs:
+        if data.num_features != model.num_features or data.num_outputs != outputs:
             raise ValueError(f"the data has {data.num_features} features and {data.num_outputs} targets; "
-                             f"the model expects {model.widths[0]} and {outputs}")
+                             f"the model expects {model.num_features} and {outputs}")
     elif task == "regression":
         raise ValueError(f"{loss.name} is a classification loss, but {data.name} has real-valued targets; use "
                          f"{REGRESSION_HINT}")
     elif loss.targets == "binary":
-        if data.num_classes != 2 or outputs != 1 or data.num_features != model.widths[0]:
+        if data.num_classes != 2 or outputs != 1 or data.num_features != model.num_features:
             raise ValueError(f"{loss.name} trains one output on two classes: {data.name} has {data.num_classes} "
-                             f"classes and {data.num_features} features, the model {model.widths[0]} inputs and "
+                             f"classes and {data.num_features} features, the model {model.num_features} inputs and "
                              f"{outputs} outputs (pick the positive classes with datasets.binary, --binary on "
                              "the command line)")
-    elif data.num_features != model.widths[0] or data.num_classes > model.num_classes:
+    elif data.num_features != model.num_features or data.num_classes > model.num_classes:
         raise ValueError(f"the data has {data.num_features} features and {data.num_classes} classes; "
-                         f"the model expects {model.widths[0]} and {model.num_classes}")
+                         f"the model expects {model.num_features} and {model.num_classes}")
     splits = [("training", data.x_train, data.y_train)]
     if has_test_split(data):
         splits.append(("test", data.x_test, data.y_test))

@@ -84,7 +84,7 @@ class DataParallelStep:
         try:
             if self.chunked:
                 value, grads = model.chunked_head_loss_and_grads(x, y, reduction="sum", **options)
-                shape = (x.shape[0], model.widths[-1])
+                shape = (x.shape[0], model.num_outputs)
                 correct = 0
             else:
                 logits, cache = model.forward(x)

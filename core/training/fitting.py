@@ -133,7 +133,7 @@ def _named(model: MLP, data, *, loss, optimizer, loss_options, resume) -> dict[s
         named["loss"] = loss.name if isinstance(loss, Loss) else loss
         get_loss(loss)
     elif resume is None:  # a resumed run keeps its checkpoint's loss
-        named["loss"] = default_loss(data, model.widths[-1])
+        named["loss"] = default_loss(data, model.num_outputs)
     if optimizer is not None:
         named["optimizer"] = optimizer.name if isinstance(optimizer, Optimizer) else optimizer
         get_optimizer(optimizer)

@@ -38,7 +38,7 @@ def as_rows(model: MLP, x, what: str = "predict"):
     Images ``(N, 28, 28)`` are flattened and a single sample ``(784,)`` or ``(28, 28)`` becomes one row,
     where the sizes match the model's input width; anything else is a ValueError naming the shapes.
     """
-    be, width = model.be, model.widths[0]
+    be, width = model.be, model.num_features
     shape = tuple(x.shape) if hasattr(x, "shape") else np.shape(x)
     if len(shape) >= 2 and math.prod(shape[1:]) == width:
         shape = (shape[0], width)  # N samples, images flattened
@@ -68,7 +68,7 @@ class _Task:
         """The loss given, else the one the model was trained with, else cross-entropy; the target scale
         given, else the model's."""
         loss = get_loss(loss if loss is not None else (getattr(model, "loss", None) or "cross_entropy"))
-        if loss.targets == "class" and model.widths[-1] == 1:
+        if loss.targets == "class" and model.num_outputs == 1:
             raise ValueError(f"{what}: a model with one output is no softmax classifier; say what it was trained "
                              "with: loss='bce_with_logits' (binary) or a regression loss such as 'mse'")
         if loss.targets != "value":
@@ -118,7 +118,7 @@ def _predict(model: MLP, x, batch_size: int, task: _Task) -> np.ndarray:
                else be.to_numpy(be.argmax(model.logits(x[s, ...]), axis=1)) for s in batches(x.shape[0], batch_size)]
     if loss.targets == "class":
         return np.concatenate(outputs).astype(np.int64) if outputs else np.zeros(0, dtype=np.int64)
-    values = np.concatenate(outputs) if outputs else np.zeros((0, model.widths[-1]), dtype=model.dtype)
+    values = np.concatenate(outputs) if outputs else np.zeros((0, model.num_outputs), dtype=model.dtype)
     if loss.targets == "binary":
         return (values[:, 0] > 0).astype(np.int64)
     return task.in_data_units(values, values.dtype)

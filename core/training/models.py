@@ -78,7 +78,94 @@ def check_fits_in_memory(widths: Sequence[int], dtype: np.dtype) -> None:
                          f"this machine has {_gib(max(available, 0))} of memory available: use smaller widths")
 
 
-class MLP:
+class HostParameters:
+    """What every softgrad model shares: parameters ``params`` on a backend ``be`` (initialised on the host,
+    moved by :meth:`to`), pickling (the backend by name, the parameters as NumPy arrays) and copying.
+    A subclass names what its pickled state leaves out (``_PICKLED``), says what it is in messages
+    (:meth:`_pickled_name`) and rebuilds what it left out (:meth:`_unpickled`)."""
+
+    be: Backend
+    params: list
+    dtype: np.dtype
+
+    # ---- placement and persistence --------------------------------------------------------
+
+    def to(self, backend: Backend | str) -> Any:
+        """Move the parameters to ``backend`` (in place); returns the model."""
+        be = get_backend(backend)
+        if be is not self.be:
+            # copies, so the model never shares memory with arrays it held before
+            host = [np.array(self.be.to_numpy(p)) for p in self.params]
+            self.params = [be.asarray(p) for p in host]
+            self.be = be
+        return self
+
+    # ---- pickling and copying -------------------------------------------------------------
+    # The model holds its backend (shared by every model on it, and holding modules, which don't pickle)
+    # and arrays of that backend. Pickled, it names the backend by its registry name and holds the
+    # parameters as NumPy arrays; unpickled, it gets the backend by name where it is loaded.
+
+    _PICKLED: tuple[str, ...] = ("be", "params")  # the attributes the state holds in another form
+    _PICKLE_FORMAT = 1
+
+    def __getstate__(self) -> dict:
+        """Every attribute but those of ``_PICKLED`` (the backend, the parameters, what is rebuilt: the layers'
+        shapes, seed, dtype and what fit recorded stay), with the backend's name and the parameters as NumPy
+        arrays."""
+        state = {key: value for key, value in self.__dict__.items() if key not in self._PICKLED}
+        state["pickle_format"] = self._PICKLE_FORMAT
+        state["backend"] = self.be.name
+        state["params"] = [np.array(self.be.to_numpy(p)) for p in self.params]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        state = dict(state)
+        found = state.pop("pickle_format", None)
+        if found != self._PICKLE_FORMAT:
+            raise ValueError(f"cannot unpickle this {type(self).__name__}: it is in pickle format {found!r}, and "
+                             f"this softgrad reads format {self._PICKLE_FORMAT}")
+        name, host = state.pop("backend"), state.pop("params")
+        try:
+            be = get_backend(name)
+        except BackendUnavailableError as error:
+            reason = " ".join(str(error).split())  # one line, whatever the backend's message spans
+            raise BackendUnavailableError(
+                f"cannot unpickle {self._pickled_name(state)}: it was pickled on backend {name!r}, which is not "
+                f"available here ({reason}); pickle it after .to('numpy') to load it anywhere") from None
+        self.__dict__.update(state)
+        self._unpickled()
+        self.be = be
+        self.params = [be.asarray(np.asarray(p, dtype=self.dtype)) for p in host]
+
+    def __deepcopy__(self, memo: dict) -> Any:
+        """An independent model on the same backend: its own copy of every parameter and attribute."""
+        duplicate = type(self).__new__(type(self))
+        memo[id(self)] = duplicate
+        for key, value in self.__dict__.items():
+            if key not in ("be", "params"):
+                duplicate.__dict__[key] = copy.deepcopy(value, memo)
+        duplicate.be = self.be  # one instance per backend name in a process: shared, never copied
+        duplicate.params = [self.be.asarray(np.array(self.be.to_numpy(p))) for p in self.params]
+        return duplicate
+
+    def __copy__(self) -> Any:
+        """The same as deepcopy. The model's value is its parameters, so a copy has its own (as ``copy.copy``
+        of a NumPy array copies its data): shared ones would make training the copy train the original on
+        NumPy, whose optimizers write in place, and not on JAX, whose arrays are immutable."""
+        return self.__deepcopy__({})
+
+    def _pickled_name(self, state: dict) -> str:
+        return f"the {type(self).__name__}"
+
+    def _unpickled(self) -> None:
+        """Rebuild what the pickled state left out (beyond the backend and the parameters)."""
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(int(np.prod(p.shape)) for p in self.params)
+
+
+class MLP(HostParameters):
     """A stack of dense layers with one hidden activation, ending in logits.
 
     ``widths`` lists every layer's width, input first and classes last:
@@ -120,18 +207,6 @@ class MLP:
         self.target_std: tuple[float, ...] | None = None
         self.to(get_backend(backend))
 
-    # ---- placement and persistence --------------------------------------------------------
-
-    def to(self, backend: Backend | str) -> MLP:
-        """Move the parameters to ``backend`` (in place); returns the model."""
-        be = get_backend(backend)
-        if be is not self.be:
-            # copies, so the model never shares memory with arrays it held before
-            host = [np.array(self.be.to_numpy(p)) for p in self.params]
-            self.params = [be.asarray(p) for p in host]
-            self.be = be
-        return self
-
     def config(self) -> dict:
         return {"widths": self.widths, "activation": self.activation_name, "seed": self.seed,
                 "dtype": self.dtype.name}
@@ -146,67 +221,29 @@ class MLP:
         model.params = [np.array(p, dtype=model.dtype) for p in params]  # a copy: training writes in place
         return model.to(backend)
 
-    # ---- pickling and copying -------------------------------------------------------------
-    # The model holds its backend (shared by every model on it, and holding modules, which don't pickle)
-    # and arrays of that backend. Pickled, it names the backend by its registry name and holds the
-    # parameters as NumPy arrays; unpickled, it gets the backend by name where it is loaded.
+    # ---- pickling: what the MLP's state leaves out and rebuilds ---------------------------------
 
-    _PICKLED = ("be", "activation", "params")  # the attributes the state holds in another form
-    _PICKLE_FORMAT = 1
+    _PICKLED = ("be", "activation", "params")
 
-    def __getstate__(self) -> dict:
-        """Every attribute but the backend, the activation and the parameters (widths, activation name,
-        seed, dtype, what fit recorded), with the backend's name and the parameters as NumPy arrays."""
-        state = {key: value for key, value in self.__dict__.items() if key not in self._PICKLED}
-        state["pickle_format"] = self._PICKLE_FORMAT
-        state["backend"] = self.be.name
-        state["params"] = [np.array(self.be.to_numpy(p)) for p in self.params]
-        return state
+    def _pickled_name(self, state: dict) -> str:
+        return f"the MLP {'-'.join(map(str, state.get('widths', ())))}"
 
-    def __setstate__(self, state: dict) -> None:
-        state = dict(state)
-        found = state.pop("pickle_format", None)
-        if found != self._PICKLE_FORMAT:
-            raise ValueError(f"cannot unpickle this MLP: it is in pickle format {found!r}, and this softgrad "
-                             f"reads format {self._PICKLE_FORMAT}")
-        name, host = state.pop("backend"), state.pop("params")
-        try:
-            be = get_backend(name)
-        except BackendUnavailableError as error:
-            shape = "-".join(map(str, state.get("widths", ())))
-            reason = " ".join(str(error).split())  # one line, whatever the backend's message spans
-            raise BackendUnavailableError(
-                f"cannot unpickle the MLP {shape}: it was pickled on backend {name!r}, which is not available "
-                f"here ({reason}); pickle it after .to('numpy') to load it anywhere") from None
-        self.__dict__.update(state)
+    def _unpickled(self) -> None:
         self.activation = make_activation(self.activation_name)
-        self.be = be
-        self.params = [be.asarray(np.asarray(p, dtype=self.dtype)) for p in host]
-
-    def __deepcopy__(self, memo: dict) -> MLP:
-        """An independent model on the same backend: its own copy of every parameter and attribute."""
-        duplicate = type(self).__new__(type(self))
-        memo[id(self)] = duplicate
-        for key, value in self.__dict__.items():
-            if key not in ("be", "params"):
-                duplicate.__dict__[key] = copy.deepcopy(value, memo)
-        duplicate.be = self.be  # one instance per backend name in a process: shared, never copied
-        duplicate.params = [self.be.asarray(np.array(self.be.to_numpy(p))) for p in self.params]
-        return duplicate
-
-    def __copy__(self) -> MLP:
-        """The same as deepcopy. The model's value is its parameters, so a copy has its own (as ``copy.copy``
-        of a NumPy array copies its data): shared ones would make training the copy train the original on
-        NumPy, whose optimizers write in place, and not on JAX, whose arrays are immutable."""
-        return self.__deepcopy__({})
 
     @property
     def num_classes(self) -> int:
         return self.widths[-1]
 
     @property
-    def num_parameters(self) -> int:
-        return sum(int(np.prod(p.shape)) for p in self.params)
+    def num_features(self) -> int:
+        """The width of the rows the model takes."""
+        return self.widths[0]
+
+    @property
+    def num_outputs(self) -> int:
+        """The width of the logits (or values) it gives."""
+        return self.widths[-1]
 
     def __repr__(self) -> str:
         shape = "-".join(map(str, self.widths))

@@ -13,7 +13,7 @@ from typing import Any
 from softgrad.numerics.optim import get_optimizer
 from softgrad.numerics.protocol import Backend
 from softgrad.training import checkpoint
-from softgrad.training.auto import resolve_backend
+from softgrad.training.auto import network_of, resolve_backend
 from softgrad.training.data_checks import check_data, has_test_split, targets_on
 from softgrad.training.loss_options import check_loss_options, options_on
 from softgrad.training.models import MLP
@@ -84,9 +84,12 @@ def start_run(model: MLP, data, given: dict[str, Any], *, backend: Backend | str
         backend = model.be if backend is None else backend  # a resumed run stays on the model's backend
         settings, state, history = _resumed(model, data, given, resume, log)
     settings.check()
+    if settings.chunked_head and not hasattr(model, "chunked_head_loss_and_grads"):
+        raise ValueError(f"chunked_head fuses an MLP's last layer with cross_entropy; {type(model).__name__} has "
+                         "no such head")
     check_data(data, model, settings.loss_definition)
     # the probe's batch is what training will use: never more than the data holds
-    backend = resolve_backend(backend, model.widths, min(settings.batch_size, len(data.y_train)),
+    backend = resolve_backend(backend, network_of(model), min(settings.batch_size, len(data.y_train)),
                               model.dtype.name, log=log)
     if backend is not None:
         source = model.be

@@ -19,7 +19,11 @@ from typing import Any
 
 from softgrad.numerics.losses import Loss, get_loss
 from softgrad.numerics.optim import OPTIMIZERS, Optimizer, get_optimizer
+from softgrad.training.convnet import NAMED as CONVNETS
 from softgrad.training.models import CLASSIC_MLP_HIDDEN, MODELS
+
+#: ``--model``'s choices: the MLPs by their widths, the named ConvNets, and ``convnet`` (its layers in ``--layers``)
+MODEL_NAMES = (*MODELS, *CONVNETS, "convnet")
 
 #: fit's own hyperparameters per optimizer where they differ from torch's defaults: SGD with Nesterov
 #: momentum 0.9 and weight decay 2e-3 reaches 97.5-97.8% on the shipped MNIST subset in 10 epochs
@@ -143,17 +147,49 @@ class TrainSettings:
 
 @dataclass(frozen=True)
 class ModelSettings:
-    """The network ``softgrad train`` builds: a name of :data:`~softgrad.training.models.MODELS`, the MLP's
-    hidden widths (as ``run.json`` records them: ``"512,256,128,64"``), the activation and the dtype."""
+    """The network ``softgrad train`` builds: a name of :data:`MODEL_NAMES`, the MLP's hidden widths (as
+    ``run.json`` records them: ``"512,256,128,64"``), the activation and the dtype; for ``convnet`` the layer
+    spec ``layers`` (:mod:`softgrad.training.convnet`)."""
 
     model: str = "mlp"
     hidden: str = ",".join(map(str, CLASSIC_MLP_HIDDEN))
     activation: str = "relu"
     dtype: str = "float32"
+    layers: str | None = None
+
+    @property
+    def is_convnet(self) -> bool:
+        return self.model in CONVNETS or self.model == "convnet"
+
+    def conv_layers(self, activation_given: bool = False) -> str:
+        """A ConvNet's layers: its name (``lenet``) or ``layers`` for ``convnet``; a clear error for flags that
+        shape only the MLP (``activation_given``: the command line named ``--activation``)."""
+        if not self.is_convnet:
+            raise ValueError(f"--layers describes a convolutional network; --model {self.model} is an MLP "
+                             "(give --model convnet, or --layers alone)")
+        if activation_given:
+            raise ValueError(f"--activation sets the MLP's hidden activation; --model {self.model} names its "
+                             "activations in its layers (relu, tanh, sigmoid)")
+        if self.model == "convnet":
+            if not self.layers:
+                raise ValueError('--model convnet needs --layers SPEC, such as --layers "conv(6,5) relu '
+                                 'maxpool(2) dense(84) relu"')
+            return self.layers
+        if self.layers is not None:
+            raise ValueError(f"--layers describes a network of your own (--model convnet); --model {self.model} "
+                             "names its own layers")
+        return self.model
 
     def hidden_widths(self, hidden_given: bool = False) -> list[int]:
         """The hidden widths: the model's, or ``hidden`` for the MLP; a clear error for anything else
-        (``hidden_given``: the command line named ``--hidden``, which only the MLP takes)."""
+        (``hidden_given``: the command line named ``--hidden``, which only the MLP takes). A ConvNet has none."""
+        if self.is_convnet:
+            if hidden_given:
+                raise ValueError(f"--hidden shapes the MLP; --model {self.model} has no hidden widths (its layers "
+                                 "are named in --layers or by its name)")
+            return []
+        if self.layers is not None:
+            self.conv_layers()  # the clear error: --layers with an MLP
         if self.model != "mlp":
             if hidden_given:
                 raise ValueError(f"--hidden shapes the MLP; --model {self.model} has no hidden layers")
@@ -214,7 +250,8 @@ class RunSettings:
         training, given = self.training, dict(self.training.hyperparameters)
         flags = {key: (None if key in self.by_option else given.get(key)) for key in hyperparameter_names()}
         model, data = self.model, self.data
-        return {"backend": self.backend, "model": model.model, "hidden": model.hidden, "activation": model.activation,
+        return {"backend": self.backend, "model": model.model, "hidden": model.hidden, "layers": model.layers,
+                "activation": model.activation,
                 "dataset": data.dataset, "binary": data.binary, "root": data.root, "download": data.download,
                 "data": data.data, "target": data.target, "task": data.task, "test_fraction": data.test_fraction,
                 "dtype": model.dtype, "epochs": training.epochs, "batch_size": training.batch_size, "lr": training.lr,
@@ -244,5 +281,5 @@ class RunSettings:
                    training=training, by_option=frozenset(options))
 
 
-__all__ = ["TRAINING_DEFAULTS", "TRAINING_LR", "DataSettings", "ModelSettings", "RunSettings", "TrainSettings",
+__all__ = ["MODEL_NAMES", "TRAINING_DEFAULTS", "TRAINING_LR", "DataSettings", "ModelSettings", "RunSettings", "TrainSettings",
            "default_loss", "hyperparameter_names"]
