@@ -7,6 +7,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from softgrad.datasets._altered import altered_note
 from softgrad.datasets._binary import binary as binary_task
 from softgrad.datasets._catalogue import (
     FILE_RECIPE,
@@ -76,7 +77,8 @@ def _by_name(name: str, root: str | os.PathLike | None, download: bool, options:
         raise ValueError(f"unknown data set {name!r}; choose one of {', '.join(NAMES)}")
     folder = Path(root) if root is not None else default_root()
     if name != "cifar10" and has_all_idx(folder):  # the four IDX files right there, in no layout
-        return _named_by_folder(load_idx(name, folder, source=f"{name} IDX files in {folder}"), folder)
+        source = f"{name} IDX files in {folder}{altered_note(folder)}"
+        return _named_by_folder(load_idx(name, folder, source=source), folder)
     if name == "cifar10" and is_jpeg_folder(folder):  # every image as a JPEG file (shared/data/cifar10-jpeg)
         return load_cifar_jpeg(folder)
     if name == "cifar10" and list(folder.glob("train-images*.npz")):  # arrays saved with np.savez

@@ -160,6 +160,7 @@ SLOW = {
     "test_bench_output.py::test_results_stream_through_a_pipe_and_ctrl_c_reports_what_was_measured":
         "a bench process, read through a pipe",
     "test_training.py::test_accuracy_on_mnist_with_the_defaults": "10 epochs on MNIST, per model and backend",
+    "test_shared_data_loaders.py": "decodes ../shared/data's 50,000 CIFAR-10 JPEGs and loads 130,000 images",
     "test_export_onnx.py::test_a_run_of_softgrad_train_exports_and_agrees_with_softgrad_predict":
         "softgrad train on the shipped MNIST (one epoch), then 10,000 raw test images through three runtimes",
     "test_properties.py::test_backends_agree_with_each_other": "every backend against every other",

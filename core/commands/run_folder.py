@@ -17,10 +17,13 @@ RUN_FILES = ("run.json", "checkpoint.npz", "history.json", METRICS_NAME, "curves
 
 
 def default_out(settings: RunSettings) -> Path:
-    """runs/<dataset>-<model>-<backend>-<time> (<dataset>: the file's stem for your own data), with -2, -3, ...
+    """runs/<dataset>-<model>-<backend>-<time> (<dataset>: the file's stem for your own data, the --root folder's
+    name where it extends the data set's, as cifar10-jpeg does), with -2, -3, ...
     where two runs start in the same second."""
     data = settings.data
     name = Path(data.data).stem if data.data is not None else data.dataset
+    if data.data is None and data.root and Path(data.root).name.startswith(f"{name}-"):
+        name = Path(data.root).name  # an altered copy's folder (cifar10-jpeg, fashion-mnist-approx) is named
     base = Path("runs") / (f"{name}-{settings.model.model}-{settings.backend.replace(':', '-')}-"
                            f"{time.strftime('%Y%m%d-%H%M%S')}")
     out, n = base, 1
