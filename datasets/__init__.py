@@ -5,7 +5,11 @@ rows, normalised with the data set's usual mean and standard deviation, and
 whose labels are int64. MNIST and Fashion-MNIST are read from their raw IDX
 files with NumPy (``datasets/idx.py``; gzip or not, nothing is written beside
 them); CIFAR-10 through torchvision, which also downloads any of them when
-asked. Arrays are taken once, never through per-sample transforms.
+asked, or from a folder of NumPy arrays (``train-images*.npz``; or the JPEG
+layout ``train-jpeg-bytes.npz``, decoded with Pillow). Arrays are taken once,
+never through per-sample transforms. A copy whose pixels are not the official
+ones (``cifar10-jpeg``, ``fashion-mnist-approx``) is named after its folder,
+and its :attr:`Dataset.source` says so.
 
 With no ``root``, MNIST comes from the real subset shipped in this package
 (the first 20,000 training images and the official 10,000-image test set);

@@ -40,7 +40,9 @@ def load(name: str, root: str | os.PathLike | None = None, download: bool = Fals
     ``root`` and ``download`` are not used for them). ``root`` is the
     folder torchvision reads (``<root>/MNIST/raw/...``), or for MNIST and
     Fashion-MNIST a folder that holds the four IDX files itself (such as a
-    copy of the small real samples); ``download=True`` fetches missing files
+    copy of the small real samples), for CIFAR-10 a folder of ``.npz`` arrays
+    (``train-images*.npz``, or the JPEG layout ``train-jpeg-bytes.npz`` with
+    ``test-images.npz``); ``download=True`` fetches missing files
     into the torchvision layout. For MNIST with neither the full files in
     ``root`` nor ``download``, the shipped subset is used.
 
