@@ -26,6 +26,12 @@ same source with NVRTC at first use (``cupy.RawModule``).
   a class weight of 0 makes its term 0 even against a ``-inf`` logit. The
   target's logit is read before any thread of the block writes the row.
   Reference: ``ChunkOps.head`` (``softmax_cross_entropy.log_sum_exp_rows``).
+- ``max_pool2d_*`` and ``max_pool2d_backward_*``: ``torch.nn.functional.max_pool2d`` (floor mode, no
+  dilation) and its input gradient. The forward is one thread per output entry: the window's maximum and
+  where it is (its index in the H x W plane), the first one in row-major order on ties and the last NaN
+  where there is one, as torch's CPU kernel; padded entries are skipped. The backward gathers, one thread
+  per input entry: the ``dy`` of every window whose winner it is, added in output order (no atomics, so
+  the result does not depend on the order threads run in). Reference: ``softgrad.numerics.pooling``.
 
 The suite checks each kernel against its reference on the CPU too
 (``tests/cuda_on_cpu.py`` runs this source as C++; the ``cupy-on-cpu`` backend).
@@ -141,6 +147,95 @@ extern "C" __global__ void sgd_f64(double *param, const double *grad, double *bu
                                    double momentum, double dampening, double weight_decay, int use_momentum,
                                    int nesterov, int first) {
     sgd<double>(param, grad, buf, n, lr, momentum, dampening, weight_decay, use_momentum, nesterov, first);
+}
+
+// ---- max pooling: forward with the winners' positions, backward gathering from them -------------------
+
+template <typename T>
+__device__ void max_pool2d(const T *x, T *y, long long *winner, long long planes, long long height, long long width,
+                           long long out_h, long long out_w, long long kernel_h, long long kernel_w,
+                           long long stride_h, long long stride_w, long long pad_h, long long pad_w) {
+    const long long total = planes * out_h * out_w;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total;
+         i += (long long)blockDim.x * gridDim.x) {
+        const long long ow = i % out_w, oh = (i / out_w) % out_h, plane = i / (out_w * out_h);
+        const long long top = oh * stride_h - pad_h, left = ow * stride_w - pad_w;
+        const long long h0 = top > 0 ? top : 0, w0 = left > 0 ? left : 0;
+        const long long h1 = top + kernel_h < height ? top + kernel_h : height;
+        const long long w1 = left + kernel_w < width ? left + kernel_w : width;
+        const T *source = x + plane * height * width;
+        T best = neg_inf<T>();
+        long long where = h0 * width + w0;  // the first entry wins when all are -inf
+        for (long long h = h0; h < h1; ++h) {
+            for (long long w = w0; w < w1; ++w) {
+                const T value = source[h * width + w];
+                if (value > best || value != value) { best = value; where = h * width + w; }
+            }
+        }
+        y[i] = best;
+        winner[i] = where;
+    }
+}
+
+template <typename T>
+__device__ void max_pool2d_backward(const T *dy, const long long *winner, T *dx, long long planes, long long height,
+                                    long long width, long long out_h, long long out_w, long long kernel_h,
+                                    long long kernel_w, long long stride_h, long long stride_w, long long pad_h,
+                                    long long pad_w) {
+    const long long total = planes * height * width;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total;
+         i += (long long)blockDim.x * gridDim.x) {
+        const long long w = i % width, h = (i / width) % height, plane = i / (width * height);
+        // the windows holding (h, w): oh * stride_h <= h + pad_h < oh * stride_h + kernel_h
+        const long long hp = h + pad_h, wp = w + pad_w;
+        const long long oh0 = hp < kernel_h ? 0 : (hp - kernel_h) / stride_h + 1;
+        const long long ow0 = wp < kernel_w ? 0 : (wp - kernel_w) / stride_w + 1;
+        const long long oh1 = hp / stride_h < out_h - 1 ? hp / stride_h : out_h - 1;
+        const long long ow1 = wp / stride_w < out_w - 1 ? wp / stride_w : out_w - 1;
+        const long long here = h * width + w, base = plane * out_h * out_w;
+        T sum = 0;
+        for (long long oh = oh0; oh <= oh1; ++oh) {
+            for (long long ow = ow0; ow <= ow1; ++ow) {
+                if (winner[base + oh * out_w + ow] == here) sum += dy[base + oh * out_w + ow];
+            }
+        }
+        dx[i] = sum;
+    }
+}
+
+// the launch wrappers, written out: the emulator (tests/cuda_on_cpu.py) reads each signature from the source
+extern "C" __global__ void max_pool2d_f32(const float *x, float *y, long long *winner, long long planes,
+                                          long long height, long long width, long long out_h, long long out_w,
+                                          long long kernel_h, long long kernel_w, long long stride_h,
+                                          long long stride_w, long long pad_h, long long pad_w) {
+    max_pool2d<float>(x, y, winner, planes, height, width, out_h, out_w, kernel_h, kernel_w, stride_h, stride_w,
+                      pad_h, pad_w);
+}
+
+extern "C" __global__ void max_pool2d_f64(const double *x, double *y, long long *winner, long long planes,
+                                          long long height, long long width, long long out_h, long long out_w,
+                                          long long kernel_h, long long kernel_w, long long stride_h,
+                                          long long stride_w, long long pad_h, long long pad_w) {
+    max_pool2d<double>(x, y, winner, planes, height, width, out_h, out_w, kernel_h, kernel_w, stride_h, stride_w,
+                       pad_h, pad_w);
+}
+
+extern "C" __global__ void max_pool2d_backward_f32(const float *dy, const long long *winner, float *dx,
+                                                   long long planes, long long height, long long width,
+                                                   long long out_h, long long out_w, long long kernel_h,
+                                                   long long kernel_w, long long stride_h, long long stride_w,
+                                                   long long pad_h, long long pad_w) {
+    max_pool2d_backward<float>(dy, winner, dx, planes, height, width, out_h, out_w, kernel_h, kernel_w, stride_h,
+                               stride_w, pad_h, pad_w);
+}
+
+extern "C" __global__ void max_pool2d_backward_f64(const double *dy, const long long *winner, double *dx,
+                                                   long long planes, long long height, long long width,
+                                                   long long out_h, long long out_w, long long kernel_h,
+                                                   long long kernel_w, long long stride_h, long long stride_w,
+                                                   long long pad_h, long long pad_w) {
+    max_pool2d_backward<double>(dy, winner, dx, planes, height, width, out_h, out_w, kernel_h, kernel_w, stride_h,
+                                stride_w, pad_h, pad_w);
 }
 
 // ---- linear_cross_entropy's chunk head --------------------------------------------------------
@@ -294,7 +389,8 @@ extern "C" __global__ void linear_ce_head_f64(double *z, const long long *target
 """
 
 KERNEL_NAMES = ("softmax_xent_f32", "softmax_xent_f64", "sgd_f32", "sgd_f64", "linear_ce_head_f32",
-                "linear_ce_head_f64")
+                "linear_ce_head_f64", "max_pool2d_f32", "max_pool2d_f64", "max_pool2d_backward_f32",
+                "max_pool2d_backward_f64")
 
 
 def softmax_xent_launch(rows: int, classes: int) -> tuple[tuple[int], tuple[int]]:
@@ -314,3 +410,9 @@ def linear_ce_head_launch(rows: int, classes: int) -> tuple[tuple[int], tuple[in
     """(grid, block) for ``linear_ce_head_*``: one block per row of the chunk, whole warps, one
     thread per class up to 256 (as ``softmax_xent_launch``)."""
     return softmax_xent_launch(rows, classes)
+
+
+def max_pool2d_launch(size: int) -> tuple[tuple[int], tuple[int]]:
+    """(grid, block) for ``max_pool2d_*`` (``size``: output entries) and ``max_pool2d_backward_*`` (input
+    entries): one thread per entry, grid-stride, as ``sgd_launch``."""
+    return sgd_launch(size)

@@ -7,8 +7,15 @@ from typing import Any
 
 import numpy as np
 from softgrad.backends.array_api import ArrayAPIBackend
-from softgrad.backends.cuda_kernels import SOURCE, linear_ce_head_launch, sgd_launch, softmax_xent_launch
+from softgrad.backends.cuda_kernels import (
+    SOURCE,
+    linear_ce_head_launch,
+    max_pool2d_launch,
+    sgd_launch,
+    softmax_xent_launch,
+)
 from softgrad.backends.numpy_backend import as_host_array
+from softgrad.numerics import conv_args
 from softgrad.numerics import validation as v
 from softgrad.numerics.errors import BackendUnavailableError
 from softgrad.numerics.losses.linear_cross_entropy import ChunkOps, Plan
@@ -122,6 +129,46 @@ class CuPyBackend(ArrayAPIBackend):
         if self._module is None:
             self._module = self.cupy.RawModule(code=SOURCE, options=("-std=c++14",))
         return self._module.get_function(name)
+
+    # max pooling: the kernels max_pool2d_* (forward, with each window's winner) and max_pool2d_backward_*
+    # (gathering dy at the winners); convolution and average pooling: the array-API default through CuPy
+
+    def _max_pool(self, op: str, x, pool: tuple):
+        """``(y, winners, window)`` of ``max_pool2d`` by the kernel (after the shared checks)."""
+        self.check_array(op, "x", x)
+        shape = conv_args.check_image(op, "x", x)
+        window = conv_args.pool_window(op, shape, *pool)
+        cupy = self.cupy
+        x = cupy.ascontiguousarray(x)
+        n, c, h, w = shape
+        y = cupy.empty((n, c, *window.out), dtype=x.dtype)
+        winners = cupy.empty(y.shape, dtype=cupy.int64)
+        suffix = "f32" if x.dtype == cupy.float32 else "f64"
+        self._kernel(f"max_pool2d_{suffix}")(*max_pool2d_launch(y.size),
+                                             (x, y, winners, *self._pool_sizes(shape, window)))
+        return y, winners, window
+
+    @staticmethod
+    def _pool_sizes(shape, window) -> tuple:
+        n, c, h, w = shape
+        sizes = (n * c, h, w, *window.out, *window.kernel, *window.stride, *window.padding)
+        return tuple(np.int64(k) for k in sizes)
+
+    def max_pool2d(self, x, kernel_size, stride=None, padding=0):
+        return self._max_pool("max_pool2d", x, (kernel_size, stride, padding))[0]
+
+    def max_pool2d_backward(self, x, dy, kernel_size, stride=None, padding=0):
+        op = "max_pool2d_backward"
+        _, winners, window = self._max_pool(op, x, (kernel_size, stride, padding))
+        self.check_array(op, "dy", dy)
+        conv_args.check_grad(op, x, dy, winners.shape)
+        cupy = self.cupy
+        dx = cupy.empty(x.shape, dtype=x.dtype)
+        suffix = "f32" if x.dtype == cupy.float32 else "f64"
+        self._kernel(f"max_pool2d_backward_{suffix}")(
+            *max_pool2d_launch(dx.size),
+            (cupy.ascontiguousarray(dy), winners, dx, *self._pool_sizes(tuple(x.shape), window)))
+        return dx
 
     def fused_cross_entropy(self, op, logits, target, options):
         """One kernel (``cuda_kernels.softmax_xent``) for the common case (class indices, no weight, no

@@ -39,9 +39,12 @@ from dataclasses import replace
 from typing import Any, NamedTuple
 
 import numpy as np
+from softgrad.backends import jax_conv
 from softgrad.backends.array_api import ArrayAPIBackend
 from softgrad.backends.numpy_backend import as_host_array
+from softgrad.numerics import conv_args
 from softgrad.numerics import validation as v
+from softgrad.numerics.convolution import conv_options
 from softgrad.numerics.errors import BackendUnavailableError
 from softgrad.numerics.losses import linear_cross_entropy as lce
 from softgrad.numerics.losses.softmax_cross_entropy import index_rows, log_sum_exp_rows
@@ -122,6 +125,7 @@ class JaxBackend(ArrayAPIBackend):
     sgd_init = _in_x64(optimizer_methods("sgd")[0])
     adam_init = _in_x64(optimizer_methods("adam")[0])
     adamw_init = _in_x64(optimizer_methods("adamw")[0])
+    permute_dims = _in_x64(ArrayAPIBackend.permute_dims)
     rmsprop_init, rmsprop_step = map(_in_x64, optimizer_methods("rmsprop"))
     adagrad_init, adagrad_step = map(_in_x64, optimizer_methods("adagrad"))
 
@@ -234,6 +238,66 @@ class JaxBackend(ArrayAPIBackend):
             return None
         self._last = grad
         return loss, grad
+
+    # ---- compiled: convolution and pooling through XLA's kernels (backends.jax_conv) ------------------------
+
+    def _checked(self, op: str, **arrays) -> None:
+        for what, x in arrays.items():
+            if x is not None:
+                self.check_array(op, what, x)
+
+    @_in_x64
+    def conv2d(self, x, weight, bias=None, *, stride=1, padding=0, dilation=1, groups=1):
+        self._checked("conv2d", x=x, weight=weight, bias=bias)
+        geometry = conv_args.conv_geometry("conv2d", x, weight, conv_options(stride, padding, dilation, groups))
+        conv_args.check_bias("conv2d", x, bias, geometry.out_channels)
+        self._last = jax_conv.conv2d(x, weight, bias, geometry)
+        return self._last
+
+    @_in_x64
+    def conv2d_backward(self, x, weight, dy, *, stride=1, padding=0, dilation=1, groups=1, need_dx=True,
+                        need_bias=True):
+        op = "conv2d_backward"
+        self._checked(op, x=x, weight=weight, dy=dy)
+        geometry = conv_args.conv_geometry(op, x, weight, conv_options(stride, padding, dilation, groups))
+        conv_args.check_grad(op, x, dy, geometry.out_shape)
+        grads = jax_conv.conv2d_backward(x, weight, dy, geometry, bool(need_dx), bool(need_bias))
+        self._last = grads[1]
+        return grads
+
+    def _pool_window(self, op, x, kernel_size, stride, padding):
+        self._checked(op, x=x)
+        return conv_args.pool_window(op, conv_args.check_image(op, "x", x), kernel_size, stride, padding)
+
+    @_in_x64
+    def max_pool2d(self, x, kernel_size, stride=None, padding=0):
+        self._last = jax_conv.pool(x, self._pool_window("max_pool2d", x, kernel_size, stride, padding), "max")
+        return self._last
+
+    @_in_x64
+    def max_pool2d_backward(self, x, dy, kernel_size, stride=None, padding=0):
+        op = "max_pool2d_backward"
+        window = self._pool_window(op, x, kernel_size, stride, padding)
+        self._checked(op, dy=dy)
+        conv_args.check_grad(op, x, dy, (*conv_args.shape_of(x)[:2], *window.out))
+        self._last = jax_conv.max_pool_backward(x, dy, window)
+        return self._last
+
+    @_in_x64
+    def avg_pool2d(self, x, kernel_size, stride=None, padding=0):
+        self._last = jax_conv.pool(x, self._pool_window("avg_pool2d", x, kernel_size, stride, padding), "avg")
+        return self._last
+
+    @_in_x64
+    def avg_pool2d_backward(self, x_shape, dy, kernel_size, stride=None, padding=0):
+        op = "avg_pool2d_backward"
+        shape = conv_args.check_x_shape(op, x_shape)
+        window = conv_args.pool_window(op, shape, kernel_size, stride, padding)
+        self._checked(op, dy=dy)
+        conv_args.check_image(op, "dy", dy)
+        conv_args.check_grad(op, dy, dy, (*shape[:2], *window.out))
+        self._last = jax_conv.avg_pool_backward(shape, dy, window)
+        return self._last
 
     # ---- compiled: the chunked cross-entropy of a linear layer ---------------------------------------
 

@@ -10,9 +10,11 @@ import math
 from typing import Any
 
 import numpy as np
+from softgrad.backends import torch_conv
 from softgrad.backends.array_api import ArrayAPIBackend
 from softgrad.backends.numpy_backend import as_host_array
 from softgrad.numerics import validation as v
+from softgrad.numerics.convolution import conv_options
 from softgrad.numerics.errors import BackendUnavailableError
 from softgrad.numerics.losses.support import plain_class_targets
 from softgrad.numerics.optim import sgd
@@ -66,6 +68,28 @@ class TorchBackend(ArrayAPIBackend):
         run()
         self.torch.cuda.synchronize(self._torch_device)
         return int(self.torch.cuda.max_memory_allocated(self._torch_device))
+
+    # ---- convolution and pooling: torch's own kernels (backends.torch_conv) ---------------------------------
+
+    def conv2d(self, x, weight, bias=None, *, stride=1, padding=0, dilation=1, groups=1):
+        return torch_conv.conv2d(self, x, weight, bias, conv_options(stride, padding, dilation, groups))
+
+    def conv2d_backward(self, x, weight, dy, *, stride=1, padding=0, dilation=1, groups=1, need_dx=True,
+                        need_bias=True):
+        return torch_conv.conv2d_backward(self, (x, weight, dy), conv_options(stride, padding, dilation, groups),
+                                          (bool(need_dx), bool(need_bias)))
+
+    def max_pool2d(self, x, kernel_size, stride=None, padding=0):
+        return torch_conv.pool(self, "max_pool2d", x, (kernel_size, stride, padding))
+
+    def max_pool2d_backward(self, x, dy, kernel_size, stride=None, padding=0):
+        return torch_conv.max_pool_backward(self, x, dy, (kernel_size, stride, padding))
+
+    def avg_pool2d(self, x, kernel_size, stride=None, padding=0):
+        return torch_conv.pool(self, "avg_pool2d", x, (kernel_size, stride, padding))
+
+    def avg_pool2d_backward(self, x_shape, dy, kernel_size, stride=None, padding=0):
+        return torch_conv.avg_pool_backward(self, x_shape, dy, (kernel_size, stride, padding))
 
     # ---- plumbing ---------------------------------------------------------------
 
