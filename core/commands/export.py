@@ -30,13 +30,14 @@ PIP_TORCH = "pip install 'softgrad[torch]'  (or: pip install torch)"
 
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineErrorParser(prog=PROG, description="Export a trained run's weights as a .safetensors file (the "
-                           "state dict of torch.nn.Sequential(Linear, act, ..., Linear)) or an .onnx file, taking "
-                           "raw samples as softgrad predict does; or, with --from, import a torch MLP as a run.")
+                           "state dict of torch.nn.Sequential(Linear, act, ..., Linear), or for a ConvNet of "
+                           "Sequential(Conv2d, ReLU, MaxPool2d, ..., Flatten, Linear)) or an .onnx file, taking raw "
+                           "samples as softgrad predict does; or, with --from, import a torch MLP as a run.")
     p.add_argument("run", metavar="RUN", nargs="?", help="a run folder (from softgrad train) or a checkpoint.npz")
     p.add_argument("--to", required=True, metavar="FILE", help="the file to write: model.safetensors or "
                    "model.onnx (the suffix chooses the format); with --from, a new run folder or a .npz file")
     p.add_argument("--from", dest="source", metavar="FILE", help="import this torch MLP instead: a .safetensors "
-                   "file or a .pt/.pth state dict")
+                   "file or a .pt/.pth state dict (a ConvNet: the .safetensors file softgrad export wrote)")
     p.add_argument("--overwrite", action="store_true", help="replace --to where it is an existing file")
     p.add_argument("--dataset", help="the data set, for a checkpoint too old to record it")
     p.add_argument("--root", help="folder of the full data sets (default: the run's)")

@@ -18,8 +18,10 @@ import numpy as np
 from softgrad import datasets
 from softgrad.numerics.files import check_writable
 from softgrad.training import checkpoint
+from softgrad.training.convnet import ConvNet
 from softgrad.training.models import MLP
 from softgrad.training.portable import PortableNetwork, portable_network
+from softgrad.training.portable_conv import PortableConvNet, portable_convnet, torch_modules
 from softgrad.training.safetensors_io import write_safetensors
 
 #: the formats :func:`export` writes, by the output's suffix
@@ -36,7 +38,7 @@ _OUTPUTS = {"softmax": "logits; softmax over them gives the class probabilities"
             "identity": "the predicted values in the data's units"}
 
 
-def export(model_or_run: MLP | str | os.PathLike, path: str | os.PathLike, *,
+def export(model_or_run: MLP | ConvNet | str | os.PathLike, path: str | os.PathLike, *,
            data: datasets.Dataset | datasets.DataRecord | None = None, overwrite: bool = False) -> Path:
     """Write a trained model to ``path``: ``.safetensors`` (torch's ``nn.Sequential`` state dict) or ``.onnx``.
 
@@ -55,23 +57,28 @@ def export(model_or_run: MLP | str | os.PathLike, path: str | os.PathLike, *,
     model = load_model(model_or_run)
     record = data.record() if isinstance(data, datasets.Dataset) else data
     record = record if record is not None else getattr(model, "trained_on", None)
-    network = portable_network(model, record)
-    if not all(np.isfinite(p).all() for p in (*network.weights, *network.biases)):
+    convolutional = isinstance(model, ConvNet)
+    network = portable_convnet(model, record) if convolutional else portable_network(model, record)
+    arrays = network.weights if convolutional else (*network.weights, *network.biases)
+    if not all(np.isfinite(p).all() for p in arrays):
         raise ValueError("export: the model's weights hold NaN or infinite values (its training diverged): "
                          "there is nothing to export")
-    if suffix == ".safetensors":
+    if suffix == ".safetensors" and convolutional:
+        write_safetensors(target, conv_tensors(network), conv_metadata(network, model, record))
+    elif suffix == ".safetensors":
         write_safetensors(target, network_tensors(network), network_metadata(network, model, record))
     else:
         _write_onnx(network, target)
     return target
 
 
-def load_model(model_or_run: MLP | str | os.PathLike) -> MLP:
+def load_model(model_or_run: MLP | ConvNet | str | os.PathLike) -> MLP | ConvNet:
     """The model itself, or the one a run folder (its ``checkpoint.npz``) or a checkpoint file holds."""
-    if isinstance(model_or_run, MLP):
+    if isinstance(model_or_run, (MLP, ConvNet)):
         return model_or_run
     if not isinstance(model_or_run, (str, os.PathLike)):
-        raise TypeError(f"export: expected an MLP, a run folder or a checkpoint.npz, got {type(model_or_run).__name__}")
+        raise TypeError(f"export: expected an MLP or a ConvNet, a run folder or a checkpoint.npz, got "
+                        f"{type(model_or_run).__name__}")
     run = Path(model_or_run)
     path = run / "checkpoint.npz" if run.is_dir() else run
     if not path.is_file():
@@ -132,7 +139,51 @@ def network_metadata(network: PortableNetwork, model: MLP, record: datasets.Data
             "dtype": network.dtype, "softgrad": json.dumps(own)}
 
 
-def _write_onnx(network: PortableNetwork, target: Path) -> None:
+# ---- convolutional networks: the state dict of nn.Sequential(Conv2d, ReLU, MaxPool2d, ..., Flatten, Linear) ----
+
+
+def conv_tensors(network: PortableConvNet) -> dict[str, np.ndarray]:
+    """The state dict of the ``nn.Sequential`` :func:`conv_architecture` writes: ``{i}.weight``, ``{i}.bias`` for
+    the i-th module where it has parameters (``Conv2d`` weights ``(out, in / groups, kH, kW)``, ``Linear``
+    ``(out, in)``)."""
+    dtype = np.dtype(network.dtype)
+    return {f"{i}.{name}": np.ascontiguousarray(value, dtype=dtype)
+            for i, (_, params) in enumerate(torch_modules(network)) for name, value in params.items()}
+
+
+def conv_architecture(network: PortableConvNet) -> str:
+    """``Sequential(Conv2d(3, 6, 5), ReLU(), MaxPool2d(2), ..., Flatten(), Linear(400, 120), ...)``, as torch code."""
+    return f"Sequential({', '.join(code for code, _ in torch_modules(network))})"
+
+
+def describe_conv_input(network: PortableConvNet, record: datasets.DataRecord | None) -> str:
+    """In words, the images the ``nn.Sequential`` takes (NCHW) and how softgrad's flat rows become them."""
+    c, h, w = network.chw
+    rows = (f"a row of softgrad predict's ({network.num_features} values, HWC) reshaped to ({h}, {w}, {c}) and "
+            "permuted (2, 0, 1)" if len(network.input_shape) == 3 else
+            f"a row of softgrad predict's ({network.num_features} values) reshaped to (1, {h}, {w})")
+    where = {"folded": "is folded into the first Conv2d", "layer": "is the first module, Conv2d(C, C, 1, groups=C)",
+             "none": "is not known: the images are as the model takes them"}[network.scaling]
+    what = "images" if record is None else (f"raw {record.dataset} pixels 0..{record.scaling.raw_scale:g}"
+                                            if record.scaling.pixels else f"raw {record.dataset} samples")
+    return f"{what} as NCHW (N, {c}, {h}, {w}), {network.dtype}: {rows}; the input scaling {where}"
+
+
+def conv_metadata(network: PortableConvNet, model: ConvNet, record: datasets.DataRecord | None) -> dict[str, str]:
+    """The file's ``__metadata__`` (as :func:`network_metadata`'s), and under ``softgrad`` the model's config,
+    where the scaling went and which tensors are its parameters, so that an import restores it as trained."""
+    keys = [f"{i}.{name}" for i, (code, params) in enumerate(torch_modules(network)) for name in params
+            if not (network.scaling == "layer" and i == 0)]
+    own = {"export_format": EXPORT_FORMAT, "loss": model.loss, "seed": model.seed,
+           "data": None if record is None else record.to_json(), "model": model.config(),
+           "scaling": network.scaling, "params": keys}
+    return {"format": "pt", "architecture": conv_architecture(network), "head": network.head,
+            "output": _OUTPUTS[network.head], "labels": json.dumps(list(network.labels)),
+            "input": describe_conv_input(network, record), "input_layout": "NCHW",
+            "input_shape": json.dumps(list(network.input_shape)), "dtype": network.dtype, "softgrad": json.dumps(own)}
+
+
+def _write_onnx(network: PortableNetwork | PortableConvNet, target: Path) -> None:
     """The ONNX writer (imported here: it needs the onnx package, which only this format does); it writes
     atomically, and says in one line what to install where onnx is missing."""
     from softgrad.training.onnx_export import write_onnx
@@ -140,5 +191,6 @@ def _write_onnx(network: PortableNetwork, target: Path) -> None:
     write_onnx(network, target)
 
 
-__all__ = ["EXPORT_FORMAT", "SUFFIXES", "TORCH_ACTIVATIONS", "check_output", "describe_input", "export",
-           "load_model", "network_metadata", "network_tensors", "torch_architecture"]
+__all__ = ["EXPORT_FORMAT", "SUFFIXES", "TORCH_ACTIVATIONS", "check_output", "conv_architecture", "conv_metadata",
+           "conv_tensors", "describe_conv_input", "describe_input", "export", "load_model", "network_metadata",
+           "network_tensors", "torch_architecture"]

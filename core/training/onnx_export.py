@@ -29,7 +29,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 from softgrad.numerics.errors import BackendUnavailableError
 from softgrad.numerics.files import atomic_write
+from softgrad.training.onnx_conv import check_conv, conv_layers, conv_metadata
 from softgrad.training.portable import PortableNetwork
+from softgrad.training.portable_conv import PortableConvNet
 
 if TYPE_CHECKING:
     import onnx
@@ -63,17 +65,21 @@ def _version() -> str:
         return "0+unknown"
 
 
-def _check(network: PortableNetwork, opset: int, newest: int) -> None:
+def _check(network: PortableNetwork | PortableConvNet, opset: int, newest: int) -> None:
     """A ValueError, in one line, for what the graph cannot be built from."""
     if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= newest:
         raise ValueError(f"ONNX export: opset {opset!r} is not supported; give {MIN_OPSET}..{newest} "
                          "(the newest this onnx package knows)")
     if network.dtype not in ("float32", "float64"):
         raise ValueError(f"ONNX export: a {network.dtype} network cannot be exported; float32 or float64 only")
-    if network.activation not in _ACTIVATIONS:
+    if isinstance(network, PortableConvNet):
+        check_conv(network)
+        outputs = network.num_outputs
+    elif network.activation not in _ACTIVATIONS:
         raise ValueError(f"ONNX export: no ONNX operator for the activation {network.activation!r}; "
                          f"exportable: {', '.join(_ACTIVATIONS)}")
-    outputs = network.widths[-1]
+    else:
+        outputs = network.widths[-1]
     expected = {"softmax": outputs, "sigmoid": 2}.get(network.head)
     if network.head == "sigmoid" and outputs != 1:
         raise ValueError(f"ONNX export: a sigmoid head takes one logit, this network has {outputs}")
@@ -104,13 +110,14 @@ def _layers(network: PortableNetwork, helper, numpy_helper) -> tuple[list, list,
     return nodes, initializers, h
 
 
-def _head(network: PortableNetwork, logits: str, onnx) -> tuple[list, list, list]:
+def _head(network: PortableNetwork | PortableConvNet, logits: str, onnx) -> tuple[list, list, list]:
     """The head's nodes, its constant initializers and the graph outputs."""
     helper, tp = onnx.helper, onnx.TensorProto
     elem = tp.DOUBLE if network.dtype == "float64" else tp.FLOAT
     if network.head == "identity":
+        outputs = network.num_outputs if isinstance(network, PortableConvNet) else network.widths[-1]
         nodes = [helper.make_node("Identity", [logits], ["values"], name="values")]
-        return nodes, [], [helper.make_tensor_value_info("values", elem, ["N", network.widths[-1]])]
+        return nodes, [], [helper.make_tensor_value_info("values", elem, ["N", outputs])]
     names = helper.make_tensor("label_names", tp.STRING, [len(network.labels)],
                                [str(c).encode() for c in network.labels])
     if network.head == "softmax":
@@ -160,7 +167,7 @@ def _metadata(network: PortableNetwork) -> dict[str, str]:
     }
 
 
-def onnx_model(network: PortableNetwork, *, opset: int = MIN_OPSET) -> onnx.ModelProto:
+def onnx_model(network: PortableNetwork | PortableConvNet, *, opset: int = MIN_OPSET) -> onnx.ModelProto:
     """``network`` as an ONNX model (default opset 17), which takes raw rows ``input`` ``(N, num_features)``.
 
     Outputs: ``probabilities``, ``class_index`` and ``label`` for a classifier; ``probability``,
@@ -168,24 +175,29 @@ def onnx_model(network: PortableNetwork, *, opset: int = MIN_OPSET) -> onnx.Mode
     doc). The model's metadata names the softgrad version, the architecture, the labels and the input shape.
     """
     onnx = _onnx()
+    convolutional = isinstance(network, PortableConvNet)
     _check(network, opset, onnx.defs.onnx_opset_version())
     helper, elem = onnx.helper, onnx.TensorProto.DOUBLE if network.dtype == "float64" else onnx.TensorProto.FLOAT
-    nodes, initializers, logits = _layers(network, helper, onnx.numpy_helper)
+    if convolutional:
+        nodes, initializers, logits = conv_layers(network, onnx)
+    else:
+        nodes, initializers, logits = _layers(network, helper, onnx.numpy_helper)
     head_nodes, constants, outputs = _head(network, logits, onnx)
     graph_input = helper.make_tensor_value_info("input", elem, ["N", network.num_features])
     graph_input.doc_string = "raw samples, flattened: pixels 0..255 for image sets, features in the data's units"
-    graph = helper.make_graph(nodes + head_nodes, "softgrad_mlp", [graph_input], outputs,
-                              initializer=initializers + constants,
-                              doc_string=f"softgrad {network.head} network; input scaling folded into layer0")
+    where = ("see the metadata's input" if convolutional else "folded into layer0")
+    graph = helper.make_graph(nodes + head_nodes, "softgrad_convnet" if convolutional else "softgrad_mlp",
+                              [graph_input], outputs, initializer=initializers + constants,
+                              doc_string=f"softgrad {network.head} network; input scaling: {where}")
     opsets = [helper.make_opsetid("", opset)]
     # the lowest IR version that carries this opset, so that older runtimes load the file too
     model = helper.make_model(graph, opset_imports=opsets, ir_version=helper.find_min_ir_version_for(opsets),
                               producer_name="softgrad", producer_version=_version())
-    helper.set_model_props(model, _metadata(network))
+    helper.set_model_props(model, conv_metadata(network, _version()) if convolutional else _metadata(network))
     return model
 
 
-def write_onnx(network: PortableNetwork, path: str | os.PathLike) -> None:
+def write_onnx(network: PortableNetwork | PortableConvNet, path: str | os.PathLike) -> None:
     """``network`` as an ONNX file at ``path``, checked (``onnx.checker``, full check) and written atomically."""
     onnx = _onnx()
     model = onnx_model(network)

@@ -99,7 +99,8 @@ def input_affine(scaling: InputScaling, num_features: int) -> tuple[np.ndarray, 
     return scale, shift
 
 
-def _head(model: MLP) -> str:
+def head_of(model) -> str:
+    """The head the model's loss puts on its logits (:data:`HEADS`); a model not yet trained is a classifier."""
     targets = get_loss(model.loss or "cross_entropy").targets
     return {"class": "softmax", "binary": "sigmoid"}.get(targets, "identity")
 
@@ -119,7 +120,7 @@ def portable_network(model: MLP, record: DataRecord | None = None) -> PortableNe
         scale, shift = input_affine(record.scaling, model.widths[0])
         biases[0] = biases[0] + weights[0] @ shift
         weights[0] = weights[0] * scale[None, :]
-    head = _head(model)
+    head = head_of(model)
     if head == "identity" and model.target_std is not None:
         std = np.asarray(model.target_std, dtype=np.float64).reshape(-1)
         mean = np.asarray(model.target_mean if model.target_mean is not None else 0.0, dtype=np.float64).reshape(-1)
@@ -136,4 +137,4 @@ def portable_network(model: MLP, record: DataRecord | None = None) -> PortableNe
                            None if record is None else record.image_shape, model.dtype.name, negative_slope)
 
 
-__all__ = ["HEADS", "PortableNetwork", "input_affine", "portable_network"]
+__all__ = ["HEADS", "PortableNetwork", "head_of", "input_affine", "portable_network"]

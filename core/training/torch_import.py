@@ -4,7 +4,9 @@
     model = softgrad.from_torch(net.state_dict(), activation="tanh")
     model = softgrad.from_torch("model.safetensors")       # a file softgrad.export (or safetensors) wrote
 
-A network is ``Linear`` layers with one kind of activation between them (``ReLU``, ``Tanh``, ``Sigmoid``,
+A convolutional ``nn.Sequential`` (``Conv2d``, ``MaxPool2d``, ``AvgPool2d``, activations, ``Flatten``,
+``Linear``) becomes a :class:`~softgrad.training.convnet.ConvNet` (:mod:`.torch_import_conv`). An MLP
+is ``Linear`` layers with one kind of activation between them (``ReLU``, ``Tanh``, ``Sigmoid``,
 ``LeakyReLU``); a leading ``Flatten`` and ``Dropout``/``Identity`` (nothing, when predicting) may come
 with them, and a final ``Softmax``/``LogSoftmax`` or ``Sigmoid`` names the head. The imported model takes
 the input the network takes (for a softgrad export, the raw samples). A file that :func:`softgrad.export`
@@ -25,10 +27,17 @@ from typing import Any
 
 import numpy as np
 from softgrad import datasets
+from softgrad.training.convnet import ConvNet
 from softgrad.training.exporting import EXPORT_FORMAT, TORCH_ACTIVATIONS
 from softgrad.training.models import MLP
 from softgrad.training.portable import input_affine
 from softgrad.training.safetensors_io import SafetensorsError, read_header, read_tensors
+from softgrad.training.torch_import_conv import (
+    build_convnet,
+    is_convolutional,
+    restore_convnet,
+    sequential_spec,
+)
 
 #: the loss a softgrad model is given for each head, so predict answers in the task's terms
 HEAD_LOSSES = {"softmax": "cross_entropy", "sigmoid": "binary_cross_entropy_with_logits", "identity": "mse_loss"}
@@ -53,8 +62,11 @@ class Spec:
 
 def from_torch(network: Any, *, activation: str | None = None, head: str | None = None,
                labels: list[str] | None = None, input_shape: tuple[int, ...] | None = None,
-               dtype: Any = None, backend: str = "numpy") -> MLP:
-    """A softgrad :class:`MLP` from a torch MLP: an ``nn.Sequential``, a state dict, or a safetensors file's path.
+               dtype: Any = None, backend: str = "numpy") -> MLP | ConvNet:
+    """A softgrad :class:`MLP` from a torch MLP: an ``nn.Sequential``, a state dict, or a safetensors file's path;
+    a :class:`ConvNet` from an ``nn.Sequential`` of ``Conv2d``, ``MaxPool2d``, ``AvgPool2d``, ``ReLU``/``Tanh``/
+    ``Sigmoid``, ``Flatten`` and ``Linear`` (``input_shape`` required: ``(H, W)`` or ``(H, W, C)``, channels
+    last), or from a file softgrad exported a ConvNet to.
 
     ``activation`` (``relu``, ``tanh``, ``sigmoid``, ``leaky_relu``): needed for a state dict, whose
     tensors do not say it (a file's metadata may). ``head``: ``softmax`` (a classifier, the default for two
@@ -71,14 +83,47 @@ def from_torch(network: Any, *, activation: str | None = None, head: str | None 
     if isinstance(network, (str, os.PathLike)):
         return _from_file(Path(network), spec, backend)
     if isinstance(network, Mapping):
+        _refuse_conv_state(((key, np.shape(value)) for key, value in network.items()), "the state dict")
         weights, biases = _state_dict_layers(network)
         return build_model(weights, biases, spec, backend)
     module_type = type(network)
     if module_type.__module__.startswith("torch.nn") or hasattr(network, "named_children"):
+        if is_convolutional(network):
+            return _convnet(network, spec, backend)
         weights, biases, found = _sequential_layers(network)
         return build_model(weights, biases, _merge(spec, found, "the network"), backend)
     raise TypeError(f"from_torch: expected an nn.Sequential, a state dict or a .safetensors path, got "
                     f"{module_type.__name__}")
+
+
+def _refuse_conv_state(shapes, where: str) -> None:
+    """A state dict holding a convolution's 4-D weight does not say the strides, padding and pooling between
+    its tensors: one line saying to pass the module instead."""
+    for key, shape in shapes:
+        if len(shape) == 4:
+            raise ValueError(f"from_torch: {where} holds {key!r} of shape {tuple(shape)}, a convolution's "
+                             "weight, and does not say the strides, padding and pooling between the layers: load it "
+                             "into its nn.Sequential and pass the module (with input_shape=)")
+
+
+def _convnet(network: Any, spec: Spec, backend: str) -> ConvNet:
+    """A ConvNet of an ``nn.Sequential`` of Conv2d, pooling, activations, Flatten and Linear layers."""
+    if spec.activation is not None:
+        raise ValueError("from_torch: activation= names an MLP's one activation; a convolutional network's are its "
+                         "modules")
+    layers, params, names, found_head = sequential_spec(network, _host)
+    head = spec.head or found_head or "softmax"
+    outputs = int(params[-1].shape[0])
+    if head != "softmax" or outputs < 2:
+        raise ValueError(f"from_torch: a convolutional network imports as a classifier (head='softmax', 2 or more "
+                         f"outputs); this one has head={head!r} and {outputs} output(s)")
+    dtype = spec.dtype or ("float64" if params[0].dtype == np.float64 else "float32")
+    if dtype not in ("float32", "float64"):
+        raise ValueError(f"from_torch: dtype {dtype!r} is not float32 or float64")
+    model = build_convnet(layers, params, names, spec.input_shape, dtype, backend)
+    model.loss = HEAD_LOSSES[head]
+    model.trained_on = _record([model.num_features, outputs], head, spec)
+    return model
 
 
 def _host(value: Any, name: str) -> np.ndarray:
@@ -280,6 +325,10 @@ def _from_file(path: Path, spec: Spec, backend: str) -> MLP:
     try:
         header = read_header(path)
         meta = header.metadata
+        own = _own_metadata(path, meta)
+        if own is not None and isinstance(own.get("model"), dict) and own["model"].get("kind") == "convnet":
+            return restore_convnet(path, header, own, backend)
+        _refuse_conv_state(((name, entry.shape) for name, entry in header.tensors.items()), str(path))
         keys = layer_keys({name: entry.shape for name, entry in header.tensors.items()})
         _check_declared_widths(path, meta, header, keys)  # before any tensor's data is read
         tensors = read_tensors(header, [k for layer in keys for k in layer if k is not None])
