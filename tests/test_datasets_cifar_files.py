@@ -5,6 +5,7 @@ variants, each refused in one line naming the file, and the run folder named aft
 from __future__ import annotations
 
 import io
+import os
 import sys
 from pathlib import Path
 
@@ -66,8 +67,16 @@ def test_the_jpeg_layout_is_decoded_named_and_cached(tmp_path):
     np.testing.assert_array_equal(raw_pixels(data.x_test), test)
     np.testing.assert_array_equal(data.y_test, np.load(folder / "test-labels.npz")["arr_0"])
     assert data.recipe["name"] == "cifar10" and data.recipe["root"] == str(folder.resolve())
-    np.testing.assert_array_equal(datasets.load("cifar10", root=folder).x_train, data.x_train)  # the cache
-    write_jpeg_folder(folder, labels=(labels + 1) % 10)  # the file changed: decoded again, not the cached one
+    again = datasets.load("cifar10", root=folder)  # from the cache: arrays of its own, writable as before
+    np.testing.assert_array_equal(again.x_train, data.x_train)
+    np.testing.assert_array_equal(again.y_train, data.y_train)
+    assert again.y_train is not data.y_train and again.x_train.flags.writeable and again.y_train.flags.writeable
+    again.y_train[:] = 0
+    np.testing.assert_array_equal(datasets.load("cifar10", root=folder).y_train, labels)  # the cache unharmed
+    stamp = (folder / "train-jpeg-bytes.npz").stat()
+    write_jpeg_folder(folder, labels=(labels + 1) % 10)  # the file changed: decoded again, not the cached one,
+    os.utime(folder / "train-jpeg-bytes.npz", ns=(stamp.st_atime_ns, stamp.st_mtime_ns))  # even at one size and time
+    assert (folder / "train-jpeg-bytes.npz").stat().st_size == stamp.st_size
     np.testing.assert_array_equal(datasets.load("cifar10", root=folder).y_train, (labels + 1) % 10)
 
 
