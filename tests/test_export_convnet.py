@@ -226,6 +226,78 @@ def test_every_layer_of_a_spec_runs_in_onnx_as_in_softgrad(tmp_path, dtype):
     assert_close(probabilities, ours, f"varied ConvNet, {np.dtype(dtype)}", rtol=RTOL if dtype == np.float32 else 1e-10)
 
 
+@pytest.mark.parametrize("spec", ["dense(7) relu", "avgpool(2) conv(3,3) sigmoid", "maxpool(2,stride=1) flatten dense(5) tanh"])
+def test_a_network_that_does_not_begin_with_a_convolution_takes_the_scaling_as_a_layer(tmp_path, spec):
+    """The scaling as Conv2d(C, C, 1, groups=C) in front, whatever comes first; the same in ONNX; back as it was."""
+    scaling = InputScaling(255.0, (0.4, 0.5, 0.6), (0.3, 0.2, 0.1))
+    record = DataRecord("three", "classification", 192, tuple("abcd"), (), (8, 8, 3), scaling)
+    raw = np.random.default_rng(3).integers(0, 256, size=(16, 192)).astype(np.float32)
+    model = ConvNet(spec, (8, 8, 3), 4, seed=5)
+    path = softgrad.export(model, tmp_path / "m.safetensors", data=record)
+    state = safetensors_torch.load_file(str(path))
+    assert state["0.weight"].shape == (3, 1, 1, 1)
+    net = nn.Sequential(nn.Conv2d(3, 3, 1, groups=3), *eval(f"[{_modules(spec)}]", vars(nn)))
+    theirs = torch_logits(load_torch(path, net), nchw(raw, (8, 8, 3)))
+    ours = logits(model, record.scaling.apply(raw))
+    assert_close(theirs, ours, f"{spec!r}, torch with the scaling module")
+    (probabilities,) = onnx_session(softgrad.export(model, tmp_path / "m.onnx", data=record)).run(
+        ["probabilities"], {"input": raw})
+    assert_close(probabilities, softmax(ours), f"{spec!r}, onnxruntime")
+    back = softgrad.from_torch(path)
+    assert back.trained_on == record
+    assert_close(logits(back, record.scaling.apply(raw)), ours, f"{spec!r}, exported and imported")
+
+
+def _modules(spec: str) -> str:
+    """The torch modules after the scaling for the three specs above, written out by hand."""
+    return {"dense(7) relu": "Flatten(), Linear(192, 7), ReLU(), Linear(7, 4)",
+            "avgpool(2) conv(3,3) sigmoid": "AvgPool2d(2), Conv2d(3, 3, 3), Sigmoid(), Flatten(), Linear(12, 4)",
+            "maxpool(2,stride=1) flatten dense(5) tanh":
+                "MaxPool2d(2, stride=1), Flatten(), Linear(147, 5), Tanh(), Linear(5, 4)"}[spec]
+
+
+def test_an_export_without_data_takes_the_model_s_rows_and_names_classes_by_index(tmp_path):
+    model = ConvNet("conv(2,3) relu", (8, 8, 3), 4, seed=1)
+    path = softgrad.export(model, tmp_path / "m.safetensors")
+    assert set(safetensors_torch.load_file(str(path))) == {"0.weight", "0.bias", "3.weight", "3.bias"}
+    back = softgrad.from_torch(path)
+    assert back.trained_on.classes == ("0", "1", "2", "3") and back.trained_on.scaling == InputScaling()
+    x = np.random.default_rng(0).normal(size=(6, 192)).astype(np.float32)
+    assert np.array_equal(logits(back, x), logits(model, x))
+
+
+def test_what_cannot_be_exported_is_one_line(tmp_path):
+    model = ConvNet("conv(2,3) relu", (8, 8, 3), 4)
+    with pytest.raises(ValueError, match="the data names 10 classes; the model gives 4"):
+        softgrad.export(model, tmp_path / "m.safetensors", data=cifar_record((8, 8, 3)))
+    with pytest.raises(ValueError, match=r"does not fit the model's input \(8, 8, 3\)"):
+        softgrad.export(model, tmp_path / "m.onnx", data=cifar_record())
+    standardised = DataRecord("f", "classification", 192, tuple("abcd"), (), (8, 8, 3),
+                              InputScaling(feature_mean=(0.0,) * 192, feature_std=(1.0,) * 192))
+    with pytest.raises(ValueError, match="per-feature standardisation has no per-channel form"):
+        softgrad.export(model, tmp_path / "m.onnx", data=standardised)
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_crafted_convnet_file_is_one_line(tmp_path):
+    from softgrad.training.safetensors_io import SafetensorsError, read_header, write_safetensors
+
+    model = ConvNet("conv(2,3) relu", (8, 8, 3), 4)
+    path = softgrad.export(model, tmp_path / "m.safetensors")
+    header = read_header(path)
+    tensors = safetensors_torch.load_file(str(path))
+    own = json.loads(header.metadata["softgrad"])
+    for change, words in (({"params": ["0.weight", "9.bias"]}, "names parameters"),
+                          ({"scaling": "sideways"}, "has scaling 'sideways'"),
+                          ({"model": {**own["model"], "layers": "conv(3,3) relu"}}, "does not describe a ConvNet")):
+        crafted = tmp_path / "crafted.safetensors"
+        write_safetensors(crafted, {k: v.numpy() for k, v in tensors.items()},
+                          {**header.metadata, "softgrad": json.dumps({**own, **change})})
+        with pytest.raises(SafetensorsError) as raised:
+            softgrad.from_torch(crafted)
+        assert words in str(raised.value) and "\n" not in str(raised.value), str(raised.value)
+
+
 # ---- in: from_torch --------------------------------------------------------------------------------------
 
 
@@ -254,12 +326,13 @@ def test_a_torch_convnet_imported_gives_torch_s_logits(tmp_path):
 def test_lenet_trained_in_torch_comes_in_and_predicts_what_torch_predicts(mnist, raw_mnist):
     net = lenet_torch()[1:]  # no scaling layer: it takes the rows softgrad's loader normalises
     torch.manual_seed(1)
-    optimiser = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
     x, y = torch.from_numpy(mnist.x_train[:128].reshape(-1, 1, 28, 28)), torch.from_numpy(mnist.y_train[:128])
-    for start in range(0, 128, 64):
-        optimiser.zero_grad()
+    for start in range(0, 128, 64):  # plain SGD by hand: torch.optim's first use imports for seconds
+        net.zero_grad()
         nn.functional.cross_entropy(net(x[start:start + 64]), y[start:start + 64]).backward()
-        optimiser.step()
+        with torch.no_grad():
+            for parameter in net.parameters():
+                parameter -= 0.1 * parameter.grad
     model = softgrad.from_torch(net.eval(), input_shape=(28, 28), labels=list(mnist.classes))
     assert model.layers == "lenet"  # the spec torch's modules spell is LeNet's, and takes its name
     x_test = mnist.x_test[:N_IMAGES]

@@ -204,9 +204,20 @@ def restore_convnet(path: Path, header: Header, own: dict, backend: str) -> Conv
                                f"({json.dumps(config)[:200]}): {error}") from None
     if isinstance(own.get("loss"), str):
         model.loss = own["loss"]
-    if record is not None:
-        model.trained_on = record
+    model.trained_on = record if record is not None else _raw_record(path, header, model)
     return model.to(backend)
+
+
+def _raw_record(path: Path, header: Header, model: ConvNet) -> datasets.DataRecord:
+    """For an export made without data: a record of raw input (no scaling) naming the classes as the file does."""
+    try:
+        labels = json.loads(header.metadata.get("labels", "null"))
+    except ValueError:
+        labels = None
+    if not (isinstance(labels, list) and len(labels) == model.num_classes and all(isinstance(x, str) for x in labels)):
+        raise SafetensorsError(f"{path}: its metadata labels do not name the model's {model.num_classes} classes")
+    return datasets.DataRecord("imported network", "classification", model.num_features, tuple(labels), (),
+                               tuple(model.input_shape), datasets.InputScaling())
 
 
 __all__ = ["SUPPORTED", "build_convnet", "is_convolutional", "restore_convnet", "sequential_spec"]
