@@ -35,6 +35,9 @@ def load_cifar_npz(folder: Path) -> Dataset:
         raise DatasetError(f"{_CIFAR}: {folder} has test-images*.npz but no train-images*.npz")
     if "test" not in splits:
         images, labels = splits["train"]
+        if len(images) < 2:
+            raise DatasetError(f"{_CIFAR}: {folder} has no test images and {len(images)} training image(s): "
+                               "too few to hold some out as the test set")
         cut = len(images) - max(1, len(images) // 5)
         splits = {"train": (images[:cut], labels[:cut]), "test": (images[cut:], labels[cut:])}
         labels_only = sorted(p.name for p in folder.glob("test-labels*.npz"))

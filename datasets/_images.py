@@ -57,11 +57,12 @@ def pixel_rows(name: str, images: np.ndarray, labels: np.ndarray, *, train: bool
     # operations in the same order as out-of-place ones (the same bits), without three more copies of a data
     # set that is 600 MB as floats for all of CIFAR-10.
     channels = len(mean)
-    x = images.reshape(len(images), -1, channels).astype(np.float32)
+    pixels = int(np.prod(spec.image_shape)) // channels  # not -1: an empty split reshapes too
+    x = images.reshape(len(images), pixels, channels).astype(np.float32)
     np.divide(x, np.float32(255.0), out=x)
     np.subtract(x, np.asarray(mean, np.float32), out=x)
     np.divide(x, np.asarray(std, np.float32), out=x)
-    return x.reshape(len(x), -1), labels
+    return x.reshape(len(x), pixels * channels), labels
 
 
 def image_dataset(name: str, splits: list[tuple[np.ndarray, np.ndarray]], source: str) -> Dataset:

@@ -211,6 +211,7 @@ def test_the_largest_image_file_is_taken_with_its_labels_and_a_held_out_test_set
     ("paired count", r"train-labels-first20.npz holds 19 labels but .*train-images-first20.npz holds 20 images"),
     ("damaged", r"cannot read .*train-images-first4.npz: "),
     ("floats", r"train-images-first20.npz holds float64 \(20, 32, 32, 3\); expected uint8"),
+    ("one image", r"has no test images and 1 training image\(s\): too few to hold some out as the test set"),
 ])
 def test_ambiguous_or_inconsistent_array_files_are_refused(tmp_path, change, message):
     images, full = arrays_folder(tmp_path)
@@ -227,6 +228,10 @@ def test_ambiguous_or_inconsistent_array_files_are_refused(tmp_path, change, mes
         save(tmp_path, "train-labels-first20.npz", full[:19])
     elif change == "damaged":
         (tmp_path / "train-images-first4.npz").write_bytes(b"PK\x03\x04 not a zip")
+    elif change == "one image":
+        for path in tmp_path.glob("train-images-*.npz"):
+            path.unlink()
+        save(tmp_path, "train-images-first1.npz", images[:1])
     else:
         save(tmp_path, "train-images-first20.npz", images.astype(np.float64))
     with pytest.raises(DatasetError, match=message) as error:
