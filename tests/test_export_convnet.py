@@ -417,3 +417,16 @@ def test_softgrad_export_writes_a_convnet_run_out_and_brings_it_back(mnist, raw_
     result = run(predict_main, tmp_path / "back", tmp_path / "raw.npy")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().split(": ", 1)[1] == ", ".join(str(c) for c in expected[:20])
+
+
+def test_softgrad_export_refuses_a_convnet_state_dict_in_one_line(tmp_path, monkeypatch):
+    from softgrad.commands.export import main as export_main
+
+    from tests.in_process import run
+
+    monkeypatch.chdir(tmp_path)
+    torch.save(tutorial_torch().state_dict(), tmp_path / "cnn.pt")
+    result = run(export_main, "--from", "cnn.pt", "--to", "imported")
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "does not say the strides, padding and pooling" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "imported").exists()
