@@ -120,6 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="instead, the data-parallel table (python -m bench.distributed): samples/s of the MLP "
                         "for 1 process of 2 threads, 1 rank and 2 gloo ranks of 1 thread, and the all-reduce's "
                         "share of a step; its flags: --batch-size, --repeats, --rows, --json, --markdown")
+    parser.add_argument("--cnn", action="store_true",
+                        help="instead, the CNN row (python -m bench.cnn): LeNet on MNIST-shaped data at batch 64 and "
+                        "256, softgrad numpy and torch against the idiomatic torch loop (nn.Conv2d, autograd, "
+                        "torch.optim.SGD), and the im2col GEMMs' share of numpy's step; its flags: --batch-size, "
+                        "--backend, --repeats, --runs, --json, --markdown")
     from softgrad.bench.large_vocab import add_shape_arguments
 
     add_shape_arguments(parser)
@@ -178,6 +183,15 @@ def main(argv: list[str] | None = None) -> int:
             return distributed.main([arg for arg in given if arg != "--distributed"])
         finally:
             distributed.PROG_NAME = own
+    if "--cnn" in given:  # the CNN row: bench.cnn's own flags
+        from softgrad.bench import cnn
+        from softgrad.commands.cli import run_main
+
+        own, cnn.PROG_NAME = cnn.PROG_NAME, f"{PROG_NAME} --cnn"
+        try:
+            return run_main(cnn.PROG_NAME, cnn.main, [arg for arg in given if arg != "--cnn"])
+        finally:
+            cnn.PROG_NAME = own
     try:
         return _main(argv)
     except BrokenPipeError:  # the reader went away (python -m bench | head): the workers are closed; quietly

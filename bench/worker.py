@@ -53,8 +53,14 @@ class DataSpec:
 
 def make_contender(kind: str, argument: str | None):
     """A contender by kind: ``softgrad`` (``argument``: a backend name), ``torch-autograd`` (``argument``: the
-    device) or ``sklearn``."""
+    device), ``sklearn``, or ``cnn`` (the CNN row's LeNet: ``argument`` a backend name, or ``anchor`` for the torch
+    loop; :mod:`bench.cnn_contenders`)."""
     from softgrad.bench import contenders
+
+    if kind == "cnn":
+        from softgrad.bench.cnn_contenders import make_cnn_contender
+
+        return make_cnn_contender(argument)
 
     if kind == "softgrad":
         return contenders.SoftgradContender(argument)
