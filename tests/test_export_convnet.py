@@ -430,3 +430,11 @@ def test_softgrad_export_refuses_a_convnet_state_dict_in_one_line(tmp_path, monk
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "does not say the strides, padding and pooling" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "imported").exists()
+
+
+def test_a_convnet_on_the_torch_backend_exports_the_same_file(mnist, tmp_path):
+    """The export reads the parameters through the backend: a model on torch writes what it writes on numpy."""
+    model = ConvNet("lenet", (28, 28), 10, seed=9)
+    softgrad.export(model, tmp_path / "numpy.safetensors", data=mnist)
+    softgrad.export(model.to("torch"), tmp_path / "torch.safetensors", data=mnist)
+    assert (tmp_path / "numpy.safetensors").read_bytes() == (tmp_path / "torch.safetensors").read_bytes()
