@@ -6,6 +6,8 @@
 Either file takes what ``softgrad predict`` takes, the raw samples (0..255 pixels for the image sets,
 flattened), and gives the logits (a regressor: values in the data's units): the data's input scaling is folded
 into the first layer and a regressor's target scale into the last (:mod:`softgrad.training.portable`).
+A ConvNet's file is the state dict of the ``nn.Sequential`` of its layers (``Conv2d``, ..., ``Flatten``,
+``Linear``), which takes raw NCHW pixels; its ONNX graph takes the flat rows (:mod:`.portable_conv`).
 """
 
 from __future__ import annotations

@@ -18,6 +18,10 @@ float64, rounded once to the model's dtype), not spelled out as ``Sub``/``Div`` 
 holds the scaling only folded, so the ONNX, safetensors and torch forms of a model carry the very same
 weights; explicit nodes would also cost two element-wise passes over every input row. The first layer's
 ``doc_string`` and the metadata say so, for whoever reads the graph in Netron.
+
+A ConvNet (a :class:`~softgrad.training.portable_conv.PortableConvNet`) takes the same ``input`` and gets the
+same head; :mod:`.onnx_conv` builds its layers (``Reshape``/``Transpose`` to NCHW, ``Conv``, the poolings,
+``Flatten``, ``Gemm``).
 """
 
 from __future__ import annotations
