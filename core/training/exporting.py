@@ -44,7 +44,9 @@ def export(model_or_run: MLP | ConvNet | str | os.PathLike, path: str | os.PathL
            data: datasets.Dataset | datasets.DataRecord | None = None, overwrite: bool = False) -> Path:
     """Write a trained model to ``path``: ``.safetensors`` (torch's ``nn.Sequential`` state dict) or ``.onnx``.
 
-    ``model_or_run``: an :class:`MLP`, or a run folder or ``checkpoint.npz`` of ``softgrad train``.
+    ``model_or_run``: an :class:`MLP` or a :class:`ConvNet`, or a run folder or ``checkpoint.npz`` of
+    ``softgrad train``. A ConvNet's ``.safetensors`` is the state dict of the ``nn.Sequential`` of its layers,
+    which takes raw NCHW pixels; its ``.onnx`` takes the raw flat rows (see docs/export.md and docs/onnx.md).
     ``data``: the :class:`Dataset` (or its record) the model was trained on, whose input scaling is folded into
     the first layer; default what the checkpoint recorded (``model.trained_on``). Without either, the file takes
     the rows the model takes. An existing ``path`` is replaced (atomically) only with ``overwrite=True``.
