@@ -241,14 +241,9 @@ class JaxBackend(ArrayAPIBackend):
 
     # ---- compiled: convolution and pooling through XLA's kernels (backends.jax_conv) ------------------------
 
-    def _checked(self, op: str, **arrays) -> None:
-        for what, x in arrays.items():
-            if x is not None:
-                self.check_array(op, what, x)
-
     @_in_x64
     def conv2d(self, x, weight, bias=None, *, stride=1, padding=0, dilation=1, groups=1):
-        self._checked("conv2d", x=x, weight=weight, bias=bias)
+        conv_args.check_arrays(self, "conv2d", x=x, weight=weight, bias=bias)
         geometry = conv_args.conv_geometry("conv2d", x, weight, conv_options(stride, padding, dilation, groups))
         conv_args.check_bias("conv2d", x, bias, geometry.out_channels)
         self._last = jax_conv.conv2d(x, weight, bias, geometry)
@@ -258,7 +253,7 @@ class JaxBackend(ArrayAPIBackend):
     def conv2d_backward(self, x, weight, dy, *, stride=1, padding=0, dilation=1, groups=1, need_dx=True,
                         need_bias=True):
         op = "conv2d_backward"
-        self._checked(op, x=x, weight=weight, dy=dy)
+        conv_args.check_arrays(self, op, x=x, weight=weight, dy=dy)
         geometry = conv_args.conv_geometry(op, x, weight, conv_options(stride, padding, dilation, groups))
         conv_args.check_grad(op, x, dy, geometry.out_shape)
         grads = jax_conv.conv2d_backward(x, weight, dy, geometry, bool(need_dx), bool(need_bias))
@@ -266,7 +261,7 @@ class JaxBackend(ArrayAPIBackend):
         return grads
 
     def _pool_window(self, op, x, kernel_size, stride, padding):
-        self._checked(op, x=x)
+        conv_args.check_arrays(self, op, x=x)
         return conv_args.pool_window(op, conv_args.check_image(op, "x", x), kernel_size, stride, padding)
 
     @_in_x64
@@ -278,7 +273,7 @@ class JaxBackend(ArrayAPIBackend):
     def max_pool2d_backward(self, x, dy, kernel_size, stride=None, padding=0):
         op = "max_pool2d_backward"
         window = self._pool_window(op, x, kernel_size, stride, padding)
-        self._checked(op, dy=dy)
+        conv_args.check_arrays(self, op, dy=dy)
         conv_args.check_grad(op, x, dy, (*conv_args.shape_of(x)[:2], *window.out))
         self._last = jax_conv.max_pool_backward(x, dy, window)
         return self._last
@@ -293,7 +288,7 @@ class JaxBackend(ArrayAPIBackend):
         op = "avg_pool2d_backward"
         shape = conv_args.check_x_shape(op, x_shape)
         window = conv_args.pool_window(op, shape, kernel_size, stride, padding)
-        self._checked(op, dy=dy)
+        conv_args.check_arrays(self, op, dy=dy)
         conv_args.check_image(op, "dy", dy)
         conv_args.check_grad(op, dy, dy, (*shape[:2], *window.out))
         self._last = jax_conv.avg_pool_backward(shape, dy, window)

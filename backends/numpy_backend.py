@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from softgrad.backends import numba_kernels, numpy_conv
 from softgrad.backends.array_api import ArrayAPIBackend
+from softgrad.numerics import conv_args
 from softgrad.numerics import validation as v
 from softgrad.numerics.losses.support import plain_class_targets
 from softgrad.numerics.optim import sgd
@@ -167,36 +168,31 @@ class NumPyBackend(ArrayAPIBackend):
 
     # ---- convolution and pooling: strided views, one BLAS GEMM, col2im in place (backends.numpy_conv) -------
 
-    def _checked(self, op: str, **arrays) -> None:
-        for what, x in arrays.items():
-            if x is not None:
-                self.check_array(op, what, x)
-
     def conv2d(self, x, weight, bias=None, *, stride=1, padding=0, dilation=1, groups=1):
-        self._checked("conv2d", x=x, weight=weight, bias=bias)
+        conv_args.check_arrays(self, "conv2d", x=x, weight=weight, bias=bias)
         return numpy_conv.conv2d(x, weight, bias, stride=stride, padding=padding, dilation=dilation,
                                  groups=groups)
 
     def conv2d_backward(self, x, weight, dy, *, stride=1, padding=0, dilation=1, groups=1, need_dx=True,
                         need_bias=True):
-        self._checked("conv2d_backward", x=x, weight=weight, dy=dy)
+        conv_args.check_arrays(self, "conv2d_backward", x=x, weight=weight, dy=dy)
         return numpy_conv.conv2d_backward(x, weight, dy, stride=stride, padding=padding, dilation=dilation,
                                           groups=groups, need_dx=need_dx, need_bias=need_bias)
 
     def max_pool2d(self, x, kernel_size, stride=None, padding=0):
-        self._checked("max_pool2d", x=x)
+        conv_args.check_arrays(self, "max_pool2d", x=x)
         return numpy_conv.max_pool2d(x, kernel_size, stride, padding)
 
     def max_pool2d_backward(self, x, dy, kernel_size, stride=None, padding=0):
-        self._checked("max_pool2d_backward", x=x, dy=dy)
+        conv_args.check_arrays(self, "max_pool2d_backward", x=x, dy=dy)
         return numpy_conv.max_pool2d_backward(x, dy, kernel_size, stride, padding)
 
     def avg_pool2d(self, x, kernel_size, stride=None, padding=0):
-        self._checked("avg_pool2d", x=x)
+        conv_args.check_arrays(self, "avg_pool2d", x=x)
         return numpy_conv.avg_pool2d(x, kernel_size, stride, padding)
 
     def avg_pool2d_backward(self, x_shape, dy, kernel_size, stride=None, padding=0):
-        self._checked("avg_pool2d_backward", dy=dy)
+        conv_args.check_arrays(self, "avg_pool2d_backward", dy=dy)
         return numpy_conv.avg_pool2d_backward(x_shape, dy, kernel_size, stride, padding)
 
     def chunk_ops(self):

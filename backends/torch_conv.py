@@ -14,14 +14,8 @@ from typing import Any
 from softgrad.numerics import conv_args
 
 
-def _checked(be: Any, op: str, **arrays) -> None:
-    for what, x in arrays.items():
-        if x is not None:
-            be.check_array(op, what, x)
-
-
 def conv2d(be: Any, x, weight, bias, options: dict[str, Any]):
-    _checked(be, "conv2d", x=x, weight=weight, bias=bias)
+    conv_args.check_arrays(be, "conv2d", x=x, weight=weight, bias=bias)
     geometry = conv_args.conv_geometry("conv2d", x, weight, options)
     conv_args.check_bias("conv2d", x, bias, geometry.out_channels)
     window = geometry.window
@@ -32,7 +26,7 @@ def conv2d(be: Any, x, weight, bias, options: dict[str, Any]):
 def conv2d_backward(be: Any, arrays: tuple, options: dict[str, Any], needs: tuple[bool, bool]):
     op = "conv2d_backward"
     x, weight, dy = arrays
-    _checked(be, op, x=x, weight=weight, dy=dy)
+    conv_args.check_arrays(be, op, x=x, weight=weight, dy=dy)
     geometry = conv_args.conv_geometry(op, x, weight, options)
     conv_args.check_grad(op, x, dy, geometry.out_shape)
     need_dx, need_bias = needs
@@ -43,7 +37,7 @@ def conv2d_backward(be: Any, arrays: tuple, options: dict[str, Any], needs: tupl
 
 
 def _window(be: Any, op: str, x, pool: tuple) -> conv_args.Window:
-    _checked(be, op, x=x)
+    conv_args.check_arrays(be, op, x=x)
     return conv_args.pool_window(op, conv_args.check_image(op, "x", x), *pool)
 
 
@@ -56,7 +50,7 @@ def pool(be: Any, op: str, x, pool: tuple):
 def max_pool_backward(be: Any, x, dy, pool: tuple):
     op = "max_pool2d_backward"
     window = _window(be, op, x, pool)
-    _checked(be, op, dy=dy)
+    conv_args.check_arrays(be, op, dy=dy)
     conv_args.check_grad(op, x, dy, (*conv_args.shape_of(x)[:2], *window.out))
     aten = be.torch.ops.aten
     geometry = (list(window.kernel), list(window.stride), list(window.padding), [1, 1], False)
@@ -68,7 +62,7 @@ def avg_pool_backward(be: Any, x_shape, dy, pool: tuple):
     op = "avg_pool2d_backward"
     shape = conv_args.check_x_shape(op, x_shape)
     window = conv_args.pool_window(op, shape, *pool)
-    _checked(be, op, dy=dy)
+    conv_args.check_arrays(be, op, dy=dy)
     conv_args.check_image(op, "dy", dy)
     conv_args.check_grad(op, dy, dy, (*shape[:2], *window.out))
     like = dy.new_empty(shape)  # only its shape and layout are read

@@ -5,7 +5,8 @@
 runs every check of :func:`all_checks` (the same checks softgrad's own suite
 runs on its backends: softmax and cross-entropy in ``checks.py``, the
 elementwise losses in ``elementwise_checks.py``, the optimizers in
-``optimizer_checks.py``, ``linear_cross_entropy`` in ``linear_checks.py``, the losses and optimizers
+``optimizer_checks.py``, ``linear_cross_entropy`` in ``linear_checks.py``, convolution and pooling in
+``conv_checks.py``, the losses and optimizers
 plugged in from outside softgrad in ``plugged_in_checks.py``) on the backend registered as
 ``NAME``, in float32 and float64, prints a table (operation x dtype: pass or
 fail, the largest error against the references) and exits 0 only when
@@ -80,12 +81,13 @@ def run_checks(be: Any, *, examples: int = 30, checks: tuple | None = None, seed
 def all_checks() -> tuple:
     """Every check of the kit, in the order of its table."""
     from softgrad.backends.conformance.checks import CHECKS
+    from softgrad.backends.conformance.conv_checks import CONV_CHECKS
     from softgrad.backends.conformance.elementwise_checks import ELEMENTWISE_CHECKS
     from softgrad.backends.conformance.linear_checks import LINEAR_CHECKS
     from softgrad.backends.conformance.optimizer_checks import OPTIMIZER_CHECKS
     from softgrad.backends.conformance.plugged_in_checks import PLUGGED_IN_CHECKS
 
-    return (*CHECKS, *ELEMENTWISE_CHECKS, *OPTIMIZER_CHECKS, *LINEAR_CHECKS, *PLUGGED_IN_CHECKS)
+    return (*CHECKS, *ELEMENTWISE_CHECKS, *OPTIMIZER_CHECKS, *LINEAR_CHECKS, *CONV_CHECKS, *PLUGGED_IN_CHECKS)
 
 
 def _property(check, be, dtype, given, settings, st):

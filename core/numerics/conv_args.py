@@ -44,6 +44,13 @@ class ConvGeometry:
         return (self.x_shape[0], self.out_channels, *self.window.out)
 
 
+def check_arrays(be: Any, op: str, **arrays: Any) -> None:
+    """A TypeError naming the argument when one of ``arrays`` (None skipped) is not an array of ``be``."""
+    for what, x in arrays.items():
+        if x is not None:
+            v.check_backend_array(be, op, what, x)
+
+
 def shape_of(x: Any) -> tuple[int, ...]:
     """``x.shape`` as a tuple of Python ints (torch.Size and JAX shapes print as plain tuples then)."""
     return tuple(int(n) for n in x.shape)

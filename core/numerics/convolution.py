@@ -41,6 +41,7 @@ def _grouped(xp: Any, a: Array, groups: int) -> Array:
 def conv2d(be: Any, x: Array, weight: Array, bias: Array | None = None, *, stride: Any = 1, padding: Any = 0,
            dilation: Any = 1, groups: Any = 1) -> Array:
     """The default of ``be.conv2d`` (see :meth:`softgrad.numerics.hooks.BackendHooks.conv2d`)."""
+    args.check_arrays(be, "conv2d", x=x, weight=weight, bias=bias)
     geometry = args.conv_geometry("conv2d", x, weight, conv_options(stride, padding, dilation, groups))
     args.check_bias("conv2d", x, bias, geometry.out_channels)
     xp = be.xp
@@ -57,6 +58,7 @@ def conv2d_backward(be: Any, x: Array, weight: Array, dy: Array, *, stride: Any 
                     need_bias: bool = True) -> tuple[Array | None, Array, Array | None]:
     """The default of ``be.conv2d_backward`` (see :meth:`softgrad.numerics.hooks.BackendHooks.conv2d_backward`)."""
     op = "conv2d_backward"
+    args.check_arrays(be, op, x=x, weight=weight, dy=dy)
     geometry = args.conv_geometry(op, x, weight, conv_options(stride, padding, dilation, groups))
     args.check_grad(op, x, dy, geometry.out_shape)
     xp, g = be.xp, geometry.groups

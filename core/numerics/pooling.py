@@ -21,6 +21,7 @@ def _padded_size(shape: tuple[int, ...], window: args.Window) -> tuple[int, int]
 
 
 def _max_windows(be: Any, op: str, x: Array, kernel_size: Any, stride: Any, padding: Any):
+    args.check_arrays(be, op, x=x)
     shape = args.check_image(op, "x", x)
     window = args.pool_window(op, shape, kernel_size, stride, padding)
     xp = be.xp
@@ -38,6 +39,7 @@ def max_pool2d_backward(be: Any, x: Array, dy: Array, kernel_size: Any, stride: 
     """The default of ``be.max_pool2d_backward``."""
     op = "max_pool2d_backward"
     window, windows = _max_windows(be, op, x, kernel_size, stride, padding)
+    args.check_arrays(be, op, dy=dy)
     args.check_grad(op, x, dy, (*args.shape_of(x)[:2], *window.out))
     xp = be.xp
     winner = xp.argmax(windows, axis=2)  # (N, C, Ho, Wo): the first maximum of each window
@@ -49,6 +51,7 @@ def max_pool2d_backward(be: Any, x: Array, dy: Array, kernel_size: Any, stride: 
 
 def avg_pool2d(be: Any, x: Array, kernel_size: Any, stride: Any = None, padding: Any = 0) -> Array:
     """The default of ``be.avg_pool2d``."""
+    args.check_arrays(be, "avg_pool2d", x=x)
     shape = args.check_image("avg_pool2d", "x", x)
     window = args.pool_window("avg_pool2d", shape, kernel_size, stride, padding)
     xp = be.xp
@@ -62,6 +65,7 @@ def avg_pool2d_backward(be: Any, x_shape: Any, dy: Array, kernel_size: Any, stri
                         padding: Any = 0) -> Array:
     """The default of ``be.avg_pool2d_backward``."""
     op = "avg_pool2d_backward"
+    args.check_arrays(be, op, dy=dy)
     shape = args.check_x_shape(op, x_shape)
     window = args.pool_window(op, shape, kernel_size, stride, padding)
     expected = (*shape[:2], *window.out)

@@ -1,0 +1,179 @@
+"""Convolution and pooling operations: what the conformance kit's property checks do not already say.
+
+The property checks themselves (every backend, float32 and float64, generated N, C, H, W, O, kernel,
+stride, padding, dilation and groups, against a float64 NumPy reference, ``torch.nn.functional`` and
+torch autograd, central finite differences in float64, max-pool ties) live in
+``backends/conformance/conv_checks.py``, and ``tests/test_properties.py`` runs them on every backend with
+the rest of the kit (``pytest tests/test_properties.py -k "conv or pool or permute"``). Here: the tie rule
+and the errors on fixed cases, each backend's override against the array-API default, a plugin from
+scratch that gets the operations through ``complete`` and one whose convolution is wrong (the kit must fail
+it), and the CUDA max-pool kernels launched with a grid that exercises their grid-stride loop (through the
+CPU emulator, ``tests/cuda_on_cpu.py``).
+"""
+
+from __future__ import annotations
+
+import types
+
+import numpy as np
+import pytest
+from softgrad.backends import get_backend
+from softgrad.numerics.hooks import BackendDefaults
+
+from tests.conftest import assert_close
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+OPS = ("conv2d", "conv2d_backward", "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward")
+
+
+def _torch_max_pool_grad(x, dy, *args):
+    leaf = torch.tensor(x, requires_grad=True)
+    F.max_pool2d(leaf, *args).backward(torch.tensor(dy))
+    return leaf.grad.numpy()
+
+
+@pytest.mark.parametrize("args", [(2,), ((3, 2), (1, 2), (1, 1))], ids=str)
+def test_max_pool_ties_go_where_torch_sends_them(be, dtype, args):
+    """A window of equal entries (a ReLU's zeros, plateaus of integers) gives its gradient to its first entry in
+    row-major order, as torch's CPU kernel does, overlapping windows included."""
+    rng = np.random.default_rng(0)
+    x = np.maximum(rng.integers(-1, 2, size=(2, 3, 7, 6)), 0).astype(dtype)  # mostly ties
+    x[1, 2] = 0.0  # a whole plane of them
+    dy_shape = F.max_pool2d(torch.tensor(x), *args).shape
+    dy = rng.integers(1, 5, size=tuple(dy_shape)).astype(dtype)
+    dx = be.to_numpy(be.max_pool2d_backward(be.asarray(x), be.asarray(dy), *args))
+    np.testing.assert_array_equal(dx, _torch_max_pool_grad(x, dy, *args))  # small integers: exact
+
+
+def test_the_contracts_example_error_reads_the_same_everywhere(be):
+    x, w = be.asarray(np.zeros((2, 3, 28, 28), np.float32)), be.asarray(np.zeros((6, 1, 5, 5), np.float32))
+    with pytest.raises(ValueError) as caught:
+        be.conv2d(x, w)
+    assert str(caught.value) == "conv2d: x has 3 channels but weight expects 1 (weight (6, 1, 5, 5), groups 1)"
+
+
+def test_dtypes_and_foreign_arrays_are_type_errors_naming_the_argument(be):
+    x = be.asarray(np.zeros((1, 1, 6, 6), np.float32))
+    with pytest.raises(TypeError, match="conv2d: weight is float64 but x is float32"):
+        be.conv2d(x, be.asarray(np.zeros((2, 1, 3, 3), np.float64)))
+    with pytest.raises(TypeError, match="max_pool2d: x must be float32 or float64, got int64"):
+        be.max_pool2d(be.asarray(np.zeros((1, 1, 4, 4), np.int64)), 2)
+    if be.name in ("torch", "jax", "array-api-strict"):  # backends that know their own arrays
+        with pytest.raises(TypeError, match="conv2d: x is a numpy.ndarray, not an array of the"):
+            be.conv2d(np.zeros((1, 1, 6, 6), np.float32), be.asarray(np.zeros((2, 1, 3, 3), np.float32)))
+
+
+def _default_twin(be):
+    """The same backend with the array-API defaults in place of its own convolution and pooling."""
+    twin = type(be).__new__(type(be))
+    twin.__dict__.update(be.__dict__)
+    for name in OPS:
+        setattr(twin, name, types.MethodType(getattr(BackendDefaults, name), twin))
+    return twin
+
+
+@pytest.mark.parametrize("options", [
+    {"stride": 1, "padding": 2, "dilation": 1, "groups": 1},
+    {"stride": (2, 1), "padding": (0, 1), "dilation": (1, 2), "groups": 2},
+], ids=["lenet-conv1", "strided-dilated-grouped"])
+def test_each_backends_override_matches_the_array_api_default(be, options):
+    """A hook changes nothing beyond rounding: the backend's own kernels against the default on the same
+    backend, float64."""
+    twin = _default_twin(be)
+    rng = np.random.default_rng(1)
+    x, w, b = rng.standard_normal((2, 4, 9, 8)), rng.standard_normal((6, 4 // options["groups"], 3, 3)), \
+        rng.standard_normal(6)
+    on = [be.asarray(a) for a in (x, w, b)]
+    y = be.conv2d(*on, **options)
+    assert_close(be.to_numpy(y), twin.to_numpy(twin.conv2d(*on, **options)), np.float64)
+    dy = be.asarray(rng.standard_normal(tuple(y.shape)))
+    for mine, default in zip(be.conv2d_backward(on[0], on[1], dy, **options),
+                             twin.conv2d_backward(on[0], on[1], dy, **options)):
+        assert_close(be.to_numpy(mine), be.to_numpy(default), np.float64, scale=10.0)
+    pool = (3, 2, 1)
+    x4 = on[0]
+    y = be.max_pool2d(x4, *pool)
+    np.testing.assert_array_equal(be.to_numpy(y), be.to_numpy(twin.max_pool2d(x4, *pool)))
+    dy = be.asarray(rng.standard_normal(tuple(y.shape)))
+    assert_close(be.to_numpy(be.max_pool2d_backward(x4, dy, *pool)),
+                 be.to_numpy(twin.max_pool2d_backward(x4, dy, *pool)), np.float64)
+    assert_close(be.to_numpy(be.avg_pool2d(x4, *pool)), be.to_numpy(twin.avg_pool2d(x4, *pool)), np.float64)
+    assert_close(be.to_numpy(be.avg_pool2d_backward(tuple(x4.shape), dy, *pool)),
+                 be.to_numpy(twin.avg_pool2d_backward(tuple(x4.shape), dy, *pool)), np.float64)
+
+
+def test_a_plugin_from_scratch_gets_the_operations_and_passes_the_kit():
+    """``complete`` binds the array-API defaults to a backend that never heard of convolutions; the kit's
+    convolution checks pass on it."""
+    from softgrad.backends.conformance import run_checks
+    from softgrad.backends.conformance.conv_checks import CONV_CHECKS
+    from softgrad.numerics.protocol import complete
+
+    from tests.test_plugins import FromScratch
+
+    be = complete(FromScratch())
+    assert all(getattr(be, name).__func__ is getattr(BackendDefaults, name) for name in OPS)
+    results = run_checks(be, examples=4, checks=CONV_CHECKS)
+    assert all(r.passed for r in results), [(r.check, r.dtype, r.message) for r in results if not r.passed]
+
+
+def test_the_kit_fails_a_convolution_that_flips_its_kernel():
+    """A true convolution (the kernel flipped) is not torch's cross-correlation: the kit names it."""
+    from softgrad.backends.conformance import run_checks
+    from softgrad.backends.conformance.conv_checks import CONV_CHECKS
+
+    class Flipped(type(get_backend("numpy"))):
+        def conv2d(self, x, weight, bias=None, **options):
+            return super().conv2d(x, np.ascontiguousarray(weight[:, :, ::-1, ::-1]), bias, **options)
+
+    results = {(r.check, r.dtype): r for r in run_checks(Flipped(), examples=10, checks=CONV_CHECKS[:1])}
+    failed = [r for r in results.values() if not r.passed]
+    assert len(failed) == 2 and all("conv2d" in r.message for r in failed)
+
+
+# ---- the CUDA max-pool kernels, compiled for the CPU emulator ------------------------------------------------
+
+
+def test_the_cupy_backend_pools_through_its_kernels():
+    """cupy-on-cpu's max_pool2d and its backward launch the CUDA kernels (not the array-API default), and
+    agree with torch, ties included."""
+    from tests.cuda_on_cpu import compiler, cpu_cupy_backend
+
+    if not compiler():
+        pytest.skip("no C++ compiler (g++) to run the CUDA kernels on the CPU")
+    be = cpu_cupy_backend()
+    launched = []
+    kernel = be._kernel
+    be._kernel = lambda name: launched.append(name) or kernel(name)
+    x = np.maximum(np.random.default_rng(3).integers(-1, 3, size=(2, 2, 6, 5)), 0).astype(np.float32)
+    dy = np.ones(tuple(F.max_pool2d(torch.tensor(x), 3, 2, 1).shape), np.float32)
+    np.testing.assert_array_equal(be.max_pool2d(x, 3, 2, 1), F.max_pool2d(torch.tensor(x), 3, 2, 1).numpy())
+    np.testing.assert_array_equal(be.max_pool2d_backward(x, dy, 3, 2, 1), _torch_max_pool_grad(x, dy, 3, 2, 1))
+    assert launched == ["max_pool2d_f32", "max_pool2d_f32", "max_pool2d_backward_f32"]
+
+
+@pytest.mark.parametrize("suffix,dtype", [("f32", np.float32), ("f64", np.float64)])
+def test_the_max_pool_kernels_cover_every_entry_with_a_small_grid(suffix, dtype):
+    """Two blocks of one warp for hundreds of entries: the grid-stride loops reach every one (a GPU launch
+    caps the grid at 4096 blocks)."""
+    from softgrad.backends.cuda_kernels import SOURCE
+
+    from tests.cuda_on_cpu import build, compiler
+
+    if not compiler():
+        pytest.skip("no C++ compiler (g++) to run the CUDA kernels on the CPU")
+    module = build(SOURCE)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, 4, 9, 7)).astype(dtype)
+    y_t = F.max_pool2d(torch.tensor(x), (2, 3), (2, 1), (1, 1))
+    y, winners = np.empty(tuple(y_t.shape), dtype), np.empty(tuple(y_t.shape), np.int64)
+    sizes = tuple(np.int64(k) for k in (12, 9, 7, *y.shape[2:], 2, 3, 2, 1, 1, 1))
+    module.get_function(f"max_pool2d_{suffix}")((2,), (32,), (x, y, winners, *sizes))
+    np.testing.assert_array_equal(y, y_t.numpy())
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    dx = np.empty_like(x)
+    module.get_function(f"max_pool2d_backward_{suffix}")((2,), (32,), (dy, winners, dx, *sizes))
+    expected = _torch_max_pool_grad(x, dy, (2, 3), (2, 1), (1, 1))
+    assert_close(dx, expected, dtype)
