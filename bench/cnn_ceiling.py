@@ -1,8 +1,9 @@
 """The CNN row's matmul ceiling: the GEMMs one im2col LeNet training step needs, timed alone.
 
-A convolution written as im2col turns each layer into products of the same FLOPs whatever the layout:
-forward ``cols (N*Ho*Wo, C*k*k) @ W^T (C*k*k, O)``, weight gradient ``cols^T @ dy`` and input gradient
-``dy @ W`` (then col2im; none for the first layer, whose input needs no gradient). The dense layers add
+A convolution written as im2col turns each layer into three GEMMs, here in the orientation the NumPy
+backend multiplies them (``backends/numpy_conv.py``): forward ``W (O, C*k*k) @ cols (C*k*k, N*Ho*Wo)``,
+weight gradient ``dy (O, N*Ho*Wo) @ cols^T`` and input gradient ``W^T @ dy`` (then col2im; none for the
+first layer, whose input needs no gradient). The dense layers add
 the MLP's three products each (:mod:`bench.ceiling`). Timing exactly these products with the backend's
 ``be.matmul``, on its own arrays, says what the step would cost if the im2col copies, pooling, activations,
 loss and optimizer cost nothing: the step's samples/s over this ceiling's is the GEMMs' share of its time,
@@ -26,11 +27,12 @@ def step_products(batch_size: int, convs=LENET_CONVS, dense=LENET_DENSE) -> list
     passed as a transposed view (``"a^T"``, ``"b^T"`` or ``""``), as :func:`bench.ceiling.step_products`."""
     products = []
     for i, (c, o, k, side) in enumerate(convs):
+        # the NumPy backend's orientation (backends/numpy_conv.py): columns (C*k*k, N*Ho*Wo), dy (O, N*Ho*Wo)
         rows, depth = batch_size * side * side, c * k * k
-        products.append((f"conv {i + 1} forward: cols W^T", (rows, depth), (o, depth), "b^T"))
-        products.append((f"conv {i + 1} weight grad: cols^T dy", (rows, depth), (rows, o), "a^T"))
+        products.append((f"conv {i + 1} forward: W cols", (o, depth), (depth, rows), ""))
+        products.append((f"conv {i + 1} weight grad: dy cols^T", (o, rows), (depth, rows), "b^T"))
         if i > 0:
-            products.append((f"conv {i + 1} input grad: dy W", (rows, o), (o, depth), ""))
+            products.append((f"conv {i + 1} input grad: W^T dy", (o, depth), (o, rows), "a^T"))
     for i, (fan_in, fan_out) in enumerate(zip(dense, dense[1:])):
         products.append((f"dense {i + 1} forward: x W", (batch_size, fan_in), (fan_in, fan_out), ""))
         products.append((f"dense {i + 1} weight grad: x^T dy", (batch_size, fan_in), (batch_size, fan_out), "a^T"))
