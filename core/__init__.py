@@ -13,7 +13,8 @@ What a user imports, all from ``softgrad``::
 
 - backends: :func:`get_backend`, :func:`available_backends`, :func:`backend_names`, :func:`register_backend`,
   :class:`Backend` (the protocol), :class:`BackendHooks` (its optional half), :func:`method_of`, :class:`BackendUnavailableError`;
-- models and training: :class:`MLP`, :func:`classic_mlp`, :func:`softmax_regression`, :func:`fit`,
+- models and training: :class:`MLP`, :class:`ConvNet` (convolutional networks from a layer spec),
+  :func:`classic_mlp`, :func:`softmax_regression`, :func:`fit`,
   :func:`evaluate`, :func:`predict`, :class:`TrainingDivergedError`, :class:`StopTraining`, :class:`TensorBoardCallback` (a ``fit`` callback; ``softgrad[tensorboard]``), :class:`CheckpointError`, :class:`TorchCommunicator` (the ranks of a torchrun launch, for ``fit(communicator=...)``);
 - weights out and in: :func:`export` (``.safetensors`` for torch, ``.onnx``), :func:`from_torch`;
 - data: :func:`load`, :func:`from_arrays`, :class:`Dataset`, :class:`DatasetError`;
@@ -62,6 +63,7 @@ _PUBLIC: dict[str, str] = {
     "register_optimizer": "softgrad.numerics.optim",
     # models and training
     "MLP": "softgrad.training.models",
+    "ConvNet": "softgrad.training.convnet",
     "classic_mlp": "softgrad.training.models",
     "softmax_regression": "softgrad.training.models",
     "fit": "softgrad.training.fitting",
@@ -84,7 +86,7 @@ _PUBLIC: dict[str, str] = {
 }
 
 # the same names as _PUBLIC, written out for type checkers and linters (tests/test_public_api.py)
-__all__ = ["Backend", "BackendHooks", "BackendUnavailableError", "CheckpointError", "Dataset", "DatasetError", "LOSSES",
+__all__ = ["Backend", "BackendHooks", "BackendUnavailableError", "CheckpointError", "ConvNet", "Dataset", "DatasetError", "LOSSES",
            "Loss", "MLP", "OPTIMIZERS", "Optimizer", "Reduction", "SGDState", "StopTraining", "TensorBoardCallback", "TorchCommunicator", "TrainingDivergedError",
            "available_backends", "backend_names", "classic_mlp", "evaluate", "export", "fit", "from_arrays", "from_torch",
            "get_backend", "get_loss", "get_optimizer", "load", "method_of", "predict", "read_metrics", "register_backend",
@@ -101,6 +103,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time each comes fro
     from softgrad.numerics.protocol import Backend, Reduction
     from softgrad.numerics.registry import available_backends, backend_names, get_backend, register_backend
     from softgrad.training.checkpoint import CheckpointError
+    from softgrad.training.convnet import ConvNet
     from softgrad.training.exporting import export
     from softgrad.training.fitting import StopTraining, TrainingDivergedError, fit
     from softgrad.training.inference import evaluate, predict

@@ -185,6 +185,11 @@ SLOW = {
         "two spawned gloo ranks, each importing torch, train beside a one-process fit",
     "test_distributed_gloo.py::test_a_dead_or_hung_rank_makes_the_other_raise_one_line_within_the_timeout":
         "two spawned gloo ranks per case, each importing torch; a hung rank is waited for past the 3 s timeout",
+    "test_convnet.py::test_float64_trajectories_of_numpy_torch_and_autograd_agree":
+        "20 float64 SGD steps of LeNet, the CIFAR-10 tutorial network and softmax regression on numpy, torch and "
+        "torch autograd",
+    "test_convnet.py::test_train_evaluate_predict_a_lenet": "three softgrad train runs (LeNet, resumed, a spec of "
+        "its own) on 64 MNIST images, with their plots, then evaluate and predict",
     "test_torchrun.py": "three torchrun launches of 2 ranks each (one killed and restarted), each rank importing "
         "torch: about 50-90 s on 2 cores",
 }

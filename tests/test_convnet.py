@@ -47,6 +47,9 @@ def torch_net(name: str, classes: int = 10):
         layers = [nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.Tanh(), nn.AvgPool2d(2),
                   nn.Conv2d(4, 4, 3, padding=2, dilation=2, groups=2), nn.Sigmoid(), nn.MaxPool2d(2, stride=1),
                   nn.Flatten(), nn.Linear(24, 7), nn.Tanh(), nn.Linear(7, classes)]
+    elif name == "small":
+        layers = [nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(48, 8), nn.ReLU(),
+                  nn.Linear(8, classes)]
     elif name == "linear":
         layers = [nn.Linear(784, classes)]
     else:
@@ -92,7 +95,8 @@ def mnist():
     return datasets.load("mnist")
 
 
-CASES = {"lenet": ("lenet", (28, 28)), "tutorial-cnn": ("tutorial-cnn", (32, 32, 3)), "exotic": (EXOTIC, EXOTIC_SHAPE)}
+CASES = {"lenet": ("lenet", (28, 28)), "tutorial-cnn": ("tutorial-cnn", (32, 32, 3)), "exotic": (EXOTIC, EXOTIC_SHAPE),
+         "small": ("conv(3,3,padding=1) relu maxpool(2) dense(8) relu", (8, 8))}
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -118,6 +122,34 @@ def test_gradients_match_torch_autograd(name):
     assert [g.shape for g in grads] == [g.shape for g in torch_grads]
     for mine, theirs in zip(grads, torch_grads):
         np.testing.assert_allclose(mine, theirs, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", ["small", "exotic"])
+def test_every_backend_matches_torch_autograd(be, dtype, name):
+    """The model on each backend (its conv and pooling operations, the default or its own) in both dtypes,
+    against torch autograd in float64 from the same (cast) weights."""
+    torch = pytest.importorskip("torch")
+    spec, shape = CASES[name]
+    model = ConvNet(spec, shape, 5, seed=4, dtype=dtype, backend=be)
+    net = torch_net(name, 5)
+    load_weights(net, model)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((3, int(np.prod(shape)))).astype(dtype)
+    dlogits = rng.standard_normal((3, 5)).astype(dtype)
+    logits, cache = model.forward(be.asarray(x))
+    grads = model.backward(cache, be.asarray(dlogits))
+    reference = net(images(x, shape))
+    reference.backward(torch.from_numpy(dlogits.astype(np.float64)))
+    atol, rtol = (1e-10, 1e-10) if dtype == np.float64 else (1e-5, 1e-4)
+    assert np.asarray(be.to_numpy(logits)).dtype == dtype
+    np.testing.assert_allclose(be.to_numpy(logits), reference.detach().numpy(), rtol=rtol, atol=atol)
+    modules = [m for m in net if hasattr(m, "weight")]
+    expected = [g for m in modules for g in (m.weight.grad.numpy() if m.weight.ndim == 4 else m.weight.grad.numpy().T,
+                                             m.bias.grad.numpy())]
+    for mine, theirs in zip(grads, expected):
+        assert np.asarray(be.to_numpy(mine)).dtype == dtype
+        np.testing.assert_allclose(be.to_numpy(mine), theirs, rtol=rtol, atol=atol)
 
 
 def test_gradients_match_central_finite_differences():

@@ -29,6 +29,7 @@ PUBLIC = {
     "LOSSES": "softgrad.numerics.losses",
     "Loss": "softgrad.numerics.losses",
     "MLP": "softgrad.training.models",
+    "ConvNet": "softgrad.training.convnet",
     "OPTIMIZERS": "softgrad.numerics.optim",
     "Optimizer": "softgrad.numerics.optim",
     "Reduction": "softgrad.numerics.protocol",

@@ -324,6 +324,10 @@ def _data_record(value: Any, model: Model, path: Path) -> datasets.DataRecord | 
         raise CheckpointError(f"{path} is not a usable softgrad checkpoint: it records training on "
                               f"{record.describe()}, which a model of {inputs} inputs and {outputs} outputs "
                               "cannot have been")
+    shape = getattr(model, "input_shape", None)
+    if shape is not None and record.image_shape is not None and tuple(record.image_shape) != tuple(shape):
+        raise CheckpointError(f"{path} is not a usable softgrad checkpoint: it records training on images of shape "
+                              f"{tuple(record.image_shape)}, its ConvNet takes {tuple(shape)}")
     return record
 
 
