@@ -164,6 +164,7 @@ SLOW = {
     "test_export_onnx.py::test_a_run_of_softgrad_train_exports_and_agrees_with_softgrad_predict":
         "softgrad train on the shipped MNIST (one epoch), then 10,000 raw test images through three runtimes",
     "test_properties.py::test_backends_agree_with_each_other": "every backend against every other",
+    "test_properties.py::test_compiled_backends_agree_with_the_others": "JAX compiles every drawn shape anew",
     "test_docs.py::test_the_code_blocks_run": "each page in a new process; the README's trainings on MNIST",
     "test_plugins.py::test_bench_all_measures_the_outside_plugin": "the bench in a new process",
     "test_plugins.py::test_the_conformance_kit_passes_the_outside_plugin": "the conformance kit in a new process",
