@@ -177,7 +177,7 @@ SLOW = {
     "test_train_cli.py::test_a_resumed_run_stays_on_its_backend": "two trainings on torch",
     "test_export_cli.py": "one softgrad train on the shipped MNIST (1 epoch), which the file's tests export and import",
     "test_sklearn.py::test_scikit_learns_checks_on_array_api_strict":
-        "scikit-learn's ~100 checks, each training 200 epochs on array-api-strict (about 3 minutes on 1 core)",
+        "scikit-learn's ~100 checks, each training 60 epochs on array-api-strict (about 30 s of CPU)",
     "test_sklearn.py::test_grid_search_with_two_processes": "two worker processes, each importing scikit-learn",
     "test_data_parallel.py::test_k_ranks_equal_one_process_on_compiled_backends":
         "JAX compiles every shard's shape anew; the CuPy kernels emulated on the CPU (about 60 s in all)",

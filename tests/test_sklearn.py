@@ -35,7 +35,12 @@ def test_scikit_learns_checks_on_numpy(estimator, check):
     check(estimator)
 
 
-@parametrize_with_checks([MLPClassifier(backend="array-api-strict"), MLPRegressor(backend="array-api-strict")])
+# The defaults' 200 epochs are checked on NumPy above. On array-api-strict (every operation checked, about
+# 10 times NumPy's time here) 60 epochs: the checks that score a fit (check_regressors_train: R² > 0.5,
+# check_classifiers_train: accuracy > 0.83, both with random_state=0) pass with a margin there (R² 0.66 at 60
+# epochs against 0.88 at 200; accuracy 0.94), and every other check runs the same code for fewer epochs.
+@parametrize_with_checks([MLPClassifier(backend="array-api-strict", max_epochs=60),
+                          MLPRegressor(backend="array-api-strict", max_epochs=60)])
 def test_scikit_learns_checks_on_array_api_strict(estimator, check):
     if "array-api-strict" not in AVAILABLE:
         pytest.skip("array-api-strict is not among the backends this run tests")
