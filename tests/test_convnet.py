@@ -418,3 +418,11 @@ def test_bad_model_flags_are_one_line_and_leave_no_folder(tmp_path, args, messag
     assert message in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_the_auto_probe_builds_the_convnet():
+    from softgrad.training import auto
+
+    model = ConvNet(SMALL, (8, 8), 3)
+    assert auto.network_of(model) == model.config()
+    assert auto.probe("numpy", auto.network_of(model), 8, "float32", seconds=0.02) > 0
