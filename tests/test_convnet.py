@@ -426,3 +426,23 @@ def test_the_auto_probe_builds_the_convnet():
     model = ConvNet(SMALL, (8, 8), 3)
     assert auto.network_of(model) == model.config()
     assert auto.probe("numpy", auto.network_of(model), 8, "float32", seconds=0.02) > 0
+
+
+def test_k_simulated_ranks_train_a_convnet_as_one_process():
+    """fit on 2 and 3 data-parallel ranks (threads, tests/simulated_ranks.py) equals one process on the global
+    batch, in float64."""
+    from tests.simulated_ranks import run_ranks
+
+    data = tiny_images(n_train=30, n_test=6)
+
+    def train(comm):
+        model = ConvNet(SMALL, data.image_shape, 3, seed=1, dtype=np.float64)
+        fit(model, data, epochs=1, batch_size=8, lr_schedule="constant", log=None, progress=False, communicator=comm)
+        return model
+
+    one = train(None)
+    for world in (2, 3):
+        for result in run_ranks(world, train):
+            assert not isinstance(result, BaseException), result
+            for a, b in zip(result.params, one.params):
+                np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
