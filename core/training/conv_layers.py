@@ -10,11 +10,9 @@ input (None where it is not needed) and the layer's parameter gradients.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
+from softgrad.numerics.hooks import BackendHooks as Backend  # the conv and pooling operations are hooks
 from softgrad.numerics.protocol import Array
-
-Backend = Any  # the protocol with its optional members (the conv operations are hooks)
 
 
 @dataclass(frozen=True)

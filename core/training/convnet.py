@@ -53,6 +53,8 @@ GRAMMAR = ("conv(out, k[, stride=s][, padding=p][, dilation=d][, groups=g]), max
            "avgpool(k[, stride=s]), relu, tanh, sigmoid, dense(width), flatten")
 # each token: a name, then optionally its arguments in parentheses; separated by spaces or commas
 _TOKEN = re.compile(r"\s*([A-Za-z_][\w-]*)\s*(\(([^()]*)\))?\s*(,|\s|$)")
+# the activations' definitions (stateless), shared by every ConvNet
+_ACTIVATIONS = {name: make_activation(name) for name in ACTIVATION_TOKENS}
 # per token kind: the positional arguments it takes (required ones first) and its keyword arguments
 _SIGNATURES = {"conv": (("out", "k"), ("stride", "padding", "dilation", "groups")),
                "maxpool": (("k",), ("stride",)), "avgpool": (("k",), ("stride",)), "dense": (("width",), ())}
@@ -280,9 +282,9 @@ class ConvNet(HostParameters):
             raise TypeError(f"model dtype must be float32 or float64, got {np.dtype(dtype).name}")
         if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
             raise ValueError(f"num_classes must be an int >= 1, got {num_classes!r}")
+        image_chw(input_shape)  # a clear error for anything but (H, W) or (H, W, C)
         self.layers = layers
-        self.input_shape = tuple(int(s) for s in input_shape) if isinstance(input_shape, (tuple, list)) \
-            else input_shape
+        self.input_shape = tuple(int(s) for s in input_shape)
         self.classes = int(num_classes)
         self.plan = plan_layers(layers, self.input_shape, self.classes)
         self.seed = seed
@@ -372,7 +374,7 @@ class ConvNet(HostParameters):
             return avg_pool_forward(be, h, args["k"], args.get("stride"))
         if kind == "flatten":
             return flatten_forward(be, h)
-        return make_activation(kind).forward(be, h)
+        return _ACTIVATIONS[kind].forward(be, h)
 
     def backward(self, cache: list, dlogits: Array) -> list[Array]:
         """Gradients ``[dW1, db1, ...]`` of the loss, given ``dlogits = d loss / d logits``."""
@@ -397,7 +399,7 @@ class ConvNet(HostParameters):
         if kind == "dense":
             dbias = None
             if layer.fused_relu:  # y is the ReLU's output: the gradient through it and the bias's in one pass
-                dy, dbias = make_activation("relu").bias_backward(be, y, dy)
+                dy, dbias = _ACTIVATIONS["relu"].bias_backward(be, y, dy)
             dx, grads[i], grads[i + 1] = dense_backward(be, x, self.params[i], dy, need_dx=need_dx, dbias=dbias)
             return dx
         if kind == "maxpool":
@@ -406,7 +408,7 @@ class ConvNet(HostParameters):
             return avg_pool_backward(be, tuple(x.shape), dy, args["k"], args.get("stride"))
         if kind == "flatten":
             return flatten_backward(be, tuple(x.shape), dy)
-        return make_activation(kind).backward(be, y, dy)
+        return _ACTIVATIONS[kind].backward(be, y, dy)
 
     def logits(self, x: Array) -> Array:
         return self.forward(x)[0]
