@@ -119,18 +119,25 @@ def test_a_plugin_from_scratch_gets_the_operations_and_passes_the_kit():
     assert all(r.passed for r in results), [(r.check, r.dtype, r.message) for r in results if not r.passed]
 
 
-def test_the_kit_fails_a_convolution_that_flips_its_kernel():
-    """A true convolution (the kernel flipped) is not torch's cross-correlation: the kit names it."""
-    from softgrad.backends.conformance import run_checks
-    from softgrad.backends.conformance.conv_checks import CONV_CHECKS
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_the_kits_check_fails_a_convolution_that_flips_its_kernel(dtype):
+    """A true convolution (the kernel flipped) is not torch's cross-correlation: the kit's check says so
+    (run as the kit runs it, without Hypothesis' shrinking, which would take seconds here)."""
+    from hypothesis import Phase, given, settings
+    from hypothesis import strategies as st
+    from softgrad.backends.conformance.conv_checks import conv2d_matches_reference_and_torch
 
     class Flipped(type(get_backend("numpy"))):
         def conv2d(self, x, weight, bias=None, **options):
             return super().conv2d(x, np.ascontiguousarray(weight[:, :, ::-1, ::-1]), bias, **options)
 
-    results = {(r.check, r.dtype): r for r in run_checks(Flipped(), examples=10, checks=CONV_CHECKS[:1])}
-    failed = [r for r in results.values() if not r.passed]
-    assert len(failed) == 2 and all("conv2d" in r.message for r in failed)
+    @settings(max_examples=10, phases=[Phase.generate], derandomize=True, database=None, deadline=None)
+    @given(data=st.data())
+    def run(data):
+        conv2d_matches_reference_and_torch(Flipped(), dtype, data)
+
+    with pytest.raises(AssertionError, match="conv2d"):
+        run()
 
 
 # ---- the CUDA max-pool kernels, compiled for the CPU emulator ------------------------------------------------

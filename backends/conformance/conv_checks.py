@@ -163,9 +163,10 @@ def pool_case(data, dtype) -> dict[str, Any]:
             "dy": _values(rng, out, dtype, False)}
 
 
-def _scale(x, weight) -> float:
-    """What a conv output's rounding error scales with: the largest sum of |x| |w| over a window."""
-    return max(1.0, float(np.abs(x).max() * np.abs(weight).max() * weight[0].size))
+def _magnitude(result) -> float:
+    """What a sum's rounding error scales with: the largest sum of the magnitudes of its terms (the same
+    operation on |inputs|), at least 1."""
+    return max(1.0, float(np.max(result)))
 
 
 def _on(be, a):
@@ -186,7 +187,7 @@ def conv2d_matches_reference_and_torch(be, dtype, data):
     x, weight, bias, options = case["x"], case["weight"], case["bias"], case["options"]
     y = _host(be, be.conv2d(be.asarray(x), be.asarray(weight), _on(be, bias), **options), dtype, "conv2d")
     expected = reference_conv2d(x, weight, bias, **options)
-    scale = _scale(x, weight)
+    scale = _magnitude(reference_conv2d(np.abs(x), np.abs(weight), None, **options))
     assert y.shape == expected.shape, f"conv2d: shape {y.shape}, expected {expected.shape} ({options})"
     assert_close(y, expected, dtype, scale=scale, what=f"conv2d {options}")
     torch = _torch()
@@ -209,9 +210,7 @@ def conv2d_backward_matches_reference_and_autograd(be, dtype, data):
     if torch is not None:
         leaves = [torch.tensor(a.astype(np.float64), requires_grad=True) for a in (x, weight, np.zeros(dy.shape[1]))]
         torch.nn.functional.conv2d(*leaves, **options).backward(torch.from_numpy(dy.astype(np.float64)))
-    scales = (max(1.0, float(np.abs(dy).max() * np.abs(weight).max() * dy.shape[1] * weight[0, 0].size)),
-              max(1.0, float(np.abs(dy).max() * np.abs(x).max() * dy[:, 0].size)),
-              max(1.0, float(np.abs(dy).max() * dy[:, 0].size)))
+    scales = [_magnitude(m) for m in reference_conv2d_backward(np.abs(x), np.abs(weight), np.abs(dy), **options)]
     for k, (name, result) in enumerate(zip(("dx", "dweight", "dbias"), got)):
         if result is None:
             continue

@@ -44,7 +44,10 @@ Two parts
 or to describe itself (``scope``, ``label_range``, ``chunk_ops``,
 ``check_array``, ``difference_sign``, ``affine_relu``,
 ``relu_backward_inplace``, ``relu_bias_backward``, ``on_gpu``,
-``peak_memory``); every hook has its default in
+``peak_memory``; and the convolution and pooling operations ``conv2d``,
+``conv2d_backward``, ``max_pool2d``, ``max_pool2d_backward``, ``avg_pool2d``,
+``avg_pool2d_backward``, ``permute_dims``, whose defaults are written once on
+the array API); every hook has its default in
 :class:`softgrad.numerics.hooks.BackendDefaults`, so the layers above call any
 member of either part as an ordinary method.
 
