@@ -140,6 +140,25 @@ def test_the_kits_check_fails_a_convolution_that_flips_its_kernel(dtype):
         run()
 
 
+def test_torchs_max_pool_backward_recomputes_the_winners_of_a_tensor_written_since_its_forward():
+    """The torch backend reuses the forward's winners only for the same, unwritten tensor (its version
+    counter); written in place after the forward, or another tensor, the backward follows the new values."""
+    be = get_backend("torch")
+    x = torch.arange(2 * 3 * 6 * 6, dtype=torch.float64).reshape(2, 3, 6, 6)
+    dy = torch.ones(2, 3, 3, 3, dtype=torch.float64)
+    be.max_pool2d(x, 2)
+    expected = _torch_max_pool_grad(x.numpy(), dy.numpy(), 2)
+    np.testing.assert_array_equal(be.max_pool2d_backward(x, dy, 2).numpy(), expected)
+    x.mul_(-1)  # the winners move from the last entry of each window to the first
+    expected = _torch_max_pool_grad(x.numpy(), dy.numpy(), 2)
+    np.testing.assert_array_equal(be.max_pool2d_backward(x, dy, 2).numpy(), expected)
+    view = x[:, :, 1:, 1:]
+    be.max_pool2d(view, 2)
+    x[:, :, 1:, 1:].neg_()  # written through another view of the same storage
+    np.testing.assert_array_equal(be.max_pool2d_backward(view, dy[:, :, :2, :2], 2).numpy(),
+                                  _torch_max_pool_grad(view.numpy().copy(), dy[:, :, :2, :2].numpy(), 2))
+
+
 # ---- the CUDA max-pool kernels, compiled for the CPU emulator ------------------------------------------------
 
 
