@@ -10,10 +10,13 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from softgrad.backends import available_backends
 from softgrad.bench.training import TrainingRecord, add_ratios, recommend, training_flops_per_sample
+
+from tests import in_process
 
 ROOT = Path(__file__).resolve().parents[1]
 # scikit-learn is an optional anchor (the GPU machines do not have it): expect it only where it is
@@ -23,6 +26,15 @@ ANCHORS = {"anchor:torch-autograd"} | ({"anchor:sklearn"} if importlib.util.find
 def run_bench(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "bench", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=600)
+
+
+def bench_here(*args: str) -> in_process.Finished:
+    """``python -m bench ARGS`` as its ``main`` in this process: for the refusals, which need no new interpreter
+    (each one imported NumPy, torch and JAX again); the runs above keep ``python -m bench`` itself."""
+    from softgrad.bench.__main__ import main
+
+    with mock.patch.dict(os.environ):  # the bench sets XLA_PYTHON_CLIENT_PREALLOCATE for its own process
+        return in_process.run(main, *args)
 
 
 def test_bench_prints_the_tables_and_writes_json(tmp_path):
@@ -70,7 +82,7 @@ def test_bench_prints_the_tables_and_writes_json(tmp_path):
 def test_unavailable_backend_exits_2_with_one_line(name):
     if available_backends().get(name) == "available":
         pytest.skip(f"{name} is available here")
-    result = run_bench("--backend", name)
+    result = bench_here("--backend", name)
     assert result.returncode == 2
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
@@ -151,10 +163,10 @@ def test_the_recommendation_gives_its_margin_or_says_it_is_too_close_to_call():
 
 
 def test_bench_names_data_it_cannot_read_and_paths_it_cannot_write(tmp_path):
-    result = run_bench("--dataset", "fashion-mnist", "--root", str(tmp_path), "--no-ops", "--quick")
+    result = bench_here("--dataset", "fashion-mnist", "--root", str(tmp_path), "--no-ops", "--quick")
     assert result.returncode == 2 and "fashion-mnist" in result.stderr and "--download" in result.stderr
-    assert "Traceback" not in result.stderr and "--download" in run_bench("--help").stdout
-    result = run_bench("--json", str(tmp_path), "--no-ops", "--no-training")
+    assert "Traceback" not in result.stderr and "--download" in bench_here("--help").stdout
+    result = bench_here("--json", str(tmp_path), "--no-ops", "--no-training")
     assert result.returncode == 2 and "is a directory" in result.stderr
 
 
