@@ -167,7 +167,7 @@ class NumPyBackend(ArrayAPIBackend):
         return (total / logits.dtype.type(n) if reduction == "mean" else total), grad
 
     # ---- convolution and pooling: strided views, one BLAS GEMM, col2im in place (backends.numpy_conv); the
-    # forward of average pooling is the array-API default (measured: no faster here) ---------------------------
+    # forward of average pooling is the array-API default (measured: no faster here) --------------------------
 
     def conv2d(self, x, weight, bias=None, *, stride=1, padding=0, dilation=1, groups=1):
         conv_args.check_arrays(self, "conv2d", x=x, weight=weight, bias=bias)

@@ -1,9 +1,9 @@
 """The NumPy backend's convolution and pooling: strided views, one BLAS GEMM per product, col2im in place.
 
 Against the array-API default on NumPy (:mod:`softgrad.numerics.convolution`, ``.pooling``), which stacks the
-kH*kW slices into a new array, multiplies batched operands and adds the input gradient back through zero-filled
-copies, this path copies each tap's strided view once into reused columns (a thread's scratch buffers),
-multiplies 2-D matrices (BLAS; float32 stays float32, one sgemm per product) and adds the input gradient into
+kH*kW slices into a new array, multiplies batched operands and adds the input gradient back through
+zero-filled copies, this path copies each tap's strided view once into reused columns (a thread's scratch
+buffers), multiplies 2-D matrices (BLAS; float32 stays float32, one sgemm per product) and adds the input gradient into
 views of one buffer. Measured (batch 64, float32, one thread, CPU time; LeNet's layers): conv2d 1.0x (first
 layer, one channel in) to 2.0x (second), conv2d_backward 1.1x to 3.0x, max_pool2d 2.1x, its backward 7.0x,
 avg_pool2d's backward 4.2x. avg_pool2d's forward gained nothing measurable (1.0x), so it stays the default.
@@ -52,9 +52,9 @@ def _padded(x: np.ndarray, padding: tuple[int, int], value: float = 0.0, tag: st
 
 
 # Layouts of the working copies. (C, N, H, W): a tap's view of the padded images has runs of Wo contiguous
-# entries. (C, H, W, N), the batch innermost: runs of Wo * N (stride 1), which makes im2col's copies and col2im's
-# adds faster where Wo is small, but costs two transposes with the batch innermost, which cost more than they
-# save where the maps are large. Measured (batch 64, float32, 1 thread): LeNet's second layer (Wo = 10) 2.7 ->
+# entries. (C, H, W, N), the batch innermost: runs of Wo * N (stride 1), which makes im2col's copies and
+# col2im's adds faster where Wo is small, but costs two transposes with the batch innermost, which cost more
+# than they save where the maps are large. Measured (batch 64, float32, 1 thread): LeNet's second layer (Wo = 10) 2.7 ->
 # 2.3 ms forward, 7.4 -> 5.5 ms backward in (C, H, W, N); its first (Wo = 28) 2.3 -> 2.7 ms forward. So the
 # batch goes innermost below Wo = 16.
 _WIDE = 16
@@ -98,7 +98,8 @@ def _window_view(a: np.ndarray, layout: _Layout, window: args.Window, index: int
     (Hp, Wp)."""
     (sh, sw), (dh, dw), (ho, wo) = window.stride, window.dilation, window.out
     i, j = divmod(index, window.kernel[1])
-    rows, columns = slice(i * dh, i * dh + sh * (ho - 1) + 1, sh), slice(j * dw, j * dw + sw * (wo - 1) + 1, sw)
+    rows = slice(i * dh, i * dh + sh * (ho - 1) + 1, sh)
+    columns = slice(j * dw, j * dw + sw * (wo - 1) + 1, sw)
     return a[(*(slice(None),) * layout.rows, rows, columns)]
 
 
@@ -127,7 +128,8 @@ def conv2d(x, weight, bias=None, *, stride=1, padding=0, dilation=1, groups=1):
     return np.ascontiguousarray(out.transpose(layout.from_work))
 
 
-def conv2d_backward(x, weight, dy, *, stride=1, padding=0, dilation=1, groups=1, need_dx=True, need_bias=True):
+def conv2d_backward(x, weight, dy, *, stride=1, padding=0, dilation=1, groups=1, need_dx=True,
+                    need_bias=True):
     op = "conv2d_backward"
     geometry = args.conv_geometry(op, x, weight, conv_options(stride, padding, dilation, groups))
     args.check_grad(op, x, dy, geometry.out_shape)

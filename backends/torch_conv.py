@@ -39,7 +39,8 @@ def conv2d_backward(be: Any, arrays: tuple, options: dict[str, Any], needs: tupl
     window = geometry.window
     return be.torch.ops.aten.convolution_backward(
         dy, x, weight, [geometry.out_channels] if need_bias else None, list(window.stride),
-        list(window.padding), list(window.dilation), False, [0, 0], geometry.groups, [need_dx, True, need_bias])
+        list(window.padding), list(window.dilation), False, [0, 0], geometry.groups,
+        [need_dx, True, need_bias])
 
 
 def _window(be: Any, op: str, x, pool: tuple) -> conv_args.Window:

@@ -36,8 +36,8 @@ def _torch_max_pool_grad(x, dy, *args):
 
 @pytest.mark.parametrize("args", [(2,), ((3, 2), (1, 2), (1, 1))], ids=str)
 def test_max_pool_ties_go_where_torch_sends_them(be, dtype, args):
-    """A window of equal entries (a ReLU's zeros, plateaus of integers) gives its gradient to its first entry in
-    row-major order, as torch's CPU kernel does, overlapping windows included."""
+    """A window of equal entries (a ReLU's zeros, plateaus of integers) gives its gradient to its first entry
+    in row-major order, as torch's CPU kernel does, overlapping windows included."""
     rng = np.random.default_rng(0)
     x = np.maximum(rng.integers(-1, 2, size=(2, 3, 7, 6)), 0).astype(dtype)  # mostly ties
     x[1, 2] = 0.0  # a whole plane of them
@@ -51,7 +51,8 @@ def test_the_contracts_example_error_reads_the_same_everywhere(be):
     x, w = be.asarray(np.zeros((2, 3, 28, 28), np.float32)), be.asarray(np.zeros((6, 1, 5, 5), np.float32))
     with pytest.raises(ValueError) as caught:
         be.conv2d(x, w)
-    assert str(caught.value) == "conv2d: x has 3 channels but weight expects 1 (weight (6, 1, 5, 5), groups 1)"
+    expected = "conv2d: x has 3 channels but weight expects 1 (weight (6, 1, 5, 5), groups 1)"
+    assert str(caught.value) == expected
 
 
 def test_dtypes_and_foreign_arrays_are_type_errors_naming_the_argument(be):
@@ -78,7 +79,7 @@ def _default_twin(be):
     (8, {"stride": 1, "padding": 2, "dilation": 1, "groups": 1}),
     (8, {"stride": (2, 1), "padding": (0, 1), "dilation": (1, 2), "groups": 2}),
     (21, {"stride": (1, 1), "padding": (1, 0), "dilation": (2, 1), "groups": 2}),
-], ids=["padded", "strided-dilated-grouped", "wide"])  # NumPy: the batch innermost below 16 columns out, not above
+], ids=["padded", "strided-dilated-grouped", "wide"])  # NumPy's two layouts: under and over 16 columns out
 def test_each_backends_override_matches_the_array_api_default(be, width, options):
     """A hook changes nothing beyond rounding: the backend's own kernels against the default on the same
     backend, float64."""
@@ -160,7 +161,7 @@ def test_torchs_max_pool_backward_recomputes_the_winners_of_a_tensor_written_sin
                                   _torch_max_pool_grad(view.numpy().copy(), dy[:, :, :2, :2].numpy(), 2))
 
 
-# ---- the CUDA max-pool kernels, compiled for the CPU emulator ------------------------------------------------
+# ---- the CUDA max-pool kernels, compiled for the CPU emulator --------------------------------------------
 
 
 def test_the_cupy_backend_pools_through_its_kernels():
@@ -177,7 +178,8 @@ def test_the_cupy_backend_pools_through_its_kernels():
     x = np.maximum(np.random.default_rng(3).integers(-1, 3, size=(2, 2, 6, 5)), 0).astype(np.float32)
     dy = np.ones(tuple(F.max_pool2d(torch.tensor(x), 3, 2, 1).shape), np.float32)
     np.testing.assert_array_equal(be.max_pool2d(x, 3, 2, 1), F.max_pool2d(torch.tensor(x), 3, 2, 1).numpy())
-    np.testing.assert_array_equal(be.max_pool2d_backward(x, dy, 3, 2, 1), _torch_max_pool_grad(x, dy, 3, 2, 1))
+    expected = _torch_max_pool_grad(x, dy, 3, 2, 1)
+    np.testing.assert_array_equal(be.max_pool2d_backward(x, dy, 3, 2, 1), expected)
     assert launched == ["max_pool2d_f32", "max_pool2d_f32", "max_pool2d_backward_f32"]
 
 

@@ -52,7 +52,8 @@ def reference_conv2d(x, weight, bias, stride, padding, dilation, groups):
         for i in range(kh):
             for j in range(kw):
                 patch = _tap(padded[:, g * cg:(g + 1) * cg], i, j, stride, dilation, out)
-                y[:, g * og:(g + 1) * og] += np.einsum("nchw,oc->nohw", patch, weight[g * og:(g + 1) * og, :, i, j])
+                taps = weight[g * og:(g + 1) * og, :, i, j]
+                y[:, g * og:(g + 1) * og] += np.einsum("nchw,oc->nohw", patch, taps)
     return y if bias is None else y + np.asarray(bias, np.float64)[None, :, None, None]
 
 
@@ -108,9 +109,10 @@ def reference_avg_pool2d(x, kernel, stride, padding):
 def reference_avg_pool2d_backward(x_shape, dy, kernel, stride, padding):
     stride, (ph, pw), dilation, out = _geometry(x_shape, kernel, stride, padding, 1)
     dpadded = np.zeros((*x_shape[:2], x_shape[2] + 2 * ph, x_shape[3] + 2 * pw))
+    share = np.asarray(dy, np.float64) / (kernel[0] * kernel[1])
     for i in range(kernel[0]):
         for j in range(kernel[1]):
-            _tap(dpadded, i, j, stride, dilation, out)[...] += np.asarray(dy, np.float64) / (kernel[0] * kernel[1])
+            _tap(dpadded, i, j, stride, dilation, out)[...] += share
     return dpadded[:, :, ph:ph + x_shape[2], pw:pw + x_shape[3]]
 
 
@@ -131,13 +133,15 @@ def _values(rng, shape, dtype, ties: bool):
 def conv_case(data, dtype) -> dict[str, Any]:
     """x, weight, bias (or None), dy and the keyword arguments of a conv2d call, drawn small."""
     groups = data.draw(st.integers(1, 3), label="groups")
-    cg, og = data.draw(st.integers(1, 3), label="channels per group"), data.draw(st.integers(1, 3), label="out")
+    cg = data.draw(st.integers(1, 3), label="channels in per group")
+    og = data.draw(st.integers(1, 3), label="channels out per group")
     kernel = (data.draw(st.integers(1, 4), label="kH"), data.draw(st.integers(1, 4), label="kW"))
     options = {"stride": _pair_or_int(data, 1, 3, "stride"), "padding": _pair_or_int(data, 0, 2, "padding"),
                "dilation": _pair_or_int(data, 1, 2, "dilation"), "groups": groups}
     (ph, pw), (dh, dw) = _pairs(options["padding"]), _pairs(options["dilation"])
     span = (dh * (kernel[0] - 1) + 1, dw * (kernel[1] - 1) + 1)
-    size = [data.draw(st.integers(max(1, span[a] - 2 * (ph, pw)[a]), span[a] + 5), label="H, W") for a in (0, 1)]
+    size = [data.draw(st.integers(max(1, span[a] - 2 * (ph, pw)[a]), span[a] + 5), label="H, W")
+            for a in (0, 1)]
     n = data.draw(st.integers(1, 3), label="N")
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
     x = _values(rng, (n, cg * groups, *size), dtype, False)
@@ -151,8 +155,9 @@ def pool_case(data, dtype) -> dict[str, Any]:
     kernel = (data.draw(st.integers(1, 3), label="kH"), data.draw(st.integers(1, 3), label="kW"))
     stride = data.draw(st.none() | st.integers(1, 3) | st.tuples(st.integers(1, 3), st.integers(1, 3)),
                        label="stride")
-    padding = (data.draw(st.integers(0, kernel[0] // 2), label="pH"), data.draw(st.integers(0, kernel[1] // 2)))
-    size = [data.draw(st.integers(max(1, kernel[a] - 2 * padding[a]), kernel[a] + 5), label="H, W") for a in (0, 1)]
+    padding = tuple(data.draw(st.integers(0, kernel[a] // 2), label="padding") for a in (0, 1))
+    size = [data.draw(st.integers(max(1, kernel[a] - 2 * padding[a]), kernel[a] + 5), label="H, W")
+            for a in (0, 1)]
     shape = (data.draw(st.integers(1, 3), label="N"), data.draw(st.integers(1, 3), label="C"), *size)
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
     x = _values(rng, shape, dtype, ties=data.draw(st.booleans(), label="ties"))
@@ -200,17 +205,21 @@ def conv2d_matches_reference_and_torch(be, dtype, data):
 def conv2d_backward_matches_reference_and_autograd(be, dtype, data):
     case = conv_case(data, dtype)
     x, weight, dy, options = case["x"], case["weight"], case["dy"], case["options"]
-    need_dx, need_bias = data.draw(st.booleans(), label="need_dx"), data.draw(st.booleans(), label="need_bias")
+    need_dx = data.draw(st.booleans(), label="need_dx")
+    need_bias = data.draw(st.booleans(), label="need_bias")
     got = be.conv2d_backward(be.asarray(x), be.asarray(weight), be.asarray(dy), need_dx=need_dx,
                              need_bias=need_bias, **options)
     assert len(got) == 3 and (got[0] is None) != need_dx and (got[2] is None) != need_bias, \
-        f"conv2d_backward(need_dx={need_dx}, need_bias={need_bias}) returned {[type(g).__name__ for g in got]}"
+        f"conv2d_backward(need_dx={need_dx}, need_bias={need_bias}) returned " \
+        f"{[type(g).__name__ for g in got]}"
     expected = reference_conv2d_backward(x, weight, dy, **options)
     torch = _torch()
     if torch is not None:
-        leaves = [torch.tensor(a.astype(np.float64), requires_grad=True) for a in (x, weight, np.zeros(dy.shape[1]))]
+        leaves = [torch.tensor(a.astype(np.float64), requires_grad=True)
+                  for a in (x, weight, np.zeros(dy.shape[1]))]
         torch.nn.functional.conv2d(*leaves, **options).backward(torch.from_numpy(dy.astype(np.float64)))
-    scales = [_magnitude(m) for m in reference_conv2d_backward(np.abs(x), np.abs(weight), np.abs(dy), **options)]
+    magnitudes = reference_conv2d_backward(np.abs(x), np.abs(weight), np.abs(dy), **options)
+    scales = [_magnitude(m) for m in magnitudes]
     for k, (name, result) in enumerate(zip(("dx", "dweight", "dbias"), got)):
         if result is None:
             continue
@@ -236,14 +245,15 @@ def conv2d_backward_matches_finite_differences(be, dtype, data):
         for sign in (1.0, -1.0):
             moved = [x, weight, bias]
             moved[k] = moved[k] + sign * h * direction
-            values.append(float(np.sum(dy * be.to_numpy(be.conv2d(*(be.asarray(a) for a in moved), **options)))))
+            y = be.conv2d(*(be.asarray(a) for a in moved), **options)
+            values.append(float(np.sum(dy * be.to_numpy(y))))
         numeric, analytic = (values[0] - values[1]) / (2 * h), float(np.sum(grads[k] * direction))
         tolerance = 1e-6 * (1 + abs(numeric)) + 1e-9 * max(abs(v) for v in values) / h
         assert abs(numeric - analytic) <= tolerance, \
             f"conv2d_backward d{name}: {analytic} along a direction, finite differences {numeric} ({options})"
 
 
-# ---- pooling -------------------------------------------------------------------------------------------------
+# ---- pooling --------------------------------------------------------------------------------------------
 
 
 def _torch_pool(torch, op, x, case, dy):
@@ -311,7 +321,7 @@ def pool_backward_matches_finite_differences(be, dtype, data):
             f"{op}_backward: {analytic} along a direction, finite differences {numeric} ({case['args']})"
 
 
-# ---- permute_dims and bad arguments --------------------------------------------------------------------------
+# ---- permute_dims and bad arguments ---------------------------------------------------------------------
 
 
 def permute_dims_moves_axes(be, dtype, data):

@@ -74,8 +74,9 @@ def _out_size(op: str, size: tuple[int, int], window: tuple, described: str) -> 
         span = dilation[axis] * (kernel[axis] - 1) + 1
         padded = size[axis] + 2 * padding[axis]
         if padded < span:
-            raise ValueError(f"{op}: the window spans {span} {('rows', 'columns')[axis]} but the padded input "
-                             f"has {padded} ({described})")
+            what = ("rows", "columns")[axis]
+            raise ValueError(f"{op}: the window spans {span} {what} but the padded input has {padded} "
+                             f"({described})")
         out.append((padded - span) // stride[axis] + 1)
     return out[0], out[1]
 

@@ -56,7 +56,8 @@ def conv2d(be: Any, x: Array, weight: Array, bias: Array | None = None, *, strid
 def conv2d_backward(be: Any, x: Array, weight: Array, dy: Array, *, stride: Any = 1, padding: Any = 0,
                     dilation: Any = 1, groups: Any = 1, need_dx: bool = True,
                     need_bias: bool = True) -> tuple[Array | None, Array, Array | None]:
-    """The default of ``be.conv2d_backward`` (see :meth:`softgrad.numerics.hooks.BackendHooks.conv2d_backward`)."""
+    """The default of ``be.conv2d_backward`` (see
+    :meth:`softgrad.numerics.hooks.BackendHooks.conv2d_backward`)."""
     op = "conv2d_backward"
     args.check_arrays(be, op, x=x, weight=weight, dy=dy)
     geometry = args.conv_geometry(op, x, weight, conv_options(stride, padding, dilation, groups))

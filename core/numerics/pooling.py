@@ -74,4 +74,5 @@ def avg_pool2d_backward(be: Any, x_shape: Any, dy: Array, kernel_size: Any, stri
     args.check_image(op, "dy", dy)
     share = dy / window.taps
     xp = be.xp
-    return crop(col2im(xp, [share] * window.taps, window, _padded_size(shape, window)), window.padding, shape[2:])
+    dx = col2im(xp, [share] * window.taps, window, _padded_size(shape, window))
+    return crop(dx, window.padding, shape[2:])

@@ -3,7 +3,8 @@
 The defaults of the convolution and pooling operations (:mod:`softgrad.numerics.convolution`,
 :mod:`softgrad.numerics.pooling`) are built on these three. They use only slicing with steps, ``concat``,
 ``stack`` and ``reshape``, and never write into an array, so they run unchanged on NumPy, torch, CuPy,
-JAX (immutable arrays) and array-api-strict. A backend with its own kernels overrides the operations, not these.
+JAX (immutable arrays) and array-api-strict. A backend with its own kernels overrides the operations, not
+these.
 """
 
 from __future__ import annotations
