@@ -353,6 +353,7 @@ def test_softgrad_train_trains_with_the_plugged_in_loss_and_optimizer(units_site
 
 def test_the_conformance_kit_checks_the_plugged_in_units(units_site, tmp_path):
     report = tmp_path / "report.json"
+    # also docs/extending.md's `softgrad conformance numpy --examples 1` (tests/test_docs.py skips it, naming this test)
     result = run(units_site, "-m", "softgrad.backends.conformance", "numpy", "--examples", "1", "--json", str(report))
     assert result.returncode == 0, result.stdout + result.stderr
     checked = {r["op"]: r["passed"] for r in json.loads(report.read_text())["results"]}
