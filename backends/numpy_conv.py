@@ -125,7 +125,7 @@ def conv2d(x, weight, bias=None, *, stride=1, padding=0, dilation=1, groups=1):
     out = out.reshape(layout.shape(geometry.out_shape))
     if bias is not None:
         out += bias.reshape(o, 1, 1, 1)
-    return np.ascontiguousarray(out.transpose(layout.from_work))
+    return np.array(out.transpose(layout.from_work), order="C")  # always a copy: out is a scratch buffer
 
 
 def conv2d_backward(x, weight, dy, *, stride=1, padding=0, dilation=1, groups=1, need_dx=True,
@@ -160,7 +160,9 @@ def _input_grad(weight: np.ndarray, dy_rows: np.ndarray, geometry: args.ConvGeom
         view = _window_view(dx, layout, window, index)
         view += dcols[:, index]
     inner = dx[(*(slice(None),) * layout.rows, slice(top, top + h), slice(left, left + w))]
-    return np.ascontiguousarray(inner.transpose(layout.from_work))
+    # always a copy: dx is a scratch buffer (with N = 1 the transpose is already contiguous, and
+    # ascontiguousarray would hand out the buffer itself)
+    return np.array(inner.transpose(layout.from_work), order="C")
 
 
 def _tap_view(padded: np.ndarray, window: args.Window, i: int, j: int) -> np.ndarray:

@@ -106,6 +106,24 @@ def test_each_backends_override_matches_the_array_api_default(be, width, options
                  be.to_numpy(twin.avg_pool2d_backward(tuple(x4.shape), dy, *pool)), np.float64)
 
 
+@pytest.mark.parametrize("width", [8, 30], ids=["batch-innermost", "batch-outer"])
+def test_a_result_is_never_a_buffer_the_next_call_reuses(be, width):
+    """NumPy reuses its working buffers from call to call; what an operation returns is the caller's own
+    (a batch of one image is the case where a transpose of a buffer is already contiguous)."""
+    rng = np.random.default_rng(5)
+    x, w = rng.standard_normal((1, 2, 8, width)), rng.standard_normal((3, 2, 3, 3))
+    y = be.conv2d(be.asarray(x), be.asarray(w))
+    dy = rng.standard_normal(tuple(y.shape))
+    dx, dw, _ = be.conv2d_backward(be.asarray(x), be.asarray(w), be.asarray(dy))
+    p = be.max_pool2d(be.asarray(x), 2)
+    kept = [be.to_numpy(a).copy() for a in (y, dx, dw, p)]
+    be.conv2d(be.asarray(-x), be.asarray(w))
+    be.conv2d_backward(be.asarray(-x), be.asarray(w), be.asarray(-dy))
+    be.max_pool2d(be.asarray(-x), 2)
+    for before, after in zip(kept, (y, dx, dw, p)):
+        np.testing.assert_array_equal(be.to_numpy(after), before)
+
+
 def test_a_plugin_from_scratch_gets_the_operations_and_passes_the_kit():
     """``complete`` binds the array-API defaults to a backend that never heard of convolutions; the kit's
     convolution checks pass on it."""
