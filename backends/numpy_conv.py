@@ -22,6 +22,7 @@ from softgrad.numerics.convolution import conv_options
 
 _local = threading.local()
 _MAX_SCRATCH = 32  # buffers kept per thread (a few layers' worth); beyond that the cache starts over
+_MAX_KEPT_BYTES = 64 * 2**20  # a larger buffer (evaluating a big batch) is not kept: it would stay allocated
 
 
 def _scratch(tag: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
@@ -34,7 +35,9 @@ def _scratch(tag: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     key = (tag, shape, np.dtype(dtype).str)
     buffer = buffers.get(key)
     if buffer is None:
-        buffer = buffers[key] = np.empty(shape, dtype)
+        buffer = np.empty(shape, dtype)
+        if buffer.nbytes <= _MAX_KEPT_BYTES:
+            buffers[key] = buffer
     return buffer
 
 

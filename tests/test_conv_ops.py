@@ -124,6 +124,26 @@ def test_a_result_is_never_a_buffer_the_next_call_reuses(be, width):
         np.testing.assert_array_equal(be.to_numpy(after), before)
 
 
+def test_numpy_keeps_no_large_buffer_and_computes_the_same_without_them(monkeypatch):
+    """Buffers over the size limit (a big evaluation batch) are made fresh for each call and not kept; the
+    results are those of the kept ones."""
+    from softgrad.backends import numpy_conv
+
+    be, rng = get_backend("numpy"), np.random.default_rng(6)
+    x, w, b = rng.standard_normal((3, 4, 9, 9)), rng.standard_normal((6, 2, 3, 3)), rng.standard_normal(6)
+    dy = rng.standard_normal((3, 6, 4, 7))
+    options = {"stride": (2, 1), "padding": (0, 0), "dilation": 1, "groups": 2}
+    kept = [be.conv2d(x, w, b, **options), *be.conv2d_backward(x, w, dy, **options),
+            be.max_pool2d_backward(x, x[:, :, :5, :5], 3, 2, 1)]
+    monkeypatch.setattr(numpy_conv, "_MAX_KEPT_BYTES", 0)
+    monkeypatch.setattr(numpy_conv, "_local", __import__("threading").local())
+    fresh = [be.conv2d(x, w, b, **options), *be.conv2d_backward(x, w, dy, **options),
+             be.max_pool2d_backward(x, x[:, :, :5, :5], 3, 2, 1)]
+    assert getattr(numpy_conv._local, "buffers", {}) == {}
+    for a, c in zip(kept, fresh):
+        np.testing.assert_array_equal(a, c)
+
+
 def test_a_plugin_from_scratch_gets_the_operations_and_passes_the_kit():
     """``complete`` binds the array-API defaults to a backend that never heard of convolutions; the kit's
     convolution checks pass on it."""
