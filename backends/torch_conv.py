@@ -6,12 +6,15 @@ in one call, each only where asked for), ``aten.max_pool2d_with_indices_backward
 ``aten.avg_pool2d_backward``. The max-pool backward needs the forward's winners: it reuses those of the last
 forward on the very same tensor when torch's version counter says the tensor has not been written since
 (measured: recomputing them was 2 ms of a 2.6 ms backward at LeNet's first pool, batch 64, one thread), and
-recomputes them otherwise, so the result is the same either way. The arguments are checked by
+recomputes them otherwise, so the result is the same either way. On a GPU, float32 convolutions run in full
+float32 (cuDNN's default is TF32, about three decimal digits), as on every other backend and as the conformance
+kit checks them; that switch is unverified here, where there is no GPU. The arguments are checked by
 :mod:`softgrad.numerics.conv_args` first, so an error reads as on every other backend.
 """
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 from typing import Any
 
@@ -20,13 +23,24 @@ from softgrad.numerics import conv_args
 _KEPT = 16  # winners kept per backend: a few networks' pooling layers
 
 
+def _full_float32(be: Any, x) -> contextlib.AbstractContextManager:
+    """cuDNN without TF32 for the call (its other settings as they are); nothing to change on the CPU."""
+    if not x.is_cuda:
+        return contextlib.nullcontext()
+    cudnn = be.torch.backends.cudnn
+    return cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark, benchmark_limit=cudnn.benchmark_limit,
+                       deterministic=cudnn.deterministic, allow_tf32=False, fp32_precision=cudnn.fp32_precision,
+                       depthwise_kernel=getattr(cudnn, "depthwise_kernel", "auto"))
+
+
 def conv2d(be: Any, x, weight, bias, options: dict[str, Any]):
     conv_args.check_arrays(be, "conv2d", x=x, weight=weight, bias=bias)
     geometry = conv_args.conv_geometry("conv2d", x, weight, options)
     conv_args.check_bias("conv2d", x, bias, geometry.out_channels)
     window = geometry.window
-    return be.torch.nn.functional.conv2d(x, weight, bias, window.stride, window.padding, window.dilation,
-                                         geometry.groups)
+    with _full_float32(be, x):
+        return be.torch.nn.functional.conv2d(x, weight, bias, window.stride, window.padding, window.dilation,
+                                             geometry.groups)
 
 
 def conv2d_backward(be: Any, arrays: tuple, options: dict[str, Any], needs: tuple[bool, bool]):
@@ -37,10 +51,11 @@ def conv2d_backward(be: Any, arrays: tuple, options: dict[str, Any], needs: tupl
     conv_args.check_grad(op, x, dy, geometry.out_shape)
     need_dx, need_bias = needs
     window = geometry.window
-    return be.torch.ops.aten.convolution_backward(
-        dy, x, weight, [geometry.out_channels] if need_bias else None, list(window.stride),
-        list(window.padding), list(window.dilation), False, [0, 0], geometry.groups,
-        [need_dx, True, need_bias])
+    with _full_float32(be, x):
+        return be.torch.ops.aten.convolution_backward(
+            dy, x, weight, [geometry.out_channels] if need_bias else None, list(window.stride),
+            list(window.padding), list(window.dilation), False, [0, 0], geometry.groups,
+            [need_dx, True, need_bias])
 
 
 def _window(be: Any, op: str, x, pool: tuple) -> conv_args.Window:
