@@ -244,3 +244,19 @@ def test_the_max_pool_kernels_cover_every_entry_with_a_small_grid(suffix, dtype)
     module.get_function(f"max_pool2d_backward_{suffix}")((2,), (32,), (dy, winners, dx, *sizes))
     expected = _torch_max_pool_grad(x, dy, (2, 3), (2, 1), (1, 1))
     assert_close(dx, expected, dtype)
+
+
+def test_torch_convolutions_on_a_gpu_turn_tf32_off_for_the_call_only():
+    """cuDNN computes float32 convolutions in TF32 by default; the torch backend turns that off around its own
+    calls and restores every setting after (checked on the CPU with an array that says it is on a GPU)."""
+    from softgrad.backends import torch_conv
+
+    cudnn, be = torch.backends.cudnn, get_backend("torch")
+    before = (cudnn.enabled, cudnn.benchmark, cudnn.deterministic, cudnn.allow_tf32, cudnn.conv.fp32_precision)
+    with torch_conv._full_float32(be, types.SimpleNamespace(is_cuda=True)):
+        assert cudnn.allow_tf32 is False and cudnn.conv.fp32_precision != "tf32"
+        assert (cudnn.enabled, cudnn.benchmark, cudnn.deterministic) == before[:3]
+    assert (cudnn.enabled, cudnn.benchmark, cudnn.deterministic, cudnn.allow_tf32,
+            cudnn.conv.fp32_precision) == before
+    with torch_conv._full_float32(be, torch.zeros(1)):  # on the CPU nothing changes
+        assert cudnn.allow_tf32 == before[3]
