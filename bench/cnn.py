@@ -66,6 +66,8 @@ def build_parser() -> OneLineErrorParser:
                         "(default: all 20,000)")
     parser.add_argument("--json", help="write every figure here (a new file)")
     parser.add_argument("--markdown", help="write the table here (a new file)")
+    parser.add_argument("--from-json", metavar="PATH", help="measure nothing: print (and with --markdown write) "
+                        "the table of a JSON this command wrote")
     return parser
 
 
@@ -142,11 +144,14 @@ def medians_of_runs(runs: list[list[CNNRow]]) -> list[dict]:
 
 
 def render(medians: list[dict], runs: list[list[CNNRow]]) -> str:
-    """The markdown table of the medians over the runs, then each run's figures."""
-    lines = ["| batch | contender | samples/s (median of runs) | / torch autograd | per run | GEMMs' share of "
-             "the step | GEMM GFLOP/s / 2048² matmul |", "|---|---|---|---|---|---|---|"]
+    """The markdown table: per (batch, contender) the median over the runs of samples/s, of the ratio to the
+    torch loop (each taken within its run) and of numpy's GEMM shares; then each run's samples/s (ratio)."""
+    lines = ["| batch | contender | samples/s (median of runs) | / torch autograd (median of the runs' ratios) | "
+             "per run: samples/s (ratio) | GEMMs' share of the step | GEMM GFLOP/s / 2048² matmul |",
+             "|---|---|---|---|---|---|---|"]
     for m in medians:
-        per_run = " / ".join(f"{r.median:,.0f}" for run in runs for r in run
+        per_run = " / ".join(f"{r.median:,.0f} ({r.ratio:.2f}x)" if r.ratio is not None else f"{r.median:,.0f}"
+                             for run in runs for r in run
                              if (r.contender, r.batch_size) == (m["contender"], m["batch_size"]))
         ratio = "-" if m["ratio"] is None else f"{m['ratio']:.2f}x"
         share = "-" if m["gemm_share_of_step"] is None else f"{m['gemm_share_of_step']:.0%}"
@@ -154,6 +159,12 @@ def render(medians: list[dict], runs: list[list[CNNRow]]) -> str:
         lines.append(f"| {m['batch_size']} | {m['contender']} | {m['samples_per_s']:,.0f} | {ratio} | {per_run} | "
                      f"{share} | {roof} |")
     return "\n".join(lines)
+
+
+def rows_from_json(payload: dict) -> list[list[CNNRow]]:
+    """The runs of a JSON this command wrote, as rows again (to render its table anew)."""
+    fields = ("contender", "batch_size", "samples_per_s", "ratio", "gemm")
+    return [[CNNRow(**{k: row[k] for k in fields}) for row in run] for run in payload["per_run"]]
 
 
 def _run_once(args, data_spec, roofline: float | None) -> list[CNNRow]:
@@ -188,6 +199,12 @@ def main(argv: list[str] | None = None) -> int:
             from softgrad.numerics.files import check_writable
 
             check_writable(path, "--json" if path == args.json else "--markdown")
+    if args.from_json:
+        runs = rows_from_json(json.loads(open(args.from_json).read()))
+        table = render(medians_of_runs(runs), runs)
+        print(table)
+        _write(args.markdown, table + "\n")
+        return 0
     return _measure(args)
 
 

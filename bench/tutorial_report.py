@@ -63,9 +63,9 @@ def run_section(name: str, sides: dict[str, dict]) -> list[str]:
     if data in ALTERED:
         lines += [f"`{data}`: {ALTERED[data]}. Real training results on all of its images, not official "
                   "test-set figures.", ""]
-    epochs = {len(p["history"]) for p in sides.values()}
-    lines += [f"{any_part['train_rows']:,} training rows, {any_part['test_rows']:,} test rows; {sorted(epochs)} "
-              f"epoch(s) (the recipe: {recipe.epochs}), batch {recipe.batch_size}, SGD lr {recipe.lr}"
+    epochs = "/".join(str(n) for n in sorted({len(p["history"]) for p in sides.values()}))
+    lines += [f"{any_part['train_rows']:,} training rows, {any_part['test_rows']:,} test rows; {epochs} "
+              f"epochs (the recipe: {recipe.epochs}), batch {recipe.batch_size}, SGD lr {recipe.lr}"
               + (f" momentum {recipe.momentum}" if recipe.momentum else "") + f"; initial weights: {recipe.init} "
               f"(drawn once, the same on both sides); the same batch order on both sides.", "",
               f"Published: {recipe.published}.", ""]
@@ -86,7 +86,7 @@ def run_section(name: str, sides: dict[str, dict]) -> list[str]:
     return lines
 
 
-def render_markdown(parts: list[dict], png_name: str) -> str:
+def render_markdown(parts: list[dict], png_name: str, notes: list[str] = ()) -> str:
     lines = ["# The tutorials' runs: softgrad (numpy) beside torch autograd", "",
              "Written by `python -m bench.tutorials report`; each side trained by `python -m bench.tutorials run`. "
              "Both sides train on the same float32 arrays, from the same initial weights, visiting the batches "
@@ -95,14 +95,15 @@ def render_markdown(parts: list[dict], png_name: str) -> str:
              "after the epoch.", "", f"![curves]({png_name})", ""]
     for name, sides in by_run(parts).items():
         lines += run_section(name, sides)
-    machines = {json.dumps(p["machine"].get("blas")) for p in parts}
+    threads = sorted({str(p.get("threads_asked") or "the libraries' own") for p in parts})
     loads = ", ".join(f"{p['run']}/{p['side']} {p['machine']['load_1min']:.1f}" for p in parts)
-    lines += ["## Machine", "", f"{parts[0]['machine']['cpus']} CPUs shared with other work (1-minute load at "
-              f"the start of each part: {loads}); NumPy's BLAS: {'; '.join(sorted(machines))}; torch "
-              f"{next((p['version'] for p in parts if 'version' in p), '?')} with "
-              f"{next((p['threads'] for p in parts if 'threads' in p), '?')} threads. Wall times are of a shared "
-              "machine and only roughly comparable between sides.", ""]
-    return "\n".join(lines)
+    lines += ["## How these were run", "", f"{parts[0]['machine']['cpus']} CPUs shared with other work; threads per "
+              f"side: {', '.join(threads)} (torch's and NumPy's BLAS alike); torch "
+              f"{next((p['version'] for p in parts if 'version' in p), '?')}; the BLAS threadpoolctl saw, per "
+              "part, is in the JSON. 1-minute load average as each part started: " + loads + ". Wall times are "
+              "of a shared machine: read the accuracies, not the seconds.", ""]
+    lines += [f"- {note}" for note in notes]
+    return "\n".join(lines) + ("\n" if notes else "")
 
 
 def plot(parts: list[dict], path: Path) -> None:
@@ -138,12 +139,12 @@ def plot(parts: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(parts: list[dict], out: Path) -> None:
+def write_report(parts: list[dict], out: Path, notes: list[str] = ()) -> None:
     """``out``.md, ``out``.json (every part as run) and ``out``.png, each written atomically."""
     from softgrad.numerics.files import atomic_write_text
 
     png = out.with_suffix(".png")
     plot(parts, png)
-    payload: dict[str, Any] = {"runs": by_run(parts)}
+    payload: dict[str, Any] = {"runs": by_run(parts), "notes": list(notes)}
     atomic_write_text(out.with_suffix(".json"), json.dumps(payload, indent=1) + "\n")
-    atomic_write_text(out.with_suffix(".md"), render_markdown(parts, png.name) + "\n")
+    atomic_write_text(out.with_suffix(".md"), render_markdown(parts, png.name, notes) + "\n")

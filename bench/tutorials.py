@@ -57,6 +57,8 @@ def build_parser() -> OneLineErrorParser:
     report.add_argument("--parts", type=Path, default=DEFAULT_PARTS)
     report.add_argument("--out", type=Path, default=Path(f"bench/results/tutorials-{date.today().isoformat()}"))
     report.add_argument("--overwrite", action="store_true", help="replace existing OUT.* files")
+    report.add_argument("--note", action="append", default=[], help="a line for the report's 'How these were "
+                        "run' (how the parts were scheduled, say); repeatable")
     return parser
 
 
@@ -151,7 +153,7 @@ def report_command(args) -> int:
         check_writable(path, "--out")
         if path.exists() and not args.overwrite:
             raise FileExistsError(f"{path} exists: pass --overwrite to replace it")
-    write_report(parts, args.out)
+    write_report(parts, args.out, args.note)
     print("wrote " + ", ".join(map(str, outputs)))
     return 0
 

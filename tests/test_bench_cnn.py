@@ -43,7 +43,7 @@ def test_the_anchor_is_the_same_network_from_the_same_weights():
     anchor.run(2)  # and its loop trains (cycling through the two batches)
 
 
-def test_a_run_reports_every_contender_with_ratios_and_the_gemm_share_from_the_same_run():
+def test_a_run_reports_every_contender_with_ratios_and_the_gemm_share_from_the_same_run(tmp_path):
     data = MNISTRows(48).load()
     contenders = [SoftgradCNNContender("numpy"), TorchCNNContender()]
 
@@ -87,6 +87,15 @@ def test_a_run_reports_every_contender_with_ratios_and_the_gemm_share_from_the_s
         assert m["runs"] == 3 and m["samples_per_s"] == pytest.approx(same.median)
     table = cnn.render(medians, [rows, other, rows])
     assert table.count("\n") == len(medians) + 1 and "1.00x" in table
+
+    # --from-json renders a saved run's table again, measuring nothing
+    import json
+    from dataclasses import asdict
+
+    saved, out = tmp_path / "run.json", tmp_path / "run.md"
+    saved.write_text(json.dumps({"per_run": [[asdict(r) for r in rows]]}))
+    assert cnn.main(["--from-json", str(saved), "--markdown", str(out)]) == 0
+    assert out.read_text() == cnn.render(cnn.medians_of_runs([rows]), [rows]) + "\n"
 
 
 def test_the_command_refuses_an_existing_result_file_and_bad_sizes_in_one_line(tmp_path, capsys):
