@@ -200,7 +200,12 @@ def main(argv: list[str] | None = None) -> int:
 
             check_writable(path, "--json" if path == args.json else "--markdown")
     if args.from_json:
-        runs = rows_from_json(json.loads(open(args.from_json).read()))
+        try:
+            runs = rows_from_json(json.loads(open(args.from_json).read()))
+        except OSError as error:
+            parser.error(f"--from-json {args.from_json}: {error.strerror or error}")
+        except (ValueError, KeyError, TypeError):
+            parser.error(f"--from-json {args.from_json} is not a JSON this command wrote")
         table = render(medians_of_runs(runs), runs)
         print(table)
         _write(args.markdown, table + "\n")

@@ -103,7 +103,8 @@ def test_the_command_refuses_an_existing_result_file_and_bad_sizes_in_one_line(t
 
     kept = tmp_path / "kept.json"
     kept.write_text("{}")
-    for argv in (["--cnn", "--json", str(kept)], ["--cnn", "--repeats", "0"], ["--cnn", "--batch-size", "0"]):
+    for argv in (["--cnn", "--json", str(kept)], ["--cnn", "--repeats", "0"], ["--cnn", "--batch-size", "0"],
+                 ["--cnn", "--from-json", str(tmp_path / "missing.json")], ["--cnn", "--from-json", str(kept)]):
         with pytest.raises(SystemExit) as stopped:
             main(argv)
         assert stopped.value.code == 2
