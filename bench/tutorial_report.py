@@ -67,7 +67,8 @@ def run_section(name: str, sides: dict[str, dict]) -> list[str]:
     lines += [f"{any_part['train_rows']:,} training rows, {any_part['test_rows']:,} test rows; {epochs} "
               f"epochs (the recipe: {recipe.epochs}), batch {recipe.batch_size}, SGD lr {recipe.lr}"
               + (f" momentum {recipe.momentum}" if recipe.momentum else "") + f"; initial weights: {recipe.init} "
-              f"(drawn once, the same on both sides); the same batch order on both sides.", "",
+              f"(drawn once from seed {any_part['recipe'].get('seed', 0)}, the same on both sides); the same batch "
+              "order on both sides.", "",
               f"Published: {recipe.published}.", ""]
     lines += ["| side | final test accuracy | wall time (train + test, all epochs) | training samples/s "
               "(median epoch) |", "|---|---|---|---|"]

@@ -48,6 +48,8 @@ def build_parser() -> OneLineErrorParser:
     run.add_argument("--parts", type=Path, default=DEFAULT_PARTS, help=f"where the parts go (default {DEFAULT_PARTS})")
     run.add_argument("--epochs", type=int, help="fewer epochs than the recipe's (a quick check; the report "
                      "says so)")
+    run.add_argument("--seed", type=int, help="another seed than the recipe's 0, for both the initial weights and "
+                     "the batch order (a second sample of a run's float32 spread)")
     run.add_argument("--train-rows", type=int, help="the first N training rows only (a quick check)")
     run.add_argument("--threads", type=int, help="threads for torch and NumPy's BLAS alike (default: the "
                      "libraries' own); on a machine shared with other work, 1 avoids the threads' waits for "
@@ -135,6 +137,7 @@ def run_command(args) -> int:
             raise FileExistsError(f"{path} exists: pass --overwrite to replace it")
     for name, side, path in targets:
         recipe = RECIPES[name] if args.epochs is None else replace(RECIPES[name], epochs=args.epochs)
+        recipe = recipe if args.seed is None else replace(recipe, seed=args.seed)
         data = _load_data(recipe, Path(args.root), args.train_rows)
         part = _part(recipe, side, data, log=lambda line: print(line, flush=True), threads=args.threads)
         atomic_write_text(path, json.dumps(part, indent=1) + "\n")
@@ -160,6 +163,8 @@ def report_command(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "seed", None) is not None and args.seed < 0:
+        build_parser().error("--seed must be at least 0")
     for flag in ("epochs", "train_rows", "threads"):
         if getattr(args, flag, None) is not None and getattr(args, flag) < 1:
             build_parser().error(f"--{flag.replace('_', '-')} must be at least 1")

@@ -104,3 +104,14 @@ def test_a_missing_data_folder_is_one_line_naming_it(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="cifar10-jpeg/train-jpeg-bytes.npz is missing"):
         cifar10_jpeg(tmp_path)
+
+
+@pytest.mark.parametrize("flag", [["--epochs", "0"], ["--seed", "-1"], ["--threads", "0"], ["--run", "nope"]])
+def test_bad_run_flags_are_one_line_before_any_training(flag, tmp_path, capsys):
+    argv = ["run", "--run", "fashion", "--parts", str(tmp_path / "parts"), *flag]
+    with pytest.raises(SystemExit) as stopped:
+        tutorials.main(argv)
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("python -m bench.tutorials")
+    assert not (tmp_path / "parts").exists()
