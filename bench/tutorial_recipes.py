@@ -13,9 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from softgrad.training.convnet import NAMED
 
-LENET_SPEC = "conv(6,5,padding=2) relu maxpool(2) conv(16,5) relu maxpool(2) dense(120) relu dense(84) relu"
-TUTORIAL_CNN_SPEC = "conv(6,5) relu maxpool(2) conv(16,5) relu maxpool(2) dense(120) relu dense(84) relu"
+# the networks softgrad train names (--model lenet, --model tutorial-cnn): one definition, the ConvNet's
+LENET_SPEC = NAMED["lenet"]
+TUTORIAL_CNN_SPEC = NAMED["tutorial-cnn"]
 
 
 @dataclass(frozen=True)
