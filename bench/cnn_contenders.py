@@ -52,23 +52,10 @@ class SoftgradCNNContender:
         self.on_gpu = bool(self.be.on_gpu)
 
     def prepare(self, model: str, batch_size: int, data, optimizer: str = "sgd") -> Case:
-        from softgrad.training.step import train_step
+        from softgrad.bench.contenders import step_case
 
         _check_model(model)
-        be, settings = self.be, _settings()
-        net = lenet(backend=be)
-        x, y = be.asarray(data.x_train), be.asarray(data.y_train)
-        batches = len(data.y_train) // batch_size
-        state = [settings.optimizer_definition.init_on(be, net.params), 0]
-
-        def run(steps: int) -> None:
-            for _ in range(steps):
-                i = state[1] % batches
-                s = slice(i * batch_size, (i + 1) * batch_size)
-                _, _, state[0] = train_step(net, x[s, ...], y[s, ...], state[0], settings.lr, settings)
-                state[1] += 1
-
-        return Case(run, be.synchronize, lambda: be.peak_memory(lambda: run(3)))
+        return step_case(lenet(backend=self.be), data, batch_size, _settings())
 
 
 class TorchCNNContender:

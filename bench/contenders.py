@@ -70,6 +70,25 @@ class Case:
         return time.perf_counter() - start
 
 
+def step_case(net, data, batch_size: int, settings: TrainSettings) -> Case:
+    """``net`` (an MLP or a ConvNet on its backend) trained by ``train_step``, what ``fit`` runs per batch, on
+    ``data``'s training rows in order, batch after batch; the peak memory is that of a few steps, where the
+    backend tracks it (NumPy, GPU pools)."""
+    be = net.be
+    x, y = be.asarray(data.x_train), be.asarray(data.y_train)
+    batches = len(data.y_train) // batch_size
+    state = [settings.optimizer_definition.init_on(be, net.params), 0]
+
+    def run(steps: int) -> None:
+        for _ in range(steps):
+            i = state[1] % batches
+            s = slice(i * batch_size, (i + 1) * batch_size)
+            _, _, state[0] = train_step(net, x[s, ...], y[s, ...], state[0], settings.lr, settings)
+            state[1] += 1
+
+    return Case(run, be.synchronize, lambda: be.peak_memory(lambda: run(3)))
+
+
 class SoftgradContender:
     def __init__(self, backend_name: str) -> None:
         self.name = backend_name
@@ -85,25 +104,9 @@ class SoftgradContender:
                                                                        "weight_decay": WEIGHT_DECAY})
 
     def prepare(self, model: str, batch_size: int, data, optimizer: str = "sgd") -> Case:
-        be = self.be
-        net = MLP(widths(model, data), seed=0, backend=be)
-        settings = self.settings(optimizer)
-        x, y = be.asarray(data.x_train), be.asarray(data.y_train)
-        batches = len(data.y_train) // batch_size
-        state = [settings.optimizer_definition.init_on(be, net.params), 0]
+        net = MLP(widths(model, data), seed=0, backend=self.be)
+        return step_case(net, data, batch_size, self.settings(optimizer))
 
-        def run(steps: int) -> None:
-            for _ in range(steps):
-                i = state[1] % batches
-                s = slice(i * batch_size, (i + 1) * batch_size)
-                _, _, state[0] = train_step(net, x[s, ...], y[s, ...], state[0], settings.lr, settings)
-                state[1] += 1
-
-        return Case(run, be.synchronize, lambda: self._peak_memory(run))
-
-    def _peak_memory(self, run: Callable[[int], None]) -> int | None:
-        """Peak bytes allocated during a few steps, where the backend tracks them (NumPy, GPU pools)."""
-        return self.be.peak_memory(lambda: run(3))
 
     def accuracy(self, model: str, batch_size: int, data, optimizer: str = "sgd") -> float:
         net = MLP(widths(model, data), seed=0, backend=self.be)
